@@ -1,0 +1,39 @@
+"""Where Corral keeps things on the host; every path can be moved by an environment variable."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Paths", "paths"]
+
+
+@dataclass(frozen=True)
+class Paths:
+    data: Path  # service data (database, keys): CORRAL_DATA_DIR
+    state: Path  # live runtime state of PCs, lost on host reboot like the PCs: CORRAL_STATE_DIR
+    images: Path  # built, read-only images: CORRAL_IMAGE_DIR
+    cache: Path  # build caches keyed by recipe digest: CORRAL_CACHE_DIR
+
+    @property
+    def pcs(self) -> Path:
+        return self.state / "pcs"
+
+    @property
+    def runc_root(self) -> Path:
+        return self.state / "runc"
+
+
+def _env_path(name: str, default: str) -> Path:
+    return Path(os.environ.get(name) or default).expanduser()
+
+
+def paths() -> Paths:
+    """Read the paths from the environment each call, so tests can point them elsewhere."""
+    return Paths(
+        data=_env_path("CORRAL_DATA_DIR", "~/.local/share/corral"),
+        state=_env_path("CORRAL_STATE_DIR", "/run/corral"),
+        images=_env_path("CORRAL_IMAGE_DIR", "/var/lib/corral/images"),
+        cache=_env_path("CORRAL_CACHE_DIR", "/var/cache/corral"),
+    )

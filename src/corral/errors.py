@@ -1,0 +1,107 @@
+"""One error tree for all of Corral.
+
+Every expected failure is a `CorralError` whose message says what went wrong and, where it
+helps, what to change (`hint`). Adapters map the classes to exit codes, HTTP statuses and MCP
+tool errors through `exit_code`; anything that is not a `CorralError` is a crash.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorralError",
+    "NotFoundError",
+    "ImageNotFoundError",
+    "PCNotFoundError",
+    "InvalidInputError",
+    "PermissionDeniedError",
+    "RuntimeFailureError",
+    "ImageBuildError",
+    "BootError",
+    "PCUnavailableError",
+    "ActionError",
+    "ActionTimeoutError",
+    "DiskFullError",
+]
+
+
+class CorralError(Exception):
+    """Base of every expected Corral failure."""
+
+    exit_code = 1
+    code = "error"
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class NotFoundError(CorralError):
+    exit_code = 3
+    code = "not_found"
+
+
+class ImageNotFoundError(NotFoundError):
+    code = "image_not_found"
+
+
+class PCNotFoundError(NotFoundError):
+    code = "pc_not_found"
+
+
+class InvalidInputError(CorralError):
+    """The caller asked for something malformed or out of range."""
+
+    exit_code = 2
+    code = "invalid_input"
+
+
+class PermissionDeniedError(CorralError):
+    exit_code = 4
+    code = "permission_denied"
+
+
+class RuntimeFailureError(CorralError):
+    """The host runtime could not do what was asked."""
+
+    exit_code = 5
+    code = "runtime_failure"
+
+
+class ImageBuildError(RuntimeFailureError):
+    code = "image_build_failed"
+
+
+class BootError(RuntimeFailureError):
+    code = "boot_failed"
+
+
+class PCUnavailableError(RuntimeFailureError):
+    """The PC exists but does not answer (its processes died or it is unhealthy)."""
+
+    code = "pc_unavailable"
+
+
+class ActionError(CorralError):
+    """An in-PC action failed; `code` carries pcd's error code."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, hint: str | None = None, code: str = "action_failed") -> None:
+        super().__init__(message, hint)
+        self.code = code
+
+
+class ActionTimeoutError(ActionError):
+    exit_code = 7
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint, code="timeout")
+
+
+class DiskFullError(ActionError):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint, code="disk_full")

@@ -1,0 +1,132 @@
+"""Build the OCI runtime config (config.json) of a PC. Pure: inputs in, a dict out.
+
+Everything that makes a PC a sandbox is decided here, in one place: namespaces, the user id
+mapping, capabilities (none), no_new_privileges, seccomp, masked and read-only kernel paths,
+cgroup limits from the size, and the mounts (the only host folder a PC sees is its own io folder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from corral.domain.sizes import PCSize
+from corral.runtime.seccomp import seccomp_profile
+
+__all__ = ["IO_MOUNT", "PCD_SOCKET", "DesktopUser", "PCSpec", "oci_config"]
+
+IO_MOUNT = "/run/corral"  # where the per-PC host folder appears inside the PC
+PCD_SOCKET = "pcd.sock"  # name of pcd's unix socket inside that folder
+_CPU_PERIOD_US = 100_000
+
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap", "/sys/kernel/debug",
+)
+READONLY_PATHS = (
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+)
+
+
+@dataclass(frozen=True)
+class DesktopUser:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+@dataclass(frozen=True)
+class PCSpec:
+    pc_id: str
+    uid_base: int  # first host uid of this PC's private range
+    uid_count: int
+    user: DesktopUser
+    size: PCSize
+    io_dir: str  # host folder bind-mounted at IO_MOUNT
+    screen: str = "1280x800x24"
+
+
+def _init_args(spec: PCSpec) -> list[str]:
+    return [
+        "/usr/bin/tini", "-g", "--",
+        "/usr/local/bin/corral-pcd",
+        "--socket", f"{IO_MOUNT}/{PCD_SOCKET}",
+        "--display", ":0",
+        "--geometry", spec.screen,
+    ]
+
+
+def _mounts(spec: PCSpec) -> list[dict[str, Any]]:
+    nosuid_nodev = ["nosuid", "nodev"]
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": [*nosuid_nodev, "noexec"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": [*nosuid_nodev, "noexec", "mode=1777", f"size={spec.size.shm_bytes}"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": [*nosuid_nodev, "noexec"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": [*nosuid_nodev, "noexec", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": [*nosuid_nodev, "noexec", "relatime", "ro"]},
+        {"destination": IO_MOUNT, "type": "bind", "source": spec.io_dir,
+         "options": ["rbind", *nosuid_nodev, "noexec", "rw"]},
+    ]
+
+
+def oci_config(spec: PCSpec) -> dict[str, Any]:
+    """The complete config.json for `spec` (OCI runtime spec 1.0)."""
+    user = spec.user
+    idmap = [{"containerID": 0, "hostID": spec.uid_base, "size": spec.uid_count}]
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": user.uid, "gid": user.gid, "additionalGids": [user.gid]},
+            "args": _init_args(spec),
+            "env": [
+                "PATH=/usr/local/bin:/usr/bin:/bin",
+                f"HOME={user.home}",
+                f"USER={user.name}",
+                f"LOGNAME={user.name}",
+                "DISPLAY=:0",
+                "LANG=C.UTF-8",
+                "TERM=xterm-256color",
+            ],
+            "cwd": user.home,
+            "capabilities": {"bounding": [], "effective": [], "inheritable": [],
+                             "permitted": [], "ambient": []},
+            "rlimits": [
+                {"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096},
+                {"type": "RLIMIT_CORE", "hard": 0, "soft": 0},
+            ],
+            "noNewPrivileges": True,
+            "oomScoreAdj": 500,
+        },
+        "root": {"path": "rootfs", "readonly": False},
+        "hostname": "pc",
+        "mounts": _mounts(spec),
+        "linux": {
+            "uidMappings": idmap,
+            "gidMappings": idmap,
+            "namespaces": [
+                {"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")
+            ],
+            "cgroupsPath": f"/corral/{spec.pc_id}",
+            "resources": {
+                "devices": [{"allow": False, "access": "rwm"}],
+                "memory": {"limit": spec.size.memory_bytes, "disableOOMKiller": False},
+                "cpu": {"quota": int(spec.size.cpus * _CPU_PERIOD_US), "period": _CPU_PERIOD_US},
+                "pids": {"limit": spec.size.pids},
+            },
+            "seccomp": seccomp_profile(),
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
