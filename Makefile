@@ -1,0 +1,45 @@
+# Corral: `make up` sets everything up and runs Corral; `make test` sets up the same and runs
+# the whole test suite. Both work on a fresh Debian 12 machine as root.
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+VENV := .venv
+PY := $(VENV)/bin/python
+CORRAL := $(VENV)/bin/corral
+PYTEST_ARGS ?=
+
+.PHONY: up test lint bench deps venv images image-minimal image-desktop clean
+
+up: deps venv image-desktop
+	$(CORRAL) up
+
+test: deps venv images
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+bench: deps venv image-minimal
+	$(PY) -m bench
+
+deps:
+	@bash scripts/install-system-deps.sh
+
+venv: $(VENV)/.synced
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q "uv==$(UV_VERSION)"
+	uv sync --frozen
+	@touch $@
+
+images: image-minimal image-desktop
+
+image-minimal: venv
+	$(CORRAL) image build minimal
+
+image-desktop: venv
+	$(CORRAL) image build desktop
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
