@@ -17,7 +17,6 @@ test: deps venv images
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
 bench: deps venv image-minimal

@@ -136,7 +136,7 @@ class PCRuntime:
         for sub in ("upper", "work"):
             (dirs["upperfs"] / sub).mkdir()
         os.chown(dirs["upperfs"] / "upper", uid, uid)
-        os.chmod(dirs["upperfs"] / "upper", 0o755)
+        os.chmod(dirs["upperfs"] / "upper", 0o755)  # noqa: S103 (the PC's / as in the image)
         _linux.mount(
             "overlay", dirs["rootfs"], "overlay", 0,
             f"lowerdir={dirs['lower']},upperdir={dirs['upperfs']}/upper,"
@@ -202,7 +202,7 @@ class PCRuntime:
             dirs = self._dirs(pc_id)
             for d in dirs.values():
                 d.mkdir(parents=True)
-            os.chmod(self.state.pc_dir(pc_id), 0o711)
+            os.chmod(self.state.pc_dir(pc_id), 0o711)  # noqa: S103 (PC users traverse to io)
             record = PCRecord(
                 id=pc_id, image=img.name, image_digest=img.digest, image_rootfs=str(img.rootfs),
                 size=size, screen=screen, slot=slot, status="booting", created_at=now,
@@ -303,7 +303,7 @@ class PCRuntime:
         for pc_id in self.state.ids():
             record = self.state.load(pc_id)
             age = now - (record.created_at if record else 0.0)
-            if record is None and age > boot_grace_s or (
+            if (record is None and age > boot_grace_s) or (
                 record is not None and self._pid(pc_id) is None
                 and not (record.status in ("booting", "resetting") and age < boot_grace_s)
             ):

@@ -19,7 +19,8 @@ class Runc:
         found = shutil.which(binary)
         if found is None:
             raise RuntimeFailureError(
-                "runc is not installed", hint="install it with `apt-get install runc` (make up does)"
+                "runc is not installed",
+                hint="install it with `apt-get install runc` (make up does)",
             )
         self.binary = found
 

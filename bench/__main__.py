@@ -1,0 +1,5 @@
+import sys
+
+from bench.runtime import main
+
+sys.exit(main())

@@ -1,0 +1,15 @@
+"""Shared test setup: tests under tests/runtime are marked `runtime`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+_RUNTIME_DIRS = ("runtime",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(part in _RUNTIME_DIRS for part in Path(str(item.fspath)).parts):
+            item.add_marker(pytest.mark.runtime)
