@@ -57,16 +57,18 @@ def resolve_in_root(root: Path, path: str) -> Path:
 
 def ensure_dir(root: Path, path: str, mode: int = 0o755) -> Path:
     """Create `path` (and its parents) inside `root`, root-owned; return its host path."""
-    cur = "/"
-    for part in PurePosixPath(path).parts[1:]:
-        cur = str(PurePosixPath(cur) / part)
-        host = resolve_in_root(root, cur)
-        if not host.exists():
-            host.mkdir(mode=mode)
-            os.chmod(host, mode)
-        elif not host.is_dir():
-            raise ImageBuildError(f"{cur} in the image is not a directory")
-    return resolve_in_root(root, path)
+    host = resolve_in_root(root, path)
+    missing = []
+    cur = host
+    while cur != root and not cur.exists():
+        missing.append(cur)
+        cur = cur.parent
+    if not cur.is_dir():
+        raise ImageBuildError(f"cannot create {path} in the image: {cur} is not a directory")
+    for d in reversed(missing):
+        d.mkdir(mode=mode)
+        os.chmod(d, mode)
+    return host
 
 
 def write_file(root: Path, path: str, data: bytes, mode: int = 0o644) -> None:
