@@ -1,0 +1,179 @@
+"""Entry point: start the desktop, publish the socket, serve until SIGTERM or until Xvfb dies.
+
+Startup is ordered for speed: Xvfb is spawned first, with only `os` imported; pcd imports the
+rest and binds its socket while Xvfb boots, and renames the socket into place (the host's
+readiness signal) as soon as Xvfb answers. The window manager starts without being waited for,
+and python-xlib and Pillow are imported in the background once the socket is published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+
+from . import xvfb
+
+USAGE = """usage: pcd [--socket PATH] [--display :N|auto] [--geometry WxHxD] [--wm PROGRAM|none]
+
+  --socket    unix socket to serve on (default /run/corral/pcd.sock)
+  --display   X display for Xvfb; "auto" lets Xvfb pick a free one (default :0)
+  --geometry  screen size and depth (default 1280x800x24)
+  --wm        window manager to start, or "none" (default openbox)
+"""
+DEFAULTS = {"socket": "/run/corral/pcd.sock", "display": ":0", "geometry": "1280x800x24",
+            "wm": "openbox"}
+_XVFB_EXITED = 0  # byte on the wake-up pipe; signals write their own numbers
+
+
+def parse_argv(argv: list[str]) -> dict[str, str]:
+    """A tiny parser (argparse costs milliseconds we would rather not spend at boot)."""
+    options = dict(DEFAULTS)
+    rest = list(argv)
+    while rest:
+        flag = rest.pop(0)
+        if flag in ("-h", "--help"):
+            print(USAGE, end="")
+            raise SystemExit(0)
+        name, eq, value = flag.partition("=")
+        key = name[2:] if name.startswith("--") else ""
+        if key not in options:
+            raise SystemExit(f"pcd: unknown option {flag!r}\n{USAGE}")
+        if not eq:
+            if not rest:
+                raise SystemExit(f"pcd: {name} needs a value\n{USAGE}")
+            value = rest.pop(0)
+        options[key] = value
+    return options
+
+
+def home_dir() -> str:
+    home = os.environ.get("HOME")
+    if not home:
+        import pwd
+
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    return os.path.normpath(home)
+
+
+def child_env(display: str) -> dict[str, str]:
+    """The environment of everything pcd starts: its own, plus DISPLAY and a UTF-8 locale (so
+    xterm and friends accept typed Unicode)."""
+    env = dict(os.environ)
+    env["DISPLAY"] = display
+    if not (env.get("LC_ALL") or env.get("LANG")):
+        env["LANG"] = "C.UTF-8"
+    env["HOME"] = home_dir()
+    return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    t0 = time.monotonic()
+    options = parse_argv(sys.argv[1:] if argv is None else argv)
+    try:
+        geometry = xvfb.parse_geometry(options["geometry"])
+    except ValueError as exc:
+        raise SystemExit(f"pcd: {exc}") from None
+
+    # 1. Xvfb first: it is the slowest part of boot.
+    fbdir = xvfb.make_fbdir()
+    try:
+        xvfb_pid, display_fd = xvfb.spawn(options["display"], geometry, fbdir)
+    except OSError as exc:
+        raise SystemExit(f"pcd: cannot start Xvfb: {exc}") from None
+
+    # 2. While it boots: set up signals, import the rest, bind the socket under a temp name.
+    import signal
+    import threading
+
+    # Signals (and Xvfb's death) arrive as bytes on one pipe that the main thread reads.
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: None)
+
+    from . import server
+    from .capture import Screen
+    from .context import Context
+    from .desktop import Desktop, log
+    from .typer import Typer
+    from .xconn import XConn
+
+    listener, temp_path = server.bind(options["socket"])
+    try:
+        display = xvfb.wait_ready(display_fd)
+    except RuntimeError as exc:
+        log(str(exc))
+        os.unlink(temp_path)
+        os.kill(xvfb_pid, signal.SIGKILL)
+        os.waitpid(xvfb_pid, 0)
+        raise SystemExit(1) from None
+    os.environ["DISPLAY"] = display
+    env = child_env(display)
+    desktop = Desktop(xvfb_pid, display, geometry, options["wm"], fbdir)
+    xconn = XConn(display)
+    ctx = Context(desktop=desktop, home=env["HOME"], env=env, x=xconn,
+                  screen=Screen(display, desktop.framebuffer), typer=Typer(xconn))
+
+    def xvfb_exited(code: int) -> None:
+        os.write(wake_w, bytes([_XVFB_EXITED]))
+
+    desktop.watch_xvfb(xvfb_exited)
+    # 3. The window manager, not waited for.
+    desktop.start_wm(env)
+    # 4. Ready: the socket appears at its final path.
+    server.publish(temp_path, options["socket"])
+    log(f"ready on {options['socket']} (display {display}, {options['geometry']}) in "
+        f"{(time.monotonic() - t0) * 1000:.0f} ms")
+    threading.Thread(target=server.serve_forever, args=(ctx, listener), name="accept",
+                     daemon=True).start()
+    threading.Thread(target=_warm_up, args=(ctx,), name="warm-up", daemon=True).start()
+
+    code = _wait_for_end(wake_r)
+    # 5. Shut down: stop serving, end what we started, remove the socket.
+    ctx.stopping = True
+    listener.close()
+    ctx.children.kill_all()
+    desktop.stop()
+    with contextlib.suppress(OSError):
+        os.unlink(options["socket"])
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _wait_for_end(wake_r: int) -> int:
+    """Block until SIGTERM/SIGINT/SIGHUP (exit 0) or Xvfb's death (exit 1)."""
+    import select
+
+    from .desktop import log
+
+    data = os.read(wake_r, 64)
+    # If Xvfb died because the whole group is being stopped (tini -g), our signal is on its
+    # way: give it a moment so that case still exits 0.
+    signalled = any(b != _XVFB_EXITED for b in data) or (
+        bool(select.select([wake_r], [], [], 0.1)[0])
+        and any(b != _XVFB_EXITED for b in os.read(wake_r, 64)))
+    if not signalled:
+        log("Xvfb exited; the desktop is gone, exiting")
+        return 1
+    log("stopping on signal")
+    return 0
+
+
+def _warm_up(ctx: object) -> None:
+    """Pay python-xlib's and Pillow's import costs now rather than on the first request."""
+    from .context import Context
+    from .desktop import log
+    from .keys import parse_keys
+    from .ops_screen import warm_up as warm_screen
+
+    assert isinstance(ctx, Context)
+    try:
+        ctx.x.warm()
+        warm_screen(ctx)
+        parse_keys("ctrl")
+    except Exception as exc:  # only an optimization; real errors surface per request
+        if not ctx.stopping:
+            log(f"warm-up: {exc}")

@@ -1,0 +1,57 @@
+"""`launch` and `open_url`: start GUI programs detached from pcd (own session, output to a log
+file in /tmp that the agent can read), reaped in the background."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from typing import Any
+from urllib.parse import urlsplit
+
+from .args import Args
+from .context import Context
+from .errors import UNSUPPORTED, PcdError, bad_request
+
+BROWSER = "/usr/bin/chromium"
+BROWSER_FLAGS = ("--no-sandbox", "--no-first-run", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync")
+URL_SCHEMES = ("http", "https", "file", "about")
+MAX_URL = 64 * 1024
+
+
+def start_detached(ctx: Context, argv: list[str]) -> dict[str, Any]:
+    name = os.path.basename(argv[0])[:40] or "program"
+    fd, log = tempfile.mkstemp(prefix=f"corral-launch-{name}-", suffix=".log", dir="/tmp")
+    try:
+        proc = ctx.children.spawn(argv, cwd=ctx.home, env=ctx.env, stdin=subprocess.DEVNULL,
+                                  stdout=fd, stderr=fd)
+    except PcdError:
+        os.close(fd)
+        os.unlink(log)
+        raise
+    os.close(fd)
+    ctx.children.reap_in_background(proc)
+    return {"pid": proc.pid, "log": log}
+
+
+def launch(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], bytes]:
+    argv = args.opt_str_list("argv", max_items=10_000, max_len=1 << 20)
+    if argv is None:
+        raise bad_request("launch: missing required 'argv' (a list of strings)")
+    return start_detached(ctx, argv), b""
+
+
+def open_url(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], bytes]:
+    url = args.get_str("url", max_len=MAX_URL, allow_empty=False)
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in URL_SCHEMES or any(c in url for c in "\0\r\n"):
+        raise bad_request(f"open_url: {url[:100]!r} is not allowed; use an http, https, file "
+                          "or about URL")
+    if not os.access(BROWSER, os.X_OK):
+        raise PcdError(UNSUPPORTED, "this PC's image has no browser; acquire a PC from a pool "
+                       "that uses the desktop image")
+    profile = os.path.join(ctx.home, ".config", "chromium")
+    argv = [BROWSER, *BROWSER_FLAGS, f"--user-data-dir={profile}", url]
+    return start_detached(ctx, argv), b""
