@@ -96,3 +96,14 @@ def test_broken_entries_are_not_found_and_not_listed(tmp_path: Path) -> None:
 def test_default_root_follows_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORRAL_IMAGE_DIR", str(tmp_path / "imgs"))
     assert ImageStore().root == tmp_path / "imgs"
+
+
+def test_half_registered_version_is_replaced(tmp_path: Path) -> None:
+    """A crash between the rename and the manifest leaves a version nobody could boot: the next
+    build with the same content replaces it instead of reusing it."""
+    store = ImageStore(tmp_path)
+    broken = tmp_path / "minimal" / ("a" * 16)
+    (broken / "rootfs").mkdir(parents=True)
+    img = store.publish("minimal", _staging(tmp_path), _manifest("minimal", DIGEST_A))
+    assert img.path == broken and img.manifest["digest"] == DIGEST_A
+    assert (img.rootfs / "etc").is_dir()

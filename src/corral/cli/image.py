@@ -61,22 +61,33 @@ def build(
     ] = False,
 ) -> None:
     """Build an image from its recipe (needs root; cached, so rebuilding is quick)."""
+    started = time.time()
     with _progress_printer(f"building {name}") as progress:
         img = build_image(name, recipe, progress=progress, force=force, refresh=refresh)
     m = img.manifest
+    built = _built_at(img)
+    how = (
+        f"up to date (built {human_age(started - built)})"
+        if built is not None and built < started - 1
+        else f"built in {float(m.get('build_seconds', 0)):.1f}s"
+    )
     out_console.print(
         f"[bold green]{img.name}[/] {img.digest}  {human_size(int(m.get('size_bytes', 0)))}  "
-        f"built in {float(m.get('build_seconds', 0)):.1f}s  ({img.path})",
+        f"{how}  ({img.path})",
         highlight=False,
     )
 
 
-def _age(img: Image) -> str:
+def _built_at(img: Image) -> float | None:
     try:
-        built = datetime.fromisoformat(str(img.manifest["built_at"]).replace("Z", "+00:00"))
+        return datetime.fromisoformat(str(img.manifest["built_at"])).timestamp()
     except (KeyError, ValueError):
-        return "?"
-    return human_age(time.time() - built.timestamp())
+        return None
+
+
+def _age(img: Image) -> str:
+    built = _built_at(img)
+    return "?" if built is None else human_age(time.time() - built)
 
 
 @app.command("list")

@@ -79,7 +79,7 @@ class BaseBuilder:
             variant="minbase",
         )
         final = self.cache / "bootstrap" / key
-        if (final / _META).is_file() and not self.refresh:
+        if (final / _META).is_file():  # refresh skips this: apt-get upgrade updates it
             self.step(f"debootstrap {self.suite}: cached")
             return key, final / "rootfs"
         self.step(f"debootstrap {self.suite} (minbase)")

@@ -11,18 +11,15 @@ import contextlib
 import fcntl
 import os
 import secrets
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 import corral
 from corral.config import paths
-from corral.errors import ImageBuildError, PermissionDeniedError
+from corral.errors import ImageBuildError, InvalidInputError, PermissionDeniedError
 from corral.runtime.images._base import BaseBuilder, copy_tree, sweep_staging
 from corral.runtime.images._digest import files_digest, tree_digest
 from corral.runtime.images._manifest import BuildInputs, is_up_to_date, make_manifest
@@ -31,14 +28,11 @@ from corral.runtime.images._mounts import safe_rmtree
 from corral.runtime.images._recipe import Recipe, builtin_recipe_path, load_recipe, recipe_digest
 from corral.runtime.images._rootfs import installed_packages, parse_passwd, resolve_in_root
 from corral.runtime.images._run import CommandLog
+from corral.runtime.images._signals import Interrupted, signals_blocked, sigterm_raises
 from corral.runtime.images._steps import finish_rootfs, install_pcd, pcd_files
 from corral.runtime.images._store import Image, ImageStore
 
 __all__ = ["build_image", "pcd_source_dir"]
-
-
-class _Interrupted(BaseException):
-    """Raised from the SIGTERM handler so cleanup runs as it does for Ctrl-C."""
 
 
 def pcd_source_dir() -> Path:
@@ -52,35 +46,6 @@ def _host_arch() -> str:
     if done.returncode != 0:
         raise ImageBuildError("cannot tell the host's Debian architecture (dpkg missing?)")
     return done.stdout.strip()
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into an exception for the duration (main thread only: elsewhere Python
-    cannot install handlers, and the caller owns signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Interrupted(signum)
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-@contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """Keep a second Ctrl-C from cutting cleanup short."""
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextlib.contextmanager
@@ -115,7 +80,7 @@ class _Clock:
 def _resolve_recipe(name: str, recipe: Path | None) -> Recipe:
     loaded = load_recipe(recipe if recipe is not None else builtin_recipe_path(name))
     if loaded.name != name:
-        raise ImageBuildError(
+        raise InvalidInputError(
             f"recipe {loaded.origin} is named {loaded.name!r}, not {name!r}",
             hint=f"build it as `corral image build {loaded.name} --recipe {loaded.origin}`",
         )
@@ -167,9 +132,9 @@ def build_image(
     log = CommandLog(cache / "logs" / f"build-{name}-{stamp}.log")
     clock.step(f"building {name} ({suite}/{inputs.arch}); log: {log.path}")
     try:
-        with _sigterm_raises(), _build_lock(cache, clock.step):
+        with sigterm_raises(), _build_lock(cache, clock.step):
             return _build_locked(rec, inputs, store, log, clock, refresh, mirror)
-    except _Interrupted as exc:
+    except Interrupted as exc:
         raise ImageBuildError(
             f"building {name} was interrupted by signal {exc.args[0]}; nothing was registered",
             hint=f"log: {log.path}",
@@ -191,7 +156,7 @@ def _build_locked(
 ) -> Image:
     cache = paths().cache
     store.root.mkdir(parents=True, exist_ok=True)
-    with _signals_blocked():
+    with signals_blocked():
         for parent in (store.root, cache / "bootstrap", cache / "bases"):
             sweep_staging(parent)
     builder = BaseBuilder(
@@ -243,10 +208,10 @@ def _build_locked(
             user={"name": rec.user_name, "uid": user[0], "gid": user[1], "home": user[2]},
             build_seconds=clock.elapsed(),
         )
-        with _signals_blocked():
+        with signals_blocked():
             image = store.publish(rec.name, staging, manifest)
         clock.step(f"registered {rec.name} {tree.digest[:19]} ({len(packages)} packages)")
         return image
     finally:
-        with _signals_blocked():
+        with signals_blocked():
             safe_rmtree(staging)

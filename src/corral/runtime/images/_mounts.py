@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from corral.errors import ImageBuildError
+from corral.runtime.images._signals import signals_blocked
 
 __all__ = ["chroot_mounts", "mounts_under", "parse_mountinfo", "safe_rmtree", "unmount_under"]
 
@@ -90,10 +91,11 @@ def safe_rmtree(path: Path) -> None:
     """Remove a build folder only after unmounting and proving nothing is mounted below it."""
     if not os.path.lexists(path):
         return
-    unmount_under(path)
-    if mounts_under(path):  # pragma: no cover - unmount_under raises first
-        raise ImageBuildError(f"refusing to delete {path}: something is still mounted under it")
-    shutil.rmtree(path)
+    with signals_blocked():
+        unmount_under(path)
+        if mounts_under(path):  # pragma: no cover - unmount_under raises first
+            raise ImageBuildError(f"refusing to delete {path}: something is still mounted under it")
+        shutil.rmtree(path)
 
 
 def _make_dev(dev: Path) -> None:
@@ -140,8 +142,8 @@ def chroot_mounts(root: Path, binds: dict[str, Path] | None = None) -> Iterator[
             _mount(["--bind", str(host), str(target)])
         yield
     finally:
-        unmount_under(root / "proc")
-        unmount_under(root / "sys")
-        unmount_under(root / "dev")
-        for inside in binds or {}:
-            unmount_under(root / inside.lstrip("/"))
+        with signals_blocked():
+            for inside in binds or {}:
+                unmount_under(root / inside.lstrip("/"))
+            for inside in ("dev", "sys", "proc"):
+                unmount_under(root / inside)

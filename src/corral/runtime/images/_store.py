@@ -15,6 +15,7 @@ from typing import Any
 
 from corral.config import paths
 from corral.errors import ImageNotFoundError
+from corral.runtime.images._mounts import safe_rmtree
 from corral.runtime.images._recipe import NAME_RE
 
 __all__ = ["DesktopUser", "Image", "ImageStore", "version_dir_name"]
@@ -72,10 +73,10 @@ class ImageStore:
         current = self.root / name / CURRENT
         try:
             version = (self.root / name / os.readlink(current)).resolve()
-            manifest = json.loads((version / MANIFEST).read_text())
-        except (OSError, ValueError):
+        except OSError:
             raise _not_found(name) from None
-        if not isinstance(manifest, dict) or not (version / "rootfs").is_dir():
+        manifest = _read_manifest(version)
+        if manifest is None or not (version / "rootfs").is_dir():
             raise _not_found(name)
         return Image(
             name=name,
@@ -112,13 +113,43 @@ class ImageStore:
         image_dir = self.root / name
         image_dir.mkdir(parents=True, exist_ok=True)
         version = image_dir / version_dir_name(digest)
+        if version.exists() and _read_manifest(version) is None:
+            safe_rmtree(version)  # a crash mid-registration: never served, so safe to replace
         if not version.exists():
             os.rename(staging, version)
-            tmp = version / f".{MANIFEST}.tmp"
-            tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, version / MANIFEST)
+            _write_durably(
+                version / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+            )
         link = image_dir / f".current-{secrets.token_hex(4)}"
         os.symlink(version.name, link)
         os.replace(link, image_dir / CURRENT)
+        _fsync_dir(image_dir)
         return self.get(name)
+
+
+def _read_manifest(version: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((version / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """Write via a temporary file, fsync and rename, so a crash leaves the old file or the new."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
