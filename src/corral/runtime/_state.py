@@ -51,7 +51,10 @@ class StateDir:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Host-wide lock for allocating slots and changing the set of PCs."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.mkdir(parents=True, exist_ok=True)
+        # PCs' user namespaces must traverse down to their own rootfs and io folders.
+        for folder in (self.root.parent, self.root):
+            os.chmod(folder, 0o711)  # noqa: S103
         fd = os.open(self.root.parent / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

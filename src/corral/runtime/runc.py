@@ -30,14 +30,23 @@ class Runc:
     def run_detached(self, cid: str, bundle: Path, pid_file: Path, log: Path) -> None:
         """Create and start container `cid` from `bundle`; its stdio goes to `log`."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The container inherits runc's stdio, so both go to the log file: a pipe would stay
+        # open for the container's whole life.
         with open(log, "ab") as out:
-            proc = subprocess.run(
-                self._cmd("run", "--detach", "--pid-file", str(pid_file), cid),
-                cwd=bundle, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
-                check=False, timeout=60,
-            )
+            start = out.tell()
+            try:
+                proc = subprocess.run(
+                    self._cmd("run", "--detach", "--pid-file", str(pid_file), cid),
+                    cwd=bundle, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                    check=False, timeout=60,
+                )
+            except subprocess.TimeoutExpired:
+                raise BootError(f"runc did not start PC {cid} within 60 s") from None
         if proc.returncode != 0:
-            raise BootError(f"runc could not start PC {cid}: {proc.stderr.decode().strip()}")
+            with open(log, "rb") as fh:
+                fh.seek(start)
+                message = fh.read(4096).decode(errors="replace").strip()
+            raise BootError(f"runc could not start PC {cid}: {message}")
 
     def state(self, cid: str) -> dict[str, Any] | None:
         """runc's view of `cid` (status, pid), or None if runc does not know it."""
