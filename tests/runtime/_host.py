@@ -41,14 +41,21 @@ def _netns_inodes() -> frozenset[int]:
 
 
 def _pc_processes() -> frozenset[int]:
-    """Host processes running as a uid of some PC's private range."""
+    """Live host processes running as a uid of some PC's private range.
+
+    Zombies are left out: a PC's init is orphaned when `runc run --detach` exits, so the host's
+    init reaps it a moment after it dies; a zombie holds no memory, file or namespace.
+    """
     pids = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.stat(f"/proc/{pid}").st_uid >= FIRST_UID:
-                pids.add(int(pid))
+            if os.stat(f"/proc/{pid}").st_uid < FIRST_UID:
+                continue
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
+        if state != "Z":
+            pids.add(int(pid))
     return frozenset(pids)
 
 

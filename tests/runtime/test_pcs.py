@@ -54,7 +54,7 @@ def test_input_reaches_the_desktop(rt: PCRuntime, pc: PCInfo) -> None:
         assert "X=321" in where and "Y=123" in where
         client.clipboard_set("héllo ✓ 日本")
         assert client.clipboard_get() == "héllo ✓ 日本"
-        client.launch(["xterm", "-T", "corral-test-term"])
+        client.launch(["xterm", "-T", "corral-test-term", "-e", "sh"])
         deadline = time.monotonic() + 10
         while not any(w["title"] == "corral-test-term" for w in client.list_windows()):
             assert time.monotonic() < deadline, "the launched xterm never showed a window"
@@ -82,18 +82,34 @@ def test_files_are_confined_to_home_and_tmp(rt: PCRuntime, pc: PCInfo) -> None:
             client.write_file("/usr/bin/evil", b"x")
 
 
-def test_reset_returns_exactly_to_the_image(rt: PCRuntime, pc: PCInfo) -> None:
+def _upper_layer(state_root: Path, pc_id: str) -> set[str]:
+    """What the PC has written on top of its image, seen from the host, once the desktop has
+    settled (the window manager writes its session files just after the desktop is ready)."""
+    upper = state_root / "pcs" / pc_id / "upperfs" / "upper"
+    deadline = time.monotonic() + 10
+    while not (upper / "home/user/.cache/openbox/openbox.log").exists():
+        assert time.monotonic() < deadline, "the window manager never started"
+        time.sleep(0.01)
+    return {str(p.relative_to(upper)) for p in upper.rglob("*")}
+
+
+def test_reset_returns_exactly_to_the_image(rt: PCRuntime, pc: PCInfo,
+                                            state_root: Path) -> None:
+    fresh_upper = _upper_layer(state_root, pc.id)
     with rt.client(pc.id) as client:
+        fresh_home = client.run(["ls", "-A", "/home/user"]).stdout.split()
         client.write_file("secret.txt", b"from session one")
         client.write_file("/tmp/also", b"x")
         client.launch(["sleep", "12345"])
         assert "sleep 12345" in json.dumps(client.processes())
+    upper_before = _upper_layer(state_root, pc.id)
     rt.reset(pc.id)
     after = rt.info(pc.id)
     assert after.status == "ready" and after.pid != pc.pid
+    assert "home/user/secret.txt" in upper_before
+    assert _upper_layer(state_root, pc.id) == fresh_upper
     with rt.client(pc.id) as client:
-        assert client.run(["ls", "-A", "/home/user"]).stdout.split() == \
-            client.run(["ls", "-A", "/etc/skel"]).stdout.split()
+        assert client.run(["ls", "-A", "/home/user"]).stdout.split() == fresh_home
         assert client.run(["test", "-e", "/tmp/also"]).exit_code == 1
         assert "sleep 12345" not in json.dumps(client.processes())
     assert rt.health(pc.id).ok

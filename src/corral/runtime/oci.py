@@ -13,7 +13,7 @@ from typing import Any
 from corral.domain.sizes import PCSize
 from corral.runtime.seccomp import seccomp_profile
 
-__all__ = ["IO_MOUNT", "PCD_SOCKET", "DesktopUser", "PCSpec", "oci_config"]
+__all__ = ["IO_MOUNT", "PCD_SOCKET", "DesktopUser", "PCSpec", "cgroup_path", "oci_config"]
 
 IO_MOUNT = "/run/corral"  # where the per-PC host folder appears inside the PC
 PCD_SOCKET = "pcd.sock"  # name of pcd's unix socket inside that folder
@@ -46,6 +46,10 @@ class PCSpec:
     size: PCSize
     io_dir: str  # host folder bind-mounted at IO_MOUNT
     screen: str = "1280x800x24"
+
+
+def cgroup_path(pc_id: str) -> str:
+    return f"/corral/{pc_id}"
 
 
 def _init_args(spec: PCSpec) -> list[str]:
@@ -118,7 +122,7 @@ def oci_config(spec: PCSpec) -> dict[str, Any]:
             "namespaces": [
                 {"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")
             ],
-            "cgroupsPath": f"/corral/{spec.pc_id}",
+            "cgroupsPath": cgroup_path(spec.pc_id),
             "resources": {
                 "devices": [{"allow": False, "access": "rwm"}],
                 "memory": {"limit": spec.size.memory_bytes, "disableOOMKiller": False},

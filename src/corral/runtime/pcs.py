@@ -31,7 +31,7 @@ from corral.runtime import _linux
 from corral.runtime._state import UIDS_PER_PC, PCRecord, StateDir
 from corral.runtime.client import PcdClient
 from corral.runtime.images import ImageStore
-from corral.runtime.oci import PCD_SOCKET, DesktopUser, PCSpec, oci_config
+from corral.runtime.oci import PCD_SOCKET, DesktopUser, PCSpec, cgroup_path, oci_config
 from corral.runtime.runc import Runc
 
 __all__ = ["DEFAULT_SCREEN", "Health", "PCInfo", "PCRuntime"]
@@ -232,7 +232,7 @@ class PCRuntime:
         record = self._record(pc_id)
         record.status = "resetting"
         self.state.save(record)
-        self.runc.delete(pc_id)
+        self.runc.delete(pc_id, cgroup_path(pc_id))
         try:
             self._unmount_upper(pc_id)
             if not _linux.is_mountpoint(self._dirs(pc_id)["lower"]):
@@ -257,7 +257,7 @@ class PCRuntime:
         self._teardown(pc_id)
 
     def _teardown(self, pc_id: str) -> None:
-        self.runc.delete(pc_id)
+        self.runc.delete(pc_id, cgroup_path(pc_id))
         pc_dir = self.state.pc_dir(pc_id)
         for point in _linux.mounts_under(pc_dir):
             _linux.umount(point)
@@ -312,7 +312,7 @@ class PCRuntime:
         known = set(self.state.ids())
         for cid in self.runc.list_ids():  # containers whose state folder vanished
             if cid not in known:
-                self.runc.delete(cid)
+                self.runc.delete(cid, cgroup_path(cid))
                 cleaned.append(cid)
         return cleaned
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +70,37 @@ class Runc:
             return []
         return [c["id"] for c in json.loads(proc.stdout) or []]
 
-    def delete(self, cid: str) -> None:
-        """Kill every process of `cid` and remove it (and its cgroup); quiet if already gone."""
+    def delete(self, cid: str, cgroup: str) -> None:
+        """Kill every process of `cid`, wait until they are gone, and remove the container and
+        its cgroup; quiet if already gone.
+
+        runc returns once it has sent SIGKILL, while the kernel is still tearing processes
+        down; callers (reset, destroy) promise that nothing of the PC runs any more, so wait on
+        the cgroup until it is empty.
+        """
+        procs = _cgroup_procs_file(cgroup)
+        subprocess.run(self._cmd("kill", "--all", cid, "KILL"), capture_output=True,
+                       check=False, timeout=60)
+        deadline = time.monotonic() + 10
+        while procs is not None and time.monotonic() < deadline:
+            try:
+                pids = procs.read_text().split()
+            except OSError:
+                break
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            time.sleep(0.002)
         subprocess.run(self._cmd("delete", "--force", cid), capture_output=True, check=False,
                        timeout=60)
+
+
+def _cgroup_procs_file(cgroup: str) -> Path | None:
+    """The cgroup.procs file listing every process of `cgroup` (v1 pids hierarchy or v2)."""
+    for base in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+        candidate = base / cgroup.lstrip("/") / "cgroup.procs"
+        if candidate.exists():
+            return candidate
+    return None
