@@ -68,7 +68,7 @@ def build(
     built = _built_at(img)
     how = (
         f"up to date (built {human_age(started - built)})"
-        if built is not None and built < started - 1
+        if built is not None and built < started
         else f"built in {float(m.get('build_seconds', 0)):.1f}s"
     )
     out_console.print(

@@ -3,9 +3,9 @@ recipe's packages installed.
 
 Both are slow to make (network, dpkg) and depend on few inputs, so each is kept under
 `<cache>/{bootstrap,bases}/<key>/` keyed by a digest of exactly those inputs, and made again only
-when they change, the cache is gone, or the caller asks for a refresh (to pick up new package
-versions). Downloaded .debs are kept across all builds in `<cache>/debootstrap` and
-`<cache>/apt-archives`.
+when they change or the cache is gone; a refresh remakes the package layer (its apt-get upgrade
+also brings the bootstrapped packages up to date). Downloaded .debs are kept across all builds
+in `<cache>/debootstrap` and `<cache>/apt-archives`.
 """
 
 from __future__ import annotations

@@ -19,7 +19,12 @@ from pathlib import Path
 
 import corral
 from corral.config import paths
-from corral.errors import ImageBuildError, InvalidInputError, PermissionDeniedError
+from corral.errors import (
+    ImageBuildError,
+    ImageNotFoundError,
+    InvalidInputError,
+    PermissionDeniedError,
+)
 from corral.runtime.images._base import BaseBuilder, copy_tree, sweep_staging
 from corral.runtime.images._digest import files_digest, tree_digest
 from corral.runtime.images._manifest import BuildInputs, is_up_to_date, make_manifest
@@ -77,6 +82,23 @@ class _Clock:
             self._progress(f"[{self.elapsed():6.1f}s] {msg}")
 
 
+def _prune_logs(logs: Path, keep: int = 50) -> None:
+    """Build logs are for diagnosing recent failures; keep the newest few."""
+    if logs.is_dir():
+        old = sorted(logs.glob("build-*.log"), key=lambda p: p.stat().st_mtime)[:-keep]
+        for p in old:
+            p.unlink(missing_ok=True)
+
+
+def _fresh_image(store: ImageStore, inputs: BuildInputs) -> Image | None:
+    """The current image if it was built from exactly these inputs."""
+    try:
+        current = store.get(inputs.name)
+    except ImageNotFoundError:
+        return None
+    return current if is_up_to_date(current.manifest, inputs) else None
+
+
 def _resolve_recipe(name: str, recipe: Path | None) -> Recipe:
     loaded = load_recipe(recipe if recipe is not None else builtin_recipe_path(name))
     if loaded.name != name:
@@ -116,12 +138,10 @@ def build_image(
         pcd_version=corral.__version__,
         pcd_digest=files_digest(pcd_src, pcd_files(pcd_src)),
     )
-    if not (force or refresh):
-        with contextlib.suppress(Exception):
-            current = store.get(name)
-            if is_up_to_date(current.manifest, inputs):
-                clock.step(f"{name} is up to date ({current.digest[:19]})")
-                return current
+    fresh = None if (force or refresh) else _fresh_image(store, inputs)
+    if fresh is not None:
+        clock.step(f"{name} is up to date ({fresh.digest[:19]})")
+        return fresh
     if os.geteuid() != 0:
         raise PermissionDeniedError(
             "building an image needs root (debootstrap, chroot and mounts)",
@@ -129,10 +149,16 @@ def build_image(
         )
     cache = paths().cache
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    _prune_logs(cache / "logs")
     log = CommandLog(cache / "logs" / f"build-{name}-{stamp}.log")
     clock.step(f"building {name} ({suite}/{inputs.arch}); log: {log.path}")
     try:
         with sigterm_raises(), _build_lock(cache, clock.step):
+            # Someone may have built it while we waited for the lock.
+            fresh = None if (force or refresh) else _fresh_image(store, inputs)
+            if fresh is not None:
+                clock.step(f"{name} was just built by another build: up to date")
+                return fresh
             return _build_locked(rec, inputs, store, log, clock, refresh, mirror)
     except Interrupted as exc:
         raise ImageBuildError(
