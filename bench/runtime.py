@@ -131,6 +131,6 @@ def main() -> int:
               f"{int(avail // mem[0])}")
         return 0
     finally:
-        for pc_info in rt.list():
+        for pc_info in rt.list_pcs():
             rt.destroy(pc_info.id)
         shutil.rmtree(state, ignore_errors=True)

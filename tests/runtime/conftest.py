@@ -31,7 +31,7 @@ def state_root() -> Iterator[Path]:
     root.mkdir(parents=True, exist_ok=True)
     yield root
     rt = PCRuntime(root)
-    for pc in rt.list():
+    for pc in rt.list_pcs():
         rt.destroy(pc.id)
     rt.reconcile(boot_grace_s=0)
     shutil.rmtree(root, ignore_errors=True)

@@ -36,7 +36,7 @@ def _png_size(png: bytes) -> tuple[int, int]:
 
 def test_boot_gives_a_healthy_desktop(rt: PCRuntime, pc: PCInfo) -> None:
     assert pc.status == "ready" and pc.pid
-    assert pc.id in [p.id for p in rt.list()]
+    assert pc.id in [p.id for p in rt.list_pcs()]
     assert rt.health(pc.id).ok
     with rt.client(pc.id) as client:
         shot = client.screenshot()

@@ -44,7 +44,7 @@ def list_() -> None:
         err_console.print(f"[yellow]cleaned up dead PC {pc_id}[/]")
     table = Table("ID", "IMAGE", "SIZE", "STATUS", "PID", "AGE")
     now = time.time()
-    for pc in rt.list():
+    for pc in rt.list_pcs():
         table.add_row(pc.id, pc.image, pc.size, pc.status, str(pc.pid or "-"),
                       human_age(now - pc.created_at))
     out_console.print(table)

@@ -15,7 +15,6 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from corral.config import paths
 from corral.domain.sizes import parse_size
@@ -172,7 +171,6 @@ class PCRuntime:
     def _wait_ready(self, pc_id: str, log: Path) -> None:
         sock = self.socket_path(pc_id)
         deadline = time.monotonic() + _READY_TIMEOUT_S
-        delay = 0.001
         while not sock.exists():
             if self._pid(pc_id) is None:
                 raise BootError(f"PC {pc_id} stopped while booting: {_tail(log)}",
@@ -181,8 +179,7 @@ class PCRuntime:
             if time.monotonic() > deadline:
                 raise BootError(f"PC {pc_id} did not become ready in {_READY_TIMEOUT_S:.0f} s: "
                                 f"{_tail(log)}")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.01)
+            time.sleep(0.001)
         with PcdClient(sock, timeout=5.0) as client:
             if not client.health().get("x"):
                 raise BootError(f"PC {pc_id} started but its X server does not answer")
@@ -274,7 +271,7 @@ class PCRuntime:
         return PCInfo(record.id, record.image, record.image_digest, record.size, status, pid,
                       record.created_at, self.socket_path(pc_id))
 
-    def list(self) -> list[PCInfo]:
+    def list_pcs(self) -> list[PCInfo]:
         return [self.info(i) for i in self.state.ids() if self.state.load(i) is not None]
 
     def health(self, pc_id: str) -> Health:
@@ -324,10 +321,3 @@ def _tail(log: Path, lines: int = 8) -> str:
         return "(no console output)"
     return " | ".join(text[-lines:]) or "(no console output)"
 
-
-def runtime_summary(rt: PCRuntime) -> dict[str, Any]:
-    """Counts by status, for `corral pc list` and later the pool manager."""
-    counts: dict[str, int] = {}
-    for pc in rt.list():
-        counts[pc.status] = counts.get(pc.status, 0) + 1
-    return counts
