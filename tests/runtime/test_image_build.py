@@ -170,3 +170,15 @@ def test_sigterm_mid_build_leaves_nothing(tmp_path: Path) -> None:
             proc.wait()
     assert ImageStore(images).list() == []
     _assert_clean(images)
+
+
+@pytest.mark.desktop
+def test_desktop_image_has_a_browser() -> None:
+    _require_root()
+    desktop = build_image("desktop", progress=print)
+    names = {p["name"] for p in desktop.manifest["packages"]}
+    assert {"chromium", "fonts-liberation", "xvfb", "python3-xlib"} <= names
+    done = _chroot(desktop.rootfs, "/usr/lib/chromium/chromium", "--version")
+    assert done.returncode == 0 and "Chromium" in done.stdout, done.stderr
+    assert desktop.user.uid == 1000
+    _assert_clean(ImageStore().root)
