@@ -19,6 +19,7 @@ import pytest
 from corral.config import paths
 from corral.errors import ImageBuildError, InvalidInputError
 from corral.runtime.images import Image, ImageStore, build_image
+from corral.runtime.images._digest import tree_digest
 from corral.runtime.images._mounts import mounts_under
 
 pytestmark = [pytest.mark.runtime, pytest.mark.timeout(1800)]
@@ -72,7 +73,7 @@ def test_rootfs_contents(minimal: Image) -> None:
     assert (root / "usr/bin/Xvfb").is_file()
     assert (root / "usr/bin/openbox").is_file()
     assert (root / "usr/bin/tini").is_file() or (root / "usr/sbin/tini").is_file()
-    done = _chroot(root, "/usr/bin/python3", "-c", "import PIL, Xlib")
+    done = _chroot(root, "/usr/bin/python3", "-B", "-c", "import PIL, Xlib")
     assert done.returncode == 0, done.stderr
     passwd = (root / "etc/passwd").read_text()
     assert "user:x:1000:1000::/home/user:/bin/bash" in passwd
@@ -83,7 +84,8 @@ def test_rootfs_contents(minimal: Image) -> None:
     assert launcher.is_file() and os.access(launcher, os.X_OK)
     assert launcher.read_text().startswith("#!/usr/bin/python3 -I\n")
     assert (root / "usr/lib/corral/pcd/__init__.py").is_file()
-    assert not list((root / "usr/lib/corral/pcd").rglob("__pycache__"))
+    pycs = list((root / "usr/lib/corral/pcd/__pycache__").glob("*.pyc"))
+    assert len(pycs) == len(list((root / "usr/lib/corral/pcd").rglob("*.py")))
     assert (root / "run/corral").is_dir()
     assert (root / "run/corral").stat().st_mode & 0o7777 == 0o755
     assert (root / "tmp").stat().st_mode & 0o7777 == 0o1777
@@ -100,6 +102,7 @@ def test_pcd_imports_on_the_images_python(minimal: Image) -> None:
         minimal.rootfs,
         "/usr/bin/python3",
         "-I",
+        "-B",
         "-c",
         "import sys; sys.path.insert(0, '/usr/lib/corral'); import pcd.main",
     )
@@ -108,6 +111,11 @@ def test_pcd_imports_on_the_images_python(minimal: Image) -> None:
 
 def test_no_leftovers(minimal: Image) -> None:
     _assert_clean(ImageStore().root)
+
+
+def test_image_still_matches_its_digest(minimal: Image) -> None:
+    """Images are read-only: nothing above (nor any PC) may have written into the rootfs."""
+    assert tree_digest(minimal.rootfs).digest == minimal.digest
 
 
 def test_second_build_is_a_fast_noop(minimal: Image) -> None:

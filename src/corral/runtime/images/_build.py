@@ -34,7 +34,7 @@ from corral.runtime.images._recipe import Recipe, builtin_recipe_path, load_reci
 from corral.runtime.images._rootfs import installed_packages, parse_passwd, resolve_in_root
 from corral.runtime.images._run import CommandLog
 from corral.runtime.images._signals import Interrupted, signals_blocked, sigterm_raises
-from corral.runtime.images._steps import finish_rootfs, install_pcd, pcd_files
+from corral.runtime.images._steps import PCD_ROOT, finish_rootfs, install_pcd, pcd_files
 from corral.runtime.images._store import Image, ImageStore
 
 __all__ = ["build_image", "pcd_source_dir"]
@@ -80,6 +80,30 @@ class _Clock:
     def step(self, msg: str) -> None:
         if self._progress is not None:
             self._progress(f"[{self.elapsed():6.1f}s] {msg}")
+
+
+def _compile_pcd(rootfs: Path, log: CommandLog) -> None:
+    """Byte-compile pcd with the image's python3, so it never writes caches at run time (the
+    image is read-only) and starts faster. Hash-based .pyc files keep the digest reproducible."""
+    if not resolve_in_root(rootfs, "/usr/bin/python3").exists():
+        raise InvalidInputError(
+            "the recipe does not install python3, which pcd (the in-PC daemon) needs",
+            hint="add python3, python3-pil and python3-xlib to the recipe's packages",
+        )
+    log.run(
+        [
+            "chroot",
+            str(rootfs),
+            "/usr/bin/python3",
+            "-m",
+            "compileall",
+            "-q",
+            "--invalidation-mode",
+            "checked-hash",
+            f"{PCD_ROOT}/pcd",
+        ],
+        "compiling pcd",
+    )
 
 
 def _prune_logs(logs: Path, keep: int = 50) -> None:
@@ -222,6 +246,7 @@ def _build_locked(
             raise log.failure(f"user {rec.user_name} is missing after useradd")
         clock.step("installing pcd and the recipe's files")
         install_pcd(rootfs, pcd_source_dir())
+        _compile_pcd(rootfs, log)
         finish_rootfs(rootfs, rec)
         packages = installed_packages(rootfs)
         clock.step("hashing the root filesystem")

@@ -11,7 +11,7 @@ from typing import Any
 __all__ = ["BUILDER_VERSION", "BuildInputs", "cache_key", "is_up_to_date", "make_manifest"]
 
 # Bump when the build steps change what ends up in an image, so existing images are rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 
 @dataclass(frozen=True)
