@@ -20,8 +20,11 @@ from corral.errors import (
 from corral.runtime.client import PcdClient, Screenshot
 
 
-def _serve(path: Path, answers: list[tuple[dict[str, object], bytes]],
-           seen: list[tuple[dict[str, object], bytes]]) -> threading.Thread:
+def _serve(
+    path: Path,
+    answers: list[tuple[dict[str, object], bytes]],
+    seen: list[tuple[dict[str, object], bytes]],
+) -> threading.Thread:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(1)
@@ -55,8 +58,14 @@ def sock_path(tmp_path: Path) -> Iterator[Path]:
 
 def test_blobs_cross_in_both_directions(sock_path: Path) -> None:
     seen: list[tuple[dict[str, object], bytes]] = []
-    _serve(sock_path, [({"ok": True, "result": {"size": 3, "path": "/tmp/a"}}, b""),
-                       ({"ok": True, "result": {"size": 5}, "blob": 5}, b"hello")], seen)
+    _serve(
+        sock_path,
+        [
+            ({"ok": True, "result": {"size": 3, "path": "/tmp/a"}}, b""),
+            ({"ok": True, "result": {"size": 5}, "blob": 5}, b"hello"),
+        ],
+        seen,
+    )
     with PcdClient(sock_path, timeout=5) as client:
         client.write_file("/tmp/a", b"abc")
         assert client.read_file("/tmp/a") == b"hello"
@@ -64,12 +73,19 @@ def test_blobs_cross_in_both_directions(sock_path: Path) -> None:
     assert seen[1][0] == {"op": "read_file", "args": {"path": "/tmp/a"}}
 
 
-@pytest.mark.parametrize(("code", "error"), [
-    ("bad_request", InvalidInputError), ("path_not_allowed", InvalidInputError),
-    ("timeout", ActionTimeoutError), ("disk_full", DiskFullError), ("x_error", ActionError),
-])
-def test_error_codes_map_to_the_error_tree(sock_path: Path, code: str,
-                                           error: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("bad_request", InvalidInputError),
+        ("path_not_allowed", InvalidInputError),
+        ("timeout", ActionTimeoutError),
+        ("disk_full", DiskFullError),
+        ("x_error", ActionError),
+    ],
+)
+def test_error_codes_map_to_the_error_tree(
+    sock_path: Path, code: str, error: type[Exception]
+) -> None:
     _serve(sock_path, [({"ok": False, "error": {"code": code, "message": "nope"}}, b"")], [])
     with PcdClient(sock_path, timeout=5) as client, pytest.raises(error) as info:
         client.click(1, 2)

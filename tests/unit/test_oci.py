@@ -47,8 +47,14 @@ def test_limits_follow_the_size(size: str) -> None:
 
 def test_only_host_folder_is_the_io_folder() -> None:
     binds = [m for m in oci_config(_spec())["mounts"] if m["type"] == "bind"]
-    assert binds == [{"destination": IO_MOUNT, "type": "bind", "source": "/run/corral/pcs/x/io",
-                      "options": ["rbind", "nosuid", "nodev", "noexec", "rw"]}]
+    assert binds == [
+        {
+            "destination": IO_MOUNT,
+            "type": "bind",
+            "source": "/run/corral/pcs/x/io",
+            "options": ["rbind", "nosuid", "nodev", "noexec", "rw"],
+        }
+    ]
 
 
 def test_kernel_interfaces_masked_and_read_only() -> None:
@@ -61,10 +67,27 @@ def test_kernel_interfaces_masked_and_read_only() -> None:
 def test_seccomp_denies_by_default_and_blocks_escape_calls() -> None:
     profile = seccomp_profile()
     assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
-    allowed = {n for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW"
-               for n in rule["names"] if "args" not in rule}
-    for name in ("mount", "unshare", "setns", "ptrace", "init_module", "finit_module", "bpf",
-                 "kexec_load", "pivot_root", "open_by_handle_at", "keyctl", "userfaultfd"):
+    allowed = {
+        n
+        for rule in profile["syscalls"]
+        if rule["action"] == "SCMP_ACT_ALLOW"
+        for n in rule["names"]
+        if "args" not in rule
+    }
+    for name in (
+        "mount",
+        "unshare",
+        "setns",
+        "ptrace",
+        "init_module",
+        "finit_module",
+        "bpf",
+        "kexec_load",
+        "pivot_root",
+        "open_by_handle_at",
+        "keyctl",
+        "userfaultfd",
+    ):
         assert name not in allowed, name
     assert not set(ALLOWED_SYSCALLS) & set(DENIED_SYSCALLS)
 
