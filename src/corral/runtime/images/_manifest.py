@@ -8,10 +8,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["BUILDER_VERSION", "BuildInputs", "cache_key", "is_up_to_date", "make_manifest"]
+__all__ = [
+    "BUILDER_VERSION",
+    "LAYERS_VERSION",
+    "BuildInputs",
+    "cache_key",
+    "is_up_to_date",
+    "make_manifest",
+]
 
 # Bump when the build steps change what ends up in an image, so existing images are rebuilt.
 BUILDER_VERSION = 2
+# Bump when the steps making the cached bootstrap/package layers change, so those are remade.
+LAYERS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ def is_up_to_date(manifest: dict[str, Any] | None, inputs: BuildInputs) -> bool:
 
 def cache_key(**parts: Any) -> str:
     """Hex sha256 of keyword parts, stable across runs (sorted canonical JSON)."""
-    blob = json.dumps({"builder": BUILDER_VERSION, **parts}, sort_keys=True, separators=(",", ":"))
+    blob = json.dumps({"builder": LAYERS_VERSION, **parts}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
