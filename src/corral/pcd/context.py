@@ -26,6 +26,9 @@ class Context:
     input_lock: threading.Lock = field(default_factory=threading.Lock)
     started: float = field(default_factory=time.monotonic)
     stopping: bool = False
+    # Set once the first answer is sent: background warm-up waits for it so that it does not
+    # compete (for the GIL) with the host's first `health` right after boot.
+    answered: threading.Event = field(default_factory=threading.Event)
 
     @property
     def display(self) -> str:

@@ -30,7 +30,7 @@ class Desktop:
         self.width, self.height, self.depth = geometry
         self.wm = wm
         self.fbdir = fbdir
-        self.wm_ready = False  # set once the WM has announced itself (EWMH)
+        self._wm_ready = threading.Event()  # set while the WM manages new windows
         self._xvfb_code: int | None = None
         self._xvfb_gone = threading.Event()
         self._wm_proc: subprocess.Popen[bytes] | None = None
@@ -51,9 +51,11 @@ class Desktop:
 
         threading.Thread(target=watch, name="xvfb-watch", daemon=True).start()
 
-    def start_wm(self, env: dict[str, str]) -> None:
-        """Start the window manager and restart it a few times if it dies."""
+    def start_wm(self, env: dict[str, str], probe: Callable[[], bool]) -> None:
+        """Start the window manager without waiting for it; a thread then runs `probe` (which
+        returns once the WM manages windows) and restarts the WM a few times if it dies."""
         if self.wm == "none":
+            self._wm_ready.set()
             return
 
         def supervise() -> None:
@@ -63,21 +65,29 @@ class Desktop:
                                             stdout=subprocess.DEVNULL, cwd=env.get("HOME", "/"))
                 except OSError as exc:
                     log(f"cannot start window manager {self.wm!r}: {exc}")
-                    return
+                    break
                 self._wm_proc = proc
+                try:
+                    if probe():
+                        self._wm_ready.set()
+                except Exception as exc:  # the X server went away: pcd is exiting anyway
+                    log(f"window manager probe failed: {exc}")
                 code = proc.wait()
+                self._wm_ready.clear()
                 if self._stopping:
                     return
-                self.wm_ready = False
                 log(f"window manager exited with {code} (attempt {attempt + 1})")
                 time.sleep(0.2)
+            self._wm_ready.set()  # no WM: do not make callers wait for one
 
         threading.Thread(target=supervise, name="wm", daemon=True).start()
 
-    def wm_failed(self) -> bool:
-        """The WM was started and is not running now (crashed, or restarting)."""
-        proc = self._wm_proc
-        return proc is not None and proc.poll() is not None
+    def wm_ready(self) -> bool:
+        return self._wm_ready.is_set() and self.wm_running()
+
+    def wait_wm(self, timeout: float = 5.0) -> bool:
+        """Wait until the WM manages new windows (immediately true without a WM)."""
+        return self._wm_ready.wait(timeout)
 
     def wm_running(self) -> bool:
         proc = self._wm_proc

@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     from .context import Context
     from .desktop import Desktop, log
     from .typer import Typer
+    from .wmprobe import wait_until_managing
     from .xconn import XConn
 
     listener, temp_path = server.bind(options["socket"])
@@ -121,8 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         os.write(wake_w, bytes([_XVFB_EXITED]))
 
     desktop.watch_xvfb(xvfb_exited)
-    # 3. The window manager, not waited for.
-    desktop.start_wm(env)
+    # 3. The window manager, not waited for (a thread learns when it manages windows).
+    desktop.start_wm(env, lambda: wait_until_managing(xconn, desktop.wm_running, 10.0))
     # 4. Ready: the socket appears at its final path.
     server.publish(temp_path, options["socket"])
     log(f"ready on {options['socket']} (display {display}, {options['geometry']}) in "
@@ -170,6 +171,7 @@ def _warm_up(ctx: object) -> None:
     from .ops_screen import warm_up as warm_screen
 
     assert isinstance(ctx, Context)
+    ctx.answered.wait(0.5)
     try:
         ctx.x.warm()
         warm_screen(ctx)

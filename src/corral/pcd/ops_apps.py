@@ -19,9 +19,12 @@ BROWSER_FLAGS = ("--no-sandbox", "--no-first-run", "--disable-gpu",
                  "--disable-sync")
 URL_SCHEMES = ("http", "https", "file", "about")
 MAX_URL = 64 * 1024
+_WM_WAIT_S = 5.0
 
 
 def start_detached(ctx: Context, argv: list[str]) -> dict[str, Any]:
+    # Right after boot, a window mapped before the WM is fully up would never be shown.
+    ctx.desktop.wait_wm(_WM_WAIT_S)
     name = os.path.basename(argv[0])[:40] or "program"
     fd, log = tempfile.mkstemp(prefix=f"corral-launch-{name}-", suffix=".log", dir="/tmp")
     try:

@@ -4,6 +4,7 @@ modifier handling is well proven."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .args import Args
@@ -16,6 +17,8 @@ from .xdotool import xdotool
 MAX_TEXT = 100_000
 MAX_PATH_POINTS = 10_000
 MAX_SCROLL = 50
+_DRAG_SETTLE_S = 0.015
+_DRAG_STEP_S = 0.002
 
 Result = tuple[dict[str, Any], bytes]
 
@@ -89,10 +92,16 @@ def drag(ctx: Context, args: Args, blob: bytes) -> Result:
         ctx.x.sync(d)
         ctx.x.button(d, button, True)
         try:
-            # A sync per step lets applications see each motion as a separate event.
+            # Pauses let a window manager's synchronous button grab replay the press before
+            # the pointer moves (otherwise the frozen motions are merged), and let
+            # applications see each step as its own event.
+            ctx.x.sync(d)
+            time.sleep(_DRAG_SETTLE_S)
             for point in points[1:]:
                 ctx.x.motion(d, *point)
                 ctx.x.sync(d)
+                time.sleep(_DRAG_STEP_S)
+            time.sleep(_DRAG_SETTLE_S)
         finally:
             ctx.x.button(d, button, False)
             ctx.x.sync(d)

@@ -25,6 +25,7 @@ def health(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], bytes
         "pid": os.getpid(),
         "uptime_s": round(time.monotonic() - ctx.started, 3),
         "wm": ctx.desktop.wm_running(),
+        "wm_ready": ctx.desktop.wm_ready(),
     }, b""
 
 

@@ -21,17 +21,9 @@ def _prop(x: Any, d: Any, window: Any, name: str) -> Any:
 
 
 def _wait_for_wm(ctx: Context) -> None:
-    """Right after boot the WM may still be starting: wait (briefly) until it announces itself,
-    so list_windows sees managed windows rather than an empty list."""
-    if ctx.desktop.wm == "none" or ctx.desktop.wm_ready:
-        return
-    deadline = time.monotonic() + _WM_READY_WAIT_S
-    while time.monotonic() < deadline and not ctx.desktop.wm_failed():
-        with ctx.x.session() as d:
-            if _prop(ctx.x, d, d.screen().root, "_NET_SUPPORTING_WM_CHECK") is not None:
-                ctx.desktop.wm_ready = True
-                return
-        time.sleep(0.005)
+    """Right after boot the WM may still be starting: wait (briefly) until it manages windows,
+    so list_windows sees managed windows rather than an unmanaged or empty list."""
+    ctx.desktop.wait_wm(_WM_READY_WAIT_S)
 
 
 def _client_ids(ctx: Context, d: Any) -> list[int]:
@@ -70,6 +62,9 @@ def _describe(ctx: Context, d: Any, wid: int, active: int) -> dict[str, Any]:
     desktop = _prop(ctx.x, d, window, "_NET_WM_DESKTOP")
     geometry = window.get_geometry()
     origin = root.translate_coords(window, 0, 0)
+    from Xlib import X
+
+    viewable = window.get_attributes().map_state == X.IsViewable
     desk = int(desktop[0]) if desktop is not None and len(desktop) else 0
     return {
         "id": f"0x{wid:08x}",
@@ -79,6 +74,7 @@ def _describe(ctx: Context, d: Any, wid: int, active: int) -> dict[str, Any]:
         "width": int(geometry.width), "height": int(geometry.height),
         "desktop": -1 if desk == 0xFFFFFFFF else desk,
         "focused": wid == active,
+        "visible": bool(viewable),
     }
 
 

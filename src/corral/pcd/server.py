@@ -88,6 +88,7 @@ def serve_connection(ctx: Context, conn: socket.socket) -> None:
                 send(conn, header, blob)
             except OSError:
                 return
+            ctx.answered.set()
 
 
 def serve_forever(ctx: Context, listener: socket.socket) -> None:
