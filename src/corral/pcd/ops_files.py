@@ -41,7 +41,7 @@ def read_file(ctx: Context, args: Args, blob: bytes) -> Result:
             fd = os.open(target.name, os.O_RDONLY | os.O_NONBLOCK | _FILE_FLAGS, dir_fd=parent)
         except OSError as exc:
             raise step_error(exc, target, parent) from None
-    with os.fdopen(fd, "rb", buffering=0) as f:
+    try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise _is_dir(target)
@@ -51,10 +51,20 @@ def read_file(ctx: Context, args: Args, blob: bytes) -> Result:
             raise PcdError(TOO_LARGE, f"{target.path!r} is {info.st_size} bytes, over max_bytes "
                            f"{limit}; raise max_bytes (up to {MAX_READ}) or read it in parts "
                            "with run (e.g. head -c)")
-        data = f.read(limit + 1)
-        if len(data) > limit:
-            raise PcdError(TOO_LARGE, f"{target.path!r} grew past max_bytes {limit} while "
-                           "being read")
+        chunks = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise PcdError(TOO_LARGE, f"{target.path!r} grew past max_bytes {limit} while being "
+                       "read")
     return {"size": len(data), "path": target.path}, data
 
 
