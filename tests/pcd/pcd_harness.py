@@ -102,7 +102,7 @@ class Daemon:
         self.socket = root / "run" / "pcd.sock"
         self.log_path = root / "pcd.log"
         env = {"HOME": str(self.home), "PATH": "/usr/local/bin:/usr/bin:/bin",
-               "LANG": "C.UTF-8", "USER": "user"}
+               "LANG": "C.UTF-8", "USER": "user", "TMPDIR": str(root)}
         started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(

@@ -56,6 +56,22 @@ def test_screenshot_is_a_png_of_the_screen(client: Client, recorder: Recorder,
     assert image.getpixel((x0 + 599, y0 + 399)) == (255, 255, 255)
 
 
+def test_screenshot_matches_what_x_returns(client: Client, pcd: Daemon,
+                                           recorder: Recorder) -> None:
+    """pcd reads Xvfb's framebuffer directly; it must equal a GetImage of the screen, except
+    for the pointer, which Xvfb draws into its framebuffer."""
+    from PIL import ImageChops, ImageGrab
+
+    client.call("mouse_move", x=1200, y=700)
+    png = client.call_blob("screenshot")[1]
+    ours = Image.open(io.BytesIO(png)).convert("RGB")
+    theirs = ImageGrab.grab(xdisplay=pcd.display).convert("RGB")
+    box = ImageChops.difference(ours, theirs).getbbox()
+    if box is not None:
+        left, top, right, bottom = box
+        assert 1200 - 16 <= left and right <= 1200 + 32 and 700 - 16 <= top and bottom <= 732
+
+
 @pytest.mark.parametrize(("limits", "size", "scale"), [
     ({"max_width": 640}, (640, 400), 0.5),
     ({"max_height": 200}, (320, 200), 0.25),

@@ -106,11 +106,25 @@ def main(argv: list[str] | None = None) -> None:
     try:
         display = xvfb.wait_ready(display_fd)
     except RuntimeError as exc:
-        log(str(exc))
-        os.unlink(temp_path)
-        os.kill(xvfb_pid, signal.SIGKILL)
-        os.waitpid(xvfb_pid, 0)
-        raise SystemExit(1) from None
+        _reap(xvfb_pid)
+        if not fbdir:
+            log(str(exc))
+            os.unlink(temp_path)
+            raise SystemExit(1) from None
+        # Perhaps -fbdir failed (/dev/shm full?): screenshots can do without it.
+        log(f"{exc}; retrying without -fbdir")
+        import shutil
+
+        shutil.rmtree(fbdir, ignore_errors=True)
+        fbdir = None
+        xvfb_pid, display_fd = xvfb.spawn(options["display"], geometry, fbdir)
+        try:
+            display = xvfb.wait_ready(display_fd)
+        except RuntimeError as exc2:
+            log(str(exc2))
+            _reap(xvfb_pid)
+            os.unlink(temp_path)
+            raise SystemExit(1) from None
     os.environ["DISPLAY"] = display
     env = child_env(display)
     desktop = Desktop(xvfb_pid, display, geometry, options["wm"], fbdir)
@@ -142,6 +156,14 @@ def main(argv: list[str] | None = None) -> None:
         os.unlink(options["socket"])
     sys.stderr.flush()
     os._exit(code)
+
+
+def _reap(pid: int) -> None:
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 
 def _wait_for_end(wake_r: int) -> int:

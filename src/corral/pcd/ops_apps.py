@@ -1,13 +1,11 @@
 """`launch` and `open_url`: start GUI programs detached from pcd (own session, output to a log
-file in /tmp that the agent can read), reaped in the background."""
+file in $TMPDIR or /tmp that the agent can read), reaped in the background."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from typing import Any
-from urllib.parse import urlsplit
 
 from .args import Args
 from .context import Context
@@ -25,8 +23,11 @@ _WM_WAIT_S = 5.0
 def start_detached(ctx: Context, argv: list[str]) -> dict[str, Any]:
     # Right after boot, a window mapped before the WM is fully up would never be shown.
     ctx.desktop.wait_wm(_WM_WAIT_S)
+    import tempfile
+
     name = os.path.basename(argv[0])[:40] or "program"
-    fd, log = tempfile.mkstemp(prefix=f"corral-launch-{name}-", suffix=".log", dir="/tmp")
+    fd, log = tempfile.mkstemp(prefix=f"corral-launch-{name}-", suffix=".log",
+                               dir=ctx.env.get("TMPDIR") or "/tmp")
     try:
         proc = ctx.children.spawn(argv, cwd=ctx.home, env=ctx.env, stdin=subprocess.DEVNULL,
                                   stdout=fd, stderr=fd)
@@ -47,6 +48,8 @@ def launch(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], bytes
 
 
 def open_url(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], bytes]:
+    from urllib.parse import urlsplit
+
     url = args.get_str("url", max_len=MAX_URL, allow_empty=False)
     scheme = urlsplit(url).scheme.lower()
     if scheme not in URL_SCHEMES or any(c in url for c in "\0\r\n"):
