@@ -13,9 +13,9 @@ import pytest
 from pcd_harness import Client, Daemon, find_window, wait_for
 
 
-def _xclips(client: Client) -> list[dict[str, Any]]:
+def _xclips(client: Client, parent: int) -> list[dict[str, Any]]:
     return [p for p in client.call("processes")["processes"]
-            if p["cmd"].startswith("xclip ")]
+            if p["cmd"].startswith("xclip ") and p["ppid"] == parent]
 
 
 def test_clipboard_round_trip(client: Client, pcd: Daemon) -> None:
@@ -29,8 +29,7 @@ def test_clipboard_round_trip(client: Client, pcd: Daemon) -> None:
     assert out == "for others"
     # Each set replaces the previous owner, which exits and is reaped: no pile-up.
     time.sleep(0.3)
-    owners = _xclips(client)
-    assert len(owners) == 1 and owners[0]["ppid"] == pcd.pid
+    assert len(_xclips(client, pcd.pid)) == 1
     assert not [p for p in client.call("processes")["processes"]
                 if p["ppid"] == pcd.pid and p["cmd"] == "[xclip]"]  # no zombies
 

@@ -102,7 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     from .wmprobe import wait_until_managing
     from .xconn import XConn
 
-    listener, temp_path = server.bind(options["socket"])
+    try:
+        listener, temp_path = server.bind(options["socket"])
+    except OSError as exc:
+        log(f"cannot listen on {options['socket']}: {exc}")
+        _reap(xvfb_pid)
+        raise SystemExit(1) from None
     try:
         display = xvfb.wait_ready(display_fd)
     except RuntimeError as exc:

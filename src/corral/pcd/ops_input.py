@@ -24,7 +24,7 @@ Result = tuple[dict[str, Any], bytes]
 
 
 def _point(ctx: Context, args: Args, value: object, name: str) -> tuple[int, int]:
-    if (not isinstance(value, list | tuple) or len(value) != 2):
+    if not isinstance(value, list | tuple) or len(value) != 2:
         raise bad_request(f"{args.op}: {name} must be [x, y]")
     x = args.check_int(f"{name} x", value[0], lo=0, hi=ctx.width - 1)
     y = args.check_int(f"{name} y", value[1], lo=0, hi=ctx.height - 1)
@@ -45,10 +45,10 @@ def _button(args: Args) -> int:
     name = args.raw("button")
     if name is None:
         return BUTTONS["left"]
-    if name not in BUTTONS:
+    if not isinstance(name, str) or name not in BUTTONS:
         raise bad_request(f"{args.op}: unknown button {name!r}; use 'left', 'right' or "
                           "'middle'")
-    return BUTTONS[str(name)]
+    return BUTTONS[name]
 
 
 def _here(ctx: Context) -> dict[str, Any]:

@@ -56,8 +56,11 @@ def _describe(ctx: Context, d: Any, wid: int, active: int) -> dict[str, Any]:
     name = _prop(ctx.x, d, window, "_NET_WM_NAME")
     if name is None:
         name = _prop(ctx.x, d, window, "WM_NAME")
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", errors="replace")
+    if isinstance(name, bytes):  # WM_NAME may be Latin-1 (type STRING)
+        try:
+            name = name.decode("utf-8")
+        except UnicodeDecodeError:
+            name = name.decode("latin-1")
     pid = _prop(ctx.x, d, window, "_NET_WM_PID")
     desktop = _prop(ctx.x, d, window, "_NET_WM_DESKTOP")
     geometry = window.get_geometry()
