@@ -49,37 +49,50 @@ class Typer:
     def __init__(self, x: XConn) -> None:
         self.x = x
         self._lock = threading.Lock()
-        self._spares: list[int] | None = None
+        self._spares: list[int] = []
         self._assigned: OrderedDict[int, int] = OrderedDict()  # keysym -> keycode, LRU order
+        self._keys: dict[int, tuple[int, bool]] = {}  # keysym -> (keycode, needs shift)
         self._last_key_at = 0.0
         self._width = 2
 
     def _load(self, d: Any) -> None:
+        """Read the keymap afresh (another program, such as xdotool or setxkbmap, may have
+        changed it; we never read MappingNotify events): which keys type what, which keycodes
+        are spare, and which of our earlier assignments still hold."""
         info = d.display.info
-        # Refresh python-xlib's keymap cache: other programs (xdotool, setxkbmap) may have
-        # changed the keymap, and we never read MappingNotify events.
-        d._update_keymap(info.min_keycode, info.max_keycode - info.min_keycode + 1)
-        if self._spares is None:
-            first, last = info.min_keycode, info.max_keycode
-            rows = d.get_keyboard_mapping(first, last - first + 1)
-            empty = [first + i for i, row in enumerate(rows) if not any(row)]
-            self._spares = empty[RESERVED_SPARES:]
-            self._width = len(rows[0]) if rows else 2
+        first = info.min_keycode
+        rows = d.get_keyboard_mapping(first, info.max_keycode - first + 1)
+        self._width = len(rows[0]) if rows else 2
+        ours = {keycode: keysym for keysym, keycode in self._assigned.items()}
+        empty: list[int] = []
+        self._keys = {}
+        for offset, row in enumerate(rows):
+            keycode = first + offset
+            if not any(row):
+                empty.append(keycode)
+            elif ours.get(keycode) == row[0]:
+                continue  # still ours
+            else:
+                self._assigned.pop(ours.get(keycode, -1), None)
+                for index in (1, 0):  # level 1 wins over Shift+level 2
+                    if row[index] and (index == 0 or row[index] != row[0]):
+                        self._keys[row[index]] = (keycode, index == 1)
+        for keysym, keycode in list(self._assigned.items()):
+            if keycode in empty:  # someone cleared it
+                del self._assigned[keysym]
+        self._spares = empty[RESERVED_SPARES:] + list(self._assigned.values())
 
     def _lookup(self, d: Any, keysym: int) -> tuple[int, bool] | None:
         """(keycode, needs shift) for a keysym on the current keyboard, if any."""
         if keysym in self._assigned:
             return self._assigned[keysym], False
-        for keycode, index in d.keysym_to_keycodes(keysym):
-            if index in (0, 1) and keycode not in (self._spares or ()):
-                return keycode, index == 1
-        return None
+        return self._keys.get(keysym)
 
     def type(self, text: str) -> int:
         """Type `text`; return the number of characters typed (controls are skipped)."""
         with self._lock, self.x.session() as d:
             self._load(d)
-            shift = d.keysym_to_keycode(0xFFE1)  # Shift_L
+            shift = self._keys.get(0xFFE1, (0, False))[0]  # Shift_L
             plan: list[tuple[int, int]] = []  # (keysym, index into text) for typeable chars
             i = 0
             while i < len(text):
@@ -97,7 +110,7 @@ class Typer:
     def _type_batch(self, d: Any, plan: list[tuple[int, int]], start: int, shift: int) -> int:
         """Map what the longest possible run of `plan` from `start` needs, type it; return
         where the next batch starts."""
-        spares = self._spares or []
+        spares = self._spares
         needed: dict[int, None] = {}  # keysyms needing a spare, in order of first use
         end = start
         while end < len(plan):
@@ -126,7 +139,7 @@ class Typer:
 
     def _map(self, d: Any, keysyms: list[int], keep: set[int]) -> None:
         """Put `keysyms` on spare keycodes, evicting least recently used ones not in `keep`."""
-        spares = self._spares or []
+        spares = self._spares
         free = [k for k in spares if k not in self._assigned.values()]
         victims = [ks for ks in self._assigned if ks not in keep]
         if len(free) < len(keysyms):
