@@ -63,9 +63,18 @@ def test_screenshot_matches_what_x_returns(client: Client, pcd: Daemon,
     from PIL import ImageChops, ImageGrab
 
     client.call("mouse_move", x=1200, y=700)
-    png = client.call_blob("screenshot")[1]
-    ours = Image.open(io.BytesIO(png)).convert("RGB")
-    theirs = ImageGrab.grab(xdisplay=pcd.display).convert("RGB")
+
+    def stable_pair() -> tuple[Image.Image, Image.Image] | None:
+        # Other windows may still be drawing: compare only when pcd's screenshots taken
+        # before and after X's own capture agree.
+        before = client.call_blob("screenshot")[1]
+        theirs = ImageGrab.grab(xdisplay=pcd.display).convert("RGB")
+        after = client.call_blob("screenshot")[1]
+        if before != after:
+            return None
+        return Image.open(io.BytesIO(before)).convert("RGB"), theirs
+
+    ours, theirs = wait_for(stable_pair, timeout=10)
     box = ImageChops.difference(ours, theirs).getbbox()
     if box is not None:
         left, top, right, bottom = box
