@@ -27,6 +27,7 @@ def state_root() -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.fail("runtime tests need root (CI is root): run `sudo make test`, "
                     "or deselect them with -m 'not runtime'")
+    _clean_stale_test_states()
     root = Path(f"/run/corral-test-{os.getpid()}")
     root.mkdir(parents=True, exist_ok=True)
     yield root
@@ -35,6 +36,19 @@ def state_root() -> Iterator[Path]:
         rt.destroy(pc.id)
     rt.reconcile(boot_grace_s=0)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _clean_stale_test_states() -> None:
+    """Destroy what earlier test runs that were killed (no teardown) left running."""
+    for stale in Path("/run").glob("corral-test-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            continue  # a test run still going on
+        rt = PCRuntime(stale)
+        for pc in rt.list_pcs():
+            rt.destroy(pc.id)
+        rt.reconcile(boot_grace_s=0)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -236,3 +236,20 @@ def test_restart_finds_running_pcs_and_cleans_half_made_ones(
     cleaned = fresh.reconcile()
     assert "pc-halfmade01" in cleaned and not half.exists()
     assert pc.id not in cleaned and fresh.health(pc.id).ok
+
+
+def test_concurrent_boots_get_private_uid_ranges(rt: PCRuntime, state_root: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        pcs = list(pool.map(lambda _: rt.boot(TEST_IMAGE), range(3)))
+    try:
+        owners = set()
+        for info in pcs:
+            with rt.client(info.id) as client:
+                assert client.run(["true"]).exit_code == 0
+            owners.add(os.stat(f"/proc/{info.pid}").st_uid)
+        assert len(owners) == 3  # each PC's desktop user is a different host uid
+    finally:
+        for info in pcs:
+            rt.destroy(info.id)
