@@ -17,6 +17,7 @@ test: deps venv images
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
 bench: deps venv image-minimal

@@ -26,8 +26,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def time_ms(func: Callable[[], object], runs: int,
-            between: Callable[[], object] | None = None) -> list[float]:
+def time_ms(
+    func: Callable[[], object], runs: int, between: Callable[[], object] | None = None
+) -> list[float]:
     """Wall time of `func` in ms over `runs` calls; `between` runs untimed after each call."""
     samples = []
     for _ in range(runs):
@@ -39,9 +40,14 @@ def time_ms(func: Callable[[], object], runs: int,
     return samples
 
 
-def summarize(name: str, samples: list[float], unit: str = "ms",
-              floor: list[float] | None = None, target: str = "",
-              ok: Callable[[float, float, float | None], bool] | None = None) -> Row:
+def summarize(
+    name: str,
+    samples: list[float],
+    unit: str = "ms",
+    floor: list[float] | None = None,
+    target: str = "",
+    ok: Callable[[float, float, float | None], bool] | None = None,
+) -> Row:
     med = statistics.median(samples)
     p95 = percentile(samples, 0.95)
     floor_med = statistics.median(floor) if floor else None
@@ -56,8 +62,17 @@ def render(rows: list[Row]) -> str:
     lines = [header]
     for r in rows:
         fmt = "{:.1f} " + r.unit
-        lines.append((r.name, fmt.format(r.median), fmt.format(r.p95), str(r.runs),
-                      fmt.format(r.floor) if r.floor is not None else "-", r.target, r.verdict))
+        lines.append(
+            (
+                r.name,
+                fmt.format(r.median),
+                fmt.format(r.p95),
+                str(r.runs),
+                fmt.format(r.floor) if r.floor is not None else "-",
+                r.target,
+                r.verdict,
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for i, line in enumerate(lines):

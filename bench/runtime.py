@@ -27,19 +27,30 @@ def _floor_runc_empty(rootfs: Path, runs: int) -> list[float]:
     bundle = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     config = {
         "ociVersion": "1.0.2",
-        "process": {"user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "cwd": "/",
-                    "env": ["PATH=/usr/bin:/bin"], "noNewPrivileges": True},
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/true"],
+            "cwd": "/",
+            "env": ["PATH=/usr/bin:/bin"],
+            "noNewPrivileges": True,
+        },
         "root": {"path": str(rootfs), "readonly": True},
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
-        "linux": {"namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts",
-                                                      "mount")]},
+        "linux": {"namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]},
     }
     (bundle / "config.json").write_text(json.dumps(config))
     root = bundle / "state"
     try:
-        return time_ms(lambda: subprocess.run(
-            ["runc", "--root", str(root), "run", f"floor-{os.getpid()}"], cwd=bundle,
-            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL), runs)
+        return time_ms(
+            lambda: subprocess.run(
+                ["runc", "--root", str(root), "run", f"floor-{os.getpid()}"],
+                cwd=bundle,
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            ),
+            runs,
+        )
     finally:
         shutil.rmtree(bundle, ignore_errors=True)
 
@@ -51,8 +62,19 @@ def _floor_xvfb(runs: int) -> list[float]:
         read_fd, write_fd = os.pipe()
         start = time.perf_counter()
         proc = subprocess.Popen(
-            ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten",
-             "tcp"], pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
+            [
+                "Xvfb",
+                "-displayfd",
+                str(write_fd),
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ],
+            pass_fds=(write_fd,),
+            stderr=subprocess.DEVNULL,
+        )
         os.close(write_fd)
         os.read(read_fd, 16)
         samples.append((time.perf_counter() - start) * 1000)
@@ -93,42 +115,86 @@ def main() -> int:
     image = ImageStore().get(IMAGE)
     rows: list[Row] = []
     try:
-        print(f"measuring with {RUNS} runs each on image {image.name} ({image.digest[:19]})",
-              file=sys.stderr)
-        floor_boot = [r + x for r, x in zip(_floor_runc_empty(image.rootfs, RUNS),
-                                            _floor_xvfb(RUNS), strict=True)]
+        print(
+            f"measuring with {RUNS} runs each on image {image.name} ({image.digest[:19]})",
+            file=sys.stderr,
+        )
+        floor_boot = [
+            r + x
+            for r, x in zip(_floor_runc_empty(image.rootfs, RUNS), _floor_xvfb(RUNS), strict=True)
+        ]
         booted: list[str] = []
-        boot = time_ms(lambda: booted.append(rt.boot(IMAGE).id), RUNS,
-                       between=lambda: rt.destroy(booted[-1]))
-        rows.append(summarize("boot to desktop-ready", boot, floor=floor_boot,
-                              target="<=400 ms and <=2x floor",
-                              ok=lambda m, p, f: m <= 400 and f is not None and m <= 2 * f))
+        boot = time_ms(
+            lambda: booted.append(rt.boot(IMAGE).id), RUNS, between=lambda: rt.destroy(booted[-1])
+        )
+        rows.append(
+            summarize(
+                "boot to desktop-ready",
+                boot,
+                floor=floor_boot,
+                target="<=400 ms and <=2x floor",
+                ok=lambda m, p, f: m <= 400 and f is not None and m <= 2 * f,
+            )
+        )
         pc = rt.boot(IMAGE)
-        rows.append(summarize("reset to desktop-ready", time_ms(lambda: rt.reset(pc.id), RUNS),
-                              target="<=300 ms", ok=lambda m, p, f: m <= 300))
+        rows.append(
+            summarize(
+                "reset to desktop-ready",
+                time_ms(lambda: rt.reset(pc.id), RUNS),
+                target="<=300 ms",
+                ok=lambda m, p, f: m <= 300,
+            )
+        )
         with rt.client(pc.id) as client:
             client.screenshot()
             grab = client.run(["python3", "-c", GRAB_FLOOR.format(runs=RUNS * 2)])
             shot = time_ms(client.screenshot, RUNS * 2)
-            rows.append(summarize("screenshot round trip (1280x800)", shot,
-                                  floor=json.loads(grab.stdout), target="<=40 ms",
-                                  ok=lambda m, p, f: m <= 40))
+            rows.append(
+                summarize(
+                    "screenshot round trip (1280x800)",
+                    shot,
+                    floor=json.loads(grab.stdout),
+                    target="<=40 ms",
+                    ok=lambda m, p, f: m <= 40,
+                )
+            )
             click = time_ms(lambda: client.click(100, 100), RUNS * 5)
-            rows.append(summarize("click round trip", click, target="<=5 ms",
-                                  ok=lambda m, p, f: m <= 5))
+            rows.append(
+                summarize("click round trip", click, target="<=5 ms", ok=lambda m, p, f: m <= 5)
+            )
             run_true = time_ms(lambda: client.run(["true"]), RUNS * 2)
-            rows.append(summarize("run_command true", run_true, target="<=15 ms",
-                                  ok=lambda m, p, f: m <= 15))
+            rows.append(
+                summarize(
+                    "run_command true", run_true, target="<=15 ms", ok=lambda m, p, f: m <= 15
+                )
+            )
         time.sleep(2)  # let the desktop settle before reading memory
         mem = [_idle_memory(pc.id)]
-        rows.append(summarize("memory of an idle PC", mem, unit="MiB", target="<=150 MiB",
-                              ok=lambda m, p, f: m <= 150))
+        rows.append(
+            summarize(
+                "memory of an idle PC",
+                mem,
+                unit="MiB",
+                target="<=150 MiB",
+                ok=lambda m, p, f: m <= 150,
+            )
+        )
         rt.destroy(pc.id)
         print(render(rows))
-        avail = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text()
-                         .splitlines() if line.startswith("MemAvailable"))) / 1024
-        print(f"\nidle PCs that fit in this machine's available memory ({avail:.0f} MiB): "
-              f"{int(avail // mem[0])}")
+        avail = (
+            int(
+                next(
+                    line.split()[1]
+                    for line in Path("/proc/meminfo").read_text().splitlines()
+                    if line.startswith("MemAvailable")
+                )
+            )
+            / 1024
+        )
+        print(
+            f"\nidle PCs that fit in this machine's available memory ({avail:.0f} MiB): "
+            f"{int(avail // mem[0])}"
+        )
         return 0
     finally:
         for pc_info in rt.list_pcs():

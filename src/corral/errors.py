@@ -8,19 +8,19 @@ tool errors through `exit_code`; anything that is not a `CorralError` is a crash
 from __future__ import annotations
 
 __all__ = [
-    "CorralError",
-    "NotFoundError",
-    "ImageNotFoundError",
-    "PCNotFoundError",
-    "InvalidInputError",
-    "PermissionDeniedError",
-    "RuntimeFailureError",
-    "ImageBuildError",
-    "BootError",
-    "PCUnavailableError",
     "ActionError",
     "ActionTimeoutError",
+    "BootError",
+    "CorralError",
     "DiskFullError",
+    "ImageBuildError",
+    "ImageNotFoundError",
+    "InvalidInputError",
+    "NotFoundError",
+    "PCNotFoundError",
+    "PCUnavailableError",
+    "PermissionDeniedError",
+    "RuntimeFailureError",
 ]
 
 

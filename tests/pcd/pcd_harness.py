@@ -63,8 +63,9 @@ class Client:
         assert len(blob) == size
         return header, blob
 
-    def request(self, op: str, args: dict[str, Any] | None = None, blob: bytes = b"",
-                **extra: Any) -> tuple[dict[str, Any], bytes]:
+    def request(
+        self, op: str, args: dict[str, Any] | None = None, blob: bytes = b"", **extra: Any
+    ) -> tuple[dict[str, Any], bytes]:
         header: dict[str, Any] = {"op": op, "args": args or {}, **extra}
         if blob:
             header["blob"] = len(blob)
@@ -101,14 +102,34 @@ class Daemon:
         self.home.mkdir(parents=True, exist_ok=True)
         self.socket = root / "run" / "pcd.sock"
         self.log_path = root / "pcd.log"
-        env = {"HOME": str(self.home), "PATH": "/usr/local/bin:/usr/bin:/bin",
-               "LANG": "C.UTF-8", "USER": "user", "TMPDIR": str(root)}
+        env = {
+            "HOME": str(self.home),
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "USER": "user",
+            "TMPDIR": str(root),
+        }
         started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [SYSTEM_PYTHON, "-I", "-c", BOOT, str(PKG_PARENT), "--socket", str(self.socket),
-                 "--display", "auto", "--geometry", "1280x800x24", *extra_args],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                [
+                    SYSTEM_PYTHON,
+                    "-I",
+                    "-c",
+                    BOOT,
+                    str(PKG_PARENT),
+                    "--socket",
+                    str(self.socket),
+                    "--display",
+                    "auto",
+                    "--geometry",
+                    "1280x800x24",
+                    *extra_args,
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
         while not self.socket.exists():
             if self.proc.poll() is not None:
@@ -155,15 +176,19 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> A
         time.sleep(interval)
 
 
-def find_window(client: Client, title: str, timeout: float = 10.0,
-                with_pid: bool = False) -> dict[str, Any]:
+def find_window(
+    client: Client, title: str, timeout: float = 10.0, with_pid: bool = False
+) -> dict[str, Any]:
     """Wait until a window titled `title` is on screen (mapped, and with its _NET_WM_PID when
     `with_pid`: xterm sets that once it is set up)."""
 
     def look() -> dict[str, Any] | None:
         for window in client.call("list_windows")["windows"]:
-            if (window["title"] == title and window["visible"]
-                    and (window["pid"] is not None or not with_pid)):
+            if (
+                window["title"] == title
+                and window["visible"]
+                and (window["pid"] is not None or not with_pid)
+            ):
                 return dict(window)
         return None
 
@@ -174,9 +199,13 @@ class Recorder:
     """xrecorder.py running on a daemon's display; `expect` reads its event lines."""
 
     def __init__(self, daemon: Daemon, title: str, width: int = 600, height: int = 400) -> None:
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(RECORDER), title, str(width),
-                                      str(height)], env=daemon.x_env(), stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            [SYSTEM_PYTHON, str(RECORDER), title, str(width), str(height)],
+            env=daemon.x_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
         self.expect("ready")

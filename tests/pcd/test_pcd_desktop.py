@@ -14,8 +14,11 @@ from pcd_harness import Client, Daemon, find_window, wait_for
 
 
 def _xclips(client: Client, parent: int) -> list[dict[str, Any]]:
-    return [p for p in client.call("processes")["processes"]
-            if p["cmd"].startswith("xclip ") and p["ppid"] == parent]
+    return [
+        p
+        for p in client.call("processes")["processes"]
+        if p["cmd"].startswith("xclip ") and p["ppid"] == parent
+    ]
 
 
 def test_clipboard_round_trip(client: Client, pcd: Daemon) -> None:
@@ -24,14 +27,23 @@ def test_clipboard_round_trip(client: Client, pcd: Daemon) -> None:
         assert client.call("clipboard_get")["text"] == text
     # Another X client sees it too.
     client.call("clipboard_set", text="for others")
-    out = subprocess.run(["xclip", "-selection", "clipboard", "-o"], env=pcd.x_env(),
-                         capture_output=True, text=True, timeout=10, check=True).stdout
+    out = subprocess.run(
+        ["xclip", "-selection", "clipboard", "-o"],
+        env=pcd.x_env(),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
     assert out == "for others"
     # Each set replaces the previous owner, which exits and is reaped: no pile-up.
     time.sleep(0.3)
     assert len(_xclips(client, pcd.pid)) == 1
-    assert not [p for p in client.call("processes")["processes"]
-                if p["ppid"] == pcd.pid and p["cmd"] == "[xclip]"]  # no zombies
+    assert not [
+        p
+        for p in client.call("processes")["processes"]
+        if p["ppid"] == pcd.pid and p["cmd"] == "[xclip]"
+    ]  # no zombies
 
 
 def test_clipboard_get_when_empty(fresh_pcd: Daemon) -> None:
@@ -53,20 +65,31 @@ def test_launch_list_and_focus_windows(client: Client, pcd: Daemon) -> None:
             assert 0 <= w["x"] < 1280 and 0 <= w["y"] < 800
             assert w["desktop"] == 0 and w["visible"] is True
         for target in (one, two, one):
-            assert client.call("focus_window", id=target["id"]) == {"id": target["id"],
-                                                                    "focused": True}
+            assert client.call("focus_window", id=target["id"]) == {
+                "id": target["id"],
+                "focused": True,
+            }
             windows = {w["id"]: w for w in client.call("list_windows")["windows"]}
             assert windows[target["id"]]["focused"] is True
             assert sum(w["focused"] for w in windows.values()) == 1
-            active = subprocess.run(["xdotool", "getactivewindow"], env=pcd.x_env(),
-                                    capture_output=True, text=True, check=True).stdout
+            active = subprocess.run(
+                ["xdotool", "getactivewindow"],
+                env=pcd.x_env(),
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             assert int(active) == int(target["id"], 16)
         assert Path(first["log"]).exists() and first["log"].startswith("/tmp/")
     finally:
         os.kill(first["pid"], signal.SIGKILL)
         os.kill(second["pid"], signal.SIGKILL)
-    wait_for(lambda: not {"win-one", "win-two"} & {
-        w["title"] for w in client.call("list_windows")["windows"]})
+    wait_for(
+        lambda: (
+            not {"win-one", "win-two"}
+            & {w["title"] for w in client.call("list_windows")["windows"]}
+        )
+    )
 
 
 def test_focus_window_errors(client: Client) -> None:
@@ -97,8 +120,13 @@ def test_launch_errors(client: Client) -> None:
 
 
 def test_open_url(client: Client) -> None:
-    for url in ("javascript:alert(1)", "ftp://example.com/", "chrome://settings", "",
-                "http://x/\nfoo"):
+    for url in (
+        "javascript:alert(1)",
+        "ftp://example.com/",
+        "chrome://settings",
+        "",
+        "http://x/\nfoo",
+    ):
         assert client.error("open_url", url=url).code == "bad_request"
     if not os.path.exists("/usr/bin/chromium"):
         err = client.error("open_url", url="https://example.com/")
@@ -106,9 +134,14 @@ def test_open_url(client: Client) -> None:
         return
     result = client.call("open_url", url="about:blank")
     try:
-        window = wait_for(lambda: [w for w in client.call("list_windows")["windows"]
-                                   if "chromium" in w["title"].lower()
-                                   or w["pid"] == result["pid"]], timeout=30)
+        window = wait_for(
+            lambda: [
+                w
+                for w in client.call("list_windows")["windows"]
+                if "chromium" in w["title"].lower() or w["pid"] == result["pid"]
+            ],
+            timeout=30,
+        )
         assert window
     finally:
         os.killpg(result["pid"], signal.SIGKILL)
@@ -127,23 +160,30 @@ def test_processes(client: Client, pcd: Daemon) -> None:
 
 # -- lifecycle (each test has a daemon of its own) --------------------------------------------
 
+
 def test_sigterm_stops_everything(fresh_pcd: Daemon) -> None:
     with fresh_pcd.client() as c:
-        children = [p["pid"] for p in c.call("processes")["processes"]
-                    if p["ppid"] == fresh_pcd.pid]
+        children = [
+            p["pid"] for p in c.call("processes")["processes"] if p["ppid"] == fresh_pcd.pid
+        ]
         sleeper = c.call("launch", argv=["sleep", "60"])["pid"]
         assert children
     assert fresh_pcd.stop() == 0
     assert not fresh_pcd.socket.exists()
     for pid in [*children, sleeper]:
-        assert not Path(f"/proc/{pid}").exists() or \
-            Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        )
 
 
 def test_pcd_exits_when_xvfb_dies(fresh_pcd: Daemon) -> None:
     with fresh_pcd.client() as c:
-        xvfb = next(p["pid"] for p in c.call("processes")["processes"]
-                    if p["ppid"] == fresh_pcd.pid and p["cmd"].startswith("Xvfb"))
+        xvfb = next(
+            p["pid"]
+            for p in c.call("processes")["processes"]
+            if p["ppid"] == fresh_pcd.pid and p["cmd"].startswith("Xvfb")
+        )
     os.kill(xvfb, signal.SIGKILL)
     assert fresh_pcd.proc.wait(10) == 1
     assert "Xvfb exited" in fresh_pcd.log()
@@ -151,8 +191,11 @@ def test_pcd_exits_when_xvfb_dies(fresh_pcd: Daemon) -> None:
 
 def test_health_reports_a_hung_x_server(fresh_pcd: Daemon) -> None:
     with fresh_pcd.client() as c:
-        xvfb = next(p["pid"] for p in c.call("processes")["processes"]
-                    if p["ppid"] == fresh_pcd.pid and p["cmd"].startswith("Xvfb"))
+        xvfb = next(
+            p["pid"]
+            for p in c.call("processes")["processes"]
+            if p["ppid"] == fresh_pcd.pid and p["cmd"].startswith("Xvfb")
+        )
         os.kill(xvfb, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -182,6 +225,11 @@ def test_boot_is_fast_and_needs_no_window_manager(tmp_path: Path) -> None:
 def test_bad_command_line(tmp_path: Path, argv: list[str]) -> None:
     from pcd_harness import BOOT, PKG_PARENT, SYSTEM_PYTHON
 
-    proc = subprocess.run([SYSTEM_PYTHON, "-I", "-c", BOOT, str(PKG_PARENT), *argv],
-                          capture_output=True, text=True, timeout=30, check=False)
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, "-I", "-c", BOOT, str(PKG_PARENT), *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert proc.returncode != 0 and "pcd:" in proc.stderr

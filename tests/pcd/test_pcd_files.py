@@ -87,7 +87,11 @@ def test_list_dir(client: Client, pcd: Daemon) -> None:
     entries = {e["name"]: e for e in result["entries"]}
     assert [e["name"] for e in result["entries"]] == sorted(entries)
     assert {name: e["type"] for name, e in entries.items()} == {
-        "sub": "dir", "file.txt": "file", "link": "symlink", "fifo": "other"}
+        "sub": "dir",
+        "file.txt": "file",
+        "link": "symlink",
+        "fifo": "other",
+    }
     assert entries["file.txt"]["size"] == 5
     assert entries["file.txt"]["mtime"] == pytest.approx(os.stat(base / "file.txt").st_mtime)
     home = client.call("list_dir", path="~")
@@ -105,8 +109,7 @@ def test_file_errors(client: Client, pcd: Daemon) -> None:
     assert client.error("read_file", path="afifo").code == "bad_request"  # and no hang
     assert client.error("read_file", path="afile", max_bytes=99).code == "too_large"
     assert client.call_blob("read_file", path="afile", max_bytes=100)[1] == b"x" * 100
-    assert client.error("read_file", path="afile", max_bytes=(64 << 20) + 1).code == \
-        "bad_request"
+    assert client.error("read_file", path="afile", max_bytes=(64 << 20) + 1).code == "bad_request"
     assert client.error("read_file", path="afile/inner").code == "not_directory"
     assert client.error("list_dir", path="afile").code == "not_directory"
     assert client.error("list_dir", path="nowhere").code == "not_found"
@@ -118,13 +121,26 @@ def test_file_errors(client: Client, pcd: Daemon) -> None:
     assert client.error("read_file").code == "bad_request"
 
 
-@pytest.mark.parametrize("path", [
-    "/etc/passwd", "../../etc/passwd", "/tmp/../etc/passwd", "~/../../etc/passwd",
-    "/", "/home", "/tmpfoo/x", "/proc/self/environ", "docs/../../x",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        "../../etc/passwd",
+        "/tmp/../etc/passwd",
+        "~/../../etc/passwd",
+        "/",
+        "/home",
+        "/tmpfoo/x",
+        "/proc/self/environ",
+        "docs/../../x",
+    ],
+)
 def test_paths_outside_home_and_tmp_are_refused(client: Client, path: str) -> None:
-    for op, blob, args in (("read_file", b"", {}), ("list_dir", b"", {}),
-                           ("write_file", b"x", {"mkdirs": True})):
+    for op, blob, args in (
+        ("read_file", b"", {}),
+        ("list_dir", b"", {}),
+        ("write_file", b"x", {"mkdirs": True}),
+    ):
         err = client.error(op, blob, path=path, **args)
         assert err.code == "path_not_allowed", (op, path, err)
         assert "/tmp" in err.message

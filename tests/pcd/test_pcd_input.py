@@ -33,21 +33,33 @@ def origin(client: Client, recorder_title: str) -> tuple[int, int]:
 
 
 def pointer(pcd: Daemon) -> tuple[int, int]:
-    out = subprocess.run(["xdotool", "getmouselocation", "--shell"], env=pcd.x_env(),
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["xdotool", "getmouselocation", "--shell"],
+        env=pcd.x_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     values = dict(line.split("=", 1) for line in out.split())
     return int(values["X"]), int(values["Y"])
 
 
 # -- screenshot ---------------------------------------------------------------------------------
 
-def test_screenshot_is_a_png_of_the_screen(client: Client, recorder: Recorder,
-                                           request: pytest.FixtureRequest) -> None:
+
+def test_screenshot_is_a_png_of_the_screen(
+    client: Client, recorder: Recorder, request: pytest.FixtureRequest
+) -> None:
     x0, y0 = origin(client, f"recorder-{request.node.name}")
     meta, png = client.call_blob("screenshot")
     assert png_size(png) == (1280, 800)
-    assert meta == {"width": 1280, "height": 800, "screen_width": 1280, "screen_height": 800,
-                    "scale": 1.0}
+    assert meta == {
+        "width": 1280,
+        "height": 800,
+        "screen_width": 1280,
+        "screen_height": 800,
+        "scale": 1.0,
+    }
     image = Image.open(io.BytesIO(png))
     image.load()
     assert image.mode == "RGB"
@@ -56,8 +68,7 @@ def test_screenshot_is_a_png_of_the_screen(client: Client, recorder: Recorder,
     assert image.getpixel((x0 + 599, y0 + 399)) == (255, 255, 255)
 
 
-def test_screenshot_matches_what_x_returns(client: Client, pcd: Daemon,
-                                           recorder: Recorder) -> None:
+def test_screenshot_matches_what_x_returns(client: Client, pcd: Daemon, recorder: Recorder) -> None:
     """pcd reads Xvfb's framebuffer directly; it must equal a GetImage of the screen, except
     for the pointer, which Xvfb draws into its framebuffer."""
     from PIL import ImageChops, ImageGrab
@@ -81,15 +92,19 @@ def test_screenshot_matches_what_x_returns(client: Client, pcd: Daemon,
         assert left >= 1200 - 16 and right <= 1200 + 32 and top >= 700 - 16 and bottom <= 732
 
 
-@pytest.mark.parametrize(("limits", "size", "scale"), [
-    ({"max_width": 640}, (640, 400), 0.5),
-    ({"max_height": 200}, (320, 200), 0.25),
-    ({"max_width": 1000, "max_height": 1000}, (1000, 625), 1000 / 1280),
-    ({"max_width": 5000, "max_height": 5000}, (1280, 800), 1.0),  # never upscaled
-    ({"max_width": 1}, (1, 1), 1 / 1280),
-])
-def test_screenshot_scales_to_fit(client: Client, limits: dict[str, int],
-                                  size: tuple[int, int], scale: float) -> None:
+@pytest.mark.parametrize(
+    ("limits", "size", "scale"),
+    [
+        ({"max_width": 640}, (640, 400), 0.5),
+        ({"max_height": 200}, (320, 200), 0.25),
+        ({"max_width": 1000, "max_height": 1000}, (1000, 625), 1000 / 1280),
+        ({"max_width": 5000, "max_height": 5000}, (1280, 800), 1.0),  # never upscaled
+        ({"max_width": 1}, (1, 1), 1 / 1280),
+    ],
+)
+def test_screenshot_scales_to_fit(
+    client: Client, limits: dict[str, int], size: tuple[int, int], scale: float
+) -> None:
     meta, png = client.call_blob("screenshot", **limits)
     assert png_size(png) == size
     assert (meta["width"], meta["height"]) == size
@@ -97,13 +112,22 @@ def test_screenshot_scales_to_fit(client: Client, limits: dict[str, int],
     assert meta["scale"] == pytest.approx(scale)
 
 
-@pytest.mark.parametrize("args", [{"max_width": 0}, {"max_height": -5}, {"max_width": "big"},
-                                  {"max_width": True}, {"quality": 3}])
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"max_width": 0},
+        {"max_height": -5},
+        {"max_width": "big"},
+        {"max_width": True},
+        {"quality": 3},
+    ],
+)
 def test_screenshot_rejects_bad_limits(client: Client, args: dict[str, Any]) -> None:
     assert client.error("screenshot", **args).code == "bad_request"
 
 
 # -- pointer --------------------------------------------------------------------------------
+
 
 def test_mouse_move_moves_the_pointer(client: Client, pcd: Daemon) -> None:
     for x, y in ((0, 0), (1279, 799), (640, 400), (17, 501)):
@@ -111,8 +135,9 @@ def test_mouse_move_moves_the_pointer(client: Client, pcd: Daemon) -> None:
         assert pointer(pcd) == (x, y)
 
 
-def test_click_reaches_the_application(client: Client, pcd: Daemon, recorder: Recorder,
-                                       request: pytest.FixtureRequest) -> None:
+def test_click_reaches_the_application(
+    client: Client, pcd: Daemon, recorder: Recorder, request: pytest.FixtureRequest
+) -> None:
     x0, y0 = origin(client, f"recorder-{request.node.name}")
     result = client.call("click", x=x0 + 50, y=y0 + 60)
     assert (result["x"], result["y"]) == (x0 + 50, y0 + 60)
@@ -131,8 +156,9 @@ def test_click_reaches_the_application(client: Client, pcd: Daemon, recorder: Re
     assert events == ["press 1 5 5", "release 1 5 5"] * 3
 
 
-def test_scroll_sends_wheel_buttons(client: Client, recorder: Recorder,
-                                    request: pytest.FixtureRequest) -> None:
+def test_scroll_sends_wheel_buttons(
+    client: Client, recorder: Recorder, request: pytest.FixtureRequest
+) -> None:
     x0, y0 = origin(client, f"recorder-{request.node.name}")
     client.call("scroll", x=x0 + 100, y=y0 + 100, dy=3)
     client.call("scroll", dy=-2)
@@ -142,8 +168,9 @@ def test_scroll_sends_wheel_buttons(client: Client, recorder: Recorder,
     assert presses == ["5", "5", "5", "4", "4", "7", "6"]
 
 
-def test_drag_presses_moves_and_releases(client: Client, recorder: Recorder,
-                                         request: pytest.FixtureRequest) -> None:
+def test_drag_presses_moves_and_releases(
+    client: Client, recorder: Recorder, request: pytest.FixtureRequest
+) -> None:
     x0, y0 = origin(client, f"recorder-{request.node.name}")
     path = [[x0 + 10, y0 + 10], [x0 + 100, y0 + 50], [x0 + 200, y0 + 150]]
     client.call("drag", path=path)
@@ -154,33 +181,38 @@ def test_drag_presses_moves_and_releases(client: Client, recorder: Recorder,
     assert "motion 200 150" in events[press:release]
 
 
-@pytest.mark.parametrize(("op", "args"), [
-    ("mouse_move", {"x": 1280, "y": 0}),
-    ("mouse_move", {"x": 0, "y": 800}),
-    ("mouse_move", {"x": -1, "y": 0}),
-    ("mouse_move", {"x": 10}),
-    ("mouse_move", {}),
-    ("mouse_move", {"x": 1.5, "y": 2}),
-    ("click", {"x": 5}),
-    ("click", {"button": "fourth"}),
-    ("click", {"button": ["left"]}),
-    ("click", {"count": 4}),
-    ("click", {"count": 0}),
-    ("scroll", {"dy": 51}),
-    ("scroll", {"dx": "1"}),
-    ("drag", {"path": [[1, 1]]}),
-    ("drag", {"path": [[1, 1], [2000, 1]]}),
-    ("drag", {"path": [[1, 1], [2]]}),
-    ("drag", {"path": "1,1 2,2"}),
-])
+@pytest.mark.parametrize(
+    ("op", "args"),
+    [
+        ("mouse_move", {"x": 1280, "y": 0}),
+        ("mouse_move", {"x": 0, "y": 800}),
+        ("mouse_move", {"x": -1, "y": 0}),
+        ("mouse_move", {"x": 10}),
+        ("mouse_move", {}),
+        ("mouse_move", {"x": 1.5, "y": 2}),
+        ("click", {"x": 5}),
+        ("click", {"button": "fourth"}),
+        ("click", {"button": ["left"]}),
+        ("click", {"count": 4}),
+        ("click", {"count": 0}),
+        ("scroll", {"dy": 51}),
+        ("scroll", {"dx": "1"}),
+        ("drag", {"path": [[1, 1]]}),
+        ("drag", {"path": [[1, 1], [2000, 1]]}),
+        ("drag", {"path": [[1, 1], [2]]}),
+        ("drag", {"path": "1,1 2,2"}),
+    ],
+)
 def test_pointer_ops_reject_bad_args(client: Client, op: str, args: dict[str, Any]) -> None:
     assert client.error(op, **args).code == "bad_request"
 
 
 # -- keyboard -------------------------------------------------------------------------------
 
-def test_press_keys_reach_the_application(client: Client, recorder: Recorder,
-                                          request: pytest.FixtureRequest) -> None:
+
+def test_press_keys_reach_the_application(
+    client: Client, recorder: Recorder, request: pytest.FixtureRequest
+) -> None:
     find_window(client, f"recorder-{request.node.name}")
     client.call("press_keys", keys="ctrl+a")
     client.call("press_keys", keys=["Return", "shift+b", "esc"])
@@ -188,8 +220,9 @@ def test_press_keys_reach_the_application(client: Client, recorder: Recorder,
     assert keys == ["Control_L", "a", "Return", "Shift_L", "B", "Escape"]
 
 
-@pytest.mark.parametrize("keys", ["ctrl+nosuchkey", ["Return", "Retrun"], "ctrl+", [], "",
-                                  ["a", 5], 7])
+@pytest.mark.parametrize(
+    "keys", ["ctrl+nosuchkey", ["Return", "Retrun"], "ctrl+", [], "", ["a", 5], 7]
+)
 def test_press_keys_rejects_unknown_keys(client: Client, keys: Any) -> None:
     err = client.error("press_keys", keys=keys)
     assert err.code == "bad_request"
@@ -215,13 +248,14 @@ def test_type_text_types_unicode_into_xterm(client: Client, tmp_path: Path) -> N
     assert wait_for(lambda: out.read_text(encoding="utf-8")) == text
 
 
-def test_type_text_handles_more_new_characters_than_spare_keys(client: Client,
-                                                               tmp_path: Path) -> None:
+def test_type_text_handles_more_new_characters_than_spare_keys(
+    client: Client, tmp_path: Path
+) -> None:
     out = tmp_path / "typed.txt"
     _xterm(client, "type-many", f"cat > {out}")
     # 80 distinct CJK characters, more than the keymap has free keycodes, over several lines.
     text = "".join(chr(0x4E00 + i * 7) for i in range(80))
-    text = "\n".join(text[i:i + 20] for i in range(0, 80, 20)) + "\n"
+    text = "\n".join(text[i : i + 20] for i in range(0, 80, 20)) + "\n"
     client.call("type_text", text=text)
     client.call("press_keys", keys="ctrl+d")
     wait_for(lambda: out.exists() and not _running("type-many", client))

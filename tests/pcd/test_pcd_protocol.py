@@ -25,7 +25,8 @@ def test_health_round_trips_to_x(client: Client, pcd: Daemon) -> None:
 def test_many_requests_on_one_connection_answered_in_order(client: Client) -> None:
     payload = b"".join(
         json.dumps({"op": "run", "args": {"argv": ["echo", str(i)]}, "id": i}).encode() + b"\n"
-        for i in range(20))
+        for i in range(20)
+    )
     client.send_raw(payload)  # pipelined: all requests before any answer
     for i in range(20):
         header, _ = client.read_answer()
@@ -49,9 +50,16 @@ def test_unknown_op_and_bad_args_keep_the_connection(client: Client) -> None:
     assert client.call("health")["x"] is True
 
 
-@pytest.mark.parametrize("line", [b"this is not json\n", b"[1, 2]\n", b"\xff\xfe\n",
-                                  b'{"op": "health", "blob": -1}\n',
-                                  b'{"op": "health", "blob": "3"}\n'])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"this is not json\n",
+        b"[1, 2]\n",
+        b"\xff\xfe\n",
+        b'{"op": "health", "blob": -1}\n',
+        b'{"op": "health", "blob": "3"}\n',
+    ],
+)
 def test_malformed_framing_answers_then_closes(pcd: Daemon, line: bytes) -> None:
     with pcd.client() as c:
         c.send_raw(line)
@@ -69,8 +77,10 @@ def test_oversized_header_and_blob_are_too_large(pcd: Daemon) -> None:
         header, _ = c.read_answer()
         assert header["error"]["code"] == "too_large"
     with pcd.client() as c:
-        c.send_raw(json.dumps({"op": "write_file", "args": {"path": "x"},
-                               "blob": (64 << 20) + 1}).encode() + b"\n")
+        c.send_raw(
+            json.dumps({"op": "write_file", "args": {"path": "x"}, "blob": (64 << 20) + 1}).encode()
+            + b"\n"
+        )
         header, _ = c.read_answer()
         assert header["error"]["code"] == "too_large"
     with pcd.client() as c:

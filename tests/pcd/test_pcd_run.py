@@ -30,8 +30,11 @@ def test_run_argv_captures_output_and_exit_code(client: Client) -> None:
 
 
 def test_run_shell_stdin_env_cwd(client: Client, pcd: Daemon, tmp_path: Path) -> None:
-    result = client.sh('printf "%s|%s|%s|" "$FOO" "$DISPLAY" "$HOME"; pwd; cat',
-                       env={"FOO": "bar"}, stdin="from stdin ✓")
+    result = client.sh(
+        'printf "%s|%s|%s|" "$FOO" "$DISPLAY" "$HOME"; pwd; cat',
+        env={"FOO": "bar"},
+        stdin="from stdin ✓",
+    )
     assert result["stdout"] == f"bar|{pcd.display}|{pcd.home}|{pcd.home}\nfrom stdin ✓"
     assert client.call("run", argv=["pwd"], cwd=str(tmp_path))["stdout"] == f"{tmp_path}\n"
     (pcd.home / "sub").mkdir(exist_ok=True)
@@ -61,7 +64,8 @@ def test_run_timeout_kills_the_whole_process_group(client: Client, tmp_path: Pat
 
 
 def test_run_returns_when_the_command_exits_even_if_a_child_keeps_the_pipes(
-        client: Client, tmp_path: Path) -> None:
+    client: Client, tmp_path: Path
+) -> None:
     pidfile = tmp_path / "bg.pid"
     started = time.monotonic()
     result = client.sh(f"sleep 30 & echo $! > {pidfile}; echo done", timeout_s=20)
@@ -73,8 +77,9 @@ def test_run_returns_when_the_command_exits_even_if_a_child_keeps_the_pipes(
 
 def test_run_caps_output_and_keeps_draining(client: Client) -> None:
     started = time.monotonic()
-    result = client.sh("head -c 5000000 /dev/zero | tr '\\0' a; head -c 3000 /dev/zero >&2",
-                       max_output=1000)
+    result = client.sh(
+        "head -c 5000000 /dev/zero | tr '\\0' a; head -c 3000 /dev/zero >&2", max_output=1000
+    )
     assert time.monotonic() - started < 10
     assert result["exit_code"] == 0  # the writer was never blocked or killed
     assert result["stdout_truncated"] is True and result["stderr_truncated"] is True
@@ -95,22 +100,25 @@ def test_run_missing_program_is_not_found(client: Client) -> None:
     assert client.error("run", argv=["true"], cwd="/no/such/dir").code == "not_found"
 
 
-@pytest.mark.parametrize("args", [
-    {},
-    {"argv": ["true"], "shell": "true"},
-    {"argv": []},
-    {"argv": "true"},
-    {"argv": ["tr", "ue\0"]},
-    {"argv": ["true"], "timeout_s": 0},
-    {"argv": ["true"], "timeout_s": 601},
-    {"argv": ["true"], "timeout_s": "5"},
-    {"argv": ["true"], "max_output": -1},
-    {"argv": ["true"], "max_output": (16 << 20) + 1},
-    {"argv": ["true"], "env": {"A": 1}},
-    {"argv": ["true"], "env": ["A=1"]},
-    {"argv": ["true"], "stdin": 5},
-    {"argv": ["true"], "timeout": 5},
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        {},
+        {"argv": ["true"], "shell": "true"},
+        {"argv": []},
+        {"argv": "true"},
+        {"argv": ["tr", "ue\0"]},
+        {"argv": ["true"], "timeout_s": 0},
+        {"argv": ["true"], "timeout_s": 601},
+        {"argv": ["true"], "timeout_s": "5"},
+        {"argv": ["true"], "max_output": -1},
+        {"argv": ["true"], "max_output": (16 << 20) + 1},
+        {"argv": ["true"], "env": {"A": 1}},
+        {"argv": ["true"], "env": ["A=1"]},
+        {"argv": ["true"], "stdin": 5},
+        {"argv": ["true"], "timeout": 5},
+    ],
+)
 def test_run_rejects_bad_args(client: Client, args: dict[str, Any]) -> None:
     assert client.error("run", **args).code == "bad_request"
 

@@ -18,10 +18,23 @@ def main() -> None:
     d = display.Display()
     screen = d.screen()
     window = screen.root.create_window(
-        0, 0, width, height, 0, screen.root_depth, X.InputOutput, X.CopyFromParent,
+        0,
+        0,
+        width,
+        height,
+        0,
+        screen.root_depth,
+        X.InputOutput,
+        X.CopyFromParent,
         background_pixel=screen.white_pixel,
-        event_mask=(X.ButtonPressMask | X.ButtonReleaseMask | X.PointerMotionMask
-                    | X.KeyPressMask | X.ExposureMask | X.StructureNotifyMask),
+        event_mask=(
+            X.ButtonPressMask
+            | X.ButtonReleaseMask
+            | X.PointerMotionMask
+            | X.KeyPressMask
+            | X.ExposureMask
+            | X.StructureNotifyMask
+        ),
     )
     window.set_wm_name(title)
     window.set_wm_normal_hints(flags=1 | 4, x=0, y=0)  # USPosition | PPosition

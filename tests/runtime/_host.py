@@ -60,14 +60,28 @@ def _pc_processes() -> frozenset[int]:
 
 
 def snapshot(state_root: Path, runc_root: Path) -> HostSnapshot:
-    mounts = frozenset(line.split()[4] for line in Path("/proc/self/mountinfo").read_text()
-                       .splitlines())
-    links = frozenset(subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
-                                     check=True).stdout.split("\n"))
-    runc = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"], capture_output=True,
-                          text=True, check=False).stdout.split()
+    mounts = frozenset(
+        line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    )
+    links = frozenset(
+        subprocess.run(
+            ["ip", "-o", "link"], capture_output=True, text=True, check=True
+        ).stdout.split("\n")
+    )
+    runc = subprocess.run(
+        ["runc", "--root", str(runc_root), "list", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
     pcs_dir = state_root / "pcs"
     entries = frozenset(p.name for p in pcs_dir.iterdir()) if pcs_dir.exists() else frozenset()
-    return HostSnapshot(mounts, _cgroup_dirs(), frozenset(runc),
-                        frozenset(x.split("@")[0].split(":")[1].strip() for x in links if x),
-                        _netns_inodes(), _pc_processes(), entries)
+    return HostSnapshot(
+        mounts,
+        _cgroup_dirs(),
+        frozenset(runc),
+        frozenset(x.split("@")[0].split(":")[1].strip() for x in links if x),
+        _netns_inodes(),
+        _pc_processes(),
+        entries,
+    )

@@ -25,8 +25,10 @@ TEST_IMAGE = os.environ.get("CORRAL_TEST_IMAGE", "minimal")
 @pytest.fixture(scope="session")
 def state_root() -> Iterator[Path]:
     if os.geteuid() != 0:
-        pytest.fail("runtime tests need root (CI is root): run `sudo make test`, "
-                    "or deselect them with -m 'not runtime'")
+        pytest.fail(
+            "runtime tests need root (CI is root): run `sudo make test`, "
+            "or deselect them with -m 'not runtime'"
+        )
     _clean_stale_test_states()
     root = Path(f"/run/corral-test-{os.getpid()}")
     root.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,12 @@ class CorralCLI:
         self.env = {**os.environ, "CORRAL_STATE_DIR": str(state_root), "COLUMNS": "200"}
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "corral", *args], env=self.env,
-                              capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "corral", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )

@@ -57,12 +57,19 @@ def pair(rt: PCRuntime) -> Iterator[tuple[PCInfo, PCInfo]]:
 def host_listeners() -> Iterator[dict[str, tuple[str, int]]]:
     """TCP servers on the host that a PC must not reach: loopback, the host's own address,
     and the control-plane port."""
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     host_ip = out[out.index("inet") + 1].split("/")[0]
     servers: dict[str, socket.socket] = {}
-    for name, addr in (("loopback", ("127.0.0.1", 0)), ("host", (host_ip, 0)),
-                       ("control_plane", ("127.0.0.1", 8420))):
+    for name, addr in (
+        ("loopback", ("127.0.0.1", 0)),
+        ("host", (host_ip, 0)),
+        ("control_plane", ("127.0.0.1", 8420)),
+    ):
         srv = socket.socket()
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -93,14 +100,17 @@ def host_listeners() -> Iterator[dict[str, tuple[str, int]]]:
         s.close()
 
 
-def test_host_files_are_out_of_reach(rt: PCRuntime, pair: tuple[PCInfo, PCInfo],
-                                     tmp_path: Path) -> None:
+def test_host_files_are_out_of_reach(
+    rt: PCRuntime, pair: tuple[PCInfo, PCInfo], tmp_path: Path
+) -> None:
     secret = tmp_path / "host-secret.txt"
     token = secrets.token_hex(16)
     secret.write_text(token)
     a, _ = pair
     with rt.client(a.id) as client:
-        verdict = probe(client, f"""
+        verdict = probe(
+            client,
+            f"""
             import json, os
             out = {{}}
             for p in [{str(secret)!r}, "/root/.bashrc", "/etc/shadow", "/proc/1/root/etc/shadow"]:
@@ -114,7 +124,8 @@ def test_host_files_are_out_of_reach(rt: PCRuntime, pair: tuple[PCInfo, PCInfo],
                 except OSError as e:
                     out["w:" + p] = type(e).__name__
             print(json.dumps(out))
-        """)
+        """,
+        )
     assert token not in json.dumps(verdict)
     assert verdict[str(secret)] == "FileNotFoundError"
     assert verdict["/etc/shadow"] == "PermissionError"
@@ -122,13 +133,16 @@ def test_host_files_are_out_of_reach(rt: PCRuntime, pair: tuple[PCInfo, PCInfo],
     assert Path("/etc/passwd").read_text().startswith("root:")
 
 
-def test_host_and_neighbour_processes_are_invisible(rt: PCRuntime,
-                                                    pair: tuple[PCInfo, PCInfo]) -> None:
+def test_host_and_neighbour_processes_are_invisible(
+    rt: PCRuntime, pair: tuple[PCInfo, PCInfo]
+) -> None:
     marker = subprocess.Popen(["sleep", "4242.5"])
     try:
         a, b = pair
         with rt.client(a.id) as client:
-            cmdlines = probe(client, """
+            cmdlines = probe(
+                client,
+                """
                 import json, os
                 out = []
                 for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -137,7 +151,8 @@ def test_host_and_neighbour_processes_are_invisible(rt: PCRuntime,
                     except OSError:
                         pass
                 print(json.dumps(out))
-            """)
+            """,
+            )
         with rt.client(b.id) as client:
             b_pids = [p["pid"] for p in client.processes()]
         assert not any("4242.5" in c for c in cmdlines)
@@ -149,16 +164,22 @@ def test_host_and_neighbour_processes_are_invisible(rt: PCRuntime,
         marker.wait()
 
 
-def test_network_reaches_nothing(rt: PCRuntime, pair: tuple[PCInfo, PCInfo],
-                                 host_listeners: dict[str, tuple[str, int]]) -> None:
+def test_network_reaches_nothing(
+    rt: PCRuntime, pair: tuple[PCInfo, PCInfo], host_listeners: dict[str, tuple[str, int]]
+) -> None:
     for addr in host_listeners.values():  # control: the host side really listens
         socket.create_connection(addr, timeout=2).close()
-    targets = {**{k: list(v) for k, v in host_listeners.items()},
-               "metadata": ["169.254.169.254", 80], "control_plane_any": ["127.0.0.1", 8420],
-               "public": ["1.1.1.1", 443]}
+    targets = {
+        **{k: list(v) for k, v in host_listeners.items()},
+        "metadata": ["169.254.169.254", 80],
+        "control_plane_any": ["127.0.0.1", 8420],
+        "public": ["1.1.1.1", 443],
+    }
     a, _ = pair
     with rt.client(a.id) as client:
-        verdict = probe(client, f"""
+        verdict = probe(
+            client,
+            f"""
             import json, socket
             out = {{}}
             for name, (host, port) in {targets!r}.items():
@@ -170,7 +191,8 @@ def test_network_reaches_nothing(rt: PCRuntime, pair: tuple[PCInfo, PCInfo],
                 s.close()
             out["links"] = sorted(open("/proc/net/dev").read().split("\\n")[2:])
             print(json.dumps(out))
-        """)
+        """,
+        )
     links = [line.split(":")[0].strip() for line in verdict.pop("links") if line.strip()]
     assert links == ["lo"]
     assert all(v != "connected" for v in verdict.values()), verdict
@@ -180,7 +202,10 @@ def test_privileged_operations_fail(rt: PCRuntime, pair: tuple[PCInfo, PCInfo]) 
     a, _ = pair
     with rt.client(a.id) as client:
         pcd_pid = next(p["pid"] for p in client.processes() if "corral-pcd" in p["cmd"])
-        verdict = probe(client, SYSCALL + f"""
+        verdict = probe(
+            client,
+            SYSCALL
+            + f"""
 import socket, subprocess
 out = {{}}
 out["mount"] = "ok" if libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) == 0 else "denied"
@@ -214,10 +239,18 @@ out["nonewprivs"] = status["NoNewPrivs"].strip()
 out["capeff"] = status["CapEff"].strip()
 out["uid"] = os.getuid()
 print(json.dumps(out))
-""")
+""",
+        )
     assert verdict["mount"] == "denied"
-    for key in ("unshare_user", "unshare_net", "ptrace", "init_module", "finit_module", "bpf",
-                "setns"):
+    for key in (
+        "unshare_user",
+        "unshare_net",
+        "ptrace",
+        "init_module",
+        "finit_module",
+        "bpf",
+        "setns",
+    ):
         assert verdict[key] == "EPERM", (key, verdict)
     assert verdict["unshare_cmd"] != 0
     assert verdict["sysctl"] in ("OSError", "PermissionError")
@@ -234,7 +267,9 @@ def test_fork_bomb_memory_hog_and_disk_fill_stay_contained(
     a, b = pair
     limits = parse_size("small")
     with rt.client(a.id) as client:
-        bomb = probe(client, """
+        bomb = probe(
+            client,
+            """
             import json, os, time
             n = 0
             kids = []
@@ -251,10 +286,13 @@ def test_fork_bomb_memory_hog_and_disk_fill_stay_contained(
             for k in kids:
                 os.waitpid(k, 0)
             print(json.dumps({"forked": n, "error": err}))
-        """, timeout=120)
+        """,
+            timeout=120,
+        )
         assert bomb["error"] == "BlockingIOError" and bomb["forked"] < limits.pids
-        hog = client.run(["python3", "-c", "x = []\nwhile True: x.append(bytearray(1 << 26))"],
-                         timeout_s=120)
+        hog = client.run(
+            ["python3", "-c", "x = []\nwhile True: x.append(bytearray(1 << 26))"], timeout_s=120
+        )
         assert hog.exit_code != 0  # killed by the PC's own memory limit (or MemoryError)
         fill = client.run(["dd", "if=/dev/zero", "of=/tmp/fill", "bs=1M"], timeout_s=120)
         assert "No space left" in fill.stderr

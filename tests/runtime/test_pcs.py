@@ -93,8 +93,7 @@ def _upper_layer(state_root: Path, pc_id: str) -> set[str]:
     return {str(p.relative_to(upper)) for p in upper.rglob("*")}
 
 
-def test_reset_returns_exactly_to_the_image(rt: PCRuntime, pc: PCInfo,
-                                            state_root: Path) -> None:
+def test_reset_returns_exactly_to_the_image(rt: PCRuntime, pc: PCInfo, state_root: Path) -> None:
     fresh_upper = _upper_layer(state_root, pc.id)
     with rt.client(pc.id) as client:
         fresh_home = client.run(["ls", "-A", "/home/user"]).stdout.split()
@@ -139,8 +138,17 @@ def test_cli_boot_exec_screenshot_reset_destroy(corral_cli: CorralCLI, tmp_path:
     assert (ran.returncode, ran.stdout, ran.stderr) == (3, "out\n", "err\n")
     slow = corral_cli("pc", "exec", pc_id, "--timeout", "1", "--", "sleep", "30")
     assert slow.returncode == 124 and "timed out" in slow.stderr
-    big = corral_cli("pc", "exec", pc_id, "--max-output", "1000", "--",
-                     "sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' a")
+    big = corral_cli(
+        "pc",
+        "exec",
+        pc_id,
+        "--max-output",
+        "1000",
+        "--",
+        "sh",
+        "-c",
+        "head -c 3000000 /dev/zero | tr '\\0' a",
+    )
     assert big.returncode == 0, big.stderr
     assert big.stdout.startswith("a" * 1000) and "output cut" in big.stdout
     assert len(big.stdout) < 2000
@@ -153,15 +161,18 @@ def test_cli_boot_exec_screenshot_reset_destroy(corral_cli: CorralCLI, tmp_path:
     assert pc_id not in corral_cli("pc", "list").stdout
 
 
-@pytest.mark.parametrize(("args", "code", "text"), [
-    (("pc", "boot", "--image", "no-such-image"), 3, "no image named"),
-    (("pc", "boot", "--image", TEST_IMAGE, "--size", "huge"), 2, "unknown PC size"),
-    (("pc", "boot", "--image", TEST_IMAGE, "--screen", "10x10x24"), 2, "out of range"),
-    (("pc", "exec", "pc-nope", "--", "true"), 3, "no PC with id"),
-    (("pc", "reset", "pc-nope"), 3, "no PC with id"),
-    (("pc", "destroy", "../../etc"), 3, "no PC with id"),
-    (("pc", "screenshot", "pc-nope", "-o", "/tmp/x.png"), 3, "no PC with id"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (("pc", "boot", "--image", "no-such-image"), 3, "no image named"),
+        (("pc", "boot", "--image", TEST_IMAGE, "--size", "huge"), 2, "unknown PC size"),
+        (("pc", "boot", "--image", TEST_IMAGE, "--screen", "10x10x24"), 2, "out of range"),
+        (("pc", "exec", "pc-nope", "--", "true"), 3, "no PC with id"),
+        (("pc", "reset", "pc-nope"), 3, "no PC with id"),
+        (("pc", "destroy", "../../etc"), 3, "no PC with id"),
+        (("pc", "screenshot", "pc-nope", "-o", "/tmp/x.png"), 3, "no PC with id"),
+    ],
+)
 def test_bad_input_is_a_clear_error_and_leaves_nothing(
     corral_cli: CorralCLI, state_root: Path, args: tuple[str, ...], code: int, text: str
 ) -> None:
@@ -229,10 +240,21 @@ def test_restart_finds_running_pcs_and_cleans_half_made_ones(
     half = state_root / "pcs" / "pc-halfmade01"
     (half / "rootfs").mkdir(parents=True)
     old = time.time() - 3600
-    (half / "state.json").write_text(json.dumps({
-        "id": "pc-halfmade01", "image": TEST_IMAGE, "image_digest": "sha256:0",
-        "image_rootfs": "/nonexistent", "size": "small", "screen": "1280x800x24", "slot": 4000,
-        "status": "booting", "created_at": old}))
+    (half / "state.json").write_text(
+        json.dumps(
+            {
+                "id": "pc-halfmade01",
+                "image": TEST_IMAGE,
+                "image_digest": "sha256:0",
+                "image_rootfs": "/nonexistent",
+                "size": "small",
+                "screen": "1280x800x24",
+                "slot": 4000,
+                "status": "booting",
+                "created_at": old,
+            }
+        )
+    )
     cleaned = fresh.reconcile()
     assert "pc-halfmade01" in cleaned and not half.exists()
     assert pc.id not in cleaned and fresh.health(pc.id).ok

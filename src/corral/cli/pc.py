@@ -14,8 +14,9 @@ from corral.cli._common import err_console, handle_errors, human_age, out_consol
 from corral.errors import InvalidInputError
 from corral.runtime.pcs import DEFAULT_SCREEN, PCRuntime
 
-app = typer.Typer(help="Boot and drive PCs on this host (root-only debugging commands).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Boot and drive PCs on this host (root-only debugging commands).", no_args_is_help=True
+)
 
 TIMEOUT_EXIT = 124  # what timeout(1) uses, so scripts can tell a timeout from a failure
 
@@ -45,13 +46,15 @@ def list_() -> None:
     table = Table("ID", "IMAGE", "SIZE", "STATUS", "PID", "AGE")
     now = time.time()
     for pc in rt.list_pcs():
-        table.add_row(pc.id, pc.image, pc.size, pc.status, str(pc.pid or "-"),
-                      human_age(now - pc.created_at))
+        table.add_row(
+            pc.id, pc.image, pc.size, pc.status, str(pc.pid or "-"), human_age(now - pc.created_at)
+        )
     out_console.print(table)
 
 
-@app.command(name="exec", context_settings={"allow_extra_args": True,
-                                            "ignore_unknown_options": True})
+@app.command(
+    name="exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 @handle_errors
 def exec_(
     pc_id: Annotated[str, typer.Argument(metavar="ID")],

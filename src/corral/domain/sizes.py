@@ -28,12 +28,30 @@ class PCSize:
 SIZES: dict[str, PCSize] = {
     s.name: s
     for s in (
-        PCSize("small", cpus=1.0, memory_bytes=2 * GiB, pids=512, disk_bytes=1 * GiB,
-               shm_bytes=256 * MiB),
-        PCSize("medium", cpus=2.0, memory_bytes=4 * GiB, pids=1024, disk_bytes=2 * GiB,
-               shm_bytes=512 * MiB),
-        PCSize("large", cpus=4.0, memory_bytes=8 * GiB, pids=2048, disk_bytes=4 * GiB,
-               shm_bytes=1 * GiB),
+        PCSize(
+            "small",
+            cpus=1.0,
+            memory_bytes=2 * GiB,
+            pids=512,
+            disk_bytes=1 * GiB,
+            shm_bytes=256 * MiB,
+        ),
+        PCSize(
+            "medium",
+            cpus=2.0,
+            memory_bytes=4 * GiB,
+            pids=1024,
+            disk_bytes=2 * GiB,
+            shm_bytes=512 * MiB,
+        ),
+        PCSize(
+            "large",
+            cpus=4.0,
+            memory_bytes=8 * GiB,
+            pids=2048,
+            disk_bytes=4 * GiB,
+            shm_bytes=1 * GiB,
+        ),
     )
 }
 

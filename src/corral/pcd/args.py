@@ -13,8 +13,14 @@ from .errors import bad_request
 
 
 def _kind(value: object) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 class Args:
@@ -33,8 +39,9 @@ class Args:
     def _fail(self, name: str, want: str, value: object) -> Exception:
         return bad_request(f"{self.op}: {name!r} must be {want}, got {_kind(value)}")
 
-    def get_int(self, name: str, *, default: int | None = None, lo: int | None = None,
-                hi: int | None = None) -> int:
+    def get_int(
+        self, name: str, *, default: int | None = None, lo: int | None = None, hi: int | None = None
+    ) -> int:
         value = self._raw.get(name)
         if value is None:
             if default is None:
@@ -46,8 +53,9 @@ class Args:
         value = self._raw.get(name)
         return None if value is None else self.check_int(name, value, lo=lo, hi=hi)
 
-    def check_int(self, name: str, value: object, *, lo: int | None = None,
-                  hi: int | None = None) -> int:
+    def check_int(
+        self, name: str, value: object, *, lo: int | None = None, hi: int | None = None
+    ) -> int:
         """Accept ints (and floats with no fraction, as some JSON encoders send them)."""
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -80,13 +88,13 @@ class Args:
         value = self._raw.get(name)
         return None if value is None else self.check_str(name, value, max_len=max_len)
 
-    def check_str(self, name: str, value: object, *, max_len: int,
-                  allow_empty: bool = True) -> str:
+    def check_str(self, name: str, value: object, *, max_len: int, allow_empty: bool = True) -> str:
         if not isinstance(value, str):
             raise self._fail(name, "a string", value)
         if len(value) > max_len:
-            raise bad_request(f"{self.op}: {name!r} has {len(value)} characters; the limit "
-                              f"is {max_len}")
+            raise bad_request(
+                f"{self.op}: {name!r} has {len(value)} characters; the limit is {max_len}"
+            )
         if not value and not allow_empty:
             raise bad_request(f"{self.op}: {name!r} must not be empty")
         return value
@@ -107,17 +115,18 @@ class Args:
         if not isinstance(value, list) or not value:
             raise self._fail(name, "a non-empty list of strings", value)
         if len(value) > max_items:
-            raise bad_request(f"{self.op}: {name!r} has {len(value)} items; the limit is "
-                              f"{max_items}")
+            raise bad_request(
+                f"{self.op}: {name!r} has {len(value)} items; the limit is {max_items}"
+            )
         for item in value:
             if not isinstance(item, str):
-                raise bad_request(f"{self.op}: every item of {name!r} must be a string, got "
-                                  f"{_kind(item)}")
+                raise bad_request(
+                    f"{self.op}: every item of {name!r} must be a string, got {_kind(item)}"
+                )
             if "\0" in item:
                 raise bad_request(f"{self.op}: items of {name!r} must not contain NUL")
             if len(item) > max_len:
-                raise bad_request(f"{self.op}: an item of {name!r} is over {max_len} "
-                                  "characters")
+                raise bad_request(f"{self.op}: an item of {name!r} is over {max_len} characters")
         return list(value)
 
     def opt_str_map(self, name: str, *, max_items: int) -> dict[str, str] | None:

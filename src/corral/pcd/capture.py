@@ -28,22 +28,46 @@ class FrameBuffer:
         with open(path, "rb") as f:
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         fields = _XWD_HEADER.unpack_from(self._map, 0)
-        (header_size, _version, pixmap_format, _depth, self.width, self.height, _xoffset,
-         byte_order, _unit, _bit_order, _pad, bits_per_pixel, self.stride, _visual, red, green,
-         blue, _bits_rgb, _entries, ncolors) = fields[:20]
+        (
+            header_size,
+            _version,
+            pixmap_format,
+            _depth,
+            self.width,
+            self.height,
+            _xoffset,
+            byte_order,
+            _unit,
+            _bit_order,
+            _pad,
+            bits_per_pixel,
+            self.stride,
+            _visual,
+            red,
+            green,
+            blue,
+            _bits_rgb,
+            _entries,
+            ncolors,
+        ) = fields[:20]
         self.offset = header_size + ncolors * _XWD_COLOR_SIZE
-        if (pixmap_format != _ZPIXMAP or bits_per_pixel != 32 or byte_order != 0
-                or (red, green, blue) != (0xFF0000, 0xFF00, 0xFF)
-                or self.offset + self.stride * self.height > len(self._map)):
+        if (
+            pixmap_format != _ZPIXMAP
+            or bits_per_pixel != 32
+            or byte_order != 0
+            or (red, green, blue) != (0xFF0000, 0xFF00, 0xFF)
+            or self.offset + self.stride * self.height > len(self._map)
+        ):
             self._map.close()
             raise ValueError("unsupported framebuffer layout")
 
     def grab(self) -> Image:
         from PIL import Image
 
-        pixels = self._map[self.offset:self.offset + self.stride * self.height]
-        return Image.frombuffer("RGB", (self.width, self.height), pixels, "raw", "BGRX",
-                                self.stride, 1)
+        pixels = self._map[self.offset : self.offset + self.stride * self.height]
+        return Image.frombuffer(
+            "RGB", (self.width, self.height), pixels, "raw", "BGRX", self.stride, 1
+        )
 
 
 class Screen:

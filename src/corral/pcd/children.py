@@ -20,9 +20,16 @@ class Children:
         self._lock = threading.Lock()
         self._groups: set[int] = set()
 
-    def spawn(self, argv: Sequence[str], *, cwd: str, env: dict[str, str],
-              stdin: int | IO[bytes] | None, stdout: int | IO[bytes] | None,
-              stderr: int | IO[bytes] | None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: dict[str, str],
+        stdin: int | IO[bytes] | None,
+        stdout: int | IO[bytes] | None,
+        stderr: int | IO[bytes] | None,
+    ) -> subprocess.Popen[bytes]:
         """Start `argv` in a new session (its own process group); map exec failures.
 
         Pipes and fds of pcd itself are never inherited (close_fds and O_CLOEXEC sockets).
@@ -30,11 +37,21 @@ class Children:
         if not os.path.isdir(cwd):
             raise PcdError(NOT_FOUND, f"working directory {cwd!r} does not exist")
         try:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin, stdout=stdout,
-                                    stderr=stderr, start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+                close_fds=True,
+            )
         except FileNotFoundError:
-            raise PcdError(NOT_FOUND, f"program {argv[0]!r} not found; give an absolute "
-                           "path or a program on PATH") from None
+            raise PcdError(
+                NOT_FOUND,
+                f"program {argv[0]!r} not found; give an absolute path or a program on PATH",
+            ) from None
         except PermissionError:
             raise PcdError(BAD_REQUEST, f"program {argv[0]!r} is not executable") from None
         except OSError as exc:

@@ -23,8 +23,14 @@ def log(message: str) -> None:
 class Desktop:
     """Owns the Xvfb and window manager processes."""
 
-    def __init__(self, xvfb_pid: int, display: str, geometry: tuple[int, int, int], wm: str,
-                 fbdir: str | None) -> None:
+    def __init__(
+        self,
+        xvfb_pid: int,
+        display: str,
+        geometry: tuple[int, int, int],
+        wm: str,
+        fbdir: str | None,
+    ) -> None:
         self.xvfb_pid = xvfb_pid
         self.display = display
         self.width, self.height, self.depth = geometry
@@ -61,8 +67,13 @@ class Desktop:
         def supervise() -> None:
             for attempt in range(_WM_RESTARTS + 1):
                 try:
-                    proc = subprocess.Popen([self.wm], env=env, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, cwd=env.get("HOME", "/"))
+                    proc = subprocess.Popen(
+                        [self.wm],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        cwd=env.get("HOME", "/"),
+                    )
                 except OSError as exc:
                     log(f"cannot start window manager {self.wm!r}: {exc}")
                     break

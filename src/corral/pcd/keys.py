@@ -13,26 +13,82 @@ MAX_KEYS = 200
 
 # Friendly names agents use -> X keysym names (matched case-insensitively).
 ALIASES = {
-    "ctrl": "Control_L", "control": "Control_L", "lctrl": "Control_L", "rctrl": "Control_R",
-    "alt": "Alt_L", "lalt": "Alt_L", "ralt": "Alt_R", "altgr": "ISO_Level3_Shift",
-    "option": "Alt_L", "shift": "Shift_L", "lshift": "Shift_L", "rshift": "Shift_R",
-    "super": "Super_L", "win": "Super_L", "windows": "Super_L", "meta": "Super_L",
-    "cmd": "Super_L", "command": "Super_L", "enter": "Return", "return": "Return",
-    "esc": "Escape", "escape": "Escape", "tab": "Tab", "space": "space",
-    "backspace": "BackSpace", "bksp": "BackSpace", "del": "Delete", "delete": "Delete",
-    "ins": "Insert", "insert": "Insert", "home": "Home", "end": "End",
-    "pageup": "Prior", "page_up": "Prior", "pgup": "Prior",
-    "pagedown": "Next", "page_down": "Next", "pgdn": "Next",
-    "up": "Up", "down": "Down", "left": "Left", "right": "Right",
-    "capslock": "Caps_Lock", "caps_lock": "Caps_Lock", "numlock": "Num_Lock",
-    "scrolllock": "Scroll_Lock", "printscreen": "Print", "print": "Print", "prtsc": "Print",
-    "menu": "Menu", "pause": "Pause", "break": "Break",
-    "plus": "plus", "minus": "minus",
+    "ctrl": "Control_L",
+    "control": "Control_L",
+    "lctrl": "Control_L",
+    "rctrl": "Control_R",
+    "alt": "Alt_L",
+    "lalt": "Alt_L",
+    "ralt": "Alt_R",
+    "altgr": "ISO_Level3_Shift",
+    "option": "Alt_L",
+    "shift": "Shift_L",
+    "lshift": "Shift_L",
+    "rshift": "Shift_R",
+    "super": "Super_L",
+    "win": "Super_L",
+    "windows": "Super_L",
+    "meta": "Super_L",
+    "cmd": "Super_L",
+    "command": "Super_L",
+    "enter": "Return",
+    "return": "Return",
+    "esc": "Escape",
+    "escape": "Escape",
+    "tab": "Tab",
+    "space": "space",
+    "backspace": "BackSpace",
+    "bksp": "BackSpace",
+    "del": "Delete",
+    "delete": "Delete",
+    "ins": "Insert",
+    "insert": "Insert",
+    "home": "Home",
+    "end": "End",
+    "pageup": "Prior",
+    "page_up": "Prior",
+    "pgup": "Prior",
+    "pagedown": "Next",
+    "page_down": "Next",
+    "pgdn": "Next",
+    "up": "Up",
+    "down": "Down",
+    "left": "Left",
+    "right": "Right",
+    "capslock": "Caps_Lock",
+    "caps_lock": "Caps_Lock",
+    "numlock": "Num_Lock",
+    "scrolllock": "Scroll_Lock",
+    "printscreen": "Print",
+    "print": "Print",
+    "prtsc": "Print",
+    "menu": "Menu",
+    "pause": "Pause",
+    "break": "Break",
+    "plus": "plus",
+    "minus": "minus",
 }
 
-_GROUPS = ("latin2", "latin3", "latin4", "latin9", "katakana", "arabic", "cyrillic", "greek",
-           "technical", "special", "publishing", "apl", "hebrew", "thai", "korean", "xkb",
-           "xf86", "currency")
+_GROUPS = (
+    "latin2",
+    "latin3",
+    "latin4",
+    "latin9",
+    "katakana",
+    "arabic",
+    "cyrillic",
+    "greek",
+    "technical",
+    "special",
+    "publishing",
+    "apl",
+    "hebrew",
+    "thai",
+    "korean",
+    "xkb",
+    "xf86",
+    "currency",
+)
 _load_lock = threading.Lock()
 
 
@@ -92,12 +148,14 @@ def resolve_key(name: str) -> str:
         return "XF86" + name[5:]
     if name.lower() in lower:
         return lower[name.lower()]
-    raise bad_request(f"press_keys: unknown key {name!r}; use X keysym names like 'Return', "
-                      "'ctrl', 'alt', 'shift', 'super', 'Escape', 'Tab', 'F5', 'a', 'Left'")
+    raise bad_request(
+        f"press_keys: unknown key {name!r}; use X keysym names like 'Return', "
+        "'ctrl', 'alt', 'shift', 'super', 'Escape', 'Tab', 'F5', 'a', 'Left'"
+    )
 
 
 def split_combo(combo: str) -> list[str]:
-    """"ctrl+shift+t" -> ["ctrl", "shift", "t"]; a literal plus is "ctrl++" or "plus"."""
+    """ "ctrl+shift+t" -> ["ctrl", "shift", "t"]; a literal plus is "ctrl++" or "plus"."""
     if combo == "+":
         return ["+"]
     if combo.endswith("++"):
@@ -118,8 +176,10 @@ def parse_keys(value: object) -> list[str]:
         for combo in item.split():
             parts = split_combo(combo)
             if any(not part for part in parts):
-                raise bad_request(f"press_keys: malformed key combination {combo!r}; write "
-                                  "keys joined by '+', like 'ctrl+shift+t'")
+                raise bad_request(
+                    f"press_keys: malformed key combination {combo!r}; write "
+                    "keys joined by '+', like 'ctrl+shift+t'"
+                )
             combos.append("+".join(resolve_key(part) for part in parts))
     if not combos:
         raise bad_request("press_keys: 'keys' is empty")

@@ -22,8 +22,12 @@ USAGE = """usage: pcd [--socket PATH] [--display :N|auto] [--geometry WxHxD] [--
   --geometry  screen size and depth (default 1280x800x24)
   --wm        window manager to start, or "none" (default openbox)
 """
-DEFAULTS = {"socket": "/run/corral/pcd.sock", "display": ":0", "geometry": "1280x800x24",
-            "wm": "openbox"}
+DEFAULTS = {
+    "socket": "/run/corral/pcd.sock",
+    "display": ":0",
+    "geometry": "1280x800x24",
+    "wm": "openbox",
+}
 _XVFB_EXITED = 0  # byte on the wake-up pipe; signals write their own numbers
 
 
@@ -134,8 +138,14 @@ def main(argv: list[str] | None = None) -> None:
     env = child_env(display)
     desktop = Desktop(xvfb_pid, display, geometry, options["wm"], fbdir)
     xconn = XConn(display)
-    ctx = Context(desktop=desktop, home=env["HOME"], env=env, x=xconn,
-                  screen=Screen(display, desktop.framebuffer), typer=Typer(xconn))
+    ctx = Context(
+        desktop=desktop,
+        home=env["HOME"],
+        env=env,
+        x=xconn,
+        screen=Screen(display, desktop.framebuffer),
+        typer=Typer(xconn),
+    )
 
     def xvfb_exited(code: int) -> None:
         os.write(wake_w, bytes([_XVFB_EXITED]))
@@ -145,10 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     desktop.start_wm(env, lambda: wait_until_managing(xconn, desktop.wm_running, 10.0))
     # 4. Ready: the socket appears at its final path.
     server.publish(temp_path, options["socket"])
-    log(f"ready on {options['socket']} (display {display}, {options['geometry']}) in "
-        f"{(time.monotonic() - t0) * 1000:.0f} ms")
-    threading.Thread(target=server.serve_forever, args=(ctx, listener), name="accept",
-                     daemon=True).start()
+    log(
+        f"ready on {options['socket']} (display {display}, {options['geometry']}) in "
+        f"{(time.monotonic() - t0) * 1000:.0f} ms"
+    )
+    threading.Thread(
+        target=server.serve_forever, args=(ctx, listener), name="accept", daemon=True
+    ).start()
     threading.Thread(target=_warm_up, args=(ctx,), name="warm-up", daemon=True).start()
 
     code = _wait_for_end(wake_r)
@@ -182,7 +195,8 @@ def _wait_for_end(wake_r: int) -> int:
     # way: give it a moment so that case still exits 0.
     signalled = any(b != _XVFB_EXITED for b in data) or (
         bool(select.select([wake_r], [], [], 0.1)[0])
-        and any(b != _XVFB_EXITED for b in os.read(wake_r, 64)))
+        and any(b != _XVFB_EXITED for b in os.read(wake_r, 64))
+    )
     if not signalled:
         log("Xvfb exited; the desktop is gone, exiting")
         return 1

@@ -12,9 +12,14 @@ from .context import Context
 from .errors import UNSUPPORTED, PcdError, bad_request
 
 BROWSER = "/usr/bin/chromium"
-BROWSER_FLAGS = ("--no-sandbox", "--no-first-run", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync")
+BROWSER_FLAGS = (
+    "--no-sandbox",
+    "--no-first-run",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 URL_SCHEMES = ("http", "https", "file", "about")
 MAX_URL = 64 * 1024
 _WM_WAIT_S = 5.0
@@ -26,11 +31,13 @@ def start_detached(ctx: Context, argv: list[str]) -> dict[str, Any]:
     import tempfile
 
     name = os.path.basename(argv[0])[:40] or "program"
-    fd, log = tempfile.mkstemp(prefix=f"corral-launch-{name}-", suffix=".log",
-                               dir=ctx.env.get("TMPDIR") or "/tmp")
+    fd, log = tempfile.mkstemp(
+        prefix=f"corral-launch-{name}-", suffix=".log", dir=ctx.env.get("TMPDIR") or "/tmp"
+    )
     try:
-        proc = ctx.children.spawn(argv, cwd=ctx.home, env=ctx.env, stdin=subprocess.DEVNULL,
-                                  stdout=fd, stderr=fd)
+        proc = ctx.children.spawn(
+            argv, cwd=ctx.home, env=ctx.env, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd
+        )
     except PcdError:
         os.close(fd)
         os.unlink(log)
@@ -53,11 +60,14 @@ def open_url(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], byt
     url = args.get_str("url", max_len=MAX_URL, allow_empty=False)
     scheme = urlsplit(url).scheme.lower()
     if scheme not in URL_SCHEMES or any(c in url for c in "\0\r\n"):
-        raise bad_request(f"open_url: {url[:100]!r} is not allowed; use an http, https, file "
-                          "or about URL")
+        raise bad_request(
+            f"open_url: {url[:100]!r} is not allowed; use an http, https, file or about URL"
+        )
     if not os.access(BROWSER, os.X_OK):
-        raise PcdError(UNSUPPORTED, "this PC's image has no browser; acquire a PC from a pool "
-                       "that uses the desktop image")
+        raise PcdError(
+            UNSUPPORTED,
+            "this PC's image has no browser; acquire a PC from a pool that uses the desktop image",
+        )
     profile = os.path.join(ctx.home, ".config", "chromium")
     argv = [BROWSER, *BROWSER_FLAGS, f"--user-data-dir={profile}", url]
     return start_detached(ctx, argv), b""

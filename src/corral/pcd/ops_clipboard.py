@@ -29,8 +29,15 @@ def _owner(ctx: Context) -> int:
 
 
 def clipboard_get(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], bytes]:
-    outcome = execute(Children(), ["xclip", "-selection", "clipboard", "-o"], cwd="/",
-                      env=ctx.env, stdin=None, timeout=5.0, cap=MAX_TEXT)
+    outcome = execute(
+        Children(),
+        ["xclip", "-selection", "clipboard", "-o"],
+        cwd="/",
+        env=ctx.env,
+        stdin=None,
+        timeout=5.0,
+        cap=MAX_TEXT,
+    )
     if outcome.timed_out:
         raise PcdError(TIMEOUT, "the clipboard owner did not answer in 5 s")
     if outcome.exit_code != 0:
@@ -46,9 +53,14 @@ def clipboard_set(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any]
     before = _owner(ctx)
     # -quiet keeps xclip in the foreground as our own child (reaped by a thread) instead of
     # forking an orphan; it exits by itself when another program takes the clipboard.
-    proc = ctx.children.spawn(["xclip", "-quiet", "-selection", "clipboard", "-i"], cwd="/",
-                              env=ctx.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    proc = ctx.children.spawn(
+        ["xclip", "-quiet", "-selection", "clipboard", "-i"],
+        cwd="/",
+        env=ctx.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ctx.children.reap_in_background(proc)
     assert proc.stdin is not None
     try:
@@ -60,8 +72,9 @@ def clipboard_set(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any]
     delay = 0.0005
     while _owner(ctx) in (before, 0):
         if proc.poll() is not None:
-            raise PcdError(INTERNAL, f"xclip exited with {proc.returncode} before taking the "
-                           "clipboard")
+            raise PcdError(
+                INTERNAL, f"xclip exited with {proc.returncode} before taking the clipboard"
+            )
         if time.monotonic() > deadline:
             kill_group(proc.pid)
             raise PcdError(TIMEOUT, f"xclip did not take the clipboard in {_OWNER_WAIT_S} s")

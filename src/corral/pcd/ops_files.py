@@ -48,9 +48,12 @@ def read_file(ctx: Context, args: Args, blob: bytes) -> Result:
         if not stat.S_ISREG(info.st_mode):
             raise PcdError(BAD_REQUEST, f"{target.path!r} is not a regular file")
         if info.st_size > limit:
-            raise PcdError(TOO_LARGE, f"{target.path!r} is {info.st_size} bytes, over max_bytes "
-                           f"{limit}; raise max_bytes (up to {MAX_READ}) or read it in parts "
-                           "with run (e.g. head -c)")
+            raise PcdError(
+                TOO_LARGE,
+                f"{target.path!r} is {info.st_size} bytes, over max_bytes "
+                f"{limit}; raise max_bytes (up to {MAX_READ}) or read it in parts "
+                "with run (e.g. head -c)",
+            )
         chunks = []
         total = 0
         while total <= limit:
@@ -63,15 +66,14 @@ def read_file(ctx: Context, args: Args, blob: bytes) -> Result:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > limit:
-        raise PcdError(TOO_LARGE, f"{target.path!r} grew past max_bytes {limit} while being "
-                       "read")
+        raise PcdError(TOO_LARGE, f"{target.path!r} grew past max_bytes {limit} while being read")
     return {"size": len(data), "path": target.path}, data
 
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def write_file(ctx: Context, args: Args, blob: bytes) -> Result:
@@ -84,8 +86,7 @@ def write_file(ctx: Context, args: Args, blob: bytes) -> Result:
     name = target.name
     with open_parent(target, mkdirs=mkdirs) as parent:
         try:
-            existing: os.stat_result | None = os.stat(name, dir_fd=parent,
-                                                      follow_symlinks=False)
+            existing: os.stat_result | None = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
             existing = None
         except OSError as exc:
@@ -110,8 +111,7 @@ def write_file(ctx: Context, args: Args, blob: bytes) -> Result:
 
 
 def _append(parent: int, name: str, data: bytes, mode: int, *, created: bool) -> int:
-    fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _FILE_FLAGS, mode,
-                 dir_fd=parent)
+    fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _FILE_FLAGS, mode, dir_fd=parent)
     try:
         if created:
             os.fchmod(fd, mode)
@@ -172,8 +172,14 @@ def list_dir(ctx: Context, args: Args, blob: bytes) -> Result:
                     info = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue  # removed while listing
-                entries.append({"name": entry.name, "type": _kind(entry),
-                                "size": info.st_size, "mtime": info.st_mtime})
+                entries.append(
+                    {
+                        "name": entry.name,
+                        "type": _kind(entry),
+                        "size": info.st_size,
+                        "mtime": info.st_mtime,
+                    }
+                )
     finally:
         os.close(fd)
     entries.sort(key=lambda e: str(e["name"]))

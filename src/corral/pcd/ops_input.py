@@ -37,8 +37,7 @@ def _opt_point(ctx: Context, args: Args) -> tuple[int, int] | None:
         raise bad_request(f"{args.op}: give both 'x' and 'y', or neither")
     if not args.has("x"):
         return None
-    return (args.get_int("x", lo=0, hi=ctx.width - 1),
-            args.get_int("y", lo=0, hi=ctx.height - 1))
+    return (args.get_int("x", lo=0, hi=ctx.width - 1), args.get_int("y", lo=0, hi=ctx.height - 1))
 
 
 def _button(args: Args) -> int:
@@ -46,8 +45,7 @@ def _button(args: Args) -> int:
     if name is None:
         return BUTTONS["left"]
     if not isinstance(name, str) or name not in BUTTONS:
-        raise bad_request(f"{args.op}: unknown button {name!r}; use 'left', 'right' or "
-                          "'middle'")
+        raise bad_request(f"{args.op}: unknown button {name!r}; use 'left', 'right' or 'middle'")
     return BUTTONS[name]
 
 
@@ -83,8 +81,7 @@ def click(ctx: Context, args: Args, blob: bytes) -> Result:
 def drag(ctx: Context, args: Args, blob: bytes) -> Result:
     path = args.raw("path")
     if not isinstance(path, list) or not 2 <= len(path) <= MAX_PATH_POINTS:
-        raise bad_request(f"drag: 'path' must be a list of 2 to {MAX_PATH_POINTS} [x, y] "
-                          "points")
+        raise bad_request(f"drag: 'path' must be a list of 2 to {MAX_PATH_POINTS} [x, y] points")
     points = [_point(ctx, args, p, f"path[{i}]") for i, p in enumerate(path)]
     button = _button(args)
     with ctx.input_lock, ctx.x.session() as d:
@@ -112,8 +109,10 @@ def scroll(ctx: Context, args: Args, blob: bytes) -> Result:
     point = _opt_point(ctx, args)
     dx = args.get_int("dx", default=0, lo=-MAX_SCROLL, hi=MAX_SCROLL)
     dy = args.get_int("dy", default=0, lo=-MAX_SCROLL, hi=MAX_SCROLL)
-    steps = [(SCROLL_DOWN if dy > 0 else SCROLL_UP, abs(dy)),
-             (SCROLL_RIGHT if dx > 0 else SCROLL_LEFT, abs(dx))]
+    steps = [
+        (SCROLL_DOWN if dy > 0 else SCROLL_UP, abs(dy)),
+        (SCROLL_RIGHT if dx > 0 else SCROLL_LEFT, abs(dx)),
+    ]
     with ctx.input_lock, ctx.x.session() as d:
         if point is not None:
             ctx.x.motion(d, *point)
@@ -135,6 +134,9 @@ def type_text(ctx: Context, args: Args, blob: bytes) -> Result:
 def press_keys(ctx: Context, args: Args, blob: bytes) -> Result:
     combos = parse_keys(args.raw("keys"))
     with ctx.input_lock:
-        xdotool(["key", "--clearmodifiers", "--delay", "2", "--", *combos], env=ctx.env,
-                timeout=10 + 0.1 * len(combos))
+        xdotool(
+            ["key", "--clearmodifiers", "--delay", "2", "--", *combos],
+            env=ctx.env,
+            timeout=10 + 0.1 * len(combos),
+        )
     return {"keys": combos}, b""

@@ -97,14 +97,27 @@ class _Feeder:
             self.fd = None
 
 
-def execute(children: Children, argv: list[str], *, cwd: str, env: dict[str, str],
-            stdin: bytes | None, timeout: float, cap: int) -> Outcome:
+def execute(
+    children: Children,
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    stdin: bytes | None,
+    timeout: float,
+    cap: int,
+) -> Outcome:
     """Run argv to completion or timeout; never holds more than `cap` bytes per stream."""
     started = time.monotonic()
     deadline = started + timeout
-    proc = children.spawn(argv, cwd=cwd, env=env,
-                          stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = children.spawn(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     out, err = Stream(cap, bytearray()), Stream(cap, bytearray())
     open_streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
@@ -170,16 +183,23 @@ def execute(children: Children, argv: list[str], *, cwd: str, env: dict[str, str
         children.forget(proc)
         proc.stdout.close()
         proc.stderr.close()
-    return Outcome(None if timed_out else proc.returncode, out, err, timed_out,
-                   (time.monotonic() - started) * 1000)
+    return Outcome(
+        None if timed_out else proc.returncode,
+        out,
+        err,
+        timed_out,
+        (time.monotonic() - started) * 1000,
+    )
 
 
 def run(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], bytes]:
     argv = args.opt_str_list("argv", max_items=10_000, max_len=1 << 20)
     shell = args.opt_str("shell", max_len=1 << 20)
     if (argv is None) == (shell is None):
-        raise bad_request("run: give exactly one of 'argv' (a list of strings) or 'shell' "
-                          "(a string run by /bin/sh -c)")
+        raise bad_request(
+            "run: give exactly one of 'argv' (a list of strings) or 'shell' "
+            "(a string run by /bin/sh -c)"
+        )
     if shell is not None:
         if "\0" in shell:
             raise bad_request("run: 'shell' must not contain NUL")
@@ -193,9 +213,15 @@ def run(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], bytes]:
     env = dict(ctx.env)
     env.update(args.opt_str_map("env", max_items=1000) or {})
     stdin = args.opt_str("stdin", max_len=MAX_STDIN)
-    outcome = execute(ctx.children, argv, cwd=cwd, env=env,
-                      stdin=stdin.encode(errors="replace") if stdin else None,
-                      timeout=timeout, cap=cap)
+    outcome = execute(
+        ctx.children,
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=stdin.encode(errors="replace") if stdin else None,
+        timeout=timeout,
+        cap=cap,
+    )
     return {
         "exit_code": outcome.exit_code,
         "stdout": outcome.stdout.text(),

@@ -12,8 +12,9 @@ from .errors import X_ERROR, PcdError
 MAX_SIDE = 16384
 
 
-def fit(width: int, height: int, max_width: int | None,
-        max_height: int | None) -> tuple[int, int, float]:
+def fit(
+    width: int, height: int, max_width: int | None, max_height: int | None
+) -> tuple[int, int, float]:
     """Size that fits inside max_* keeping the aspect ratio, never upscaled; and the scale."""
     scale = 1.0
     if max_width is not None:
@@ -40,8 +41,13 @@ def screenshot(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], b
         image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
     out = io.BytesIO()
     image.save(out, "PNG", compress_level=1)
-    return {"width": width, "height": height, "screen_width": screen_width,
-            "screen_height": screen_height, "scale": scale}, out.getvalue()
+    return {
+        "width": width,
+        "height": height,
+        "screen_width": screen_width,
+        "screen_height": screen_height,
+        "scale": scale,
+    }, out.getvalue()
 
 
 def warm_up(ctx: Context) -> None:

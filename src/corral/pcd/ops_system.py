@@ -48,11 +48,15 @@ def _process(pid: int) -> dict[str, Any] | None:
     except OSError:
         return None  # exited meanwhile
     # comm is in parentheses and may itself contain ") ", so split at the last one.
-    comm = stat[stat.index(b"(") + 1:stat.rindex(b")")].decode(errors="replace")
-    ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+    comm = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
+    ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
     args = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
-    return {"pid": pid, "ppid": ppid, "user": _user(uid),
-            "cmd": " ".join(args) if args else f"[{comm}]"}
+    return {
+        "pid": pid,
+        "ppid": ppid,
+        "user": _user(uid),
+        "cmd": " ".join(args) if args else f"[{comm}]",
+    }
 
 
 def processes(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], bytes]:

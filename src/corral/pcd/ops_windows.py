@@ -73,8 +73,10 @@ def _describe(ctx: Context, d: Any, wid: int, active: int) -> dict[str, Any]:
         "id": f"0x{wid:08x}",
         "title": str(name or ""),
         "pid": int(pid[0]) if pid is not None and len(pid) else None,
-        "x": int(origin.x), "y": int(origin.y),
-        "width": int(geometry.width), "height": int(geometry.height),
+        "x": int(origin.x),
+        "y": int(origin.y),
+        "width": int(geometry.width),
+        "height": int(geometry.height),
         "desktop": -1 if desk == 0xFFFFFFFF else desk,
         "focused": wid == active,
         "visible": bool(viewable),
@@ -108,8 +110,9 @@ def _parse_id(value: object) -> int:
             return int(value, 16) if value.lower().startswith("0x") else int(value)
     except ValueError:
         pass
-    raise PcdError(BAD_REQUEST, "focus_window: 'id' must be a window id like '0x00c00003' "
-                   "(from list_windows)")
+    raise PcdError(
+        BAD_REQUEST, "focus_window: 'id' must be a window id like '0x00c00003' (from list_windows)"
+    )
 
 
 def focus_window(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any], bytes]:
@@ -120,17 +123,19 @@ def focus_window(ctx: Context, args: Args, blob: bytes) -> tuple[dict[str, Any],
     _wait_for_wm(ctx)
     with ctx.x.session() as d:
         if wid not in _client_ids(ctx, d):
-            raise PcdError(NOT_FOUND, f"no window 0x{wid:08x}; list_windows shows the open "
-                           "ones")
+            raise PcdError(NOT_FOUND, f"no window 0x{wid:08x}; list_windows shows the open ones")
         root = d.screen().root
         window = d.create_resource_object("window", wid)
         if _prop(ctx.x, d, root, "_NET_SUPPORTING_WM_CHECK") is not None:
             # Ask the WM (source indication 2 = pager, which WMs always honour).
-            message = event.ClientMessage(window=window,
-                                          client_type=ctx.x.atom(d, "_NET_ACTIVE_WINDOW"),
-                                          data=(32, [2, X.CurrentTime, 0, 0, 0]))
-            root.send_event(message, event_mask=X.SubstructureRedirectMask
-                            | X.SubstructureNotifyMask)
+            message = event.ClientMessage(
+                window=window,
+                client_type=ctx.x.atom(d, "_NET_ACTIVE_WINDOW"),
+                data=(32, [2, X.CurrentTime, 0, 0, 0]),
+            )
+            root.send_event(
+                message, event_mask=X.SubstructureRedirectMask | X.SubstructureNotifyMask
+            )
         else:
             window.configure(stack_mode=X.Above)
             window.set_input_focus(X.RevertToParent, X.CurrentTime)

@@ -39,16 +39,21 @@ class Target:
 
 
 def _not_allowed(path: str, why: str, roots: tuple[str, ...]) -> PcdError:
-    return PcdError(PATH_NOT_ALLOWED, f"{path!r}: {why}; only paths inside "
-                    f"{' or '.join(roots)} are allowed (relative paths start at {roots[0]})")
+    return PcdError(
+        PATH_NOT_ALLOWED,
+        f"{path!r}: {why}; only paths inside "
+        f"{' or '.join(roots)} are allowed (relative paths start at {roots[0]})",
+    )
 
 
 def parse(path: str, home: str, tmp: str = "/tmp") -> Target:
     """Steps 1 and 2: lexical normalization and root selection."""
     roots = (home, tmp)
     if not path or "\0" in path or len(path) > MAX_PATH:
-        raise PcdError(BAD_REQUEST, "path must be a non-empty string without NUL, at most "
-                       f"{MAX_PATH} characters")
+        raise PcdError(
+            BAD_REQUEST,
+            f"path must be a non-empty string without NUL, at most {MAX_PATH} characters",
+        )
     if path == "~" or path.startswith("~/"):
         path = home + path[1:]
     full = path if path.startswith("/") else home.rstrip("/") + "/" + path
@@ -57,8 +62,8 @@ def parse(path: str, home: str, tmp: str = "/tmp") -> Target:
         raise _not_allowed(path, "'..' is not allowed", roots)
     for root in roots:
         root_parts = [p for p in root.split("/") if p]
-        if parts[:len(root_parts)] == root_parts:
-            rest = parts[len(root_parts):]
+        if parts[: len(root_parts)] == root_parts:
+            rest = parts[len(root_parts) :]
             if not rest:
                 return Target(root, (), "")
             return Target(root, tuple(rest[:-1]), rest[-1])
@@ -72,16 +77,19 @@ def is_symlink(dir_fd: int, name: str) -> bool:
         return False
 
 
-def _step_error(exc: OSError, target: Target, upto: tuple[str, ...],
-                dir_fd: int | None = None) -> PcdError:
+def _step_error(
+    exc: OSError, target: Target, upto: tuple[str, ...], dir_fd: int | None = None
+) -> PcdError:
     """Map a failed step; `dir_fd` (the parent of upto[-1]) tells symlinks from files, since
     O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR rather than ELOOP."""
     where = os.path.join(target.root, *upto)
     if exc.errno == errno.ENOTDIR and dir_fd is not None and is_symlink(dir_fd, upto[-1]):
         exc = OSError(errno.ELOOP, "symlink")
     if exc.errno == errno.ELOOP:
-        return PcdError(PATH_NOT_ALLOWED, f"{where!r} is a symlink; pcd does not follow "
-                        "symlinks (use the real path)")
+        return PcdError(
+            PATH_NOT_ALLOWED,
+            f"{where!r} is a symlink; pcd does not follow symlinks (use the real path)",
+        )
     if exc.errno == errno.ENOENT:
         return PcdError(NOT_FOUND, f"{where!r} does not exist")
     if exc.errno == errno.ENOTDIR:
@@ -102,20 +110,21 @@ def open_parent(target: Target, *, mkdirs: bool = False) -> Iterator[int]:
                 nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
                 if not mkdirs:
-                    raise _step_error(FileNotFoundError(errno.ENOENT, ""), target,
-                                      target.dirs[:i + 1]) from None
+                    raise _step_error(
+                        FileNotFoundError(errno.ENOENT, ""), target, target.dirs[: i + 1]
+                    ) from None
                 try:
                     os.mkdir(part, 0o755, dir_fd=fd)
                 except FileExistsError:
                     pass
                 except OSError as exc:
-                    raise _step_error(exc, target, target.dirs[:i + 1]) from None
+                    raise _step_error(exc, target, target.dirs[: i + 1]) from None
                 try:
                     nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
-                    raise _step_error(exc, target, target.dirs[:i + 1], fd) from None
+                    raise _step_error(exc, target, target.dirs[: i + 1], fd) from None
             except OSError as exc:
-                raise _step_error(exc, target, target.dirs[:i + 1], fd) from None
+                raise _step_error(exc, target, target.dirs[: i + 1], fd) from None
             os.close(fd)
             fd = nxt
         yield fd

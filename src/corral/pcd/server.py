@@ -58,8 +58,9 @@ def dispatch(ctx: Context, req: Request) -> tuple[dict[str, Any], bytes]:
         unknown = sorted(set(raw) - op.args)
         if unknown:
             accepted = ", ".join(sorted(op.args)) or "none"
-            raise bad_request(f"{op_name}: unknown arg(s) {', '.join(unknown)}; accepted: "
-                              f"{accepted}")
+            raise bad_request(
+                f"{op_name}: unknown arg(s) {', '.join(unknown)}; accepted: {accepted}"
+            )
         result, blob = op.handler(ctx, Args(op_name, raw), req.blob)
         return ok_header(result, blob, req_id), blob
     except PcdError as err:
@@ -97,5 +98,6 @@ def serve_forever(ctx: Context, listener: socket.socket) -> None:
             conn, _ = listener.accept()
         except OSError:
             return  # listener closed at shutdown
-        threading.Thread(target=serve_connection, args=(ctx, conn), name="conn",
-                         daemon=True).start()
+        threading.Thread(
+            target=serve_connection, args=(ctx, conn), name="conn", daemon=True
+        ).start()

@@ -38,25 +38,32 @@ def read_request(rfile: Reader) -> Request | None:
         return None
     if not line.endswith(b"\n"):
         if len(line) > MAX_HEADER:
-            raise PcdError(TOO_LARGE, f"request line is over {MAX_HEADER} bytes; send big "
-                           "data as a blob after the line", fatal=True)
+            raise PcdError(
+                TOO_LARGE,
+                f"request line is over {MAX_HEADER} bytes; send big data as a blob after the line",
+                fatal=True,
+            )
         raise PcdError(BAD_REQUEST, "stream ended inside a request line", fatal=True)
     try:
         header = json.loads(line)
     except ValueError as exc:
-        raise PcdError(BAD_REQUEST, f"request line is not valid UTF-8 JSON ({exc}); send "
-                       '{"op": ..., "args": {...}} on one line', fatal=True) from None
+        raise PcdError(
+            BAD_REQUEST,
+            f"request line is not valid UTF-8 JSON ({exc}); send "
+            '{"op": ..., "args": {...}} on one line',
+            fatal=True,
+        ) from None
     if not isinstance(header, dict):
         raise PcdError(BAD_REQUEST, "request line must be a JSON object", fatal=True)
     size = header.get("blob", 0)
     if size is None:
         size = 0
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise PcdError(BAD_REQUEST, '"blob" must be a non-negative integer byte count',
-                       fatal=True)
+        raise PcdError(BAD_REQUEST, '"blob" must be a non-negative integer byte count', fatal=True)
     if size > MAX_BLOB:
-        raise PcdError(TOO_LARGE, f"blob of {size} bytes is over the {MAX_BLOB} byte limit",
-                       fatal=True)
+        raise PcdError(
+            TOO_LARGE, f"blob of {size} bytes is over the {MAX_BLOB} byte limit", fatal=True
+        )
     blob = rfile.read(size) if size else b""
     if len(blob) != size:
         raise PcdError(BAD_REQUEST, "stream ended inside a blob", fatal=True)
@@ -71,8 +78,11 @@ def ok_header(result: dict[str, Any], blob: bytes, req_id: object = None) -> dic
 
 
 def error_header(err: PcdError, req_id: object = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"ok": False, "error": {"code": err.code, "message": err.message},
-                           "blob": 0}
+    out: dict[str, Any] = {
+        "ok": False,
+        "error": {"code": err.code, "message": err.message},
+        "blob": 0,
+    }
     if req_id is not None:
         out["id"] = req_id
     return out

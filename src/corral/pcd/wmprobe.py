@@ -26,12 +26,24 @@ def wait_until_managing(x: XConn, wm_alive: Callable[[], bool], timeout: float) 
     with x.session() as d:
         screen = d.screen()
         window = screen.root.create_window(
-            0, 0, 1, 1, 0, screen.root_depth, X.InputOutput, X.CopyFromParent,
-            override_redirect=False)
+            0,
+            0,
+            1,
+            1,
+            0,
+            screen.root_depth,
+            X.InputOutput,
+            X.CopyFromParent,
+            override_redirect=False,
+        )
         window.set_wm_name("pcd-wm-probe")
         window.set_wm_hints(flags=1, input=0)  # InputHint: never take the focus
-        window.change_property(x.atom(d, "_NET_WM_WINDOW_TYPE"), Xatom.ATOM, 32,
-                               [x.atom(d, "_NET_WM_WINDOW_TYPE_DOCK")])
+        window.change_property(
+            x.atom(d, "_NET_WM_WINDOW_TYPE"),
+            Xatom.ATOM,
+            32,
+            [x.atom(d, "_NET_WM_WINDOW_TYPE_DOCK")],
+        )
         wm_state = x.atom(d, "WM_STATE")
         x.sync(d)
     try:

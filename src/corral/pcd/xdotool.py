@@ -8,11 +8,17 @@ import subprocess
 from .errors import INTERNAL, TIMEOUT, PcdError
 
 
-def xdotool(args: list[str], *, env: dict[str, str], stdin: bytes = b"",
-            timeout: float) -> None:
+def xdotool(args: list[str], *, env: dict[str, str], stdin: bytes = b"", timeout: float) -> None:
     try:
-        proc = subprocess.run(["xdotool", *args], input=stdin, env=env, timeout=timeout,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        proc = subprocess.run(
+            ["xdotool", *args],
+            input=stdin,
+            env=env,
+            timeout=timeout,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise PcdError(TIMEOUT, f"xdotool did not finish in {timeout:.0f} s") from None
     except FileNotFoundError:

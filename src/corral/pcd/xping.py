@@ -21,7 +21,7 @@ class ScreenInfo:
 
 
 def display_number(display: str) -> int:
-    """":0" or ":0.0" -> 0."""
+    """ ":0" or ":0.0" -> 0."""
     return int(display.rpartition(":")[2].partition(".")[0])
 
 

@@ -18,7 +18,7 @@ FB_FILE = "Xvfb_screen0"
 
 
 def parse_geometry(text: str) -> tuple[int, int, int]:
-    """"1280x800x24" (depth optional, default 24) -> (width, height, depth)."""
+    """ "1280x800x24" (depth optional, default 24) -> (width, height, depth)."""
     try:
         numbers = [int(p) for p in text.lower().split("x")]
     except ValueError:
@@ -53,16 +53,29 @@ def spawn(display: str, geometry: tuple[int, int, int], fbdir: str | None) -> tu
     if display != "auto":
         argv.append(display)
     width, height, depth = geometry
-    argv += ["-screen", "0", f"{width}x{height}x{depth}", "-nolisten", "tcp", "-noreset",
-             "-displayfd", str(write_fd)]
+    argv += [
+        "-screen",
+        "0",
+        f"{width}x{height}x{depth}",
+        "-nolisten",
+        "tcp",
+        "-noreset",
+        "-displayfd",
+        str(write_fd),
+    ]
     if fbdir:
         argv += ["-fbdir", fbdir]
     os.set_inheritable(write_fd, True)  # the only fd Xvfb inherits besides stdio
     try:
-        pid = os.posix_spawnp("Xvfb", argv, dict(os.environ), file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-        ])
+        pid = os.posix_spawnp(
+            "Xvfb",
+            argv,
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            ],
+        )
     finally:
         os.close(write_fd)
     return pid, read_fd

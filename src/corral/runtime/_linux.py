@@ -69,9 +69,13 @@ def _check(rc: int, what: str) -> int:
 
 def mount(source: str, target: Path, fstype: str | None, flags: int = 0, data: str = "") -> None:
     _check(
-        _libc.mount(source.encode(), str(target).encode(),
-                    fstype.encode() if fstype else None, ctypes.c_ulong(flags),
-                    data.encode() if data else None),
+        _libc.mount(
+            source.encode(),
+            str(target).encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
         f"mount {fstype or 'bind'} {source} on {target}",
     )
 
@@ -123,21 +127,35 @@ def idmapped_bind(source: Path, target: Path, host_base: int, count: int) -> Non
     tree_fd = -1
     try:
         tree_fd = _check(
-            _libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, str(source).encode(),
-                          _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC),
+            _libc.syscall(
+                _SYS_OPEN_TREE,
+                _AT_FDCWD,
+                str(source).encode(),
+                _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC,
+            ),
             f"open_tree {source}",
         )
-        attr = _MountAttr(
-            _MOUNT_ATTR_IDMAP | _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NODEV, 0, 0, ns_fd
-        )
+        attr = _MountAttr(_MOUNT_ATTR_IDMAP | _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NODEV, 0, 0, ns_fd)
         _check(
-            _libc.syscall(_SYS_MOUNT_SETATTR, tree_fd, b"", _AT_EMPTY_PATH,
-                          ctypes.byref(attr), ctypes.sizeof(attr)),
+            _libc.syscall(
+                _SYS_MOUNT_SETATTR,
+                tree_fd,
+                b"",
+                _AT_EMPTY_PATH,
+                ctypes.byref(attr),
+                ctypes.sizeof(attr),
+            ),
             f"idmap {source}",
         )
         _check(
-            _libc.syscall(_SYS_MOVE_MOUNT, tree_fd, b"", _AT_FDCWD, str(target).encode(),
-                          _MOVE_MOUNT_F_EMPTY_PATH),
+            _libc.syscall(
+                _SYS_MOVE_MOUNT,
+                tree_fd,
+                b"",
+                _AT_FDCWD,
+                str(target).encode(),
+                _MOVE_MOUNT_F_EMPTY_PATH,
+            ),
             f"move_mount to {target}",
         )
     finally:
@@ -147,8 +165,11 @@ def idmapped_bind(source: Path, target: Path, host_base: int, count: int) -> Non
 
 
 def _unescape(field: str) -> str:
-    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace(
-        "\\134", "\\"
+    return (
+        field.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
     )
 
 

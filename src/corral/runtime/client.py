@@ -124,8 +124,13 @@ class PcdClient:
         line, _, self._buf = self._buf.partition(b"\n")
         return line
 
-    def call(self, op: str, args: dict[str, Any] | None = None, blob: bytes | None = None,
-             timeout: float | None = None) -> tuple[dict[str, Any], bytes]:
+    def call(
+        self,
+        op: str,
+        args: dict[str, Any] | None = None,
+        blob: bytes | None = None,
+        timeout: float | None = None,
+    ) -> tuple[dict[str, Any], bytes]:
         """Send one request; return (result, blob) or raise the mapped CorralError."""
         request: dict[str, Any] = {"op": op, "args": args or {}}
         if blob:
@@ -148,31 +153,37 @@ class PcdClient:
             ) from None
         if not header.get("ok"):
             error = header.get("error") or {}
-            raise _error_from(str(error.get("code", "internal")),
-                              str(error.get("message", "unknown error")))
+            raise _error_from(
+                str(error.get("code", "internal")), str(error.get("message", "unknown error"))
+            )
         return dict(header.get("result") or {}), data
 
     # -- actions ----------------------------------------------------------------------------
     def health(self, timeout: float = 3.0) -> dict[str, Any]:
         return self.call("health", timeout=timeout)[0]
 
-    def screenshot(self, max_width: int | None = None,
-                   max_height: int | None = None) -> Screenshot:
+    def screenshot(self, max_width: int | None = None, max_height: int | None = None) -> Screenshot:
         args: dict[str, Any] = {}
         if max_width:
             args["max_width"] = max_width
         if max_height:
             args["max_height"] = max_height
         meta, png = self.call("screenshot", args)
-        return Screenshot(png, int(meta["width"]), int(meta["height"]),
-                          int(meta["screen_width"]), int(meta["screen_height"]),
-                          float(meta["scale"]))
+        return Screenshot(
+            png,
+            int(meta["width"]),
+            int(meta["height"]),
+            int(meta["screen_width"]),
+            int(meta["screen_height"]),
+            float(meta["scale"]),
+        )
 
     def mouse_move(self, x: int, y: int) -> None:
         self.call("mouse_move", {"x": x, "y": y})
 
-    def click(self, x: int | None = None, y: int | None = None, button: str = "left",
-              count: int = 1) -> None:
+    def click(
+        self, x: int | None = None, y: int | None = None, button: str = "left", count: int = 1
+    ) -> None:
         args: dict[str, Any] = {"button": button, "count": count}
         if x is not None and y is not None:
             args.update(x=x, y=y)
@@ -181,8 +192,7 @@ class PcdClient:
     def drag(self, path: list[tuple[int, int]], button: str = "left") -> None:
         self.call("drag", {"path": [list(p) for p in path], "button": button})
 
-    def scroll(self, dx: int = 0, dy: int = 0, x: int | None = None,
-               y: int | None = None) -> None:
+    def scroll(self, dx: int = 0, dy: int = 0, x: int | None = None, y: int | None = None) -> None:
         args: dict[str, Any] = {"dx": dx, "dy": dy}
         if x is not None and y is not None:
             args.update(x=x, y=y)
@@ -194,24 +204,39 @@ class PcdClient:
     def press_keys(self, keys: str | list[str]) -> None:
         self.call("press_keys", {"keys": keys})
 
-    def run(self, argv: list[str] | None = None, *, shell: str | None = None,
-            timeout_s: float = 30.0, max_output: int | None = None, cwd: str | None = None,
-            env: dict[str, str] | None = None, stdin: str | None = None) -> CommandResult:
+    def run(
+        self,
+        argv: list[str] | None = None,
+        *,
+        shell: str | None = None,
+        timeout_s: float = 30.0,
+        max_output: int | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> CommandResult:
         args: dict[str, Any] = {"timeout_s": timeout_s}
         if argv is not None:
             args["argv"] = argv
         if shell is not None:
             args["shell"] = shell
-        for key, value in (("max_output", max_output), ("cwd", cwd), ("env", env),
-                           ("stdin", stdin)):
+        for key, value in (
+            ("max_output", max_output),
+            ("cwd", cwd),
+            ("env", env),
+            ("stdin", stdin),
+        ):
             if value is not None:
                 args[key] = value
         res, _ = self.call("run", args, timeout=timeout_s + 10)
         return CommandResult(
-            exit_code=res.get("exit_code"), stdout=res.get("stdout", ""),
-            stderr=res.get("stderr", ""), stdout_truncated=bool(res.get("stdout_truncated")),
+            exit_code=res.get("exit_code"),
+            stdout=res.get("stdout", ""),
+            stderr=res.get("stderr", ""),
+            stdout_truncated=bool(res.get("stdout_truncated")),
             stderr_truncated=bool(res.get("stderr_truncated")),
-            timed_out=bool(res.get("timed_out")), duration_ms=float(res.get("duration_ms", 0)),
+            timed_out=bool(res.get("timed_out")),
+            duration_ms=float(res.get("duration_ms", 0)),
         )
 
     def read_file(self, path: str, max_bytes: int | None = None) -> bytes:
@@ -220,11 +245,14 @@ class PcdClient:
             args["max_bytes"] = max_bytes
         return self.call("read_file", args)[1]
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o644, append: bool = False,
-                   mkdirs: bool = False) -> dict[str, Any]:
-        return self.call("write_file",
-                         {"path": path, "mode": mode, "append": append, "mkdirs": mkdirs},
-                         blob=data or None)[0]
+    def write_file(
+        self, path: str, data: bytes, mode: int = 0o644, append: bool = False, mkdirs: bool = False
+    ) -> dict[str, Any]:
+        return self.call(
+            "write_file",
+            {"path": path, "mode": mode, "append": append, "mkdirs": mkdirs},
+            blob=data or None,
+        )[0]
 
     def list_dir(self, path: str) -> list[dict[str, Any]]:
         return list(self.call("list_dir", {"path": path})[0]["entries"])

@@ -20,12 +20,25 @@ PCD_SOCKET = "pcd.sock"  # name of pcd's unix socket inside that folder
 _CPU_PERIOD_US = 100_000
 
 MASKED_PATHS = (
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware", "/sys/devices/virtual/powercap", "/sys/kernel/debug",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/sys/kernel/debug",
 )
 READONLY_PATHS = (
-    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
 )
 
 
@@ -54,33 +67,70 @@ def cgroup_path(pc_id: str) -> str:
 
 def _init_args(spec: PCSpec) -> list[str]:
     return [
-        "/usr/bin/tini", "-g", "--",
+        "/usr/bin/tini",
+        "-g",
+        "--",
         "/usr/local/bin/corral-pcd",
-        "--socket", f"{IO_MOUNT}/{PCD_SOCKET}",
-        "--display", ":0",
-        "--geometry", spec.screen,
+        "--socket",
+        f"{IO_MOUNT}/{PCD_SOCKET}",
+        "--display",
+        ":0",
+        "--geometry",
+        spec.screen,
     ]
 
 
 def _mounts(spec: PCSpec) -> list[dict[str, Any]]:
     nosuid_nodev = ["nosuid", "nodev"]
     return [
-        {"destination": "/proc", "type": "proc", "source": "proc",
-         "options": [*nosuid_nodev, "noexec"]},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": [*nosuid_nodev, "noexec", "mode=1777", f"size={spec.size.shm_bytes}"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": [*nosuid_nodev, "noexec"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": [*nosuid_nodev, "noexec", "ro"]},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-         "options": [*nosuid_nodev, "noexec", "relatime", "ro"]},
-        {"destination": IO_MOUNT, "type": "bind", "source": spec.io_dir,
-         "options": ["rbind", *nosuid_nodev, "noexec", "rw"]},
+        {
+            "destination": "/proc",
+            "type": "proc",
+            "source": "proc",
+            "options": [*nosuid_nodev, "noexec"],
+        },
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": [*nosuid_nodev, "noexec", "mode=1777", f"size={spec.size.shm_bytes}"],
+        },
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": [*nosuid_nodev, "noexec"],
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": [*nosuid_nodev, "noexec", "ro"],
+        },
+        {
+            "destination": "/sys/fs/cgroup",
+            "type": "cgroup",
+            "source": "cgroup",
+            "options": [*nosuid_nodev, "noexec", "relatime", "ro"],
+        },
+        {
+            "destination": IO_MOUNT,
+            "type": "bind",
+            "source": spec.io_dir,
+            "options": ["rbind", *nosuid_nodev, "noexec", "rw"],
+        },
     ]
 
 
@@ -104,8 +154,13 @@ def oci_config(spec: PCSpec) -> dict[str, Any]:
                 "TERM=xterm-256color",
             ],
             "cwd": user.home,
-            "capabilities": {"bounding": [], "effective": [], "inheritable": [],
-                             "permitted": [], "ambient": []},
+            "capabilities": {
+                "bounding": [],
+                "effective": [],
+                "inheritable": [],
+                "permitted": [],
+                "ambient": [],
+            },
             "rlimits": [
                 {"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096},
                 {"type": "RLIMIT_CORE", "hard": 0, "soft": 0},

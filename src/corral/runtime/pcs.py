@@ -65,13 +65,15 @@ def _parse_screen(screen: str) -> str:
     try:
         w, h, d = (int(v) for v in screen.lower().split("x"))
     except ValueError:
-        raise InvalidInputError(f"bad screen {screen!r}", hint="use WIDTHxHEIGHTxDEPTH, "
-                                "for example 1280x800x24") from None
+        raise InvalidInputError(
+            f"bad screen {screen!r}", hint="use WIDTHxHEIGHTxDEPTH, for example 1280x800x24"
+        ) from None
     min_w, min_h, max_w, max_h = _SCREEN_LIMITS
     if not (min_w <= w <= max_w and min_h <= h <= max_h and d in (16, 24)):
-        raise InvalidInputError(f"screen {screen!r} is out of range",
-                                hint=f"width {min_w}..{max_w}, height {min_h}..{max_h}, "
-                                "depth 16 or 24")
+        raise InvalidInputError(
+            f"screen {screen!r} is out of range",
+            hint=f"width {min_w}..{max_w}, height {min_h}..{max_h}, depth 16 or 24",
+        )
     return f"{w}x{h}x{d}"
 
 
@@ -90,14 +92,16 @@ class PCRuntime:
     @staticmethod
     def _require_root() -> None:
         if os.geteuid() != 0:
-            raise PermissionDeniedError("PC operations need root",
-                                        hint="run corral pc ... as root (sudo)")
+            raise PermissionDeniedError(
+                "PC operations need root", hint="run corral pc ... as root (sudo)"
+            )
 
     def _record(self, pc_id: str) -> PCRecord:
         record = self.state.load(pc_id) if "/" not in pc_id and pc_id else None
         if record is None:
-            raise PCNotFoundError(f"no PC with id {pc_id!r}",
-                                  hint="`corral pc list` shows the PCs on this host")
+            raise PCNotFoundError(
+                f"no PC with id {pc_id!r}", hint="`corral pc list` shows the PCs on this host"
+            )
         return record
 
     def _dirs(self, pc_id: str) -> dict[str, Path]:
@@ -130,20 +134,32 @@ class PCRuntime:
         uid = record.uid_base
         user_uid = uid + int((record.user or {}).get("uid", 1000))
         user_gid = uid + int((record.user or {}).get("gid", 1000))
-        _linux.mount("tmpfs", dirs["upperfs"], "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV,
-                     f"size={size.disk_bytes},mode=0700")
+        _linux.mount(
+            "tmpfs",
+            dirs["upperfs"],
+            "tmpfs",
+            _linux.MS_NOSUID | _linux.MS_NODEV,
+            f"size={size.disk_bytes},mode=0700",
+        )
         for sub in ("upper", "work"):
             (dirs["upperfs"] / sub).mkdir()
         os.chown(dirs["upperfs"] / "upper", uid, uid)
         os.chmod(dirs["upperfs"] / "upper", 0o755)  # noqa: S103 (the PC's / as in the image)
         _linux.mount(
-            "overlay", dirs["rootfs"], "overlay", 0,
+            "overlay",
+            dirs["rootfs"],
+            "overlay",
+            0,
             f"lowerdir={dirs['lower']},upperdir={dirs['upperfs']}/upper,"
             f"workdir={dirs['upperfs']}/work",
         )
-        _linux.mount("tmpfs", dirs["io"], "tmpfs",
-                     _linux.MS_NOSUID | _linux.MS_NODEV,
-                     f"size={_IO_BYTES},mode=0700,uid={user_uid},gid={user_gid}")
+        _linux.mount(
+            "tmpfs",
+            dirs["io"],
+            "tmpfs",
+            _linux.MS_NOSUID | _linux.MS_NODEV,
+            f"size={_IO_BYTES},mode=0700,uid={user_uid},gid={user_gid}",
+        )
 
     def _unmount_upper(self, pc_id: str) -> None:
         dirs = self._dirs(pc_id)
@@ -156,10 +172,17 @@ class PCRuntime:
         pc_dir = self.state.pc_dir(record.id)
         user = record.user or {}
         spec = PCSpec(
-            pc_id=record.id, uid_base=record.uid_base, uid_count=UIDS_PER_PC,
-            user=DesktopUser(str(user.get("name", "user")), int(user.get("uid", 1000)),
-                             int(user.get("gid", 1000)), str(user.get("home", "/home/user"))),
-            size=parse_size(record.size), io_dir=str(self._dirs(record.id)["io"]),
+            pc_id=record.id,
+            uid_base=record.uid_base,
+            uid_count=UIDS_PER_PC,
+            user=DesktopUser(
+                str(user.get("name", "user")),
+                int(user.get("uid", 1000)),
+                int(user.get("gid", 1000)),
+                str(user.get("home", "/home/user")),
+            ),
+            size=parse_size(record.size),
+            io_dir=str(self._dirs(record.id)["io"]),
             screen=record.screen,
         )
         (pc_dir / "config.json").write_text(json.dumps(oci_config(spec)))
@@ -173,12 +196,14 @@ class PCRuntime:
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while not sock.exists():
             if self._pid(pc_id) is None:
-                raise BootError(f"PC {pc_id} stopped while booting: {_tail(log)}",
-                                hint="check the image with `corral image list`; rebuild it "
-                                "if it is broken")
+                raise BootError(
+                    f"PC {pc_id} stopped while booting: {_tail(log)}",
+                    hint="check the image with `corral image list`; rebuild it if it is broken",
+                )
             if time.monotonic() > deadline:
-                raise BootError(f"PC {pc_id} did not become ready in {_READY_TIMEOUT_S:.0f} s: "
-                                f"{_tail(log)}")
+                raise BootError(
+                    f"PC {pc_id} did not become ready in {_READY_TIMEOUT_S:.0f} s: {_tail(log)}"
+                )
             time.sleep(0.001)
         with PcdClient(sock, timeout=5.0) as client:
             if not client.health().get("x"):
@@ -201,8 +226,15 @@ class PCRuntime:
                 d.mkdir(parents=True)
             os.chmod(self.state.pc_dir(pc_id), 0o711)  # noqa: S103 (PC users traverse to io)
             record = PCRecord(
-                id=pc_id, image=img.name, image_digest=img.digest, image_rootfs=str(img.rootfs),
-                size=size, screen=screen, slot=slot, status="booting", created_at=now,
+                id=pc_id,
+                image=img.name,
+                image_digest=img.digest,
+                image_rootfs=str(img.rootfs),
+                size=size,
+                screen=screen,
+                slot=slot,
+                status="booting",
+                created_at=now,
                 user={"name": user.name, "uid": user.uid, "gid": user.gid, "home": user.home},
             )
             self.state.save(record)
@@ -233,15 +265,20 @@ class PCRuntime:
         try:
             self._unmount_upper(pc_id)
             if not _linux.is_mountpoint(self._dirs(pc_id)["lower"]):
-                _linux.idmapped_bind(Path(record.image_rootfs), self._dirs(pc_id)["lower"],
-                                     record.uid_base, UIDS_PER_PC)
+                _linux.idmapped_bind(
+                    Path(record.image_rootfs),
+                    self._dirs(pc_id)["lower"],
+                    record.uid_base,
+                    UIDS_PER_PC,
+                )
             self._mount_upper(record)
             self._start(record)
         except CorralError:
             raise
         except OSError as exc:
-            raise BootError(f"could not reset PC {pc_id}: {exc}",
-                            hint="destroy it with `corral pc destroy`") from exc
+            raise BootError(
+                f"could not reset PC {pc_id}: {exc}", hint="destroy it with `corral pc destroy`"
+            ) from exc
         record.status = "ready"
         record.booted_at = time.time()
         self.state.save(record)
@@ -268,8 +305,16 @@ class PCRuntime:
         record = self._record(pc_id)
         pid = self._pid(pc_id)
         status = record.status if pid is not None or record.status == "booting" else "dead"
-        return PCInfo(record.id, record.image, record.image_digest, record.size, status, pid,
-                      record.created_at, self.socket_path(pc_id))
+        return PCInfo(
+            record.id,
+            record.image,
+            record.image_digest,
+            record.size,
+            status,
+            pid,
+            record.created_at,
+            self.socket_path(pc_id),
+        )
 
     def list_pcs(self) -> list[PCInfo]:
         return [self.info(i) for i in self.state.ids() if self.state.load(i) is not None]
@@ -301,7 +346,8 @@ class PCRuntime:
             record = self.state.load(pc_id)
             age = now - (record.created_at if record else 0.0)
             if (record is None and age > boot_grace_s) or (
-                record is not None and self._pid(pc_id) is None
+                record is not None
+                and self._pid(pc_id) is None
                 and not (record.status in ("booting", "resetting") and age < boot_grace_s)
             ):
                 self._teardown(pc_id)
@@ -320,4 +366,3 @@ def _tail(log: Path, lines: int = 8) -> str:
     except OSError:
         return "(no console output)"
     return " | ".join(text[-lines:]) or "(no console output)"
-

@@ -41,8 +41,12 @@ class Runc:
             try:
                 proc = subprocess.run(
                     self._cmd("run", "--detach", "--pid-file", str(pid_file), cid),
-                    cwd=bundle, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                    check=False, timeout=60,
+                    cwd=bundle,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    check=False,
+                    timeout=60,
                 )
             except subprocess.TimeoutExpired:
                 raise BootError(f"runc did not start PC {cid} within 60 s") from None
@@ -54,8 +58,7 @@ class Runc:
 
     def state(self, cid: str) -> dict[str, Any] | None:
         """runc's view of `cid` (status, pid), or None if runc does not know it."""
-        proc = subprocess.run(self._cmd("state", cid), capture_output=True, check=False,
-                              timeout=30)
+        proc = subprocess.run(self._cmd("state", cid), capture_output=True, check=False, timeout=30)
         if proc.returncode != 0:
             return None
         data: dict[str, Any] = json.loads(proc.stdout)
@@ -64,8 +67,9 @@ class Runc:
     def list_ids(self) -> list[str]:
         if not self.root.exists():
             return []
-        proc = subprocess.run(self._cmd("list", "--format", "json"), capture_output=True,
-                              check=False, timeout=30)
+        proc = subprocess.run(
+            self._cmd("list", "--format", "json"), capture_output=True, check=False, timeout=30
+        )
         if proc.returncode != 0 or not proc.stdout.strip():
             return []
         return [c["id"] for c in json.loads(proc.stdout) or []]
@@ -79,8 +83,9 @@ class Runc:
         the cgroup until it is empty.
         """
         procs = _cgroup_procs_file(cgroup)
-        subprocess.run(self._cmd("kill", "--all", cid, "KILL"), capture_output=True,
-                       check=False, timeout=60)
+        subprocess.run(
+            self._cmd("kill", "--all", cid, "KILL"), capture_output=True, check=False, timeout=60
+        )
         deadline = time.monotonic() + 10
         while procs is not None and time.monotonic() < deadline:
             try:
@@ -93,8 +98,9 @@ class Runc:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
             time.sleep(0.002)
-        subprocess.run(self._cmd("delete", "--force", cid), capture_output=True, check=False,
-                       timeout=60)
+        subprocess.run(
+            self._cmd("delete", "--force", cid), capture_output=True, check=False, timeout=60
+        )
 
 
 def _cgroup_procs_file(cgroup: str) -> Path | None:

@@ -78,8 +78,9 @@ def seccomp_profile() -> dict[str, Any]:
         {
             "names": ["clone"],
             "action": "SCMP_ACT_ALLOW",
-            "args": [{"index": 0, "value": _CLONE_NS_FLAGS, "valueTwo": 0,
-                      "op": "SCMP_CMP_MASKED_EQ"}],
+            "args": [
+                {"index": 0, "value": _CLONE_NS_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}
+            ],
         },
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": _ENOSYS},
     ]
