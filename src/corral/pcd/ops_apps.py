@@ -13,8 +13,10 @@ from .errors import UNSUPPORTED, PcdError, bad_request
 
 BROWSER = "/usr/bin/chromium"
 BROWSER_FLAGS = (
-    "--no-sandbox",
+    "--no-sandbox",  # Chromium cannot make namespaces in a PC; the PC is the sandbox
+    "--test-type",  # hides the "unsupported command-line flag" bar that would mislead a model
     "--no-first-run",
+    "--no-default-browser-check",
     "--disable-gpu",
     "--disable-background-networking",
     "--disable-component-update",

@@ -111,7 +111,8 @@ def finish_rootfs(rootfs: Path, recipe: Recipe) -> None:
     write_file(rootfs, "/etc/hostname", b"pc\n")
     write_file(rootfs, "/etc/hosts", _HOSTS)
     write_file(rootfs, "/etc/resolv.conf", b"")
-    for d in ("/tmp", "/var/tmp"):
+    # X's socket folders exist up front: Xvfb runs unprivileged and cannot create them.
+    for d in ("/tmp", "/var/tmp", "/tmp/.X11-unix", "/tmp/.ICE-unix"):
         os.chmod(ensure_dir(rootfs, d), 0o1777)  # noqa: S103 - sticky scratch dirs
     os.chmod(ensure_dir(rootfs, RUN_DIR), 0o755)  # noqa: S103 - readable mount point
     for f in recipe.files:
