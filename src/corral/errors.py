@@ -105,3 +105,28 @@ class ActionTimeoutError(ActionError):
 class DiskFullError(ActionError):
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message, hint, code="disk_full")
+
+
+class ConflictError(CorralError):
+    """The request conflicts with the current state (e.g. an idempotency key reused with a
+    different request, a pool that already exists)."""
+
+    exit_code = 8
+    code = "conflict"
+
+
+class UnavailableError(CorralError):
+    """No capacity right now; the caller may retry after `retry_after_s`."""
+
+    exit_code = 9
+    code = "unavailable"
+
+    def __init__(self, message: str, hint: str | None = None, retry_after_s: int = 5) -> None:
+        super().__init__(message, hint)
+        self.retry_after_s = retry_after_s
+
+
+class SessionGoneError(NotFoundError):
+    """The session was released (or never existed): its URLs stop working at once."""
+
+    code = "session_gone"
