@@ -7,6 +7,7 @@ PACKAGES=(
   runc debootstrap uidmap iproute2 nftables    # the sandbox and image builds
   xvfb x11-utils xauth openbox xterm xdotool xclip wmctrl fonts-dejavu-core  # pcd tests, bench floor
   python3 python3-pil python3-xlib tini procps # pcd runs on Debian's python3 in its tests
+  postgresql                                   # the store's tests run on PostgreSQL too
 )
 
 missing=()
