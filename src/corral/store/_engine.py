@@ -1,0 +1,83 @@
+"""Engines and transactions tuned for concurrent writers on SQLite and PostgreSQL.
+
+SQLite serializes writers by file lock, so every write transaction starts with BEGIN IMMEDIATE:
+taking the lock up front means two writers never both read and then race to upgrade (which SQLite
+answers with "database is locked" at once, past any busy timeout). PostgreSQL keeps its default
+READ COMMITTED; the repositories lock the rows they change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from corral.config import paths
+
+__all__ = ["BUSY_TIMEOUT_S", "default_url", "make_engine", "transaction"]
+
+BUSY_TIMEOUT_S = 10
+_WRITE = "corral_write"
+
+
+def default_url() -> str:
+    """CORRAL_DATABASE_URL, else a SQLite file in the data folder (created if missing)."""
+    url = os.environ.get("CORRAL_DATABASE_URL")
+    if url:
+        return url
+    data = paths().data
+    data.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data}/corral.db"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets WAL, foreign keys, a busy timeout and our own BEGINs."""
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url)
+    if backend == "postgresql":
+        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S},
+        pool_size=10,
+        max_overflow=20,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # The driver must not BEGIN on its own: `_on_begin` does, with the right mode.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+@contextmanager
+def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
+    """One transaction on its own connection: committed on success, rolled back on error."""
+    with engine.connect() as conn:
+        if write:
+            conn.execution_options(**{_WRITE: True})
+        with conn.begin():
+            yield conn

@@ -1,0 +1,125 @@
+"""The tables as SQLAlchemy Core metadata: the shape the migrations build and the queries use.
+
+Constraints carry the invariants that must hold even if code is wrong: a PC belongs to an existing
+pool, at most one active session per PC, one session per idempotency key and pool.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+from corral.domain.models import PCState, SessionState
+
+__all__ = ["UTCDateTime", "metadata", "pcs", "pools", "sessions"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out; stored naive UTC on SQLite, timestamptz on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware one")
+        value = value.astimezone(UTC)
+        # SQLite compares datetimes as text: keep one format, without an offset.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _one_of(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+_ACTIVE = text(f"state = '{SessionState.ACTIVE.value}'")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+pools = Table(
+    "pools",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("image", String(255), nullable=False),
+    Column("region", String(64), nullable=False),
+    Column("size", String(32), nullable=False),
+    Column("warm", Integer, nullable=False),
+    Column("max", Integer, nullable=False),
+    Column("idle_timeout_s", Integer, nullable=False),
+    Column("max_lifetime_s", Integer, nullable=False),
+    Column("deleting", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+pcs = Table(
+    "pcs",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("pool", String(63), ForeignKey("pools.name", ondelete="RESTRICT"), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("session_id", String(64), nullable=True, unique=True),
+    Column("detail", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint(_one_of("state", [s.value for s in PCState]), name="state"),
+    Index(None, "pool", "state"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    # Released sessions go with their pool: the audit log keeps the history.
+    Column("pool", String(63), ForeignKey("pools.name", ondelete="CASCADE"), nullable=False),
+    Column("pc_id", String(128), nullable=False),  # no FK: released sessions outlive their PC
+    Column("state", String(16), nullable=False),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("request_hash", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("last_activity", UTCDateTime, nullable=False),
+    Column("released_at", UTCDateTime, nullable=True),
+    Column("release_reason", String(64), nullable=True),
+    CheckConstraint(_one_of("state", [s.value for s in SessionState]), name="state"),
+    UniqueConstraint("pool", "idempotency_key"),
+    Index(
+        "uq_sessions_active_pc",
+        "pc_id",
+        unique=True,
+        sqlite_where=_ACTIVE,
+        postgresql_where=_ACTIVE,
+    ),
+    Index(None, "state"),
+)
