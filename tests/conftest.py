@@ -1,4 +1,4 @@
-"""Shared test setup: tests under tests/runtime are marked `runtime`."""
+"""Shared test setup: tests under tests/runtime and tests/e2e are marked `runtime`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-_RUNTIME_DIRS = ("runtime",)
+_RUNTIME_DIRS = ("runtime", "e2e")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

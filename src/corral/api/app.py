@@ -1,0 +1,243 @@
+"""The HTTP face of Corral: REST under /v1, MCP at /mcp and /sessions/{id}/mcp.
+
+Thin: every route calls the ControlPlane and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Header, Request, Response
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from corral import __version__
+from corral.api.errors import install_error_handlers
+from corral.domain.models import PoolSpec, Session
+from corral.errors import InvalidInputError
+from corral.service.control import ControlPlane, PoolStatus
+
+__all__ = ["MAX_BODY_BYTES", "create_app"]
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+class PoolCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=63)
+    image: str = Field(min_length=1, max_length=128)
+    region: str = "local"
+    size: str = "small"
+    warm: int = Field(2, ge=0, le=1000)
+    max: int = Field(10, ge=1, le=1000)
+    idle_timeout_s: int = Field(1800, ge=1)
+    max_lifetime_s: int = Field(8 * 3600, ge=1)
+
+
+class AcquireBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    wait_s: float | None = Field(None, ge=0, le=120, description="how long to wait for a PC")
+
+
+class _BodyLimit:
+    """Refuse request bodies over the limit with 413, before anything reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await _too_large(send, self.limit)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise InvalidInputError(f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps(
+        {
+            "error": {
+                "code": "too_large",
+                "message": f"request body over {limit} bytes",
+                "hint": "send less data per request",
+            }
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _session_json(session: Session, base_url: str) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "session_id": session.id,
+        "pool": session.pool,
+        "pc_id": session.pc_id,
+        "state": str(session.state),
+        "mcp_url": f"{base_url}/sessions/{session.id}/mcp",
+        "viewer_url": f"{base_url}/sessions/{session.id}/viewer",
+        "created_at": iso(session.created_at),
+        "expires_at": iso(session.expires_at),
+        "last_activity": iso(session.last_activity),
+        "released_at": iso(session.released_at),
+        "release_reason": session.release_reason,
+    }
+
+
+def _pool_json(pool: PoolStatus) -> dict[str, Any]:
+    return pool.to_json()
+
+
+_VIEWER = """<!doctype html><meta charset="utf-8"><title>Corral session {sid}</title>
+<style>body{{margin:0;background:#222;color:#ddd;font:14px sans-serif}}img{{max-width:100%}}</style>
+<p>Session {sid} (read-only view, refreshed every second)</p>
+<img id="s" alt="screen of session {sid}">
+<script>
+async function tick(){{
+  const r = await fetch("/v1/sessions/{sid}/screenshot", {{cache: "no-store"}});
+  if (r.ok) {{ document.getElementById("s").src = URL.createObjectURL(await r.blob()); }}
+  else {{ document.body.insertAdjacentText("beforeend", " session ended"); return; }}
+  setTimeout(tick, 1000);
+}}
+tick();
+</script>"""
+
+
+def create_app(
+    control: ControlPlane,
+    *,
+    base_url: str = "http://127.0.0.1:8420",
+    manage_pools: bool = True,
+    destroy_on_exit: bool = True,
+    default_pools: list[PoolSpec] | None = None,
+) -> FastAPI:
+    """The ASGI app. Its lifespan starts the control plane (store migration, recovery), the
+    pool manager and the MCP session managers, and on exit stops them (destroying PCs when
+    `destroy_on_exit`)."""
+    from corral.mcp.asgi import mount_mcp
+
+    mcp_lifespan: list[contextlib.AbstractAsyncContextManager[Any]] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await control.start(default_pools or [])
+        manager = asyncio.create_task(control.run()) if manage_pools else None
+        async with contextlib.AsyncExitStack() as stack:
+            for ctx in mcp_lifespan:
+                await stack.enter_async_context(ctx)
+            try:
+                yield
+            finally:
+                if manager is not None:
+                    manager.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await manager
+                await control.stop(destroy_pcs=destroy_on_exit)
+
+    app = FastAPI(title="Corral", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/pools")
+    async def list_pools() -> list[dict[str, Any]]:
+        return [_pool_json(p) for p in await asyncio.to_thread(control.list_pools)]
+
+    @app.post("/v1/pools", status_code=201)
+    async def create_pool(body: PoolCreate) -> dict[str, Any]:
+        return _pool_json(await control.create_pool(PoolSpec(**body.model_dump())))
+
+    @app.get("/v1/pools/{name}")
+    async def get_pool(name: str) -> dict[str, Any]:
+        return _pool_json(await asyncio.to_thread(control.get_pool, name))
+
+    @app.delete("/v1/pools/{name}", status_code=202)
+    async def delete_pool(name: str) -> dict[str, Any]:
+        return _pool_json(await control.delete_pool(name))
+
+    @app.post("/v1/pools/{pool}/sessions", status_code=201)
+    async def acquire(
+        pool: str,
+        body: Annotated[AcquireBody | None, Body()] = None,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> dict[str, Any]:
+        request = body.model_dump(exclude_none=True) if body else {}
+        request.pop("wait_s", None)
+        session = await control.acquire(
+            pool,
+            idempotency_key=idempotency_key,
+            request=request,
+            wait_s=body.wait_s if body else None,
+        )
+        return _session_json(session, base_url)
+
+    @app.get("/v1/sessions")
+    async def list_sessions(active: bool = True) -> list[dict[str, Any]]:
+        sessions = await asyncio.to_thread(control.list_sessions, active)
+        return [_session_json(s, base_url) for s in sessions]
+
+    @app.get("/v1/sessions/{session_id}")
+    async def get_session(session_id: str) -> dict[str, Any]:
+        return _session_json(await asyncio.to_thread(control.get_session, session_id), base_url)
+
+    @app.delete("/v1/sessions/{session_id}")
+    async def release(session_id: str) -> dict[str, Any]:
+        return _session_json(await control.release(session_id), base_url)
+
+    @app.post("/v1/sessions/{session_id}/actions/{tool}")
+    async def act(
+        session_id: str,
+        tool: str,
+        args: Annotated[dict[str, Any] | None, Body()] = None,
+    ) -> dict[str, Any]:
+        return (await control.act(session_id, tool, args)).to_json()
+
+    @app.get("/v1/sessions/{session_id}/screenshot")
+    async def screenshot(session_id: str) -> Response:
+        result = await control.act(session_id, "screenshot", {})
+        return Response(
+            result.image_png, media_type="image/png", headers={"Cache-Control": "no-store"}
+        )
+
+    @app.get("/sessions/{session_id}/viewer", response_class=HTMLResponse)
+    async def viewer(session_id: str) -> str:
+        await asyncio.to_thread(control.get_session, session_id)
+        return _VIEWER.format(sid=session_id)
+
+    mcp_lifespan.append(mount_mcp(app, control))
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+    return app

@@ -1,0 +1,72 @@
+"""The one table that maps Corral's errors to HTTP answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from corral.errors import (
+    ActionError,
+    ActionTimeoutError,
+    ConflictError,
+    CorralError,
+    DiskFullError,
+    InvalidInputError,
+    NotFoundError,
+    PCUnavailableError,
+    PermissionDeniedError,
+    RuntimeFailureError,
+    UnavailableError,
+)
+
+__all__ = ["STATUS", "error_response", "install_error_handlers", "status_for"]
+
+# Most specific first: the first class an error is an instance of decides.
+STATUS: tuple[tuple[type[CorralError], int], ...] = (
+    (InvalidInputError, 400),
+    (PermissionDeniedError, 403),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (DiskFullError, 507),
+    (ActionTimeoutError, 504),
+    (ActionError, 422),
+    (UnavailableError, 503),
+    (PCUnavailableError, 502),
+    (RuntimeFailureError, 502),
+)
+
+
+def status_for(exc: CorralError) -> int:
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_response(exc: CorralError) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"code": exc.code, "message": exc.message}}
+    if exc.hint:
+        body["error"]["hint"] = exc.hint
+    headers = {}
+    if isinstance(exc, UnavailableError):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return JSONResponse(body, status_code=status_for(exc), headers=headers)
+
+
+def install_error_handlers(app: Any) -> None:
+    async def corral_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, CorralError)
+        return error_response(exc)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        return error_response(InvalidInputError(f"bad request: {problems}"))
+
+    app.add_exception_handler(CorralError, corral_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

@@ -1,0 +1,103 @@
+"""`corral pool ...`: define pools on a running Corral server (REST /v1/pools)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from corral.cli._common import err_console, handle_errors, out_console
+from corral.cli._http import call
+
+app = typer.Typer(help="Create, list, show and delete pools of PCs.", no_args_is_help=True)
+
+_STATES = ("ready", "in_use", "booting", "resetting", "quarantined")
+
+
+def _row(pool: dict[str, Any]) -> list[str]:
+    counts = pool.get("counts", {})
+    return [
+        pool["name"],
+        pool["image"],
+        pool["region"],
+        pool["size"],
+        str(pool["warm"]),
+        str(pool["max"]),
+        *(str(counts.get(s, 0)) for s in _STATES),
+        "deleting" if pool.get("deleting") else "",
+    ]
+
+
+def _table(pools: list[dict[str, Any]]) -> Table:
+    table = Table(
+        "NAME",
+        "IMAGE",
+        "REGION",
+        "SIZE",
+        "WARM",
+        "MAX",
+        "READY",
+        "IN USE",
+        "BOOTING",
+        "RESETTING",
+        "QUARANTINED",
+        "",
+    )
+    for pool in pools:
+        table.add_row(*_row(pool))
+    return table
+
+
+@app.command()
+@handle_errors
+def create(
+    name: str,
+    image: Annotated[str, typer.Option(help="image the PCs boot from")] = "desktop",
+    region: Annotated[str, typer.Option(help="region label")] = "local",
+    size: Annotated[str, typer.Option(help="small, medium or large")] = "small",
+    warm: Annotated[int, typer.Option(help="PCs kept booted and ready")] = 2,
+    max_pcs: Annotated[int, typer.Option("--max", help="most PCs the pool may hold")] = 10,
+    idle_timeout: Annotated[
+        int, typer.Option(help="seconds before an idle session is released")
+    ] = 1800,
+    max_lifetime: Annotated[int, typer.Option(help="seconds a session may live")] = 8 * 3600,
+) -> None:
+    """Create a pool; the server starts warming its PCs at once."""
+    pool = call(
+        "POST",
+        "/v1/pools",
+        json={
+            "name": name,
+            "image": image,
+            "region": region,
+            "size": size,
+            "warm": warm,
+            "max": max_pcs,
+            "idle_timeout_s": idle_timeout,
+            "max_lifetime_s": max_lifetime,
+        },
+    )
+    out_console.print(_table([pool]))
+
+
+@app.command("list")
+@handle_errors
+def list_() -> None:
+    """List pools with their PC counts."""
+    out_console.print(_table(call("GET", "/v1/pools")))
+
+
+@app.command()
+@handle_errors
+def show(name: str) -> None:
+    """Show one pool."""
+    out_console.print(_table([call("GET", f"/v1/pools/{name}")]))
+
+
+@app.command()
+@handle_errors
+def delete(name: str) -> None:
+    """Delete a pool: it drains (active sessions end first), then its PCs are destroyed."""
+    call("DELETE", f"/v1/pools/{name}")
+    err_console.print(f"pool {name} is draining; it disappears once its sessions end")

@@ -1,0 +1,59 @@
+"""`corral up`: serve REST and MCP on one address, with embedded defaults."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from corral.cli._common import err_console, handle_errors
+from corral.domain.models import PoolSpec
+from corral.errors import ImageNotFoundError
+from corral.runtime.images import ImageStore, build_image
+
+DEFAULT_IMAGE = "desktop"
+DEFAULT_POOL = "default"
+
+
+def _ensure_image(name: str) -> None:
+    try:
+        ImageStore().get(name)
+    except ImageNotFoundError:
+        err_console.print(f"image {name!r} is missing: building it (first run only, minutes)")
+        build_image(name, progress=lambda msg: err_console.print(f"  {msg}"))
+
+
+@handle_errors
+def up(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8420,
+    image: Annotated[str, typer.Option(help="image of the default pool")] = DEFAULT_IMAGE,
+    warm: Annotated[int, typer.Option(help="warm PCs in the default pool")] = 2,
+    default_pool: Annotated[
+        bool, typer.Option(help="create the `default` pool on first run")
+    ] = True,
+    keep_pcs: Annotated[bool, typer.Option(help="leave PCs running on exit")] = False,
+) -> None:
+    """Serve Corral (REST, MCP) until Ctrl-C; first run builds the default image and pool."""
+    from corral.api.app import create_app
+    from corral.runtime.pcs import PCRuntime
+    from corral.service.control import ControlPlane
+    from corral.store import Store
+
+    if default_pool:
+        _ensure_image(image)
+    base = f"http://{host}:{port}"
+    store = Store()
+    control = ControlPlane(store, PCRuntime())
+    pools = [PoolSpec(DEFAULT_POOL, image, warm=warm, max=max(10, warm))] if default_pool else []
+    app = create_app(control, base_url=base, default_pools=pools, destroy_on_exit=not keep_pcs)
+    config = {"mcpServers": {"corral": {"type": "http", "url": f"{base}/mcp"}}}
+    err_console.print(f"[green]Corral[/] on {base}  (store: {store.dialect})")
+    err_console.print(f"  REST     {base}/v1/pools   (OpenAPI: {base}/openapi.json)")
+    err_console.print(f"  MCP      {base}/mcp        (gateway: acquire_pc, tools, release_pc)")
+    err_console.print("  MCP client configuration:")
+    print(json.dumps(config, indent=2), flush=True)
+    err_console.print("Ctrl-C stops Corral and destroys its PCs.")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

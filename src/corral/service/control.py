@@ -1,0 +1,393 @@
+"""The control plane's one service layer (the Gate): pools, sessions and actions.
+
+Every adapter (REST, MCP, CLI) calls this and nothing below it, so identity, policy, DLP and
+audit can later plug in at one place. The truth lives in the store and the runtime; this object
+holds only caches (per-session locks and coordinate spaces) that a restart may lose.
+
+Lifecycle: the pool manager (`run`) keeps each pool's `warm` PCs booted and healthy, never more
+than `max`; an acquire binds one READY PC to a new session atomically in the store; a release
+answers at once and the manager resets the PC (or replaces it if it is unhealthy) in the
+background; idle and over-age sessions are evicted the same way; a PC failing its health check
+is quarantined (kept for inspection, never lent) and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from corral.domain.models import PC, PCState, Pool, PoolSpec, Session, SessionState
+from corral.errors import (
+    ConflictError,
+    CorralError,
+    NotFoundError,
+    PCUnavailableError,
+    SessionGoneError,
+    UnavailableError,
+)
+from corral.domain.models import validate_pool_spec
+from corral.runtime.client import PcdClient
+from corral.runtime.pcs import PCRuntime
+from corral.service.tools import ScreenSpace, ToolResult, parse_args
+from corral.store import Store
+
+__all__ = ["ControlPlane", "PoolStatus", "SessionInfo"]
+
+log = logging.getLogger("corral.control")
+
+SessionInfo = Session
+DEFAULT_WAIT_S = 10.0
+MAX_WAIT_S = 120.0
+HEALTH_EVERY_S = 5.0
+TICK_S = 0.25
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    spec: PoolSpec
+    counts: dict[str, int]
+    deleting: bool
+
+    def __getattr__(self, name: str) -> Any:  # .name, .image, .warm ... from the spec
+        return getattr(self.spec, name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.spec.__dict__, "counts": self.counts, "deleting": self.deleting}
+
+
+@dataclass
+class _Live:
+    """What the control plane keeps in memory for one active session."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    space: ScreenSpace = field(default_factory=ScreenSpace)
+    client: PcdClient | None = None
+
+
+class ControlPlane:
+    def __init__(self, store: Store, runtime: PCRuntime) -> None:
+        self.store = store
+        self.runtime = runtime
+        self._live: dict[str, _Live] = {}
+        self._booting: dict[str, int] = {}  # pool -> PCs being booted by this process
+        self._changed = asyncio.Event()  # a PC became ready / a release happened
+        self._wake = asyncio.Event()  # the manager should look again now
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy: set[str] = set()  # PCs a reset or health check is working on
+        self._last_health = 0.0
+
+    # -- startup -----------------------------------------------------------------------------
+    async def start(self, default_pools: list[PoolSpec] | None = None) -> None:
+        """Migrate the store, reconcile it with the runtime (after a crash or kill -9), and
+        create the default pools that do not exist yet."""
+        await asyncio.to_thread(self.store.migrate)
+        await asyncio.to_thread(self._recover)
+        existing = {p.name for p in await asyncio.to_thread(self.store.list_pools)}
+        for spec in default_pools or []:
+            if spec.name not in existing:
+                await self.create_pool(spec)
+
+    def _recover(self) -> None:
+        self.runtime.reconcile(boot_grace_s=0)
+        alive = {pc.id: pc for pc in self.runtime.list_pcs()}
+        known = set()
+        for pc in self.store.list_pcs():
+            known.add(pc.id)
+            runtime_pc = alive.get(pc.id)
+            if (
+                runtime_pc is None
+                or runtime_pc.status != "ready"
+                or pc.state in (PCState.BOOTING, PCState.DESTROYING)
+            ):
+                log.warning("recovery: PC %s is gone or half-made; removing it", pc.id)
+                if pc.session_id:
+                    self.store.release_session(pc.session_id, reason="pc_lost", now=utcnow())
+                with contextlib.suppress(CorralError):
+                    self.runtime.destroy(pc.id)
+                self.store.delete_pc(pc.id)
+        for pc_id in set(alive) - known:  # booted by a process that died before recording it
+            log.warning("recovery: destroying orphan PC %s", pc_id)
+            with contextlib.suppress(CorralError):
+                self.runtime.destroy(pc_id)
+        for session in self.store.list_sessions(active_only=True):
+            try:
+                pc = self.store.get_pc(session.pc_id)
+            except NotFoundError:
+                self.store.release_session(session.id, reason="pc_lost", now=utcnow())
+                continue
+            if pc.state != PCState.IN_USE or pc.session_id != session.id:
+                self.store.release_session(session.id, reason="pc_lost", now=utcnow())
+
+    # -- pools -------------------------------------------------------------------------------
+    async def create_pool(self, spec: PoolSpec) -> PoolStatus:
+        validate_pool_spec(spec)
+        await asyncio.to_thread(self.runtime.images.get, spec.image)
+        pool = await asyncio.to_thread(self.store.create_pool, spec)
+        self._wake.set()
+        return self._status(pool)
+
+    def _status(self, pool: Pool) -> PoolStatus:
+        counts = {str(k): v for k, v in self.store.pc_counts(pool.name).items()}
+        counts[PCState.BOOTING.value] = counts.get(PCState.BOOTING.value, 0) + self._booting.get(
+            pool.name, 0
+        )
+        return PoolStatus(pool.spec, counts, pool.deleting)
+
+    def list_pools(self) -> list[PoolStatus]:
+        return [self._status(p) for p in self.store.list_pools()]
+
+    def get_pool(self, name: str) -> PoolStatus:
+        return self._status(self.store.get_pool(name))
+
+    async def delete_pool(self, name: str) -> PoolStatus:
+        """Drain: active sessions end first, then PCs are destroyed and the pool removed."""
+        pool = await asyncio.to_thread(self.store.set_pool_deleting, name)
+        self._wake.set()
+        return self._status(pool)
+
+    # -- sessions ----------------------------------------------------------------------------
+    async def acquire(
+        self,
+        pool: str,
+        *,
+        idempotency_key: str | None = None,
+        request: dict[str, Any] | None = None,
+        wait_s: float | None = None,
+    ) -> SessionInfo:
+        """Bind a READY PC of `pool` to a new session, waiting up to `wait_s` for one."""
+        spec = await asyncio.to_thread(self.store.get_pool, pool)
+        if spec.deleting:
+            raise ConflictError(f"pool {pool!r} is being deleted", hint="use another pool")
+        wait = DEFAULT_WAIT_S if wait_s is None else max(0.0, min(wait_s, MAX_WAIT_S))
+        body = json.dumps({"pool": pool, "request": request or {}}, sort_keys=True)
+        request_hash = hashlib.sha256(body.encode()).hexdigest()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            self._changed.clear()
+            now = utcnow()
+            got = await asyncio.to_thread(
+                self.store.acquire,
+                pool,
+                session_id="ses-" + secrets.token_hex(8),
+                expires_at=now + timedelta(seconds=spec.spec.max_lifetime_s),
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                now=now,
+            )
+            if got is not None:
+                session, created = got
+                if created:
+                    self._wake.set()  # replenish the pool
+                return session
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise UnavailableError(
+                    f"no PC of pool {pool!r} became free within {wait:g} s",
+                    hint="retry later, or raise the pool's warm/max",
+                    retry_after_s=5,
+                )
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 0.5))
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        """The active session `session_id`; SessionGoneError once it is released."""
+        try:
+            session = self.store.get_session(session_id)
+        except NotFoundError:
+            raise SessionGoneError(f"no session {session_id!r}") from None
+        if session.state != SessionState.ACTIVE:
+            raise SessionGoneError(
+                f"session {session_id} was released ({session.release_reason})",
+                hint="acquire a new PC",
+            )
+        return session
+
+    def list_sessions(self, active_only: bool = True) -> list[SessionInfo]:
+        return self.store.list_sessions(active_only=active_only)
+
+    async def release(self, session_id: str, reason: str = "released") -> SessionInfo:
+        """End the session now; the PC is reset (or replaced) in the background."""
+        released = await asyncio.to_thread(
+            self.store.release_session, session_id, reason=reason, now=utcnow()
+        )
+        live = self._live.pop(session_id, None)
+        if live is not None and live.client is not None:
+            live.client.close()
+        self._wake.set()
+        if released is not None:
+            return released
+        return await asyncio.to_thread(self.store.get_session, session_id)
+
+    # -- actions -----------------------------------------------------------------------------
+    async def act(self, session_id: str, tool: str, args: dict[str, Any] | None) -> ToolResult:
+        """Run one computer tool on the session's PC; one at a time per session, in order."""
+        spec, parsed = parse_args(tool, args)
+        session = await asyncio.to_thread(self.get_session, session_id)
+        live = self._live.setdefault(session_id, _Live())
+        async with live.lock:
+            await asyncio.to_thread(self.get_session, session_id)  # still active?
+            if live.client is None:
+                live.client = self.runtime.client(session.pc_id, timeout=60)
+            client = live.client
+            try:
+                result = await asyncio.to_thread(spec.run, client, live.space, parsed)
+            except PCUnavailableError:
+                self._wake.set()  # the manager's health check will deal with the PC
+                raise
+            finally:
+                await asyncio.to_thread(self.store.touch_session, session_id, utcnow())
+        return result
+
+    # -- the pool manager --------------------------------------------------------------------
+    async def run(self) -> None:
+        """Keep pools warm, reset released PCs, check health, evict; until cancelled."""
+        while True:
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep managing pools whatever one pass hit
+                log.exception("pool manager pass failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick(self) -> None:
+        now = utcnow()
+        for session, reason in await asyncio.to_thread(self.store.sessions_to_evict, now):
+            await self.release(session.id, reason=reason)
+        loop = asyncio.get_running_loop()
+        check_health = loop.time() - self._last_health >= HEALTH_EVERY_S
+        if check_health:
+            self._last_health = loop.time()
+        for pool in await asyncio.to_thread(self.store.list_pools):
+            await self._manage(pool, check_health)
+
+    async def _manage(self, pool: Pool, check_health: bool) -> None:
+        pcs = await asyncio.to_thread(self.store.list_pcs, pool.name)
+        for pc in pcs:
+            if pc.state == PCState.RESETTING and pc.id not in self._busy:
+                self._busy.add(pc.id)
+                self._spawn(self._reset(pc))
+        if pool.deleting:
+            await self._drain(pool, pcs)
+            return
+        if check_health:
+            for pc in pcs:
+                if pc.state in (PCState.READY, PCState.IN_USE) and pc.id not in self._busy:
+                    self._busy.add(pc.id)
+                    self._spawn(self._check(pc))
+        counts = await asyncio.to_thread(self.store.pc_counts, pool.name)
+        booting = self._booting.get(pool.name, 0)
+        ready_soon = counts[PCState.READY] + counts[PCState.RESETTING] + booting
+        total = sum(n for s, n in counts.items() if s != PCState.QUARANTINED) + booting
+        missing = min(pool.spec.warm - ready_soon, pool.spec.max - total)
+        for _ in range(max(0, missing)):
+            self._booting[pool.name] = self._booting.get(pool.name, 0) + 1
+            self._spawn(self._boot(pool))
+
+    async def _boot(self, pool: Pool) -> None:
+        try:
+            info = await asyncio.to_thread(self.runtime.boot, pool.spec.image, pool.spec.size)
+            await asyncio.to_thread(self.store.add_pc, pool.name, info.id, PCState.READY)
+        except CorralError as exc:
+            log.error("pool %s: boot failed: %s", pool.name, exc)
+            await asyncio.sleep(1.0)  # do not spin on a broken image
+        finally:
+            self._booting[pool.name] -= 1
+        self._changed.set()
+
+    async def _reset(self, pc: PC) -> None:
+        """Back to the image baseline, then lendable again; replaced if that fails."""
+        try:
+            await asyncio.to_thread(self.runtime.reset, pc.id)
+            health = await asyncio.to_thread(self.runtime.health, pc.id)
+            if not health.ok:
+                raise PCUnavailableError(health.detail)
+            await asyncio.to_thread(self.store.set_pc_state, pc.id, PCState.READY)
+        except CorralError as exc:
+            log.warning("PC %s failed to reset (%s): destroying and replacing it", pc.id, exc)
+            await self._destroy(pc)
+        finally:
+            self._busy.discard(pc.id)
+        self._changed.set()
+        self._wake.set()
+
+    async def _check(self, pc: PC) -> None:
+        try:
+            health = await asyncio.to_thread(self.runtime.health, pc.id)
+        finally:
+            self._busy.discard(pc.id)
+        if health.ok:
+            return
+        log.warning("PC %s failed its health check (%s): quarantined", pc.id, health.detail)
+        expect = pc.state
+        if (
+            await asyncio.to_thread(
+                self.store.set_pc_state,
+                pc.id,
+                PCState.QUARANTINED,
+                expect=expect,
+                detail=health.detail,
+            )
+            and pc.session_id
+        ):
+            await asyncio.to_thread(
+                self.store.release_session, pc.session_id, reason="pc_unhealthy", now=utcnow()
+            )
+        self._wake.set()
+
+    async def _destroy(self, pc: PC) -> None:
+        with contextlib.suppress(CorralError):
+            await asyncio.to_thread(self.runtime.destroy, pc.id)
+        await asyncio.to_thread(self.store.delete_pc, pc.id)
+
+    async def _drain(self, pool: Pool, pcs: list[PC]) -> None:
+        active = await asyncio.to_thread(self.store.list_sessions, active_only=True, pool=pool.name)
+        if active:
+            return  # active sessions end first (release or eviction)
+        for pc in pcs:
+            if pc.state in (PCState.READY, PCState.QUARANTINED) and await asyncio.to_thread(
+                self.store.set_pc_state, pc.id, PCState.DESTROYING, expect=pc.state
+            ):
+                self._spawn(self._destroy(pc))
+        if not pcs and not self._booting.get(pool.name):
+            with contextlib.suppress(ConflictError, NotFoundError):
+                await asyncio.to_thread(self.store.delete_pool, pool.name)
+
+    async def stop(self, destroy_pcs: bool = True) -> None:
+        """Stop background work; with `destroy_pcs`, leave no PC running (Ctrl-C of `up`)."""
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for live in self._live.values():
+            if live.client is not None:
+                live.client.close()
+        self._live.clear()
+        if not destroy_pcs:
+            return
+        for session in await asyncio.to_thread(self.store.list_sessions, active_only=True):
+            await asyncio.to_thread(
+                self.store.release_session, session.id, reason="shutdown", now=utcnow()
+            )
+        for pc in await asyncio.to_thread(self.store.list_pcs):
+            await self._destroy(pc)

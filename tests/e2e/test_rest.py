@@ -1,0 +1,179 @@
+"""The whole lifecycle over REST against the real server, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from .conftest import Server
+
+
+def test_acquire_act_release(server: Server) -> None:
+    server.create_pool("life", warm=1, max=2)
+    server.wait_ready("life", 1)
+    r = server.acquire("life", key="k-life-1")
+    assert r.status_code == 201, r.text
+    s = r.json()
+    assert s["mcp_url"] == f"{server.url}/sessions/{s['session_id']}/mcp"
+    assert s["viewer_url"].endswith(f"/sessions/{s['session_id']}/viewer")
+    assert s["pc_id"].startswith("pc-") and s["expires_at"]
+    sid = s["session_id"]
+
+    ran = server.act(sid, "run_command", command="echo hello; id -un").json()
+    assert ran["data"]["exit_code"] == 0 and ran["data"]["stdout"] == "hello\nuser\n"
+    assert server.act(sid, "write_file", path="notes.txt", content="ünï").status_code == 200
+    assert server.act(sid, "read_file", path="notes.txt").json()["text"] == "ünï"
+    shot = server.act(sid, "screenshot", max_width=1024, max_height=768).json()
+    png = base64.b64decode(shot["image"]["base64"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and shot["data"]["width"] == 1024
+    # coordinates are in the scaled screenshot's space: 1023 is valid, 1024 is off-screen
+    assert server.act(sid, "mouse_move", x=1023, y=639).status_code == 200
+    off = server.act(sid, "mouse_move", x=1024, y=10)
+    assert off.status_code == 400 and "off the screen" in off.json()["error"]["message"]
+
+    assert server.http.get(s["viewer_url"]).status_code == 200
+    released = server.http.delete(f"/v1/sessions/{sid}")
+    assert released.status_code == 200 and released.json()["state"] == "released"
+    gone = server.act(sid, "run_command", command="true")
+    assert gone.status_code == 404
+    assert server.http.get(s["viewer_url"]).status_code == 404
+    assert server.http.delete(f"/v1/sessions/{sid}").status_code == 200  # idempotent
+
+
+def test_idempotency_key(server: Server) -> None:
+    server.create_pool("idem", warm=2, max=2)
+    server.wait_ready("idem", 2)
+    first = server.acquire("idem", key="same-key").json()
+    again = server.acquire("idem", key="same-key").json()
+    assert again["session_id"] == first["session_id"] and again["pc_id"] == first["pc_id"]
+    conflict = server.acquire("idem", key="same-key", wait_s=1)
+    assert conflict.status_code == 409, conflict.text
+    counts = server.http.get("/v1/pools/idem").json()["counts"]
+    assert counts["in_use"] == 1  # the retry never took a second PC
+    server.http.delete(f"/v1/sessions/{first['session_id']}")
+
+
+def test_reset_between_sessions_and_no_pc_lent_twice(server: Server) -> None:
+    server.create_pool("solo", warm=1, max=1)
+    server.wait_ready("solo", 1)
+    one = server.acquire("solo").json()
+    server.act(one["session_id"], "write_file", path="secret.txt", content="session one")
+    busy = server.acquire("solo", wait_s=0.5)
+    assert busy.status_code == 503 and busy.headers["Retry-After"]
+    server.http.delete(f"/v1/sessions/{one['session_id']}")
+    two = server.acquire("solo", wait_s=30)
+    assert two.status_code == 201, two.text
+    two = two.json()
+    assert two["pc_id"] == one["pc_id"]  # the same PC, reset to its image
+    read = server.act(two["session_id"], "read_file", path="secret.txt")
+    assert read.status_code == 404 and read.json()["error"]["code"] == "not_found"
+    server.http.delete(f"/v1/sessions/{two['session_id']}")
+
+
+def test_concurrent_acquires_never_share_a_pc(server: Server) -> None:
+    server.create_pool("crowd", warm=10, max=10)
+    server.wait_ready("crowd", 10, timeout=120)
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda _: server.acquire("crowd", wait_s=2), range(50)))
+    won = [a.json() for a in answers if a.status_code == 201]
+    lost = [a for a in answers if a.status_code != 201]
+    assert len(won) == 10
+    assert len({s["pc_id"] for s in won}) == 10
+    assert all(a.status_code == 503 and a.headers.get("Retry-After") for a in lost)
+    for s in won:
+        server.http.delete(f"/v1/sessions/{s['session_id']}")
+    server.http.delete("/v1/pools/crowd")
+
+
+def test_idle_eviction(server: Server) -> None:
+    server.create_pool("idle", warm=1, max=1, idle_timeout_s=2)
+    server.wait_ready("idle", 1)
+    sid = server.acquire("idle").json()["session_id"]
+    deadline = time.monotonic() + 30
+    while server.http.get(f"/v1/sessions/{sid}").status_code == 200:
+        assert time.monotonic() < deadline, "idle session was never evicted"
+        time.sleep(0.2)
+    gone = server.act(sid, "run_command", command="true")
+    assert gone.status_code == 404 and "idle" in gone.json()["error"]["message"]
+
+
+def test_unhealthy_pc_is_quarantined_and_replaced(server: Server) -> None:
+    from corral.runtime.pcs import PCRuntime
+
+    server.create_pool("sick", warm=1, max=2)
+    info = server.wait_ready("sick", 1)
+    assert info["counts"]["quarantined"] == 0
+    rt = PCRuntime(server.state)
+    victim = next(pc for pc in rt.list_pcs() if pc.status == "ready")
+    assert victim.pid
+    import os
+
+    os.kill(victim.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        counts = server.http.get("/v1/pools/sick").json()["counts"]
+        if counts["quarantined"] == 1 and counts["ready"] >= 1:
+            break
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.2)
+    s = server.acquire("sick", wait_s=10).json()
+    assert s["pc_id"] != victim.id  # a quarantined PC is never lent
+    server.http.delete(f"/v1/sessions/{s['session_id']}")
+
+
+def test_bad_input_gives_clear_4xx_never_500(server: Server) -> None:
+    server.create_pool("bad", warm=1, max=1)
+    server.wait_ready("bad", 1)
+    sid = server.acquire("bad").json()["session_id"]
+    cases = [
+        server.http.post("/v1/pools/nope/sessions"),
+        server.http.post("/v1/pools", json={"name": "Bad Name!", "image": "minimal"}),
+        server.http.post("/v1/pools", json={"name": "x", "image": "no-such-image"}),
+        server.http.post(
+            "/v1/pools", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        server.http.post(f"/v1/sessions/{sid}/actions/no_such_tool", json={}),
+        server.act(sid, "click", x=-5, y=10),
+        server.act(sid, "press_keys", keys="ctrl+NoSuchKey"),
+        server.act(sid, "run_command", command="true", bogus=1),
+        server.act(sid, "read_file", path="/etc/shadow"),
+        server.http.post(
+            f"/v1/sessions/{sid}/actions/write_file",
+            content=b"x" * (33 * 1024 * 1024),
+            headers={"content-type": "application/json"},
+        ),
+        server.http.get("/v1/sessions/ses-unknown"),
+    ]
+    for r in cases:
+        assert 400 <= r.status_code < 500, (r.request.url, r.status_code, r.text)
+        assert r.json()["error"]["message"]
+    assert [c.status_code for c in cases] == [404, 400, 404, 400, 400, 400, 400, 400, 400, 413, 404]
+    ok = server.act(sid, "run_command", command="echo still fine")
+    assert ok.status_code == 200 and ok.json()["data"]["stdout"] == "still fine\n"
+    server.http.delete(f"/v1/sessions/{sid}")
+
+
+def test_recovery_after_kill_9(server: Server) -> None:
+    from corral.runtime.pcs import PCRuntime
+
+    server.create_pool("crash", warm=2, max=3)
+    server.wait_ready("crash", 2)
+    s = server.acquire("crash").json()
+    server.act(s["session_id"], "write_file", path="kept.txt", content="survives a restart")
+    server.stop(signal.SIGKILL)
+    server.start()
+    rt = PCRuntime(server.state)
+    runtime_ids = {pc.id for pc in rt.list_pcs()}
+    session = server.http.get(f"/v1/sessions/{s['session_id']}").json()
+    assert session["state"] == "active" and session["pc_id"] in runtime_ids
+    read = server.act(s["session_id"], "read_file", path="kept.txt")
+    assert read.json()["text"] == "survives a restart"
+    info = server.wait_ready("crash", 2)
+    total = sum(info["counts"].values())
+    assert total <= 3 and len(runtime_ids) <= 3
+    active = server.http.get("/v1/sessions").json()
+    pcs_in_use = [a["pc_id"] for a in active]
+    assert len(pcs_in_use) == len(set(pcs_in_use))  # no PC lent twice
+    server.http.delete(f"/v1/sessions/{s['session_id']}")
