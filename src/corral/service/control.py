@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from corral.domain.models import PC, PCState, Pool, PoolSpec, Session, SessionState
+from corral.domain.models import (
+    PC,
+    PCState,
+    Pool,
+    PoolSpec,
+    Session,
+    SessionState,
+    validate_pool_spec,
+)
 from corral.errors import (
     ConflictError,
     CorralError,
@@ -32,7 +40,6 @@ from corral.errors import (
     SessionGoneError,
     UnavailableError,
 )
-from corral.domain.models import validate_pool_spec
 from corral.runtime.client import PcdClient
 from corral.runtime.pcs import PCRuntime
 from corral.service.tools import ScreenSpace, ToolResult, parse_args
