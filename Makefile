@@ -13,7 +13,8 @@ up: deps venv image-desktop
 	$(CORRAL) up
 
 test: deps venv images
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@# PostgreSQL for the store and end-to-end tests: a private test server (scripts/postgres-test.sh)
+	CORRAL_TEST_PG_URL="$$(bash scripts/postgres-test.sh)" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench

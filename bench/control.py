@@ -1,0 +1,189 @@
+"""Benchmark the control plane over HTTP against a real `corral up` child process.
+
+Measures acquire from a warm pool (floor: an HTTP round trip to /healthz on the same server),
+release until the PC is ready again, screenshot and click round trips through MCP (floor: the
+same through REST), and a pool of 10 from zero to ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench._stats import Row, render, summarize, time_ms
+
+RUNS = int(os.environ.get("CORRAL_BENCH_RUNS", "20"))
+IMAGE = os.environ.get("CORRAL_BENCH_IMAGE", "minimal")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_counts(http: httpx.Client, pool: str, ready: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while http.get(f"/v1/pools/{pool}").json()["counts"]["ready"] < ready:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"pool {pool} never reached {ready} ready PCs")
+        time.sleep(0.002)
+
+
+async def _mcp_round_trips(url: str, runs: int) -> tuple[list[float], list[float]]:
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    shots: list[float] = []
+    clicks: list[float] = []
+    async with (
+        streamable_http_client(url) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        await session.call_tool("screenshot", {})
+        for _ in range(runs):
+            start = time.perf_counter()
+            await session.call_tool("screenshot", {})
+            shots.append((time.perf_counter() - start) * 1000)
+        for _ in range(runs * 2):
+            start = time.perf_counter()
+            await session.call_tool("click", {"x": 100, "y": 100})
+            clicks.append((time.perf_counter() - start) * 1000)
+    return shots, clicks
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("the control-plane benchmark needs root", file=sys.stderr)
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="corral-bench-"))
+    state = Path(tempfile.mkdtemp(prefix="corral-bench-", dir="/run"))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "CORRAL_STATE_DIR": str(state),
+        "CORRAL_DATA_DIR": str(tmp),
+        "CORRAL_DATABASE_URL": f"sqlite:///{tmp}/corral.db",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral", "up", "--port", str(port), "--no-default-pool"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rows: list[Row] = []
+    try:
+        http = httpx.Client(base_url=base, timeout=60)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+        floor = time_ms(lambda: http.get("/healthz"), RUNS * 2)
+
+        start = time.perf_counter()
+        http.post("/v1/pools", json={"name": "ten", "image": IMAGE, "warm": 10, "max": 10})
+        _wait_counts(http, "ten", 10)
+        ten = [(time.perf_counter() - start) * 1000]
+        rows.append(
+            summarize(
+                "pool of 10 from zero to ready",
+                [t / 1000 for t in ten],
+                unit="s",
+                target="<=10 s",
+                ok=lambda m, p, f: m <= 10,
+            )
+        )
+        sessions: list[str] = []
+
+        def acquire() -> None:
+            answer = http.post("/v1/pools/ten/sessions")
+            answer.raise_for_status()
+            sessions.append(answer.json()["session_id"])
+
+        def release_all() -> None:
+            while sessions:
+                http.delete(f"/v1/sessions/{sessions.pop()}")
+            _wait_counts(http, "ten", 10)
+
+        acq = time_ms(acquire, RUNS * 5, between=lambda: len(sessions) >= 5 and release_all())
+        release_all()
+        row = summarize(
+            "acquire from a warm pool (HTTP)",
+            acq,
+            floor=floor,
+            target="p50<=10 ms, p99<=50 ms",
+            ok=lambda m, p, f: m <= 10 and _p99(acq) <= 50,
+        )
+        rows.append(row)
+
+        def release_until_ready() -> None:
+            acquire()
+            _wait_counts(http, "ten", 9)
+            start = time.perf_counter()
+            http.delete(f"/v1/sessions/{sessions.pop()}")
+            _wait_counts(http, "ten", 10)
+            release_times.append((time.perf_counter() - start) * 1000)
+
+        release_times: list[float] = []
+        for _ in range(RUNS):
+            release_until_ready()
+        rows.append(
+            summarize(
+                "release until the PC is ready again",
+                release_times,
+                target="<=500 ms",
+                ok=lambda m, p, f: m <= 500,
+            )
+        )
+
+        acquire()
+        sid = sessions[-1]
+        rest_shot = time_ms(lambda: http.post(f"/v1/sessions/{sid}/actions/screenshot"), RUNS)
+        rest_click = time_ms(
+            lambda: http.post(f"/v1/sessions/{sid}/actions/click", json={"x": 100, "y": 100}),
+            RUNS * 2,
+        )
+        shots, clicks = asyncio.run(_mcp_round_trips(f"{base}/sessions/{sid}/mcp", RUNS))
+        rows.append(
+            summarize("screenshot round trip (MCP)", shots, floor=rest_shot, target="floor: REST")
+        )
+        rows.append(
+            summarize("click round trip (MCP)", clicks, floor=rest_click, target="floor: REST")
+        )
+        release_all()
+        print(render(rows))
+        print(f"acquire p99: {_p99(acq):.1f} ms; floor = GET /healthz on the same server")
+        return 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _p99(samples: list[float]) -> float:
+    from bench._stats import percentile
+
+    return percentile(samples, 0.99)
