@@ -1,0 +1,6 @@
+"""Corral over MCP (official SDK, streamable HTTP): the gateway at `/mcp` runs the whole
+lifecycle in one MCP session; `/sessions/{id}/mcp` is one lent PC's computer URL."""
+
+from corral.mcp.asgi import mount_mcp
+
+__all__ = ["mount_mcp"]

@@ -1,0 +1,68 @@
+"""Mount Corral's two MCP servers on the control plane's ASGI app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from corral.mcp._http import security_settings
+from corral.mcp.gateway import GatewayMCP
+from corral.mcp.session_server import SessionMCP
+
+if TYPE_CHECKING:
+    from corral.service.control import ControlPlane
+
+__all__ = ["DEFAULT_IDLE_TIMEOUT_S", "GATEWAY_PATH", "SESSION_PATH", "mount_mcp"]
+
+GATEWAY_PATH = "/mcp"
+SESSION_PATH = "/sessions/{session_id}/mcp"
+DEFAULT_IDLE_TIMEOUT_S = 30 * 60.0
+
+
+def mount_mcp(
+    app: Starlette,
+    control: ControlPlane,
+    *,
+    allowed_hosts: Sequence[str] | None = None,
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+) -> AbstractAsyncContextManager[None]:
+    """Serve the gateway at `/mcp` and the per-session servers at `/sessions/{id}/mcp`
+    (streamable HTTP), both acting only through `control`.
+
+    The routes go first in `app`'s table, so a catch-all mounted at `/` (the console) cannot
+    shadow them. Returns the context that runs the MCP session managers; it must be entered
+    during the app's lifespan, inside the control plane's own lifetime (closing an MCP session
+    releases its PC through `control`), and only once (a restart needs a new app):
+
+        mcp_lifespan = mount_mcp(app, control)
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            ...  # start the control plane
+            async with mcp_lifespan:
+                yield
+            ...  # stop the control plane
+
+    `allowed_hosts`: the Host header values accepted (DNS-rebinding protection, with the
+    matching http(s) origins); default this machine's names on any port, `["*"]` accepts any.
+    `idle_timeout_s`: a gateway MCP session with no request for this long is closed, which
+    releases its PC (a client that vanished without closing).
+    """
+    security = security_settings(allowed_hosts)
+    gateway = GatewayMCP(control, security, idle_timeout_s=idle_timeout_s)
+    per_session = SessionMCP(control, security)
+    app.router.routes[0:0] = [
+        Route(GATEWAY_PATH, endpoint=gateway, name="mcp_gateway", include_in_schema=False),
+        Route(SESSION_PATH, endpoint=per_session, name="mcp_session", include_in_schema=False),
+    ]
+
+    @asynccontextmanager
+    async def run() -> AsyncIterator[None]:
+        async with gateway.manager.run(), per_session.manager.run():
+            yield
+
+    return run()

@@ -1,0 +1,307 @@
+"""The gateway MCP server, `/mcp`: the whole lifecycle from one plain MCP client configuration.
+
+`list_pools`, `acquire_pc`, `release_pc`, and the computer tools acting on the PC that
+`acquire_pc` bound to *this MCP session* (the streamable-HTTP `Mcp-Session-Id`). One MCP
+session holds at most one PC.
+
+Nothing leaks when a client goes away: the binding lives in the MCP connection's own state,
+and releasing the PC is pushed on the connection's teardown stack, which the SDK unwinds
+however the MCP session ends (the client's DELETE on close, the idle timeout (30 minutes by
+default) for a client that vanished, a crash, server shutdown). The control plane's own idle
+eviction is the backstop under all of it.
+
+The binding needs an MCP session, which only the initialize-handshake era of the protocol
+has: requests of the stateless 2026-07-28 era are refused with "unsupported protocol version"
+naming the handshake versions, which makes the official client (`mode="auto"`) fall back to
+the handshake. Clients that need the stateless era use the per-session URL instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types import (
+    UNSUPPORTED_PROTOCOL_VERSION,
+    CallToolRequestParams,
+    CallToolResult,
+    ListToolsResult,
+    PaginatedRequestParams,
+    UnsupportedProtocolVersionErrorData,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from corral import __version__
+from corral.errors import ConflictError, CorralError, InvalidInputError, NotFoundError
+from corral.mcp._http import jsonrpc_refusal
+from corral.mcp._tools import (
+    computer_tools,
+    guarded,
+    input_schema,
+    mcp_tool,
+    parse_model,
+    run_computer_tool,
+    text_result,
+)
+
+if TYPE_CHECKING:
+    from corral.service.control import ControlPlane, SessionInfo
+
+__all__ = ["GatewayMCP"]
+
+log = logging.getLogger("corral.mcp")
+
+BOUND: Final = "corral.session_id"  # Connection.state key: the session this MCP session holds
+RELEASE_ON_CLOSE: Final = "corral.release_on_close"  # Connection.state key: teardown pushed
+
+INSTRUCTIONS = (
+    "Corral lends you an isolated Linux desktop PC. Call `list_pools`, then `acquire_pc` "
+    "(it binds one PC to this MCP session), drive it with the computer tools (start with "
+    "`screenshot`; coordinates are pixels of the latest screenshot), and call `release_pc` "
+    "when done. The PC is reset on release; closing the MCP session releases it too."
+)
+
+
+class _ListPoolsArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _AcquireArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pool: str = Field(
+        "default", min_length=1, max_length=63, description="pool name from list_pools"
+    )
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="retrying with the same key returns the same PC, never a second one",
+    )
+    wait_s: float | None = Field(
+        None, ge=0, le=120, description="seconds to wait for a free PC (server default if omitted)"
+    )
+
+
+class _ReleaseArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+LIFECYCLE_TOOLS = (
+    mcp_tool(
+        "list_pools",
+        "List the pools of PCs you may acquire from: name, image, region, size, and how many "
+        "PCs are ready / in use / booting.",
+        _ListPoolsArgs,
+    ),
+    mcp_tool(
+        "acquire_pc",
+        "Acquire a PC from a pool and bind it to this MCP session; the computer tools then act "
+        "on it. Waits for a free PC up to wait_s. One PC per MCP session: release_pc first to "
+        "get another.",
+        _AcquireArgs,
+    ),
+    mcp_tool(
+        "release_pc",
+        "Release the PC bound to this MCP session; it is reset, and everything on it is lost. "
+        "Safe to call twice.",
+        _ReleaseArgs,
+    ),
+)
+
+
+def _connection(ctx: ServerRequestContext[Any]) -> Connection | None:
+    """The MCP connection (one per MCP session) that carried this request.
+
+    `Connection.state` and `Connection.exit_stack` are the SDK's documented per-connection
+    scratch space and teardown, but mcp 2.3.0 hands lowlevel handlers a ServerRequestContext
+    whose session proxies the Connection only privately; this is the one place that reaches
+    it (tests/mcp cover it, so an SDK change shows up there).
+    """
+    conn = getattr(ctx.session, "_connection", None)
+    return conn if isinstance(conn, Connection) else None
+
+
+def _session_json(s: SessionInfo, base_url: str) -> dict[str, Any]:
+    return {
+        "session_id": s.id,
+        "pool": s.pool,
+        "pc_id": s.pc_id,
+        "expires_at": s.expires_at.isoformat(),
+        "mcp_url": f"{base_url}/sessions/{s.id}/mcp",
+    }
+
+
+class GatewayMCP:
+    """ASGI app for `/mcp`; run `manager.run()` during the app lifespan."""
+
+    def __init__(
+        self, control: ControlPlane, security: TransportSecuritySettings, *, idle_timeout_s: float
+    ) -> None:
+        self.control = control
+        self.server: Server[Any] = Server(
+            "corral",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            get_tool_input_schema=self._input_schema,
+        )
+        self.manager = StreamableHTTPSessionManager(
+            app=self.server, security_settings=security, session_idle_timeout=idle_timeout_s
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        requested = Request(scope).headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        if requested is not None and requested not in HANDSHAKE_PROTOCOL_VERSIONS:
+            data = UnsupportedProtocolVersionErrorData(
+                supported=list(HANDSHAKE_PROTOCOL_VERSIONS), requested=requested
+            ).model_dump(mode="json")
+            message = (
+                "the gateway binds a PC to an MCP session, so it speaks the initialize-handshake "
+                "protocol versions; use one of them, or the per-session URL /sessions/{id}/mcp"
+            )
+            await jsonrpc_refusal(400, UNSUPPORTED_PROTOCOL_VERSION, message, data)(
+                scope, receive, send
+            )
+            return
+        await self.manager.handle_request(scope, receive, send)
+
+    @staticmethod
+    def _input_schema(name: str) -> dict[str, Any] | None:
+        for tool in LIFECYCLE_TOOLS:
+            if tool.name == name:
+                return tool.input_schema
+        return input_schema(name)
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> ListToolsResult:
+        return ListToolsResult(tools=[*LIFECYCLE_TOOLS, *computer_tools()])
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any], params: CallToolRequestParams
+    ) -> CallToolResult:
+        name, args = params.name, params.arguments
+        conn = _connection(ctx)
+        if name == "list_pools":
+            return await guarded(name, lambda: self._list_pools(args))
+        if conn is None or conn.session_id is None:
+            return await guarded(name, _no_mcp_session)
+        if name == "acquire_pc":
+            return await guarded(name, lambda: self._acquire(conn, ctx.request, args))
+        if name == "release_pc":
+            return await guarded(name, lambda: self._release(conn, args))
+        session_id = conn.state.get(BOUND)
+        if session_id is None:
+            return await guarded(name, _not_acquired)
+        result = await run_computer_tool(self.control, session_id, name, args)
+        if result.is_error and _gone(result):
+            conn.state.pop(BOUND, None)  # released elsewhere or evicted: acquire_pc may rebind
+        return result
+
+    async def _list_pools(self, args: dict[str, Any] | None) -> CallToolResult:
+        parse_model("list_pools", _ListPoolsArgs, args)
+        pools = [
+            {
+                "name": p.name,
+                "image": p.image,
+                "region": p.region,
+                "size": p.size,
+                "warm": p.warm,
+                "max": p.max,
+                "counts": dict(p.counts),
+            }
+            for p in self.control.list_pools()
+        ]
+        lines = [
+            f"{p['name']}: image {p['image']}, region {p['region']}, size {p['size']}; "
+            + ", ".join(f"{n} {state}" for state, n in sorted(p["counts"].items()))
+            for p in pools
+        ]
+        return text_result("\n".join(lines) or "no pools", {"pools": pools})
+
+    async def _acquire(
+        self, conn: Connection, request: object, args: dict[str, Any] | None
+    ) -> CallToolResult:
+        a = parse_model("acquire_pc", _AcquireArgs, args)
+        base_url = str(request.base_url).rstrip("/") if isinstance(request, Request) else ""
+        held = conn.state.get(BOUND)
+        if held is not None:
+            try:
+                current = self.control.get_session(held)
+            except NotFoundError:
+                conn.state.pop(BOUND, None)
+            else:
+                if current.pool != a.pool:
+                    raise ConflictError(
+                        f"this MCP session already holds PC {current.pc_id} from pool "
+                        f"{current.pool!r}",
+                        hint="call release_pc first, or open another MCP session",
+                    )
+                return text_result(
+                    f"already holding PC {current.pc_id} (session {current.id}); the computer "
+                    "tools act on it",
+                    _session_json(current, base_url),
+                )
+        session = await self.control.acquire(
+            a.pool, idempotency_key=a.idempotency_key, wait_s=a.wait_s
+        )
+        conn.state[BOUND] = session.id
+        if not conn.state.get(RELEASE_ON_CLOSE):
+            conn.state[RELEASE_ON_CLOSE] = True
+            conn.exit_stack.push_async_callback(self._release_on_close, conn)
+        return text_result(
+            f"acquired PC {session.pc_id} from pool {session.pool} (session {session.id}, "
+            f"expires {session.expires_at.isoformat()}); the computer tools now act on it. "
+            "Call release_pc when done.",
+            _session_json(session, base_url),
+        )
+
+    async def _release(self, conn: Connection, args: dict[str, Any] | None) -> CallToolResult:
+        parse_model("release_pc", _ReleaseArgs, args)
+        session_id = conn.state.pop(BOUND, None)
+        if session_id is None:
+            return text_result("no PC is bound to this MCP session; nothing to release")
+        session = await self.control.release(session_id)
+        return text_result(
+            f"released PC {session.pc_id} (session {session.id}); it is being reset",
+            {"session_id": session.id, "pc_id": session.pc_id, "released": True},
+        )
+
+    async def _release_on_close(self, conn: Connection) -> None:
+        session_id = conn.state.pop(BOUND, None)
+        if session_id is None:
+            return
+        try:
+            await self.control.release(session_id)
+            log.info("MCP session %s closed: released %s", conn.session_id, session_id)
+        except CorralError as exc:
+            log.warning("MCP session closed; releasing %s failed: %s", session_id, exc)
+
+
+def _gone(result: CallToolResult) -> bool:
+    error = result.structured_content.get("error") if result.structured_content else None
+    return isinstance(error, dict) and error.get("code") == "session_gone"
+
+
+async def _not_acquired() -> CallToolResult:
+    raise InvalidInputError(
+        "no PC is bound to this MCP session", hint="call acquire_pc first (see list_pools)"
+    )
+
+
+async def _no_mcp_session() -> CallToolResult:
+    raise InvalidInputError(
+        "this request has no MCP session, so no PC can be bound to it",
+        hint="connect with the initialize handshake (streamable HTTP), or use the per-session "
+        "URL /sessions/{id}/mcp",
+    )

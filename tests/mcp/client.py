@@ -1,0 +1,34 @@
+"""The official MCP client, as an agent would use it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult, TextContent
+
+from mcp import ClientSession
+
+
+@asynccontextmanager
+async def connect(url: str) -> AsyncIterator[ClientSession]:
+    async with (
+        streamable_http_client(url) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def call(
+    session: ClientSession, tool: str, args: dict[str, Any] | None = None
+) -> CallToolResult:
+    result = await session.call_tool(tool, args or {})
+    assert isinstance(result, CallToolResult)
+    return result
+
+
+def text(result: CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))

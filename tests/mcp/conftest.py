@@ -1,0 +1,75 @@
+"""Fixtures: the MCP endpoints on a real uvicorn (free port) over a fake ControlPlane."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from corral.mcp import mount_mcp
+from tests.mcp.fakes import FakeControl
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Served:
+    url: str
+    control: FakeControl
+    server: uvicorn.Server
+    task: asyncio.Task[None] = field(repr=False)
+
+    def session_url(self, session_id: str) -> str:
+        return f"{self.url}/sessions/{session_id}/mcp"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"{self.url}/mcp"
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+@asynccontextmanager
+async def serve(**mount_options: Any) -> AsyncIterator[Served]:
+    control = FakeControl()
+    app = Starlette()
+    mcp_lifespan = mount_mcp(app, control, **mount_options)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with mcp_lifespan:
+            yield
+
+    app.router.lifespan_context = lifespan
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # Connections queue on the listening socket until uvicorn (after its lifespan startup)
+    # accepts them, so the tests need not wait for it to come up.
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    served = Served(f"http://127.0.0.1:{port}", control, server, task)
+    try:
+        yield served
+    finally:
+        await served.stop()
+        sock.close()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    async with serve() as s:
+        yield s
