@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx2
 import pytest
+from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ImageContent
 
 from corral.service.tools import TOOLS
-from mcp import Client, ClientSession
 from tests.mcp.client import call, connect, text
 from tests.mcp.conftest import Served, serve
 

@@ -7,12 +7,12 @@ import base64
 import anyio
 import httpx2
 import pytest
+from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ImageContent, TextContent
 
 from corral.service.tools import TOOLS
-from mcp import Client, ClientSession
 from tests.mcp.client import call, connect, text
 from tests.mcp.conftest import Served
 
