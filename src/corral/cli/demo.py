@@ -83,12 +83,13 @@ def _first_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-async def _wait_for_terminal(agent: _Agent) -> str:
+async def _wait_for_terminal(agent: _Agent, pid: object) -> str:
+    """The id of the window the launched xterm (`pid`) maps; typing before it does is lost."""
     deadline = time.monotonic() + TERMINAL_WAIT_S
     while True:
         windows = (await agent.call("list_windows")).structured_content or {}
         for window in windows.get("windows", []):
-            if "xterm" in str(window.get("title", "")).lower():
+            if window.get("pid") == pid:
                 return str(window["id"])
         if time.monotonic() > deadline:
             raise DemoError(f"no xterm window appeared within {TERMINAL_WAIT_S:g} s")
@@ -122,8 +123,8 @@ async def _play(agent: _Agent, pool: str, out: Path) -> None:
     agent.step(t, "acquire_pc", f"PC {session.get('pc_id')} (session {session.get('session_id')})")
     try:
         t = time.perf_counter()
-        await agent.call("launch_app", {"command": ["xterm"]})
-        window = await _wait_for_terminal(agent)
+        launched = await agent.call("launch_app", {"command": ["xterm"]})
+        window = await _wait_for_terminal(agent, (launched.structured_content or {}).get("pid"))
         await agent.call("focus_window", {"window_id": window})
         agent.step(t, "launch_app", f"xterm is up (window {window})")
 
