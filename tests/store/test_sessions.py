@@ -187,3 +187,10 @@ def test_datetimes_come_back_aware_utc(store: Store, ready_pool: list[str]) -> N
 def test_naive_datetimes_are_refused(store: Store, ready_pool: list[str]) -> None:
     with pytest.raises(StatementError, match="naive datetime"):
         _acquire(store, "s1", now=datetime(2026, 1, 1, 12, 0))
+
+
+def test_reused_session_id_is_a_conflict(store: Store, ready_pool: list[str]) -> None:
+    assert _acquire(store, "s1") is not None
+    with pytest.raises(ConflictError, match="could not record session 's1'"):
+        _acquire(store, "s1")
+    assert store.pc_counts("p")[PCState.IN_USE] == 1

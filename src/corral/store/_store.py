@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from corral.domain.models import PC, PCState, Pool, PoolSpec, Session
+from corral.errors import ConflictError
 from corral.store import _pcs, _pools, _sessions
 from corral.store._engine import default_url, make_engine, transaction
 from corral.store._migrate import migrate
@@ -110,7 +111,8 @@ class Store:
         """Bind a READY PC to a new session, replay an idempotent retry, or None if no PC is
         READY. A unique-constraint race (same key, or a PC claimed twice) is retried: the retry
         sees the winner's commit and answers with its session."""
-        for attempt in range(_ACQUIRE_ATTEMPTS):
+        attempt = 1
+        while True:
             try:
                 return self._write(
                     lambda c: _sessions.acquire(
@@ -123,10 +125,13 @@ class Store:
                         now=now,
                     )
                 )
-            except IntegrityError:
-                if attempt == _ACQUIRE_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+            except IntegrityError as e:
+                if attempt == _ACQUIRE_ATTEMPTS:
+                    raise ConflictError(
+                        f"could not record session {session_id!r}: {e.orig}",
+                        hint="retry with a new session id",
+                    ) from e
+                attempt += 1
 
     def get_session(self, session_id: str) -> Session:
         return self._read(lambda c: _sessions.get_session(c, session_id))
