@@ -160,4 +160,22 @@ async def test_dns_rebinding_protection_refuses_foreign_hosts(served: Served) ->
             json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
             headers={"host": "evil.example:80", "accept": "application/json, text/event-stream"},
         )
-    assert r.status_code in (400, 421)
+    assert r.status_code == 421
+
+
+async def test_big_writes_fit_and_oversized_bodies_are_refused(served: Served) -> None:
+    sid = await _session(served)
+    async with connect(served.session_url(sid)) as s:
+        big = "x" * (12 * 1024 * 1024)
+        result = await call(s, "write_file", {"path": "big.txt", "content": big})
+        assert not result.is_error, text(result)
+    async with httpx2.AsyncClient() as http:
+        r = await http.post(
+            served.session_url(sid),
+            content=b"x" * (33 * 1024 * 1024),
+            headers={
+                "accept": "application/json, text/event-stream",
+                "content-type": "application/json",
+            },
+        )
+    assert r.status_code == 413

@@ -16,11 +16,19 @@ from corral.mcp.session_server import SessionMCP
 if TYPE_CHECKING:
     from corral.service.control import ControlPlane
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT_S", "GATEWAY_PATH", "SESSION_PATH", "mount_mcp"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "GATEWAY_PATH",
+    "MAX_REQUEST_BYTES",
+    "SESSION_PATH",
+    "mount_mcp",
+]
 
 GATEWAY_PATH = "/mcp"
 SESSION_PATH = "/sessions/{session_id}/mcp"
 DEFAULT_IDLE_TIMEOUT_S = 30 * 60.0
+# As for REST: room for write_file's 16 MiB as base64 in one JSON-RPC message.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 def mount_mcp(
@@ -53,8 +61,10 @@ def mount_mcp(
     releases its PC (a client that vanished without closing).
     """
     security = security_settings(allowed_hosts)
-    gateway = GatewayMCP(control, security, idle_timeout_s=idle_timeout_s)
-    per_session = SessionMCP(control, security)
+    gateway = GatewayMCP(
+        control, security, idle_timeout_s=idle_timeout_s, max_request_bytes=MAX_REQUEST_BYTES
+    )
+    per_session = SessionMCP(control, security, max_request_bytes=MAX_REQUEST_BYTES)
     app.router.routes[0:0] = [
         Route(GATEWAY_PATH, endpoint=gateway, name="mcp_gateway", include_in_schema=False),
         Route(SESSION_PATH, endpoint=per_session, name="mcp_session", include_in_schema=False),

@@ -144,7 +144,12 @@ class GatewayMCP:
     """ASGI app for `/mcp`; run `manager.run()` during the app lifespan."""
 
     def __init__(
-        self, control: ControlPlane, security: TransportSecuritySettings, *, idle_timeout_s: float
+        self,
+        control: ControlPlane,
+        security: TransportSecuritySettings,
+        *,
+        idle_timeout_s: float,
+        max_request_bytes: int,
     ) -> None:
         self.control = control
         self.server: Server[Any] = Server(
@@ -156,7 +161,10 @@ class GatewayMCP:
             get_tool_input_schema=self._input_schema,
         )
         self.manager = StreamableHTTPSessionManager(
-            app=self.server, security_settings=security, session_idle_timeout=idle_timeout_s
+            app=self.server,
+            security_settings=security,
+            session_idle_timeout=idle_timeout_s,
+            max_request_body_size=max_request_bytes,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -48,7 +48,9 @@ INSTRUCTIONS = (
 class SessionMCP:
     """ASGI app for `/sessions/{session_id}/mcp`; run `manager.run()` during the app lifespan."""
 
-    def __init__(self, control: ControlPlane, security: TransportSecuritySettings) -> None:
+    def __init__(
+        self, control: ControlPlane, security: TransportSecuritySettings, *, max_request_bytes: int
+    ) -> None:
         self.control = control
         self.server: Server[Any] = Server(
             "corral-pc",
@@ -59,7 +61,10 @@ class SessionMCP:
             get_tool_input_schema=input_schema,
         )
         self.manager = StreamableHTTPSessionManager(
-            app=self.server, stateless=True, security_settings=security
+            app=self.server,
+            stateless=True,
+            security_settings=security,
+            max_request_body_size=max_request_bytes,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
