@@ -68,7 +68,7 @@ def test_reset_between_sessions_and_no_pc_lent_twice(server: Server) -> None:
     two = two.json()
     assert two["pc_id"] == one["pc_id"]  # the same PC, reset to its image
     read = server.act(two["session_id"], "read_file", path="secret.txt")
-    assert read.status_code == 404 and read.json()["error"]["code"] == "not_found"
+    assert read.status_code == 422 and read.json()["error"]["code"] == "not_found"
     server.http.delete(f"/v1/sessions/{two['session_id']}")
 
 

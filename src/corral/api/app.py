@@ -195,8 +195,8 @@ def create_app(
         body: Annotated[AcquireBody | None, Body()] = None,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> dict[str, Any]:
+        # The whole body is the request an Idempotency-Key stands for.
         request = body.model_dump(exclude_none=True) if body else {}
-        request.pop("wait_s", None)
         session = await control.acquire(
             pool,
             idempotency_key=idempotency_key,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from corral import __version__
-from corral.cli import image, pc, pool, serve
+from corral.cli import demo, image, pc, pool, serve
 
 app = typer.Typer(
     name="corral",
@@ -18,6 +18,7 @@ app.add_typer(pc.app, name="pc")
 app.add_typer(pool.app, name="pool")
 
 app.command()(serve.up)
+app.command()(demo.demo)
 
 
 @app.command()

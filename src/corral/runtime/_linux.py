@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import subprocess
+import time
 from pathlib import Path
 
 __all__ = [
@@ -34,7 +36,6 @@ MS_NODEV = 0x4
 MS_BIND = 0x1000
 MS_REC = 0x4000
 _MNT_DETACH = 0x2
-_CLONE_NEWUSER = 0x10000000
 _AT_FDCWD = -100
 _AT_EMPTY_PATH = 0x1000
 _AT_RECURSIVE = 0x8000
@@ -94,31 +95,33 @@ def umount(target: Path, *, lazy: bool = False) -> bool:
 
 
 def _userns_fd(host_base: int, count: int) -> int:
-    """Open a user namespace that maps ids 0..count-1 to host_base.. (used only as an id map)."""
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: become the namespace's only member, then wait to be released
-        try:
-            os.close(ready_r)
-            os.close(go_w)
-            ok = _libc.unshare(_CLONE_NEWUSER) == 0
-            os.write(ready_w, b"1" if ok else b"0")
-            os.read(go_r, 1)
-        finally:
-            os._exit(0)
-    os.close(ready_w)
-    os.close(go_r)
+    """Open a user namespace that maps ids 0..count-1 to host_base.. (used only as an id map).
+
+    A helper process (`unshare --user`) creates the namespace; we write its maps and keep a
+    descriptor to it. A child process rather than fork(): the control plane calls this from
+    worker threads, and fork() in a threaded process can deadlock the child.
+    """
+    own = os.readlink("/proc/self/ns/user")
+    helper = subprocess.Popen(["unshare", "--user", "--", "sleep", "30"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
-        if os.read(ready_r, 1) != b"1":
-            raise OSError(errno.EPERM, "could not create a user namespace for the id map")
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                if os.readlink(f"/proc/{helper.pid}/ns/user") != own:
+                    break
+            except OSError:
+                pass
+            if helper.poll() is not None or time.monotonic() > deadline:
+                raise OSError(errno.EPERM, "could not create a user namespace for the id map")
+            time.sleep(0.0002)
         for name in ("uid_map", "gid_map"):
-            Path(f"/proc/{pid}/{name}").write_text(f"0 {host_base} {count}\n")
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+            Path(f"/proc/{helper.pid}/{name}").write_text(f"0 {host_base} {count}\n")
+        return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
-        os.close(ready_r)
-        os.close(go_w)
-        os.waitpid(pid, 0)
+        helper.kill()
+        helper.wait()
 
 
 def idmapped_bind(source: Path, target: Path, host_base: int, count: int) -> None:
