@@ -65,9 +65,31 @@ full_page_writes = off
 EOF
 fi
 
-if ! as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
-  log "starting the server on 127.0.0.1:$PORT"
-  as_pg "$BIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -t 60 start >&2
+ready() { as_pg "$BIN/pg_isready" -q -h "$DIR" -p "$PORT"; }
+alive() { [ -n "$1" ] && grep -q '^State:[[:space:]]*[^Z]' "/proc/$1/status" 2>/dev/null &&
+  [ "$(cat "/proc/$1/comm" 2>/dev/null)" = postgres ]; }
+if ! ready; then
+  # A server that is starting answers soon; a killed one's pid lingers a moment as a zombie.
+  pid=$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true)
+  for _ in $(seq 60); do
+    alive "$pid" && ! ready || break
+    sleep 1
+  done
+  if ! ready && ! alive "$pid"; then
+    # Lock files left by a killed server (their pid may belong to another process by now).
+    rm -f "$DATA/postmaster.pid" "$DIR/.s.PGSQL.$PORT" "$DIR/.s.PGSQL.$PORT.lock"
+    log "starting the server on 127.0.0.1:$PORT"
+    # A killed server's children may hold its shared memory for a moment: try a few times.
+    for try in 1 2 3 4 5; do
+      as_pg "$BIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -o "-p $PORT" -w -t 60 start >&2 &&
+        break
+      [ "$try" -lt 5 ] && sleep 2
+    done
+  fi
+  if ! ready; then
+    log "error: the server does not answer; see $DIR/server.log"
+    exit 1
+  fi
 fi
 
 psql_su() { as_pg psql -h "$DIR" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -Atq "$@"; }
