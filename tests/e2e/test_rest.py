@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -106,10 +107,9 @@ def test_unhealthy_pc_is_quarantined_and_replaced(server: Server) -> None:
     info = server.wait_ready("sick", 1)
     assert info["counts"]["quarantined"] == 0
     rt = PCRuntime(server.state)
-    victim = next(pc for pc in rt.list_pcs() if pc.status == "ready")
-    assert victim.pid
-    import os
-
+    (listed,) = server.http.get("/v1/pools/sick/pcs").json()
+    victim = rt.info(listed["id"])
+    assert victim.pid and listed["state"] == "ready"
     os.kill(victim.pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while True:
@@ -118,6 +118,8 @@ def test_unhealthy_pc_is_quarantined_and_replaced(server: Server) -> None:
             break
         assert time.monotonic() < deadline, counts
         time.sleep(0.2)
+    states = {pc["id"]: pc for pc in server.http.get("/v1/pools/sick/pcs").json()}
+    assert states[victim.id]["state"] == "quarantined" and states[victim.id]["detail"]
     s = server.acquire("sick", wait_s=10).json()
     assert s["pc_id"] != victim.id  # a quarantined PC is never lent
     server.http.delete(f"/v1/sessions/{s['session_id']}")
@@ -171,8 +173,16 @@ def test_recovery_after_kill_9(server: Server) -> None:
     read = server.act(s["session_id"], "read_file", path="kept.txt")
     assert read.json()["text"] == "survives a restart"
     info = server.wait_ready("crash", 2)
-    total = sum(info["counts"].values())
-    assert total <= 3 and len(runtime_ids) <= 3
+    assert sum(info["counts"].values()) <= 3
+    # no orphan: every PC the runtime runs is one the store knows, across all pools
+    deadline = time.monotonic() + 30
+    while True:
+        known = sum(sum(p["counts"].values()) for p in server.http.get("/v1/pools").json())
+        running = len(rt.list_pcs())
+        if known == running:
+            break
+        assert time.monotonic() < deadline, (known, running)
+        time.sleep(0.1)
     active = server.http.get("/v1/sessions").json()
     pcs_in_use = [a["pc_id"] for a in active]
     assert len(pcs_in_use) == len(set(pcs_in_use))  # no PC lent twice

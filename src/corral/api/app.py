@@ -185,6 +185,20 @@ def create_app(
     async def get_pool(name: str) -> dict[str, Any]:
         return _pool_json(await asyncio.to_thread(control.get_pool, name))
 
+    @app.get("/v1/pools/{name}/pcs")
+    async def list_pool_pcs(name: str) -> list[dict[str, Any]]:
+        pcs = await asyncio.to_thread(control.list_pool_pcs, name)
+        return [
+            {
+                "id": pc.id,
+                "state": str(pc.state),
+                "session_id": pc.session_id,
+                "created_at": pc.created_at.isoformat(),
+                "detail": pc.detail,
+            }
+            for pc in pcs
+        ]
+
     @app.delete("/v1/pools/{name}", status_code=202)
     async def delete_pool(name: str) -> dict[str, Any]:
         return _pool_json(await control.delete_pool(name))

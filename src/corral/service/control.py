@@ -157,6 +157,11 @@ class ControlPlane:
     def get_pool(self, name: str) -> PoolStatus:
         return self._status(self.store.get_pool(name))
 
+    def list_pool_pcs(self, name: str) -> list[PC]:
+        """The PCs of pool `name` and their states (quarantined ones included, for inspection)."""
+        self.store.get_pool(name)
+        return self.store.list_pcs(name)
+
     async def delete_pool(self, name: str) -> PoolStatus:
         """Drain: active sessions end first, then PCs are destroyed and the pool removed."""
         pool = await asyncio.to_thread(self.store.set_pool_deleting, name)
