@@ -36,7 +36,16 @@ def _floor_runc_empty(rootfs: Path, runs: int) -> list[float]:
             "noNewPrivileges": True,
         },
         "root": {"path": str(rootfs), "readonly": True},
-        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        # /dev on a tmpfs: runc would otherwise create device nodes inside the image itself
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "mode=755", "size=1m"],
+            },
+        ],
         "linux": {"namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]},
     }
     (bundle / "config.json").write_text(json.dumps(config))
