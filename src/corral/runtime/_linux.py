@@ -102,9 +102,12 @@ def _userns_fd(host_base: int, count: int) -> int:
     worker threads, and fork() in a threaded process can deadlock the child.
     """
     own = os.readlink("/proc/self/ns/user")
-    helper = subprocess.Popen(["unshare", "--user", "--", "sleep", "30"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    helper = subprocess.Popen(
+        ["unshare", "--user", "--", "sleep", "30"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 5
         while True:
