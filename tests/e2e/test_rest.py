@@ -187,3 +187,37 @@ def test_recovery_after_kill_9(server: Server) -> None:
     pcs_in_use = [a["pc_id"] for a in active]
     assert len(pcs_in_use) == len(set(pcs_in_use))  # no PC lent twice
     server.http.delete(f"/v1/sessions/{s['session_id']}")
+
+
+def test_max_lifetime_releases_the_session(server: Server) -> None:
+    server.create_pool("short", warm=1, max=1, max_lifetime_s=2)
+    server.wait_ready("short", 1)
+    sid = server.acquire("short").json()["session_id"]
+    deadline = time.monotonic() + 30
+    while server.act(sid, "run_command", command="true").status_code == 200:
+        assert time.monotonic() < deadline, "session outlived its maximum lifetime"
+        time.sleep(0.2)
+    released = server.http.get("/v1/sessions", params={"active": False}).json()
+    (mine,) = [s for s in released if s["session_id"] == sid]
+    assert mine["release_reason"] == "max_lifetime"
+
+
+def test_delete_pool_drains_then_destroys(server: Server) -> None:
+    from corral.runtime.pcs import PCRuntime
+
+    server.create_pool("drain", warm=2, max=2)
+    server.wait_ready("drain", 2)
+    pc_ids = {pc["id"] for pc in server.http.get("/v1/pools/drain/pcs").json()}
+    sid = server.acquire("drain").json()["session_id"]
+    assert server.http.delete("/v1/pools/drain").status_code == 202
+    assert server.http.get("/v1/pools/drain").json()["deleting"] is True
+    refused = server.acquire("drain", wait_s=0)
+    assert refused.status_code == 409
+    assert server.act(sid, "run_command", command="true").status_code == 200  # still served
+    server.http.delete(f"/v1/sessions/{sid}")
+    deadline = time.monotonic() + 60
+    while server.http.get("/v1/pools/drain").status_code != 404:
+        assert time.monotonic() < deadline, server.http.get("/v1/pools/drain").json()
+        time.sleep(0.1)
+    running = {pc.id for pc in PCRuntime(server.state).list_pcs()}
+    assert not pc_ids & running
