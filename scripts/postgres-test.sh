@@ -32,17 +32,17 @@ fi
 
 # One setup at a time (parallel test runs share the server).
 exec 9>"/var/tmp/corral-pg.lock"
-flock 9
+flock -w 600 9
 
 bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 if [ -z "$(bindir)" ] || ! command -v psql >/dev/null 2>&1; then
   log "installing Debian's postgresql package"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >&2
-  apt-get install -y -q --no-install-recommends postgresql >&2
+  apt-get update -q >&2 9>&-
+  apt-get install -y -q --no-install-recommends postgresql >&2 9>&-  # may start services
 fi
 BIN=$(bindir)
-as_pg() { runuser -u postgres -- "$@" </dev/null; }
+as_pg() { runuser -u postgres -- "$@" </dev/null 9>&-; } # the lock stays ours, not the server's
 
 DATA="$DIR/data"
 mkdir -p "$DIR"
