@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, exists, func, insert, select, update
+from sqlalchemy import Connection, exists, func, insert, select, update
 
 from corral.domain.models import PCState, Session, SessionState
 from corral.errors import ConflictError, NotFoundError
@@ -30,14 +30,11 @@ def session_not_found(session_id: str) -> NotFoundError:
     )
 
 
-def _by_key(conn: Connection, pool: str, key: str) -> Session | None:
+def _by_key(conn: Connection, pool: str, key: str) -> tuple[Session, str] | None:
+    """The session made with this idempotency key in this pool, and its request hash."""
     query = select(sessions).where(sessions.c.pool == pool, sessions.c.idempotency_key == key)
     row = conn.execute(query).mappings().first()
-    return session_from_row(row) if row else None
-
-
-def _request_hash(conn: Connection, session_id: str) -> str:
-    return str(conn.scalar(select(sessions.c.request_hash).where(sessions.c.id == session_id)))
+    return (session_from_row(row), row["request_hash"]) if row else None
 
 
 def acquire(
@@ -70,12 +67,13 @@ def acquire(
         # 2. A known key answers with the session it made, if the request is the same.
         known = _by_key(conn, pool, idempotency_key)
         if known is not None:
-            if _request_hash(conn, known.id) != request_hash:
+            session, known_hash = known
+            if known_hash != request_hash:
                 raise ConflictError(
                     "idempotency key reused with a different request",
                     hint="use a new Idempotency-Key for a new request",
                 )
-            return known, False
+            return session, False
     # 3. The pool must lend. Its row is share-locked, so marking it deleting waits for us and
     #    no session starts after the drain has begun.
     if lock_pool(conn, pool, exclusive=False).deleting:
@@ -198,7 +196,7 @@ def sessions_to_evict(conn: Connection, now: datetime) -> list[tuple[Session, st
     pool's idle timeout ("idle"); the lifetime wins when both hold."""
     query = (
         select(sessions, pools.c.idle_timeout_s)
-        .join(pools, and_(pools.c.name == sessions.c.pool))
+        .join(pools, pools.c.name == sessions.c.pool)
         .where(sessions.c.state == _ACTIVE)
         .order_by(sessions.c.created_at, sessions.c.id)
     )
