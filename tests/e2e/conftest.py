@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.runtime.conftest import clean_stale_test_states
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("CORRAL_TEST_IMAGE", "minimal")
 
@@ -147,6 +149,7 @@ def server(
 ) -> Iterator[Server]:
     if os.geteuid() != 0:
         pytest.fail("end-to-end tests need root (CI is root)")
+    clean_stale_test_states()
     srv = Server(request.param, tmp_path_factory.mktemp(f"e2e-{request.param}"))
     srv.start()
     yield srv

@@ -29,7 +29,7 @@ def state_root() -> Iterator[Path]:
             "runtime tests need root (CI is root): run `sudo make test`, "
             "or deselect them with -m 'not runtime'"
         )
-    _clean_stale_test_states()
+    clean_stale_test_states()
     root = Path(f"/run/corral-test-{os.getpid()}")
     root.mkdir(parents=True, exist_ok=True)
     yield root
@@ -40,10 +40,10 @@ def state_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _clean_stale_test_states() -> None:
+def clean_stale_test_states() -> None:
     """Destroy what earlier test runs that were killed (no teardown) left running."""
-    for stale in Path("/run").glob("corral-test-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
+    for stale in [*Path("/run").glob("corral-test-*"), *Path("/run").glob("corral-e2e-*")]:
+        pid = stale.name.split("-")[2]
         if pid.isdigit() and Path(f"/proc/{pid}").exists():
             continue  # a test run still going on
         rt = PCRuntime(stale)
