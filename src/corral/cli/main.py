@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from corral import __version__
-from corral.cli import demo, image, pc, pool, serve
+from corral.cli import demo, image, pc, pool, serve, session
 
 app = typer.Typer(
     name="corral",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.add_typer(image.app, name="image", help="Build and list PC images.")
 app.add_typer(pc.app, name="pc")
 app.add_typer(pool.app, name="pool")
+app.add_typer(session.app, name="session")
 
 app.command()(serve.up)
 app.command()(demo.demo)

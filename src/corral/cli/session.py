@@ -1,0 +1,54 @@
+"""`corral session ...`: see and end sessions on a running Corral server (REST /v1/sessions)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from corral.cli._common import err_console, handle_errors, out_console
+from corral.cli._http import call
+
+app = typer.Typer(help="List, show and release agent sessions.", no_args_is_help=True)
+
+
+def _table(sessions: list[dict[str, Any]]) -> Table:
+    table = Table("SESSION", "POOL", "PC", "STATE", "CREATED", "EXPIRES", "RELEASE REASON")
+    for s in sessions:
+        table.add_row(
+            s["session_id"],
+            s["pool"],
+            s["pc_id"],
+            s["state"],
+            (s["created_at"] or "")[:19],
+            (s["expires_at"] or "")[:19],
+            s.get("release_reason") or "",
+        )
+    return table
+
+
+@app.command("list")
+@handle_errors
+def list_(
+    all_: Annotated[bool, typer.Option("--all", help="include released sessions")] = False,
+) -> None:
+    """List active sessions (or all with --all)."""
+    out_console.print(_table(call("GET", f"/v1/sessions?active={'false' if all_ else 'true'}")))
+
+
+@app.command()
+@handle_errors
+def show(session_id: str) -> None:
+    """Show one active session with its MCP and viewer URLs."""
+    s = call("GET", f"/v1/sessions/{session_id}")
+    out_console.print(_table([s]))
+    out_console.print(f"MCP URL:    {s['mcp_url']}\nviewer URL: {s['viewer_url']}")
+
+
+@app.command()
+@handle_errors
+def release(session_id: str) -> None:
+    """Release a session now; its PC is reset and returned to the pool."""
+    s = call("DELETE", f"/v1/sessions/{session_id}")
+    err_console.print(f"released {s['session_id']} (PC {s['pc_id']} is being reset)")
