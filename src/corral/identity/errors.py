@@ -1,0 +1,111 @@
+"""Authentication failures, each carrying the OAuth error code the RFCs give it.
+
+Resource servers answer with `status` and a `WWW-Authenticate` challenge (RFC 6750 section 3,
+RFC 9449 section 7.1); the token endpoint answers with `token_endpoint_status` and a JSON body
+`{"error": ..., "error_description": ...}` (RFC 6749 section 5.2). Messages never contain a
+token, a proof or a key: they end up in logs and in responses.
+"""
+
+from __future__ import annotations
+
+from corral.errors import CorralError
+
+__all__ = [
+    "SUPPORTED_ALGS",
+    "AuthError",
+    "InvalidClientError",
+    "InvalidDPoPProofError",
+    "InvalidTokenError",
+    "MissingCredentialsError",
+    "ReplayCacheFullError",
+    "UseDPoPNonceError",
+]
+
+# Algorithms Corral accepts in proofs, client assertions and its own tokens, in the order a
+# challenge advertises them (`algs`, RFC 9449 section 7.1). Never "none", never HMAC.
+SUPPORTED_ALGS: tuple[str, ...] = ("EdDSA", "ES256", "Ed25519")
+
+
+def _quote(value: str) -> str:
+    """An RFC 7230 quoted-string; descriptions are ours, but stay safe if one quotes input."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class AuthError(CorralError):
+    """Base of every authentication failure: the caller is not (or no longer) who it claims."""
+
+    exit_code = 4
+    #: OAuth error code (RFC 6749/6750/9449); None when the request carried no credentials.
+    error: str | None = "invalid_request"
+    status = 401
+    token_endpoint_status = 400
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.code = self.error or "unauthenticated"
+
+    def www_authenticate(self, scheme: str = "DPoP") -> str:
+        """The `WWW-Authenticate` value for a resource server's 401 answer."""
+        params: list[str] = []
+        if self.error is not None:
+            params.append(f"error={_quote(self.error)}")
+            params.append(f"error_description={_quote(self.message)}")
+        if scheme == "DPoP":
+            params.append(f"algs={_quote(' '.join(SUPPORTED_ALGS))}")
+        return f"{scheme} {', '.join(params)}" if params else scheme
+
+    def headers(self, scheme: str = "DPoP") -> dict[str, str]:
+        """Response headers for a resource server's answer."""
+        return {"WWW-Authenticate": self.www_authenticate(scheme)}
+
+    def oauth_error(self) -> dict[str, str]:
+        """The token endpoint's JSON error body."""
+        return {"error": self.error or "invalid_request", "error_description": self.message}
+
+
+class MissingCredentialsError(AuthError):
+    """No Authorization header, or a scheme this resource does not take: per RFC 6750 section
+    3.1 the challenge then names the scheme and no error code."""
+
+    error = None
+
+
+class InvalidTokenError(AuthError):
+    """The access token is malformed, forged, expired, for someone else, unbound or revoked."""
+
+    error = "invalid_token"
+
+
+class InvalidDPoPProofError(AuthError):
+    """The DPoP proof is missing, malformed, replayed or for another request."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDPoPNonceError(AuthError):
+    """The server demands a nonce in the proof; the client retries with `nonce`."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, message: str, nonce: str, hint: str | None = None) -> None:
+        super().__init__(message, hint or "retry with a new proof carrying the DPoP-Nonce value")
+        self.nonce = nonce
+
+    def headers(self, scheme: str = "DPoP") -> dict[str, str]:
+        return {**super().headers(scheme), "DPoP-Nonce": self.nonce}
+
+
+class InvalidClientError(AuthError):
+    """Client authentication (the private_key_jwt assertion) failed."""
+
+    error = "invalid_client"
+    token_endpoint_status = 401
+
+
+class ReplayCacheFullError(AuthError):
+    """Too many proofs in flight to remember them all: refuse rather than forget one."""
+
+    error = "temporarily_unavailable"
+    status = 503
+    token_endpoint_status = 503
+    retry_after_s = 1
