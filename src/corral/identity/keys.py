@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -63,7 +64,8 @@ def _new_key(alg: SigningAlg, now: float) -> SigningKey:
 class SigningKeyring:
     """Current key first, then older keys still accepted for verification.
 
-    Reads are lock-free: rotation swaps in a new immutable tuple.
+    Reads are lock-free: rotation swaps in a new immutable tuple; writers take a lock so two
+    rotations cannot lose a key.
     """
 
     def __init__(self, keys: Iterable[SigningKey]) -> None:
@@ -75,6 +77,7 @@ class SigningKeyring:
             ordered,
             {k.kid: k for k in ordered},
         )
+        self._write_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SigningKeyring(current={self.current.kid!r}, keys={len(self.keys)})"
@@ -104,14 +107,16 @@ class SigningKeyring:
     ) -> SigningKey:
         """Make a new current key; the old one verifies for `keep_old_for` more seconds."""
         now = time.time() if now is None else now
-        new = _new_key(alg or self.current.alg, now)
-        old = replace(self.current, retire_at=now + keep_old_for)
-        self._swap((new, old, *self.keys[1:]), now)
+        with self._write_lock:
+            new = _new_key(alg or self.current.alg, now)
+            old = replace(self.current, retire_at=now + keep_old_for)
+            self._swap((new, old, *self.keys[1:]), now)
         return new
 
     def prune(self, now: float | None = None) -> None:
         """Forget retired keys: tokens they signed stop verifying."""
-        self._swap(self.keys, time.time() if now is None else now)
+        with self._write_lock:
+            self._swap(self.keys, time.time() if now is None else now)
 
     def _swap(self, keys: tuple[SigningKey, ...], now: float) -> None:
         kept = tuple(k for k in keys if k.usable_at(now))
