@@ -89,10 +89,14 @@ def parse(token: object) -> ParsedJWS:
         raise JoseFailure("too long")
     try:
         obj = extract_compact(token.encode("ascii"), registry=_REGISTRY)
+        header = obj.headers()
         claims = json.loads(obj.payload)
-    except (JoseError, UnicodeError, ValueError) as exc:
+    except (JoseError, ValueError, TypeError, AttributeError) as exc:
+        # joserfc assumes a JSON object header; anything else may surface as a TypeError or
+        # AttributeError from inside it. All of it is malformed input.
         raise JoseFailure("not a compact JWS with a JSON payload") from exc
-    header = obj.headers()
+    if not isinstance(header, dict):
+        raise JoseFailure("header is not a JSON object")
     if not isinstance(claims, dict):
         raise JoseFailure("payload is not a JSON object")
     if _REFUSED_HEADERS & header.keys():

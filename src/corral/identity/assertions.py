@@ -90,7 +90,7 @@ def verify_client_assertion(
 
     # 2. typ, when present, names a plain or client-authentication JWT.
     typ = header.get("typ")
-    if typ is not None and typ not in _ACCEPTED_TYP:
+    if typ is not None and (not isinstance(typ, str) or typ not in _ACCEPTED_TYP):
         raise _fail("typ is not a client assertion type")
 
     try:

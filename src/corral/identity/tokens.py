@@ -188,7 +188,8 @@ def _verify_signed(
 
     # 2. typ says access token (RFC 9068 section 4), so a DPoP proof, an ID token or a client
     #    assertion signed by someone can never be taken for one.
-    if header.get("typ") not in _ACCEPTED_TYP:
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ not in _ACCEPTED_TYP:
         raise _fail("typ is not at+jwt")
 
     try:
