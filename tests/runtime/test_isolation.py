@@ -303,3 +303,37 @@ def test_fork_bomb_memory_hog_and_disk_fill_stay_contained(
     host_fork = subprocess.run(["true"], check=False)
     assert host_fork.returncode == 0
     assert os.statvfs("/").f_bavail > 0
+
+
+def test_host_never_follows_a_symlink_planted_in_the_io_folder(
+    rt: PCRuntime, pair: tuple[PCInfo, PCInfo], tmp_path: Path
+) -> None:
+    """The PC owns its io folder: if it swaps pcd.sock for a symlink to a host service's
+    socket, the host's next connection must fail instead of talking to that service."""
+    victim_path = tmp_path / "host-service.sock"
+    victim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    victim.bind(str(victim_path))
+    victim.listen(4)
+    victim.settimeout(0.5)
+    probe_client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe_client.connect(str(victim_path))  # control: the host service really accepts
+    victim.accept()[0].close()
+    probe_client.close()
+    a, _ = pair
+    with rt.client(a.id) as client:
+        planted = client.run(
+            [
+                "sh",
+                "-c",
+                f"rm /run/corral/pcd.sock && "
+                f"ln -s {victim_path} /run/corral/pcd.sock && echo planted",
+            ]
+        )
+        assert planted.stdout.strip() == "planted", planted.stderr
+    health = rt.health(a.id)
+    assert not health.ok
+    with pytest.raises(socket.timeout):
+        victim.accept()
+    victim.close()
+    rt.reset(a.id)  # the PC gets a fresh io folder and works again
+    assert rt.health(a.id).ok

@@ -74,15 +74,16 @@ def test_same_key_different_request_conflicts(store: Store, ready_pool: list[str
         _acquire(store, "s2", key="k1", request_hash="b")
 
 
-def test_keys_are_per_pool(store: Store, ready_pool: list[str]) -> None:
+def test_a_key_reused_on_another_pool_is_a_conflict(store: Store, ready_pool: list[str]) -> None:
+    """The caller hashes the pool into the request, so the same key on another pool is a
+    different request: 409, and never a second PC."""
     store.create_pool(PoolSpec(name="q", image="minimal"))
     store.add_pc("q", "q-1", PCState.READY)
-    a = _acquire(store, "s1", key="k")
-    b = _acquire(store, "s2", key="k", pool="q")
+    a = _acquire(store, "s1", key="k", request_hash="pool-p")
     assert a is not None
-    assert b is not None
-    assert b[1]
-    assert b[0].pc_id == "q-1"
+    with pytest.raises(ConflictError):
+        _acquire(store, "s2", key="k", pool="q", request_hash="pool-q")
+    assert store.get_pc("q-1").state == PCState.READY
 
 
 def test_no_ready_pc_gives_none(store: Store) -> None:

@@ -15,17 +15,18 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Header, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
 from corral.api.errors import install_error_handlers
 from corral.domain.models import PoolSpec, Session
-from corral.errors import InvalidInputError
 from corral.service.control import ControlPlane, PoolStatus
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 class PoolCreate(BaseModel):
@@ -43,6 +44,10 @@ class PoolCreate(BaseModel):
 class AcquireBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     wait_s: float | None = Field(None, ge=0, le=120, description="how long to wait for a PC")
+
+
+class _TooLarge(Exception):
+    """A streamed (chunked) body went over the limit."""
 
 
 class _BodyLimit:
@@ -68,10 +73,13 @@ class _BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise InvalidInputError(f"request body over {self.limit} bytes")
+                    raise _TooLarge()
             return message
 
-        await self.app(scope, counted, send)
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await _too_large(send, self.limit)
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -142,6 +150,7 @@ def create_app(
     manage_pools: bool = True,
     destroy_on_exit: bool = True,
     default_pools: list[PoolSpec] | None = None,
+    allowed_hosts: list[str] | None = None,
 ) -> FastAPI:
     """The ASGI app. Its lifespan starts the control plane (store migration, recovery), the
     pool manager and the MCP session managers, and on exit stops them (destroying PCs when
@@ -242,16 +251,17 @@ def create_app(
 
     @app.get("/v1/sessions/{session_id}/screenshot")
     async def screenshot(session_id: str) -> Response:
-        result = await control.act(session_id, "screenshot", {})
-        return Response(
-            result.image_png, media_type="image/png", headers={"Cache-Control": "no-store"}
-        )
+        png = await control.peek_screenshot(session_id)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/sessions/{session_id}/viewer", response_class=HTMLResponse)
     async def viewer(session_id: str) -> str:
         await asyncio.to_thread(control.get_session, session_id)
         return _VIEWER.format(sid=session_id)
 
-    mcp_lifespan.append(mount_mcp(app, control))
+    mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
+    mcp_lifespan.append(mount_mcp(app, control, allowed_hosts=mcp_hosts))
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+    # DNS rebinding: a web page must not reach the loopback API under its own host name.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or LOCAL_NAMES))
     return app

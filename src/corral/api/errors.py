@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 
 from corral.errors import (
     ActionError,
@@ -68,5 +69,16 @@ def install_error_handlers(app: Any) -> None:
         )
         return error_response(InvalidInputError(f"bad request: {problems}"))
 
+    async def store_error(request: Request, exc: Exception) -> JSONResponse:
+        # The database is down or locked past its timeout: a temporary condition, not a crash.
+        return error_response(
+            UnavailableError(
+                "the store is not available right now",
+                hint="retry in a few seconds",
+                retry_after_s=2,
+            )
+        )
+
     app.add_exception_handler(CorralError, corral_error)
+    app.add_exception_handler(OperationalError, store_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -10,7 +10,7 @@ import uvicorn
 
 from corral.cli._common import err_console, handle_errors
 from corral.domain.models import PoolSpec
-from corral.errors import ImageNotFoundError
+from corral.errors import ImageNotFoundError, InvalidInputError
 from corral.runtime.images import ImageStore, build_image
 
 DEFAULT_IMAGE = "desktop"
@@ -35,6 +35,10 @@ def up(
         bool, typer.Option(help="create the `default` pool on first run")
     ] = True,
     keep_pcs: Annotated[bool, typer.Option(help="leave PCs running on exit")] = False,
+    insecure_listen: Annotated[
+        bool,
+        typer.Option(help="allow a non-loopback --host although the API has no authentication yet"),
+    ] = False,
 ) -> None:
     """Serve Corral (REST, MCP) until Ctrl-C; first run builds the default image and pool."""
     from corral.api.app import create_app
@@ -42,13 +46,25 @@ def up(
     from corral.service.control import ControlPlane
     from corral.store import Store
 
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if not loopback and not insecure_listen:
+        raise InvalidInputError(
+            f"refusing to listen on {host}: the API has no authentication yet",
+            hint="keep the default 127.0.0.1, or pass --insecure-listen on a trusted network",
+        )
     if default_pool:
         _ensure_image(image)
     base = f"http://{host}:{port}"
     store = Store()
     control = ControlPlane(store, PCRuntime())
     pools = [PoolSpec(DEFAULT_POOL, image, warm=warm, max=max(10, warm))] if default_pool else []
-    app = create_app(control, base_url=base, default_pools=pools, destroy_on_exit=not keep_pcs)
+    app = create_app(
+        control,
+        base_url=base,
+        default_pools=pools,
+        destroy_on_exit=not keep_pcs,
+        allowed_hosts=None if loopback else ["*"],
+    )
     config = {"mcpServers": {"corral": {"type": "http", "url": f"{base}/mcp"}}}
     err_console.print(f"[green]Corral[/] on {base}  (store: {store.dialect})")
     err_console.print(f"  REST     {base}/v1/pools   (OpenAPI: {base}/openapi.json)")

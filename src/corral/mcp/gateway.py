@@ -18,6 +18,7 @@ the handshake. Clients that need the stateless era use the per-session URL inste
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
@@ -62,6 +63,7 @@ log = logging.getLogger("corral.mcp")
 
 BOUND: Final = "corral.session_id"  # Connection.state key: the session this MCP session holds
 RELEASE_ON_CLOSE: Final = "corral.release_on_close"  # Connection.state key: teardown pushed
+LOCK: Final = "corral.lock"  # Connection.state key: serialises acquire_pc and release_pc
 
 INSTRUCTIONS = (
     "Corral lends you an isolated Linux desktop PC. Call `list_pools`, then `acquire_pc` "
@@ -228,7 +230,7 @@ class GatewayMCP:
                 "max": p.max,
                 "counts": dict(p.counts),
             }
-            for p in self.control.list_pools()
+            for p in await asyncio.to_thread(self.control.list_pools)
         ]
         lines = [
             f"{p['name']}: image {p['image']}, region {p['region']}, size {p['size']}; "
@@ -237,7 +239,23 @@ class GatewayMCP:
         ]
         return text_result("\n".join(lines) or "no pools", {"pools": pools})
 
+    @staticmethod
+    def _lock(conn: Connection) -> asyncio.Lock:
+        """One acquire or release at a time per MCP session: two racing acquire_pc calls
+        must not both take a PC (the first would leak until idle eviction)."""
+        lock = conn.state.get(LOCK)
+        if lock is None:
+            lock = conn.state[LOCK] = asyncio.Lock()
+        assert isinstance(lock, asyncio.Lock)
+        return lock
+
     async def _acquire(
+        self, conn: Connection, request: object, args: dict[str, Any] | None
+    ) -> CallToolResult:
+        async with self._lock(conn):
+            return await self._acquire_locked(conn, request, args)
+
+    async def _acquire_locked(
         self, conn: Connection, request: object, args: dict[str, Any] | None
     ) -> CallToolResult:
         a = parse_model("acquire_pc", _AcquireArgs, args)
@@ -245,7 +263,7 @@ class GatewayMCP:
         held = conn.state.get(BOUND)
         if held is not None:
             try:
-                current = self.control.get_session(held)
+                current = await asyncio.to_thread(self.control.get_session, held)
             except NotFoundError:
                 conn.state.pop(BOUND, None)
             else:
@@ -276,6 +294,10 @@ class GatewayMCP:
 
     async def _release(self, conn: Connection, args: dict[str, Any] | None) -> CallToolResult:
         parse_model("release_pc", _ReleaseArgs, args)
+        async with self._lock(conn):
+            return await self._release_locked(conn)
+
+    async def _release_locked(self, conn: Connection) -> CallToolResult:
         session_id = conn.state.pop(BOUND, None)
         if session_id is None:
             return text_result("no PC is bound to this MCP session; nothing to release")

@@ -19,6 +19,7 @@ __all__ = [
     "MS_BIND",
     "MS_NODEV",
     "MS_NOSUID",
+    "MS_NOSYMFOLLOW",
     "MS_RDONLY",
     "MS_REC",
     "idmapped_bind",
@@ -33,6 +34,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_NOSYMFOLLOW = 0x100  # Linux >= 5.10: symlinks on this mount are never followed
 MS_BIND = 0x1000
 MS_REC = 0x4000
 _MNT_DETACH = 0x2

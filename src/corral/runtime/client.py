@@ -7,7 +7,9 @@ JSON answer line, optionally followed by raw bytes. One request at a time per co
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,17 @@ class PcdClient:
     # -- connection -------------------------------------------------------------------------
     def _connect(self) -> socket.socket:
         if self._sock is None:
+            # The socket's folder belongs to the PC: connect only to a real socket there,
+            # never through a symlink the PC planted (the io mount is also nosymfollow).
+            try:
+                mode = os.lstat(self.socket_path).st_mode
+            except OSError:
+                mode = 0
+            if not stat.S_ISSOCK(mode):
+                raise PCUnavailableError(
+                    "the PC's daemon socket is missing or is not a socket",
+                    hint="the PC may have died or been tampered with; reset or destroy it",
+                )
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
             try:

@@ -157,7 +157,9 @@ class PCRuntime:
             "tmpfs",
             dirs["io"],
             "tmpfs",
-            _linux.MS_NOSUID | _linux.MS_NODEV,
+            # The PC owns this folder: the host must never follow a symlink it planted there
+            # (say pcd.sock -> a host service's socket).
+            _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOSYMFOLLOW,
             f"size={_IO_BYTES},mode=0700,uid={user_uid},gid={user_gid}",
         )
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,7 +44,7 @@ from corral.errors import (
     UnavailableError,
 )
 from corral.runtime.client import PcdClient
-from corral.runtime.pcs import PCRuntime
+from corral.runtime.pcs import Health, PCRuntime
 from corral.service.tools import ScreenSpace, ToolResult, parse_args
 from corral.store import Store
 
@@ -54,6 +57,10 @@ DEFAULT_WAIT_S = 10.0
 MAX_WAIT_S = 120.0
 HEALTH_EVERY_S = 5.0
 TICK_S = 0.25
+ACTION_THREADS = 512  # actions in flight at once, across all sessions
+RUNTIME_THREADS = 8  # boots, resets, destroys and health checks in flight at once
+QUARANTINE_KEEP = 1  # quarantined PCs kept per pool for inspection; older ones are destroyed
+FAILS_TO_QUARANTINE = 2  # failed health checks in a row before a live PC is quarantined
 
 
 def utcnow() -> datetime:
@@ -92,7 +99,19 @@ class ControlPlane:
         self._wake = asyncio.Event()  # the manager should look again now
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy: set[str] = set()  # PCs a reset or health check is working on
+        self._waiting: dict[str, int] = {}  # pool -> acquires waiting for a PC
+        self._failures: dict[str, int] = {}  # PC -> health checks failed in a row
+        self._stopping = False
+        # Own thread pools: a 10-minute run_command must never starve acquires, releases or
+        # the pool manager of threads (asyncio's default pool has only a handful).
+        self._act_pool = ThreadPoolExecutor(ACTION_THREADS, thread_name_prefix="corral-act")
+        self._rt_pool = ThreadPoolExecutor(RUNTIME_THREADS, thread_name_prefix="corral-rt")
         self._last_health = 0.0
+
+    async def _runtime(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking runtime call on the runtime's own threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._rt_pool, functools.partial(fn, *args))
 
     # -- startup -----------------------------------------------------------------------------
     async def start(self, default_pools: list[PoolSpec] | None = None) -> None:
@@ -139,7 +158,7 @@ class ControlPlane:
     # -- pools -------------------------------------------------------------------------------
     async def create_pool(self, spec: PoolSpec) -> PoolStatus:
         validate_pool_spec(spec)
-        await asyncio.to_thread(self.runtime.images.get, spec.image)
+        await self._runtime(self.runtime.images.get, spec.image)
         pool = await asyncio.to_thread(self.store.create_pool, spec)
         self._wake.set()
         return self._status(pool)
@@ -186,6 +205,24 @@ class ControlPlane:
         request_hash = hashlib.sha256(body.encode()).hexdigest()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        self._waiting[pool] = self._waiting.get(pool, 0) + 1
+        try:
+            return await self._acquire_loop(
+                pool, spec, idempotency_key, request_hash, wait, deadline
+            )
+        finally:
+            self._waiting[pool] -= 1
+
+    async def _acquire_loop(
+        self,
+        pool: str,
+        spec: Pool,
+        idempotency_key: str | None,
+        request_hash: str,
+        wait: float,
+        deadline: float,
+    ) -> SessionInfo:
+        loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()
             now = utcnow()
@@ -235,33 +272,59 @@ class ControlPlane:
         released = await asyncio.to_thread(
             self.store.release_session, session_id, reason=reason, now=utcnow()
         )
-        live = self._live.pop(session_id, None)
-        if live is not None and live.client is not None:
-            live.client.close()
+        self._forget(session_id)
         self._wake.set()
         if released is not None:
             return released
         return await asyncio.to_thread(self.store.get_session, session_id)
 
     # -- actions -----------------------------------------------------------------------------
+    def _forget(self, session_id: str) -> None:
+        """Drop what memory holds for a session that ended (by any path)."""
+        live = self._live.pop(session_id, None)
+        if live is not None and live.client is not None and not live.lock.locked():
+            live.client.close()
+
     async def act(self, session_id: str, tool: str, args: dict[str, Any] | None) -> ToolResult:
         """Run one computer tool on the session's PC; one at a time per session, in order."""
         spec, parsed = parse_args(tool, args)
-        session = await asyncio.to_thread(self.get_session, session_id)
         live = self._live.setdefault(session_id, _Live())
-        async with live.lock:
-            await asyncio.to_thread(self.get_session, session_id)  # still active?
+        async with live.lock:  # taken before any await: requests keep their arrival order
+            try:
+                session = await asyncio.to_thread(self.get_session, session_id)
+            except SessionGoneError:
+                self._live.pop(session_id, None)
+                raise
+            await asyncio.to_thread(self.store.touch_session, session_id, utcnow())
             if live.client is None:
                 live.client = self.runtime.client(session.pc_id, timeout=60)
-            client = live.client
+            loop = asyncio.get_running_loop()
+            job = loop.run_in_executor(self._act_pool, spec.run, live.client, live.space, parsed)
             try:
-                result = await asyncio.to_thread(spec.run, client, live.space, parsed)
+                result: ToolResult = await asyncio.shield(job)
+            except asyncio.CancelledError:
+                # The caller gave up, but the PC is still doing the action on this session's
+                # connection: hold the lock until it is done, so nothing overlaps it.
+                await asyncio.wait([job])
+                raise
             except PCUnavailableError:
                 self._wake.set()  # the manager's health check will deal with the PC
                 raise
             finally:
                 await asyncio.to_thread(self.store.touch_session, session_id, utcnow())
         return result
+
+    async def peek_screenshot(self, session_id: str) -> bytes:
+        """A screenshot for a human observer: it neither changes the agent's coordinate space
+        nor counts as activity, and it does not queue behind the agent's actions."""
+        session = await asyncio.to_thread(self.get_session, session_id)
+
+        def grab() -> bytes:
+            with self.runtime.client(session.pc_id, timeout=10) as client:
+                return client.screenshot().png
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._act_pool, grab)
 
     # -- the pool manager --------------------------------------------------------------------
     async def run(self) -> None:
@@ -299,6 +362,10 @@ class ControlPlane:
             if pc.state == PCState.RESETTING and pc.id not in self._busy:
                 self._busy.add(pc.id)
                 self._spawn(self._reset(pc))
+        for pc in pcs:  # a destroy that failed earlier: try again
+            if pc.state == PCState.DESTROYING and pc.id not in self._busy:
+                self._busy.add(pc.id)
+                self._spawn(self._destroy(pc))
         if pool.deleting:
             await self._drain(pool, pcs)
             return
@@ -307,19 +374,34 @@ class ControlPlane:
                 if pc.state in (PCState.READY, PCState.IN_USE) and pc.id not in self._busy:
                     self._busy.add(pc.id)
                     self._spawn(self._check(pc))
+        quarantined = sorted(
+            (pc for pc in pcs if pc.state == PCState.QUARANTINED), key=lambda pc: pc.created_at
+        )
+        for pc in quarantined[:-QUARANTINE_KEEP] if QUARANTINE_KEEP else quarantined:
+            if pc.id not in self._busy and await asyncio.to_thread(
+                self.store.set_pc_state, pc.id, PCState.DESTROYING, expect=PCState.QUARANTINED
+            ):
+                self._busy.add(pc.id)
+                self._spawn(self._destroy(pc))
+        if self._stopping:
+            return
         counts = await asyncio.to_thread(self.store.pc_counts, pool.name)
         booting = self._booting.get(pool.name, 0)
         ready_soon = counts[PCState.READY] + counts[PCState.RESETTING] + booting
         total = sum(n for s, n in counts.items() if s != PCState.QUARANTINED) + booting
-        missing = min(pool.spec.warm - ready_soon, pool.spec.max - total)
+        wanted = pool.spec.warm + self._waiting.get(pool.name, 0)
+        missing = min(wanted - ready_soon, pool.spec.max - total)
         for _ in range(max(0, missing)):
             self._booting[pool.name] = self._booting.get(pool.name, 0) + 1
             self._spawn(self._boot(pool))
 
     async def _boot(self, pool: Pool) -> None:
         try:
-            info = await asyncio.to_thread(self.runtime.boot, pool.spec.image, pool.spec.size)
-            await asyncio.to_thread(self.store.add_pc, pool.name, info.id, PCState.READY)
+            info = await self._runtime(self.runtime.boot, pool.spec.image, pool.spec.size)
+            if self._stopping:  # shutting down: do not leave it running unrecorded
+                await self._runtime(self.runtime.destroy, info.id)
+            else:
+                await asyncio.to_thread(self.store.add_pc, pool.name, info.id, PCState.READY)
         except CorralError as exc:
             log.error("pool %s: boot failed: %s", pool.name, exc)
             await asyncio.sleep(1.0)  # do not spin on a broken image
@@ -330,13 +412,16 @@ class ControlPlane:
     async def _reset(self, pc: PC) -> None:
         """Back to the image baseline, then lendable again; replaced if that fails."""
         try:
-            await asyncio.to_thread(self.runtime.reset, pc.id)
-            health = await asyncio.to_thread(self.runtime.health, pc.id)
+            await self._runtime(self.runtime.reset, pc.id)
+            health = await self._runtime(self.runtime.health, pc.id)
             if not health.ok:
                 raise PCUnavailableError(health.detail)
-            await asyncio.to_thread(self.store.set_pc_state, pc.id, PCState.READY)
-        except CorralError as exc:
+            await asyncio.to_thread(
+                self.store.set_pc_state, pc.id, PCState.READY, expect=PCState.RESETTING
+            )
+        except Exception as exc:
             log.warning("PC %s failed to reset (%s): destroying and replacing it", pc.id, exc)
+            await asyncio.to_thread(self.store.set_pc_state, pc.id, PCState.DESTROYING)
             await self._destroy(pc)
         finally:
             self._busy.discard(pc.id)
@@ -344,20 +429,40 @@ class ControlPlane:
         self._wake.set()
 
     async def _check(self, pc: PC) -> None:
+        """Quarantine a PC that fails its health check: at once if its processes are gone,
+        after FAILS_TO_QUARANTINE failures in a row if it only stops answering (load)."""
         try:
-            health = await asyncio.to_thread(self.runtime.health, pc.id)
+            try:
+                health = await self._runtime(self.runtime.health, pc.id)
+            except NotFoundError:  # destroyed behind our back (e.g. by an operator)
+                log.warning("PC %s vanished from the runtime", pc.id)
+                if pc.session_id:
+                    await asyncio.to_thread(
+                        self.store.release_session, pc.session_id, reason="pc_lost", now=utcnow()
+                    )
+                    self._forget(pc.session_id)
+                await asyncio.to_thread(self.store.delete_pc, pc.id)
+                return
+            except Exception as exc:  # a check that cannot run is a failed check
+                health = Health(False, False, False, f"health check failed: {exc}")
         finally:
             self._busy.discard(pc.id)
         if health.ok:
+            self._failures.pop(pc.id, None)
             return
+        fails = self._failures.get(pc.id, 0) + 1
+        self._failures[pc.id] = fails
+        dead = "not running" in health.detail
+        if not dead and fails < FAILS_TO_QUARANTINE:
+            return
+        self._failures.pop(pc.id, None)
         log.warning("PC %s failed its health check (%s): quarantined", pc.id, health.detail)
-        expect = pc.state
         if (
             await asyncio.to_thread(
                 self.store.set_pc_state,
                 pc.id,
                 PCState.QUARANTINED,
-                expect=expect,
+                expect=pc.state,
                 detail=health.detail,
             )
             and pc.session_id
@@ -365,41 +470,70 @@ class ControlPlane:
             await asyncio.to_thread(
                 self.store.release_session, pc.session_id, reason="pc_unhealthy", now=utcnow()
             )
+            self._forget(pc.session_id)
         self._wake.set()
 
     async def _destroy(self, pc: PC) -> None:
-        with contextlib.suppress(CorralError):
-            await asyncio.to_thread(self.runtime.destroy, pc.id)
-        await asyncio.to_thread(self.store.delete_pc, pc.id)
+        """Destroy the PC, then forget it; on failure keep its row (DESTROYING, with the
+        reason) so the manager tries again instead of leaking a running PC."""
+        try:
+            await self._runtime(self.runtime.destroy, pc.id)
+        except NotFoundError:
+            pass
+        except Exception as exc:
+            log.error("PC %s could not be destroyed (%s); will retry", pc.id, exc)
+            with contextlib.suppress(NotFoundError):
+                await asyncio.to_thread(
+                    self.store.set_pc_state,
+                    pc.id,
+                    PCState.DESTROYING,
+                    detail=f"destroy failed: {exc}",
+                )
+            return
+        finally:
+            self._busy.discard(pc.id)
+        with contextlib.suppress(NotFoundError):
+            await asyncio.to_thread(self.store.delete_pc, pc.id)
 
     async def _drain(self, pool: Pool, pcs: list[PC]) -> None:
         active = await asyncio.to_thread(self.store.list_sessions, active_only=True, pool=pool.name)
         if active:
             return  # active sessions end first (release or eviction)
         for pc in pcs:
-            if pc.state in (PCState.READY, PCState.QUARANTINED) and await asyncio.to_thread(
-                self.store.set_pc_state, pc.id, PCState.DESTROYING, expect=pc.state
+            if (
+                pc.state in (PCState.READY, PCState.QUARANTINED)
+                and pc.id not in self._busy
+                and await asyncio.to_thread(
+                    self.store.set_pc_state, pc.id, PCState.DESTROYING, expect=pc.state
+                )
             ):
+                self._busy.add(pc.id)
                 self._spawn(self._destroy(pc))
         if not pcs and not self._booting.get(pool.name):
             with contextlib.suppress(ConflictError, NotFoundError):
                 await asyncio.to_thread(self.store.delete_pool, pool.name)
 
     async def stop(self, destroy_pcs: bool = True) -> None:
-        """Stop background work; with `destroy_pcs`, leave no PC running (Ctrl-C of `up`)."""
-        for task in list(self._tasks):
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop background work; with `destroy_pcs`, leave no PC running (Ctrl-C of `up`).
+
+        Boots and resets in flight are waited for, not abandoned: their threads would
+        otherwise finish after the clean-up and leave a PC running that nobody recorded.
+        """
+        self._stopping = True
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=120)
+            for task in pending:
+                task.cancel()
         for live in self._live.values():
             if live.client is not None:
                 live.client.close()
         self._live.clear()
-        if not destroy_pcs:
-            return
-        for session in await asyncio.to_thread(self.store.list_sessions, active_only=True):
-            await asyncio.to_thread(
-                self.store.release_session, session.id, reason="shutdown", now=utcnow()
-            )
-        for pc in await asyncio.to_thread(self.store.list_pcs):
-            await self._destroy(pc)
+        if destroy_pcs:
+            for session in await asyncio.to_thread(self.store.list_sessions, active_only=True):
+                await asyncio.to_thread(
+                    self.store.release_session, session.id, reason="shutdown", now=utcnow()
+                )
+            for pc in await asyncio.to_thread(self.store.list_pcs):
+                await self._destroy(pc)
+        self._act_pool.shutdown(wait=False, cancel_futures=True)
+        self._rt_pool.shutdown(wait=True)

@@ -30,9 +30,13 @@ def session_not_found(session_id: str) -> NotFoundError:
     )
 
 
-def _by_key(conn: Connection, pool: str, key: str) -> tuple[Session, str] | None:
-    """The session made with this idempotency key in this pool, and its request hash."""
-    query = select(sessions).where(sessions.c.pool == pool, sessions.c.idempotency_key == key)
+def _by_key(conn: Connection, key: str) -> tuple[Session, str] | None:
+    """The session made with this idempotency key (in any pool), and its request hash.
+
+    Looked up across pools: the request hash covers the pool, so the same key sent to another
+    pool is a different request (409), never a second PC.
+    """
+    query = select(sessions).where(sessions.c.idempotency_key == key)
     row = conn.execute(query).mappings().first()
     return (session_from_row(row), row["request_hash"]) if row else None
 
@@ -60,12 +64,12 @@ def acquire(
             conn.execute(
                 select(
                     func.pg_advisory_xact_lock(
-                        func.hashtextextended(f"corral-acquire:{pool}:{idempotency_key}", 0)
+                        func.hashtextextended(f"corral-acquire:{idempotency_key}", 0)
                     )
                 )
             )
         # 2. A known key answers with the session it made, if the request is the same.
-        known = _by_key(conn, pool, idempotency_key)
+        known = _by_key(conn, idempotency_key)
         if known is not None:
             session, known_hash = known
             if known_hash != request_hash:
