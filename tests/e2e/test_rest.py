@@ -8,6 +8,8 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from .conftest import Server
 
 
@@ -98,6 +100,7 @@ def test_idle_eviction(server: Server) -> None:
         time.sleep(0.2)
     gone = server.act(sid, "run_command", command="true")
     assert gone.status_code == 404 and "idle" in gone.json()["error"]["message"]
+    server.wait_ready("idle", 1)  # the PC was reset and went back to the pool
 
 
 def test_unhealthy_pc_is_quarantined_and_replaced(server: Server) -> None:
@@ -221,3 +224,41 @@ def test_delete_pool_drains_then_destroys(server: Server) -> None:
         time.sleep(0.1)
     running = {pc.id for pc in PCRuntime(server.state).list_pcs()}
     assert not pc_ids & running
+
+
+def test_in_use_pc_dying_ends_its_session(server: Server) -> None:
+    from corral.runtime.pcs import PCRuntime
+
+    server.create_pool("dies", warm=1, max=2)
+    server.wait_ready("dies", 1)
+    s = server.acquire("dies").json()
+    pid = PCRuntime(server.state).info(s["pc_id"]).pid
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while server.http.get(f"/v1/sessions/{s['session_id']}").status_code == 200:
+        assert time.monotonic() < deadline, "the session outlived its PC"
+        time.sleep(0.2)
+    ended = [
+        x
+        for x in server.http.get("/v1/sessions", params={"active": False}).json()
+        if x["session_id"] == s["session_id"]
+    ]
+    assert ended[0]["release_reason"] == "pc_unhealthy"
+    states = {pc["id"]: pc["state"] for pc in server.http.get("/v1/pools/dies/pcs").json()}
+    assert states[s["pc_id"]] == "quarantined"
+
+
+def test_ctrl_c_leaves_no_pc_running(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from corral.runtime.pcs import PCRuntime
+
+    srv = Server("sqlite", tmp_path_factory.mktemp("ctrl-c"))
+    srv.start()
+    try:
+        srv.create_pool("bye", warm=2, max=3)
+        srv.wait_ready("bye", 2)
+        assert srv.acquire("bye").status_code == 201
+        srv.stop(signal.SIGINT)
+        assert PCRuntime(srv.state).list_pcs() == []
+    finally:
+        srv.close()
