@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from corral.domain.identity import Agent, AgentKey, Group, Risk, Role, User, UserSecrets
 from corral.domain.models import PC, PCState, Pool, PoolSpec, Session
 from corral.errors import ConflictError
-from corral.store import _pcs, _pools, _sessions
+from corral.store import _directory, _pcs, _pools, _sessions
 from corral.store._engine import default_url, make_engine, transaction
 from corral.store._migrate import migrate
 
@@ -149,3 +150,151 @@ class Store:
 
     def sessions_to_evict(self, now: datetime) -> list[tuple[Session, str]]:
         return self._read(lambda c: _sessions.sessions_to_evict(c, now))
+
+    # directory: users, agents, sponsors, groups, agent keys
+
+    def identity_version(self) -> int:
+        """A counter bumped by every directory change; a request check that remembers it can
+        tell on the next request whether anything that decides access changed."""
+        return self._read(_directory.version)
+
+    def _write_unique(self, fn: Callable[[Connection], T], conflict: ConflictError) -> T:
+        """A write whose unique name may be taken concurrently: that race reads as `conflict`."""
+        try:
+            return self._write(fn)
+        except IntegrityError as e:
+            raise conflict from e
+
+    def create_user(
+        self,
+        name: str,
+        *,
+        roles: Iterable[Role] = (),
+        email: str | None = None,
+        password_hash: str | None = None,
+    ) -> User:
+        return self._write_unique(
+            lambda c: _directory.create_user(
+                c, name, roles=roles, email=email, password_hash=password_hash, now=_now()
+            ),
+            _directory.user_exists_error(name),
+        )
+
+    def get_user(self, ref: str) -> User:
+        """By id or name."""
+        return self._read(lambda c: _directory.get_user(c, ref))
+
+    def list_users(self) -> list[User]:
+        return self._read(_directory.list_users)
+
+    def get_user_secrets(self, ref: str) -> UserSecrets:
+        return self._read(lambda c: _directory.get_user_secrets(c, ref))
+
+    def set_user_password(self, ref: str, password_hash: str) -> None:
+        self._write(lambda c: _directory.set_user_password(c, ref, password_hash, _now()))
+
+    def set_user_totp(self, ref: str, secret: str | None, *, enabled: bool) -> None:
+        self._write(lambda c: _directory.set_user_totp(c, ref, secret, enabled=enabled, now=_now()))
+
+    def set_user_enabled(self, ref: str, enabled: bool) -> tuple[User, list[Agent]]:
+        """Returns the user and the agents that disabling them left without a sponsor."""
+        return self._write(
+            lambda c: _directory.set_user_enabled(c, ref, enabled=enabled, now=_now())
+        )
+
+    def create_agent(
+        self,
+        name: str,
+        *,
+        sponsors: Sequence[str],
+        groups: Sequence[str] = (),
+        key: AgentKey | None = None,
+    ) -> Agent:
+        """An agent with its sponsors (ids or names), groups and first public key, atomically."""
+        return self._write_unique(
+            lambda c: _directory.create_agent(
+                c, name, sponsors=sponsors, group_refs=groups, key=key, now=_now()
+            ),
+            _directory.agent_exists_error(name),
+        )
+
+    def get_agent(self, ref: str) -> Agent:
+        """By id (the client id) or name."""
+        return self._read(lambda c: _directory.get_agent(c, ref))
+
+    def list_agents(self) -> list[Agent]:
+        return self._read(_directory.list_agents)
+
+    def set_agent_enabled(self, ref: str, enabled: bool, *, reason: str | None = None) -> Agent:
+        return self._write(
+            lambda c: _directory.set_agent_enabled(
+                c, ref, enabled=enabled, reason=reason, now=_now()
+            )
+        )
+
+    def set_agent_risk(self, ref: str, risk: Risk) -> Agent:
+        return self._write(lambda c: _directory.set_agent_risk(c, ref, risk, _now()))
+
+    def add_sponsor(self, agent: str, user: str) -> Agent:
+        try:
+            return self._write(lambda c: _directory.add_sponsor(c, agent, user, _now()))
+        except IntegrityError as e:  # added concurrently
+            raise ConflictError(f"user {user!r} already sponsors agent {agent!r}") from e
+
+    def remove_sponsor(self, agent: str, user: str) -> Agent:
+        """Removing the last able sponsor disables the agent in the same transaction."""
+        return self._write(lambda c: _directory.remove_sponsor(c, agent, user, _now()))
+
+    def add_agent_key(self, agent: str, key: AgentKey) -> AgentKey:
+        return self._write_unique(
+            lambda c: _directory.add_agent_key(c, agent, key, _now()),
+            ConflictError(f"key {key.kid!r} is already registered"),
+        )
+
+    def list_agent_keys(self, agent: str) -> list[AgentKey]:
+        return self._read(lambda c: _directory.list_agent_keys(c, agent))
+
+    def revoke_agent_key(self, agent: str, kid: str) -> AgentKey:
+        return self._write(lambda c: _directory.revoke_agent_key(c, agent, kid, _now()))
+
+    def rotate_agent_key(self, agent: str, key: AgentKey, *, old_expires_at: datetime) -> AgentKey:
+        """Add `key`; the agent's other live keys expire at `old_expires_at` at the latest."""
+        return self._write_unique(
+            lambda c: _directory.rotate_agent_key(
+                c, agent, key, old_expires_at=old_expires_at, now=_now()
+            ),
+            ConflictError(f"key {key.kid!r} is already registered"),
+        )
+
+    def create_group(self, name: str, description: str = "") -> Group:
+        return self._write_unique(
+            lambda c: _directory.create_group(c, name, description, _now()),
+            _directory.group_exists_error(name),
+        )
+
+    def get_group(self, ref: str) -> Group:
+        return self._read(lambda c: _directory.get_group(c, ref))
+
+    def list_groups(self) -> list[Group]:
+        return self._read(_directory.list_groups)
+
+    def delete_group(self, ref: str) -> None:
+        self._write(lambda c: _directory.delete_group(c, ref))
+
+    def group_members(self, ref: str) -> tuple[list[str], list[str]]:
+        """Names of the group's users and of its agents."""
+        return self._read(lambda c: _directory.group_members(c, ref))
+
+    def set_group_member(
+        self, group: str, kind: Literal["user", "agent"], member: str, *, present: bool
+    ) -> None:
+        """Add (`present`) or remove a user or agent; idempotent."""
+        try:
+            self._write(
+                lambda c: _directory.set_group_member(
+                    c, group, kind=kind, member_ref=member, member=present, now=_now()
+                )
+            )
+        except IntegrityError:  # added concurrently: it is a member, as asked
+            if not present:
+                raise

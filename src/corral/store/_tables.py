@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -26,9 +27,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from corral.domain.identity import Risk
 from corral.domain.models import PCState, SessionState
 
-__all__ = ["UTCDateTime", "metadata", "pcs", "pools", "sessions"]
+__all__ = [
+    "UTCDateTime",
+    "agent_groups",
+    "agent_keys",
+    "agent_sponsors",
+    "agents",
+    "directory_state",
+    "groups",
+    "metadata",
+    "pcs",
+    "pools",
+    "sessions",
+    "user_groups",
+    "users",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -122,4 +138,91 @@ sessions = Table(
         postgresql_where=_ACTIVE,
     ),
     Index(None, "state"),
+)
+
+# The directory (migration 0002). An agent is kept apart from users; it answers to sponsors.
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("email", String(254), nullable=True),
+    Column("roles", String(128), nullable=False),  # sorted, comma-separated Role values
+    Column("enabled", Boolean, nullable=False),
+    Column("password_hash", Text, nullable=True),  # argon2id, never the password
+    Column("totp_secret", String(64), nullable=True),
+    Column("totp_enabled", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("description", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+user_groups = Table(
+    "user_groups",
+    metadata,
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", String(32), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Index(None, "group_id"),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("risk", String(16), nullable=False),
+    Column("disabled_reason", String(255), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint(_one_of("risk", [r.value for r in Risk]), name="risk"),
+)
+
+agent_sponsors = Table(
+    "agent_sponsors",
+    metadata,
+    Column("agent_id", String(32), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    # A user who sponsors an agent cannot vanish under it: remove the sponsorship first.
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="RESTRICT"), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "user_id"),
+)
+
+agent_groups = Table(
+    "agent_groups",
+    metadata,
+    Column("agent_id", String(32), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", String(32), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Index(None, "group_id"),
+)
+
+agent_keys = Table(
+    "agent_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),  # RFC 7638 thumbprint: one key, one agent
+    Column("agent_id", String(32), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False),
+    Column("public_jwk", Text, nullable=False),  # JSON; the private half never reaches us
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index(None, "agent_id"),
+)
+
+# One row (id 1): a counter bumped in the same transaction as every change that affects access
+# (disable, enable, risk, sponsors, groups, keys), so a request check sees it on the next request.
+directory_state = Table(
+    "directory_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
 )
