@@ -1,0 +1,275 @@
+"""`corral user ...` and `corral agent ...`: manage the directory in the local store.
+
+These act on the database directly (CORRAL_DATABASE_URL, else the data folder's SQLite file),
+so an operator can create the first users and agents before any server runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from corral.cli._common import err_console, handle_errors, out_console
+from corral.domain.identity import Agent, User
+from corral.errors import ConflictError, InvalidInputError
+from corral.identity.directory import Directory, write_credential
+from corral.store import Store
+
+__all__ = ["agent_app", "user_app"]
+
+user_app = typer.Typer(help="Create and list human users.", no_args_is_help=True)
+agent_app = typer.Typer(help="Create and manage agent identities.", no_args_is_help=True)
+sponsor_app = typer.Typer(help="Add or remove an agent's sponsors.", no_args_is_help=True)
+key_app = typer.Typer(help="List, rotate and revoke an agent's keys.", no_args_is_help=True)
+agent_app.add_typer(sponsor_app, name="sponsor")
+agent_app.add_typer(key_app, name="key")
+
+
+def _token_endpoint() -> str:
+    return os.environ.get("CORRAL_URL", "http://127.0.0.1:8420").rstrip("/") + "/v1/token"
+
+
+@contextmanager
+def _directory() -> Iterator[Directory]:
+    store = Store()
+    try:
+        store.migrate()
+        yield Directory(store)
+    finally:
+        store.close()
+
+
+def _user_table(users: list[User]) -> Table:
+    table = Table("NAME", "ID", "ROLES", "EMAIL", "ENABLED", "TOTP", "GROUPS")
+    for u in users:
+        table.add_row(
+            u.name,
+            u.id,
+            ", ".join(sorted(r.value for r in u.roles)),
+            u.email or "",
+            "yes" if u.enabled else "no",
+            "yes" if u.totp_enabled else "no",
+            ", ".join(u.groups),
+        )
+    return table
+
+
+def _agent_table(agents: list[Agent], names: dict[str, str]) -> Table:
+    table = Table("NAME", "ID", "ENABLED", "RISK", "SPONSORS", "GROUPS", "DISABLED BECAUSE")
+    for a in agents:
+        table.add_row(
+            a.name,
+            a.id,
+            "yes" if a.enabled else "no",
+            a.risk.value,
+            ", ".join(names.get(s, s) for s in a.sponsors),
+            ", ".join(a.groups),
+            a.disabled_reason or "",
+        )
+    return table
+
+
+def _show_agents(directory: Directory, agents: list[Agent]) -> None:
+    names = {u.id: u.name for u in directory.list_users()}
+    out_console.print(_agent_table(agents, names))
+
+
+def _read_password() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise InvalidInputError("no password on standard input")
+    return password
+
+
+# users
+
+
+@user_app.command("create")
+@handle_errors
+def user_create(
+    name: str,
+    role: Annotated[
+        list[str] | None,
+        typer.Option("--role", help="admin, security_admin or sponsor; repeat for several"),
+    ] = None,
+    email: Annotated[str | None, typer.Option(help="contact address")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read a console password from stdin")
+    ] = False,
+) -> None:
+    """Create a user (a human: admins, security admins and agent sponsors)."""
+    password = _read_password() if password_stdin else None
+    with _directory() as directory:
+        user = directory.create_user(name, roles=role or [], email=email, password=password)
+        out_console.print(_user_table([user]))
+
+
+@user_app.command("list")
+@handle_errors
+def user_list() -> None:
+    """List users."""
+    with _directory() as directory:
+        out_console.print(_user_table(directory.list_users()))
+
+
+@user_app.command("disable")
+@handle_errors
+def user_disable(name: str) -> None:
+    """Disable a user; agents left without an enabled sponsor are disabled too."""
+    with _directory() as directory:
+        agents = directory.disable_user(name)
+        err_console.print(f"user {name} disabled")
+        for agent in agents:
+            err_console.print(f"agent {agent.name} disabled: {agent.disabled_reason}")
+
+
+@user_app.command("enable")
+@handle_errors
+def user_enable(name: str) -> None:
+    """Enable a user (agents they sponsor stay as they are: enable them one by one)."""
+    with _directory() as directory:
+        out_console.print(_user_table([directory.enable_user(name)]))
+
+
+# agents
+
+
+@agent_app.command("create")
+@handle_errors
+def agent_create(
+    name: str,
+    sponsor: Annotated[
+        list[str] | None,
+        typer.Option("--sponsor", help="user who answers for the agent; repeat for several"),
+    ] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", help="group to join")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="credential file (default ./NAME.json)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing credential file")] = False,
+    token_endpoint: Annotated[
+        str | None, typer.Option(help="token URL written into the credential ($CORRAL_URL)")
+    ] = None,
+) -> None:
+    """Create an agent with a new key pair; its credential (private key) goes to a 0600 file."""
+    path = output or Path(f"{name}.json")
+    if path.exists() and not force:  # before creating anything, so no agent lacks its file
+        raise ConflictError(f"{path} already exists", hint="choose another -o, or pass --force")
+    with _directory() as directory:
+        cred = directory.create_agent(
+            name, sponsor or [], group or [], token_endpoint or _token_endpoint()
+        )
+        write_credential(path, cred, overwrite=force)
+    out_console.print(f"agent [bold]{name}[/] created: id {cred['agent_id']}", highlight=False)
+    out_console.print(f"credential written to {path} (keep it secret)", highlight=False)
+
+
+@agent_app.command("list")
+@handle_errors
+def agent_list() -> None:
+    """List agents with their sponsors, risk and state."""
+    with _directory() as directory:
+        _show_agents(directory, directory.list_agents())
+
+
+@agent_app.command("disable")
+@handle_errors
+def agent_disable(
+    name: str, reason: Annotated[str | None, typer.Option(help="why, for the record")] = None
+) -> None:
+    """Disable an agent: its tokens stop working on the next request."""
+    with _directory() as directory:
+        _show_agents(directory, [directory.disable_agent(name, reason)])
+
+
+@agent_app.command("enable")
+@handle_errors
+def agent_enable(name: str) -> None:
+    """Enable an agent again (it needs an enabled sponsor)."""
+    with _directory() as directory:
+        _show_agents(directory, [directory.enable_agent(name)])
+
+
+@agent_app.command("risk")
+@handle_errors
+def agent_risk(name: str, level: str) -> None:
+    """Set an agent's risk level: none, low, medium or high."""
+    with _directory() as directory:
+        _show_agents(directory, [directory.set_risk(name, level)])
+
+
+@sponsor_app.command("add")
+@handle_errors
+def sponsor_add(name: str, user: str) -> None:
+    """Make USER a sponsor of agent NAME."""
+    with _directory() as directory:
+        _show_agents(directory, [directory.add_sponsor(name, user)])
+
+
+@sponsor_app.command("remove")
+@handle_errors
+def sponsor_remove(name: str, user: str) -> None:
+    """Remove USER as sponsor of agent NAME; without sponsors the agent is disabled."""
+    with _directory() as directory:
+        agent = directory.remove_sponsor(name, user)
+        _show_agents(directory, [agent])
+    if not agent.enabled:
+        err_console.print(f"agent {name} is disabled: {agent.disabled_reason}")
+
+
+@key_app.command("list")
+@handle_errors
+def key_list(name: str) -> None:
+    """List an agent's public keys."""
+    with _directory() as directory:
+        keys = directory.agent_keys(name)
+    table = Table("KID", "CREATED", "EXPIRES", "REVOKED")
+    for k in keys:
+        table.add_row(
+            k.kid,
+            k.created_at.isoformat(timespec="seconds"),
+            k.expires_at.isoformat(timespec="seconds") if k.expires_at else "",
+            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+        )
+    out_console.print(table)
+
+
+@key_app.command("rotate")
+@handle_errors
+def key_rotate(
+    name: str,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="credential file (default ./NAME.json)")
+    ] = None,
+    grace: Annotated[int, typer.Option(help="seconds the old keys keep working", min=0)] = 3600,
+    token_endpoint: Annotated[
+        str | None, typer.Option(help="token URL written into the credential ($CORRAL_URL)")
+    ] = None,
+) -> None:
+    """Give an agent a new key pair and replace its credential file; old keys expire after
+    the grace period."""
+    path = output or Path(f"{name}.json")
+    with _directory() as directory:
+        cred = directory.rotate_agent_key(
+            name, timedelta(seconds=grace), token_endpoint or _token_endpoint()
+        )
+        write_credential(path, cred, overwrite=True)
+    out_console.print(f"new key {cred['key']['kid']} for agent {name}", highlight=False)
+    out_console.print(f"credential written to {path}; old keys expire in {grace} s")
+
+
+@key_app.command("revoke")
+@handle_errors
+def key_revoke(name: str, kid: str) -> None:
+    """Revoke one key at once (put `--` before a KID that starts with '-')."""
+    with _directory() as directory:
+        directory.revoke_agent_key(name, kid)
+    err_console.print(f"key {kid} of agent {name} revoked")
