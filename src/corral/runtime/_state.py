@@ -17,7 +17,9 @@ from typing import Any
 
 __all__ = ["FIRST_UID", "UIDS_PER_PC", "PCRecord", "StateDir"]
 
-FIRST_UID = 2_000_000  # well above system users and the usual /etc/subuid ranges
+# 2^30: far above system users and the ranges tools hand out in /etc/subuid (100000 + n*65536),
+# and with MAX_SLOTS ranges still below 2^31.
+FIRST_UID = 1 << 30
 UIDS_PER_PC = 65536
 MAX_SLOTS = 4096
 
@@ -34,6 +36,7 @@ class PCRecord:
     status: str  # booting | ready | resetting | destroying
     created_at: float
     booted_at: float = 0.0
+    changed_at: float = 0.0  # last status change: the grace period of reconcile counts from it
     user: dict[str, Any] | None = None
 
     @property

@@ -262,6 +262,7 @@ class PCRuntime:
         self._require_root()
         record = self._record(pc_id)
         record.status = "resetting"
+        record.changed_at = time.time()
         self.state.save(record)
         self.runc.delete(pc_id, cgroup_path(pc_id))
         try:
@@ -346,7 +347,13 @@ class PCRuntime:
         now = time.time()
         for pc_id in self.state.ids():
             record = self.state.load(pc_id)
-            age = now - (record.created_at if record else 0.0)
+            if record is not None:
+                age = now - max(record.created_at, record.changed_at)
+            else:  # a folder another process is filling right now, or a leftover
+                try:
+                    age = now - self.state.pc_dir(pc_id).stat().st_mtime
+                except OSError:
+                    continue
             if (record is None and age > boot_grace_s) or (
                 record is not None
                 and self._pid(pc_id) is None
