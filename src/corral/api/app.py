@@ -19,8 +19,10 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
+from corral.api.auth_routes import include_auth
 from corral.api.errors import install_error_handlers
 from corral.domain.models import PoolSpec, Session
+from corral.service.auth import AuthService
 from corral.service.control import ControlPlane, PoolStatus
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -151,6 +153,7 @@ def create_app(
     destroy_on_exit: bool = True,
     default_pools: list[PoolSpec] | None = None,
     allowed_hosts: list[str] | None = None,
+    auth: AuthService | None = None,
 ) -> FastAPI:
     """The ASGI app. Its lifespan starts the control plane (store migration, recovery), the
     pool manager and the MCP session managers, and on exit stops them (destroying PCs when
@@ -177,6 +180,8 @@ def create_app(
 
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
+    if auth is not None:
+        include_auth(app, auth)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

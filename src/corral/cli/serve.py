@@ -42,7 +42,10 @@ def up(
 ) -> None:
     """Serve Corral (REST, MCP) until Ctrl-C; first run builds the default image and pool."""
     from corral.api.app import create_app
+    from corral.config import paths
+    from corral.identity.keys import SigningKeyring
     from corral.runtime.pcs import PCRuntime
+    from corral.service.auth import AuthService
     from corral.service.control import ControlPlane
     from corral.store import Store
 
@@ -57,6 +60,8 @@ def up(
     base = f"http://{host}:{port}"
     store = Store()
     control = ControlPlane(store, PCRuntime())
+    keyring = SigningKeyring.load_or_create(paths().data / "signing-keys.json")
+    auth = AuthService(store, keyring, issuer=base, token_url=f"{base}/v1/token")
     pools = [PoolSpec(DEFAULT_POOL, image, warm=warm, max=max(10, warm))] if default_pool else []
     app = create_app(
         control,
@@ -64,6 +69,7 @@ def up(
         default_pools=pools,
         destroy_on_exit=not keep_pcs,
         allowed_hosts=None if loopback else ["*"],
+        auth=auth,
     )
     config = {"mcpServers": {"corral": {"type": "http", "url": f"{base}/mcp"}}}
     err_console.print(f"[green]Corral[/] on {base}  (store: {store.dialect})")

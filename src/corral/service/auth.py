@@ -1,0 +1,280 @@
+"""The token endpoint's service half: client credentials with a client assertion and DPoP.
+
+An agent asks for an access token with `grant_type=client_credentials`, a `private_key_jwt`
+client assertion (RFC 7523) signed by one of its registered keys, and a DPoP proof (RFC 9449)
+made with the key the token will be bound to. The HTTP adapter (`corral.api.auth_routes`) only
+parses the form and maps `AuthError`s to OAuth answers; every decision is made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from corral.domain.identity import Agent, Risk
+from corral.errors import NotFoundError
+from corral.identity.assertions import CLIENT_ASSERTION_TYPE, verify_client_assertion
+from corral.identity.directory import Directory
+from corral.identity.dpop import DPoPSettings, verify_dpop_proof
+from corral.identity.errors import AuthError, InvalidClientError
+from corral.identity.keys import SigningKeyring
+from corral.identity.nonces import NonceSource
+from corral.identity.replay import ReplayCache, ReplayGuard
+from corral.identity.tokens import DEFAULT_LIFETIME, issue_access_token
+from corral.store import Store
+
+__all__ = [
+    "AuthService",
+    "InvalidRequestError",
+    "RateLimit",
+    "RateLimitedError",
+    "TokenBuckets",
+    "UnsupportedGrantTypeError",
+]
+
+GRANT_TYPE = "client_credentials"
+# Longest form value we look at: assertions and proofs are a few hundred bytes.
+MAX_FIELD_CHARS = 8192
+
+
+class InvalidRequestError(AuthError):
+    """A parameter is missing, repeated, oversized or of the wrong kind (RFC 6749 5.2)."""
+
+    error = "invalid_request"
+
+
+class UnsupportedGrantTypeError(AuthError):
+    """Any grant but client_credentials."""
+
+    error = "unsupported_grant_type"
+
+
+class RateLimitedError(AuthError):
+    """Too many token requests from one client or address; retry after `retry_after_s`.
+
+    `slow_down` is the OAuth registry's code for "poll less often" (RFC 8628 3.5)."""
+
+    error = "slow_down"
+    status = 429
+    token_endpoint_status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, hint=f"retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: `rate` requests a second on average, bursts of up to `burst`."""
+
+    rate: float = 10.0
+    burst: float = 20.0
+
+
+class TokenBuckets:
+    """One token bucket per key (a client id, an address), bounded in memory.
+
+    When more than `max_keys` keys are live the least recently used bucket is dropped; a
+    dropped bucket comes back full, which errs towards letting a request through.
+    """
+
+    def __init__(self, limit: RateLimit, max_keys: int = 100_000) -> None:
+        if limit.rate <= 0 or limit.burst < 1:
+            raise ValueError("a rate limit needs rate > 0 and burst >= 1")
+        self.limit = limit
+        self._max = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+        self._lock = threading.Lock()
+
+    def take(self, key: str, now: float) -> float:
+        """Spend one token for `key`: 0.0 if allowed, else the seconds until one is back."""
+        rate, burst = self.limit.rate, self.limit.burst
+        with self._lock:
+            tokens, at = self._buckets.pop(key, (burst, now))
+            tokens = min(burst, tokens + max(0.0, now - at) * rate)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / rate
+            if wait == 0.0:
+                tokens -= 1
+            self._buckets[key] = (tokens, now)
+            while len(self._buckets) > self._max:
+                self._buckets.popitem(last=False)
+            return wait
+
+
+def _limited(buckets: TokenBuckets, key: str, what: str, now: float) -> None:
+    wait = buckets.take(key, now)
+    if wait > 0:
+        raise RateLimitedError(f"too many token requests {what}", max(1, math.ceil(wait)))
+
+
+def _field(form: Mapping[str, str], name: str) -> str:
+    value = form.get(name)
+    if not value:
+        raise InvalidRequestError(f"the {name} parameter is missing")
+    if len(value) > MAX_FIELD_CHARS:
+        raise InvalidRequestError(f"the {name} parameter is too long")
+    return value
+
+
+def _assertion_subject(assertion: str) -> str | None:
+    """The unverified `sub` of an assertion, only to know whose keys to verify it with when
+    the form names no client_id (RFC 7521 4.2 makes client_id optional)."""
+    parts = assertion.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return sub if isinstance(sub, str) and sub else None
+
+
+class AuthService:
+    """Issues DPoP-bound access tokens to agents of the directory.
+
+    `issuer` is the server's public base URL (also the tokens' audience for now); `token_url`
+    is the endpoint's public URL, which proofs (`htu`) and assertions (`aud`) must name.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        keyring: SigningKeyring,
+        issuer: str,
+        token_url: str,
+        *,
+        lifetime: float = DEFAULT_LIFETIME,
+        replay: ReplayGuard | None = None,
+        nonces: NonceSource | None = None,
+        client_limit: RateLimit = RateLimit(),
+        address_limit: RateLimit = RateLimit(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = Directory(store)
+        self.keyring = keyring
+        self.issuer = issuer
+        self.token_url = token_url
+        self.lifetime = lifetime
+        self._replay: ReplayGuard = replay if replay is not None else ReplayCache()
+        self._dpop = DPoPSettings(nonces=nonces)
+        self._per_client = TokenBuckets(client_limit)
+        self._per_address = TokenBuckets(address_limit)
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"AuthService(issuer={self.issuer!r}, token_url={self.token_url!r})"
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys that verify our tokens, for `/.well-known/jwks.json`."""
+        return self.keyring.jwks(self._clock())
+
+    def _client(self, client_id: str) -> tuple[Agent | None, list[dict[str, Any]]]:
+        """The agent and its usable public keys; (None, []) when there is no such agent."""
+        try:
+            agent = self.directory.get_agent(client_id)
+        except NotFoundError:
+            return None, []
+        if agent.id != client_id:  # found by name: a client id is the agent id, nothing else
+            return None, []
+        return agent, self.directory.usable_public_keys(agent.id)
+
+    async def token(
+        self,
+        form: Mapping[str, str],
+        dpop_header: str | None,
+        method: str,
+        *,
+        client_address: str | None = None,
+    ) -> dict[str, Any]:
+        """Answer a token request, or raise the `AuthError` the endpoint must return.
+
+        `form` holds the request's parameters, each given once (the adapter refuses repeats).
+        """
+        now = self._clock()
+        # 1. Per-address rate limit, before any signature or store work is spent on it.
+        _limited(self._per_address, client_address or "-", "from this address", time.monotonic())
+
+        # 2. The grant is client_credentials, the only one Corral issues.
+        if _field(form, "grant_type") != GRANT_TYPE:
+            raise UnsupportedGrantTypeError("only grant_type=client_credentials is supported")
+
+        # 3. The client authenticates with a private_key_jwt assertion (RFC 7523 2.2).
+        if _field(form, "client_assertion_type") != CLIENT_ASSERTION_TYPE:
+            raise InvalidClientError(
+                "client_assertion_type must be " + CLIENT_ASSERTION_TYPE,
+                hint="authenticate with a private_key_jwt client assertion",
+            )
+        assertion = _field(form, "client_assertion")
+        client_id = form.get("client_id") or _assertion_subject(assertion)
+        if not client_id or len(client_id) > 256:
+            raise InvalidRequestError("the client_id parameter is missing")
+
+        # 4. The DPoP proof: made for POST to this endpoint's public URL, just now, once; no
+        #    access token exists yet (so no ath); a nonce only when the server demands them.
+        #    Its key is what the token will be bound to.
+        if method != "POST":
+            raise InvalidRequestError("the token endpoint takes POST only")
+        jkt = verify_dpop_proof(
+            dpop_header,
+            method=method,
+            url=self.token_url,
+            replay=self._replay,
+            now=now,
+            settings=self._dpop,
+        )
+
+        # 5. The client: an agent of the directory, by id, with its keys that are neither
+        #    revoked nor expired. An unknown client has no keys, so it fails step 6 exactly as
+        #    a forged assertion does and the answer does not say which client ids exist.
+        agent, keys = await asyncio.to_thread(self._client, client_id)
+
+        # 6. The assertion: signed by one of those keys, for this endpoint, fresh, used once.
+        verify_client_assertion(
+            assertion,
+            client_id=client_id,
+            token_url=self.token_url,
+            client_keys=keys,
+            replay=self._replay,
+            now=now,
+        )
+        if agent is None:  # unreachable: only a known agent has keys to verify with
+            raise InvalidClientError("client assertion refused: unknown client")
+
+        # 7. The agent may have tokens: enabled (which also means it still has an able
+        #    sponsor: losing the last one disables it) and not at high risk.
+        if not agent.enabled:
+            reason = f" ({agent.disabled_reason})" if agent.disabled_reason else ""
+            raise InvalidClientError(f"agent {agent.id} is disabled{reason}")
+        if agent.risk is Risk.HIGH:
+            raise InvalidClientError(f"agent {agent.id} is at high risk")
+
+        # 8. Per-client rate limit, charged to authenticated requests only, so nobody can use
+        #    up an agent's allowance by sending requests in its name.
+        _limited(self._per_client, agent.id, "for this client", time.monotonic())
+
+        # 9. A short-lived token for the agent, bound to the proof key (cnf.jkt).
+        issued = issue_access_token(
+            self.keyring,
+            issuer=self.issuer,
+            subject=agent.id,
+            audience=self.issuer,
+            client_id=agent.client_id,
+            jkt=jkt,
+            now=now,
+            lifetime=self.lifetime,
+        )
+        return {
+            "access_token": issued.access_token,
+            "token_type": issued.token_type,
+            "expires_in": issued.expires_in,
+        }
