@@ -134,7 +134,7 @@ def test_read_credential_refuses_open_files(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="readable by others"):
         read_credential(path)
     path.chmod(0o600)
-    with pytest.raises(InvalidInputError, match="not a Corral agent credential"):
+    with pytest.raises(InvalidInputError, match="not a Corral credential"):
         read_credential(path)
 
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Header, Response
+from fastapi import Body, Depends, FastAPI, Header, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -20,8 +20,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
 from corral.api.auth_routes import include_auth
+from corral.api.authn import Authenticate, principal_of
 from corral.api.errors import install_error_handlers
+from corral.domain.access import Caller
 from corral.domain.models import PoolSpec, Session
+from corral.errors import PermissionDeniedError
+from corral.service.access import AccessEvaluator
 from corral.service.auth import AuthService
 from corral.service.control import ControlPlane, PoolStatus
 
@@ -29,6 +33,17 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _principal(request: Request) -> Caller:
+    """The caller the authentication middleware established; none is a refusal."""
+    caller = principal_of(request)
+    if caller is None:
+        raise PermissionDeniedError("no authenticated principal for this request")
+    return caller
+
+
+Principal = Annotated[Caller, Depends(_principal)]
 
 
 class PoolCreate(BaseModel):
@@ -188,20 +203,22 @@ def create_app(
         return {"status": "ok", "version": __version__}
 
     @app.get("/v1/pools")
-    async def list_pools() -> list[dict[str, Any]]:
-        return [_pool_json(p) for p in await asyncio.to_thread(control.list_pools)]
+    async def list_pools(who: Principal) -> list[dict[str, Any]]:
+        pools = await asyncio.to_thread(lambda: control.list_pools(principal=who))
+        return [_pool_json(p) for p in pools]
 
     @app.post("/v1/pools", status_code=201)
-    async def create_pool(body: PoolCreate) -> dict[str, Any]:
-        return _pool_json(await control.create_pool(PoolSpec(**body.model_dump())))
+    async def create_pool(body: PoolCreate, who: Principal) -> dict[str, Any]:
+        spec = PoolSpec(**body.model_dump())
+        return _pool_json(await control.create_pool(spec, principal=who))
 
     @app.get("/v1/pools/{name}")
-    async def get_pool(name: str) -> dict[str, Any]:
-        return _pool_json(await asyncio.to_thread(control.get_pool, name))
+    async def get_pool(name: str, who: Principal) -> dict[str, Any]:
+        return _pool_json(await asyncio.to_thread(lambda: control.get_pool(name, principal=who)))
 
     @app.get("/v1/pools/{name}/pcs")
-    async def list_pool_pcs(name: str) -> list[dict[str, Any]]:
-        pcs = await asyncio.to_thread(control.list_pool_pcs, name)
+    async def list_pool_pcs(name: str, who: Principal) -> list[dict[str, Any]]:
+        pcs = await asyncio.to_thread(lambda: control.list_pool_pcs(name, principal=who))
         return [
             {
                 "id": pc.id,
@@ -214,12 +231,13 @@ def create_app(
         ]
 
     @app.delete("/v1/pools/{name}", status_code=202)
-    async def delete_pool(name: str) -> dict[str, Any]:
-        return _pool_json(await control.delete_pool(name))
+    async def delete_pool(name: str, who: Principal) -> dict[str, Any]:
+        return _pool_json(await control.delete_pool(name, principal=who))
 
     @app.post("/v1/pools/{pool}/sessions", status_code=201)
     async def acquire(
         pool: str,
+        who: Principal,
         body: Annotated[AcquireBody | None, Body()] = None,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> dict[str, Any]:
@@ -230,42 +248,65 @@ def create_app(
             idempotency_key=idempotency_key,
             request=request,
             wait_s=body.wait_s if body else None,
+            principal=who,
         )
-        return _session_json(session, base_url)
+        answer = _session_json(session, base_url)
+        if auth is not None and who.jkt is not None:
+            # A token for this session only, bound to the caller's own DPoP key.
+            issued = auth.session_token(who, session.id)
+            answer["session_token"] = issued.access_token
+            answer["session_token_expires_in"] = issued.expires_in
+        return answer
 
     @app.get("/v1/sessions")
-    async def list_sessions(active: bool = True) -> list[dict[str, Any]]:
-        sessions = await asyncio.to_thread(control.list_sessions, active)
+    async def list_sessions(who: Principal, active: bool = True) -> list[dict[str, Any]]:
+        sessions = await asyncio.to_thread(lambda: control.list_sessions(active, principal=who))
         return [_session_json(s, base_url) for s in sessions]
 
     @app.get("/v1/sessions/{session_id}")
-    async def get_session(session_id: str) -> dict[str, Any]:
-        return _session_json(await asyncio.to_thread(control.get_session, session_id), base_url)
+    async def get_session(session_id: str, who: Principal) -> dict[str, Any]:
+        session = await asyncio.to_thread(lambda: control.get_session(session_id, principal=who))
+        return _session_json(session, base_url)
 
     @app.delete("/v1/sessions/{session_id}")
-    async def release(session_id: str) -> dict[str, Any]:
-        return _session_json(await control.release(session_id), base_url)
+    async def release(session_id: str, who: Principal) -> dict[str, Any]:
+        return _session_json(await control.release(session_id, principal=who), base_url)
 
     @app.post("/v1/sessions/{session_id}/actions/{tool}")
     async def act(
         session_id: str,
         tool: str,
+        who: Principal,
         args: Annotated[dict[str, Any] | None, Body()] = None,
     ) -> dict[str, Any]:
-        return (await control.act(session_id, tool, args)).to_json()
+        return (await control.act(session_id, tool, args, principal=who)).to_json()
 
     @app.get("/v1/sessions/{session_id}/screenshot")
-    async def screenshot(session_id: str) -> Response:
-        png = await control.peek_screenshot(session_id)
+    async def screenshot(session_id: str, who: Principal) -> Response:
+        png = await control.peek_screenshot(session_id, principal=who)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
+    @app.post("/v1/agents/{agent_id}/revoke")
+    async def revoke(agent_id: str, who: Principal) -> dict[str, Any]:
+        """Admin: every token issued so far to this agent is refused from the next request."""
+        revoked = await asyncio.to_thread(lambda: control.revoke_tokens(agent_id, principal=who))
+        return {"id": revoked, "tokens_revoked": True}
+
     @app.get("/sessions/{session_id}/viewer", response_class=HTMLResponse)
-    async def viewer(session_id: str) -> str:
-        await asyncio.to_thread(control.get_session, session_id)
+    async def viewer(session_id: str, who: Principal) -> str:
+        await asyncio.to_thread(lambda: control.get_session(session_id, principal=who))
         return _VIEWER.format(sid=session_id)
 
     mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
     mcp_lifespan.append(mount_mcp(app, control, allowed_hosts=mcp_hosts))
+    if auth is not None:
+        # Every request but /healthz, /v1/token and the JWKS needs a verified identity.
+        app.add_middleware(
+            Authenticate,
+            keyring=auth.keyring,
+            issuer=auth.issuer,
+            access=AccessEvaluator(control.store),
+        )
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     # DNS rebinding: a web page must not reach the loopback API under its own host name.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or LOCAL_NAMES))

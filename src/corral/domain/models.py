@@ -85,6 +85,8 @@ class Session:
     idempotency_key: str | None = None
     released_at: datetime | None = None
     release_reason: str | None = None
+    #: the agent or user id that acquired it (None: made before owners were recorded)
+    owner: str | None = None
 
 
 def validate_pool_spec(spec: PoolSpec) -> PoolSpec:

@@ -39,7 +39,7 @@ __all__ = [
 # `corral up` on its default address (not a secret: a URL)
 DEFAULT_TOKEN_ENDPOINT = "http://127.0.0.1:8420/v1/token"  # noqa: S105
 DEFAULT_ROTATION_GRACE = timedelta(hours=1)
-CREDENTIAL_FIELDS = ("agent_id", "client_id", "token_endpoint", "key")
+CREDENTIAL_FIELDS = ("client_id", "token_endpoint", "key")
 
 Credential = dict[str, Any]
 
@@ -89,6 +89,37 @@ class Directory:
         return self.store.create_user(
             name, roles=parse_roles(roles), email=email, password_hash=password_hash
         )
+
+    def create_user_credential(
+        self,
+        ref: str,
+        token_endpoint: str = DEFAULT_TOKEN_ENDPOINT,
+        key_lifetime: timedelta | None = None,
+    ) -> Credential:
+        """A key pair for a user's CLI/API use (client_id = user id, `private_key_jwt`); the
+        store keeps only the public half. Returns the credential, which exists nowhere else."""
+        user = self.store.get_user(ref)
+        key = DPoPKey.generate("EdDSA")
+        expires_at = None if key_lifetime is None else self._clock() + key_lifetime
+        self.store.add_user_key(user.id, _public_key(key, expires_at))
+        private = {**key.private_jwk(), "kid": key.thumbprint, "alg": key.alg}
+        return {
+            "user_id": user.id,
+            "client_id": user.id,
+            "token_endpoint": token_endpoint,
+            "key": private,
+        }
+
+    def usable_user_keys(self, user: str) -> list[dict[str, Any]]:
+        """A user's public JWKs (with kid) the token endpoint accepts assertions from now."""
+        now = self._clock()
+        return [
+            {**k.public_jwk, "kid": k.kid} for k in self.store.list_user_keys(user) if k.usable(now)
+        ]
+
+    def revoke_tokens(self, ref: str) -> str:
+        """Every token issued so far to this agent or user is refused from the next request."""
+        return self.store.revoke_tokens(ref)
 
     def get_user(self, ref: str) -> User:
         return self.store.get_user(ref)
@@ -273,7 +304,7 @@ def read_credential(path: Path) -> Credential:
         raise InvalidInputError(f"cannot read the credential {path}: {exc}") from None
     if not isinstance(credential, dict) or any(f not in credential for f in CREDENTIAL_FIELDS):
         raise InvalidInputError(
-            f"{path} is not a Corral agent credential",
+            f"{path} is not a Corral credential",
             hint=f"it needs the fields {', '.join(CREDENTIAL_FIELDS)}",
         )
     return credential

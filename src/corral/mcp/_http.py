@@ -10,7 +10,9 @@ from mcp_types import ErrorData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-__all__ = ["LOCAL_HOSTS", "jsonrpc_refusal", "security_settings", "session_id_of"]
+from corral.domain.access import Caller
+
+__all__ = ["LOCAL_HOSTS", "jsonrpc_refusal", "principal_of", "security_settings", "session_id_of"]
 
 LOCAL_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 
@@ -35,6 +37,15 @@ def security_settings(allowed_hosts: Sequence[str] | None) -> TransportSecurityS
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
     origins = [f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")]
     return TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins)
+
+
+def principal_of(request: object) -> Caller | None:
+    """The caller the authentication middleware put on the request's scope (None if none:
+    the ControlPlane then refuses, so a missing middleware fails closed)."""
+    scope = request.scope if isinstance(request, Request) else request
+    state = scope.get("state") if isinstance(scope, dict) else None
+    value = state.get("principal") if isinstance(state, dict) else None
+    return value if isinstance(value, Caller) else None
 
 
 def session_id_of(request: object) -> str | None:

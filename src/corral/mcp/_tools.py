@@ -23,6 +23,7 @@ from corral.errors import CorralError, InvalidInputError, UnavailableError
 from corral.service.tools import TOOLS, ToolResult
 
 if TYPE_CHECKING:
+    from corral.domain.access import Caller
     from corral.service.control import ControlPlane
 
 __all__ = [
@@ -104,13 +105,17 @@ async def guarded(tool: str, call: Callable[[], Awaitable[CallToolResult]]) -> C
 
 
 async def run_computer_tool(
-    control: ControlPlane, session_id: str, tool: str, args: dict[str, Any] | None
+    control: ControlPlane,
+    session_id: str,
+    tool: str,
+    args: dict[str, Any] | None,
+    principal: Caller | None,
 ) -> CallToolResult:
     """Act on `session_id` through the control plane (which validates `args`, unknown tools
     included, and runs the session's actions one at a time, in order)."""
 
     async def call() -> CallToolResult:
-        return tool_result(await control.act(session_id, tool, args or {}))
+        return tool_result(await control.act(session_id, tool, args or {}, principal=principal))
 
     return await guarded(tool, call)
 

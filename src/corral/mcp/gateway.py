@@ -42,8 +42,9 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from corral import __version__
+from corral.domain.access import SYSTEM, Caller
 from corral.errors import ConflictError, CorralError, InvalidInputError, NotFoundError
-from corral.mcp._http import jsonrpc_refusal
+from corral.mcp._http import jsonrpc_refusal, principal_of
 from corral.mcp._tools import (
     computer_tools,
     guarded,
@@ -202,23 +203,24 @@ class GatewayMCP:
     ) -> CallToolResult:
         name, args = params.name, params.arguments
         conn = _connection(ctx)
+        who = principal_of(ctx.request)
         if name == "list_pools":
-            return await guarded(name, lambda: self._list_pools(args))
+            return await guarded(name, lambda: self._list_pools(args, who))
         if conn is None or conn.session_id is None:
             return await guarded(name, _no_mcp_session)
         if name == "acquire_pc":
-            return await guarded(name, lambda: self._acquire(conn, ctx.request, args))
+            return await guarded(name, lambda: self._acquire(conn, ctx.request, args, who))
         if name == "release_pc":
-            return await guarded(name, lambda: self._release(conn, args))
+            return await guarded(name, lambda: self._release(conn, args, who))
         session_id = conn.state.get(BOUND)
         if session_id is None:
             return await guarded(name, _not_acquired)
-        result = await run_computer_tool(self.control, session_id, name, args)
+        result = await run_computer_tool(self.control, session_id, name, args, who)
         if result.is_error and _gone(result):
             conn.state.pop(BOUND, None)  # released elsewhere or evicted: acquire_pc may rebind
         return result
 
-    async def _list_pools(self, args: dict[str, Any] | None) -> CallToolResult:
+    async def _list_pools(self, args: dict[str, Any] | None, who: Caller | None) -> CallToolResult:
         parse_model("list_pools", _ListPoolsArgs, args)
         pools = [
             {
@@ -230,7 +232,7 @@ class GatewayMCP:
                 "max": p.max,
                 "counts": dict(p.counts),
             }
-            for p in await asyncio.to_thread(self.control.list_pools)
+            for p in await asyncio.to_thread(lambda: self.control.list_pools(principal=who))
         ]
         lines = [
             f"{p['name']}: image {p['image']}, region {p['region']}, size {p['size']}; "
@@ -250,20 +252,22 @@ class GatewayMCP:
         return lock
 
     async def _acquire(
-        self, conn: Connection, request: object, args: dict[str, Any] | None
+        self, conn: Connection, request: object, args: dict[str, Any] | None, who: Caller | None
     ) -> CallToolResult:
         async with self._lock(conn):
-            return await self._acquire_locked(conn, request, args)
+            return await self._acquire_locked(conn, request, args, who)
 
     async def _acquire_locked(
-        self, conn: Connection, request: object, args: dict[str, Any] | None
+        self, conn: Connection, request: object, args: dict[str, Any] | None, who: Caller | None
     ) -> CallToolResult:
         a = parse_model("acquire_pc", _AcquireArgs, args)
         base_url = str(request.base_url).rstrip("/") if isinstance(request, Request) else ""
         held = conn.state.get(BOUND)
         if held is not None:
             try:
-                current = await asyncio.to_thread(self.control.get_session, held)
+                current = await asyncio.to_thread(
+                    lambda: self.control.get_session(held, principal=who)
+                )
             except NotFoundError:
                 conn.state.pop(BOUND, None)
             else:
@@ -279,7 +283,7 @@ class GatewayMCP:
                     _session_json(current, base_url),
                 )
         session = await self.control.acquire(
-            a.pool, idempotency_key=a.idempotency_key, wait_s=a.wait_s
+            a.pool, idempotency_key=a.idempotency_key, wait_s=a.wait_s, principal=who
         )
         conn.state[BOUND] = session.id
         if not conn.state.get(RELEASE_ON_CLOSE):
@@ -292,16 +296,18 @@ class GatewayMCP:
             _session_json(session, base_url),
         )
 
-    async def _release(self, conn: Connection, args: dict[str, Any] | None) -> CallToolResult:
+    async def _release(
+        self, conn: Connection, args: dict[str, Any] | None, who: Caller | None
+    ) -> CallToolResult:
         parse_model("release_pc", _ReleaseArgs, args)
         async with self._lock(conn):
-            return await self._release_locked(conn)
+            return await self._release_locked(conn, who)
 
-    async def _release_locked(self, conn: Connection) -> CallToolResult:
+    async def _release_locked(self, conn: Connection, who: Caller | None) -> CallToolResult:
         session_id = conn.state.pop(BOUND, None)
         if session_id is None:
             return text_result("no PC is bound to this MCP session; nothing to release")
-        session = await self.control.release(session_id)
+        session = await self.control.release(session_id, principal=who)
         return text_result(
             f"released PC {session.pc_id} (session {session.id}); it is being reset",
             {"session_id": session.id, "pc_id": session.pc_id, "released": True},
@@ -312,7 +318,8 @@ class GatewayMCP:
         if session_id is None:
             return
         try:
-            await self.control.release(session_id)
+            # The MCP session is gone, and with it its caller: the server releases what it held.
+            await self.control.release(session_id, principal=SYSTEM)
             log.info("MCP session %s closed: released %s", conn.session_id, session_id)
         except CorralError as exc:
             log.warning("MCP session closed; releasing %s failed: %s", session_id, exc)

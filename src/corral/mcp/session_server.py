@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from corral import __version__
 from corral.errors import InvalidInputError, NotFoundError
-from corral.mcp._http import jsonrpc_refusal, session_id_of
+from corral.mcp._http import jsonrpc_refusal, principal_of, session_id_of
 from corral.mcp._tools import computer_tools, error_result, input_schema, run_computer_tool
 
 if TYPE_CHECKING:
@@ -70,7 +70,10 @@ class SessionMCP:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session_id = scope.get("path_params", {}).get("session_id", "")
         try:
-            await anyio.to_thread.run_sync(self.control.get_session, session_id)
+            who = principal_of(scope)
+            await anyio.to_thread.run_sync(
+                lambda: self.control.get_session(session_id, principal=who)
+            )
         except NotFoundError as exc:
             data = {"code": exc.code, "hint": exc.hint or "acquire a new PC"}
             await jsonrpc_refusal(404, INVALID_REQUEST, exc.message, data)(scope, receive, send)
@@ -88,4 +91,6 @@ class SessionMCP:
         session_id = session_id_of(ctx.request)
         if session_id is None:  # only reachable if mounted without the {session_id} path
             return error_result(InvalidInputError("no session id in the URL"))
-        return await run_computer_tool(self.control, session_id, params.name, params.arguments)
+        return await run_computer_tool(
+            self.control, session_id, params.name, params.arguments, principal_of(ctx.request)
+        )

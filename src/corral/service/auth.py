@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from corral.domain.identity import Agent, Risk
+from corral.domain.access import Caller
+from corral.domain.identity import Agent, Risk, User
 from corral.errors import NotFoundError
 from corral.identity.assertions import CLIENT_ASSERTION_TYPE, verify_client_assertion
 from corral.identity.directory import Directory
@@ -29,7 +30,7 @@ from corral.identity.errors import AuthError, InvalidClientError
 from corral.identity.keys import SigningKeyring
 from corral.identity.nonces import NonceSource
 from corral.identity.replay import ReplayCache, ReplayGuard
-from corral.identity.tokens import DEFAULT_LIFETIME, issue_access_token
+from corral.identity.tokens import DEFAULT_LIFETIME, IssuedToken, issue_access_token
 from corral.store import Store
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "RateLimitedError",
     "TokenBuckets",
     "UnsupportedGrantTypeError",
+    "session_audience",
 ]
 
 GRANT_TYPE = "client_credentials"
@@ -116,6 +118,11 @@ def _limited(buckets: TokenBuckets, key: str, what: str, now: float) -> None:
         raise RateLimitedError(f"too many token requests {what}", max(1, math.ceil(wait)))
 
 
+def session_audience(issuer: str, session_id: str) -> str:
+    """The audience of a session token: that session's base URL."""
+    return f"{issuer}/sessions/{session_id}"
+
+
 def _field(form: Mapping[str, str], name: str) -> str:
     value = form.get(name)
     if not value:
@@ -178,15 +185,38 @@ class AuthService:
         """The public keys that verify our tokens, for `/.well-known/jwks.json`."""
         return self.keyring.jwks(self._clock())
 
-    def _client(self, client_id: str) -> tuple[Agent | None, list[dict[str, Any]]]:
-        """The agent and its usable public keys; (None, []) when there is no such agent."""
+    def _client(self, client_id: str) -> tuple[Agent | User | None, list[dict[str, Any]]]:
+        """The agent or user and its usable public keys; (None, []) when there is none."""
         try:
             agent = self.directory.get_agent(client_id)
+            if agent.id == client_id:  # found by name: a client id is the id, nothing else
+                return agent, self.directory.usable_public_keys(agent.id)
+        except NotFoundError:
+            pass
+        try:
+            user = self.directory.get_user(client_id)
         except NotFoundError:
             return None, []
-        if agent.id != client_id:  # found by name: a client id is the agent id, nothing else
+        if user.id != client_id:
             return None, []
-        return agent, self.directory.usable_public_keys(agent.id)
+        return user, self.directory.usable_user_keys(user.id)
+
+    def session_token(self, caller: Caller, session_id: str) -> IssuedToken:
+        """A token for one session: audience `<issuer>/sessions/<id>`, bound to the same DPoP
+        key as the caller's own token (`caller.jkt`), dead once the session is released."""
+        if caller.jkt is None:
+            raise InvalidClientError("a session token needs a DPoP-bound caller")
+        return issue_access_token(
+            self.keyring,
+            issuer=self.issuer,
+            subject=caller.id,
+            audience=session_audience(self.issuer, session_id),
+            client_id=caller.id,
+            jkt=caller.jkt,
+            now=self._clock(),
+            lifetime=self.lifetime,
+            session_id=session_id,
+        )
 
     async def token(
         self,
@@ -251,11 +281,14 @@ class AuthService:
             raise InvalidClientError("client assertion refused: unknown client")
 
         # 7. The agent may have tokens: enabled (which also means it still has an able
-        #    sponsor: losing the last one disables it) and not at high risk.
-        if not agent.enabled:
+        #    sponsor: losing the last one disables it) and not at high risk. A user: enabled.
+        if isinstance(agent, User):
+            if not agent.enabled:
+                raise InvalidClientError(f"user {agent.id} is disabled")
+        elif not agent.enabled:
             reason = f" ({agent.disabled_reason})" if agent.disabled_reason else ""
             raise InvalidClientError(f"agent {agent.id} is disabled{reason}")
-        if agent.risk is Risk.HIGH:
+        elif agent.risk is Risk.HIGH:
             raise InvalidClientError(f"agent {agent.id} is at high risk")
 
         # 8. Per-client rate limit, charged to authenticated requests only, so nobody can use
@@ -268,7 +301,7 @@ class AuthService:
             issuer=self.issuer,
             subject=agent.id,
             audience=self.issuer,
-            client_id=agent.client_id,
+            client_id=agent.id,
             jkt=jkt,
             now=now,
             lifetime=self.lifetime,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from corral.domain.access import SYSTEM, Caller
 from corral.domain.models import (
     PC,
     PCState,
@@ -40,6 +41,7 @@ from corral.errors import (
     CorralError,
     NotFoundError,
     PCUnavailableError,
+    PermissionDeniedError,
     SessionGoneError,
     UnavailableError,
 )
@@ -48,7 +50,7 @@ from corral.runtime.pcs import Health, PCRuntime
 from corral.service.tools import ScreenSpace, ToolResult, parse_args
 from corral.store import Store
 
-__all__ = ["ControlPlane", "PoolStatus", "SessionInfo"]
+__all__ = ["ControlPlane", "PoolStatus", "SessionInfo", "visible_to"]
 
 log = logging.getLogger("corral.control")
 
@@ -65,6 +67,45 @@ FAILS_TO_QUARANTINE = 2  # failed health checks in a row before a live PC is qua
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _caller(principal: Caller | None) -> Caller:
+    """Fail closed: an adapter that forgot to pass who is calling gets a refusal, not a pass."""
+    if principal is None:
+        raise PermissionDeniedError("no authenticated principal for this request")
+    return principal
+
+
+def _require_admin(principal: Caller | None, what: str) -> Caller:
+    caller = _caller(principal)
+    if caller.session_id is not None or not caller.is_admin:
+        raise PermissionDeniedError(f"{what} needs the admin role")
+    return caller
+
+
+def _require_lender(principal: Caller | None, what: str) -> Caller:
+    """Agents and admins may list pools and acquire (until policies, issue 5)."""
+    caller = _caller(principal)
+    if caller.session_id is not None or not (caller.is_agent or caller.is_admin):
+        raise PermissionDeniedError(f"{what} needs an agent or the admin role")
+    return caller
+
+
+def visible_to(session: Session, principal: Caller | None) -> bool:
+    """May `principal` see and act on `session`? A session token only its own session; an
+    admin every session; anyone else only the sessions it acquired."""
+    if principal is None:
+        return False
+    if principal.session_id is not None and principal.session_id != session.id:
+        return False
+    if principal.is_admin and principal.session_id is None:
+        return True
+    return session.owner is not None and session.owner == principal.id
+
+
+def _gone(session_id: str) -> SessionGoneError:
+    # The same answer for "unknown" and "someone else's": existence is not revealed.
+    return SessionGoneError(f"no session {session_id!r}")
 
 
 @dataclass(frozen=True)
@@ -122,7 +163,7 @@ class ControlPlane:
         existing = {p.name for p in await asyncio.to_thread(self.store.list_pools)}
         for spec in default_pools or []:
             if spec.name not in existing:
-                await self.create_pool(spec)
+                await self.create_pool(spec, principal=SYSTEM)
 
     def _recover(self) -> None:
         self.runtime.reconcile(boot_grace_s=0)
@@ -156,7 +197,8 @@ class ControlPlane:
                 self.store.release_session(session.id, reason="pc_lost", now=utcnow())
 
     # -- pools -------------------------------------------------------------------------------
-    async def create_pool(self, spec: PoolSpec) -> PoolStatus:
+    async def create_pool(self, spec: PoolSpec, *, principal: Caller | None) -> PoolStatus:
+        _require_admin(principal, "creating a pool")
         validate_pool_spec(spec)
         await self._runtime(self.runtime.images.get, spec.image)
         pool = await asyncio.to_thread(self.store.create_pool, spec)
@@ -170,19 +212,23 @@ class ControlPlane:
         )
         return PoolStatus(pool.spec, counts, pool.deleting)
 
-    def list_pools(self) -> list[PoolStatus]:
+    def list_pools(self, *, principal: Caller | None) -> list[PoolStatus]:
+        _require_lender(principal, "listing pools")
         return [self._status(p) for p in self.store.list_pools()]
 
-    def get_pool(self, name: str) -> PoolStatus:
+    def get_pool(self, name: str, *, principal: Caller | None) -> PoolStatus:
+        _require_lender(principal, "reading a pool")
         return self._status(self.store.get_pool(name))
 
-    def list_pool_pcs(self, name: str) -> list[PC]:
+    def list_pool_pcs(self, name: str, *, principal: Caller | None) -> list[PC]:
         """The PCs of pool `name` and their states (quarantined ones included, for inspection)."""
+        _require_admin(principal, "listing a pool's PCs")
         self.store.get_pool(name)
         return self.store.list_pcs(name)
 
-    async def delete_pool(self, name: str) -> PoolStatus:
+    async def delete_pool(self, name: str, *, principal: Caller | None) -> PoolStatus:
         """Drain: active sessions end first, then PCs are destroyed and the pool removed."""
+        _require_admin(principal, "deleting a pool")
         pool = await asyncio.to_thread(self.store.set_pool_deleting, name)
         self._wake.set()
         return self._status(pool)
@@ -195,20 +241,24 @@ class ControlPlane:
         idempotency_key: str | None = None,
         request: dict[str, Any] | None = None,
         wait_s: float | None = None,
+        principal: Caller | None,
     ) -> SessionInfo:
-        """Bind a READY PC of `pool` to a new session, waiting up to `wait_s` for one."""
+        """Bind a READY PC of `pool` to a new session owned by `principal`, waiting up to
+        `wait_s` for one."""
+        owner = _require_lender(principal, "acquiring a PC").id
         spec = await asyncio.to_thread(self.store.get_pool, pool)
         if spec.deleting:
             raise ConflictError(f"pool {pool!r} is being deleted", hint="use another pool")
         wait = DEFAULT_WAIT_S if wait_s is None else max(0.0, min(wait_s, MAX_WAIT_S))
-        body = json.dumps({"pool": pool, "request": request or {}}, sort_keys=True)
+        # The owner is part of the request: another caller's retry key never returns our PC.
+        body = json.dumps({"pool": pool, "request": request or {}, "owner": owner}, sort_keys=True)
         request_hash = hashlib.sha256(body.encode()).hexdigest()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         self._waiting[pool] = self._waiting.get(pool, 0) + 1
         try:
             return await self._acquire_loop(
-                pool, spec, idempotency_key, request_hash, wait, deadline
+                pool, spec, idempotency_key, request_hash, wait, deadline, owner
             )
         finally:
             self._waiting[pool] -= 1
@@ -221,6 +271,7 @@ class ControlPlane:
         request_hash: str,
         wait: float,
         deadline: float,
+        owner: str,
     ) -> SessionInfo:
         loop = asyncio.get_running_loop()
         while True:
@@ -234,6 +285,7 @@ class ControlPlane:
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
                 now=now,
+                owner=owner,
             )
             if got is not None:
                 session, created = got
@@ -251,8 +303,15 @@ class ControlPlane:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 0.5))
 
-    def get_session(self, session_id: str) -> SessionInfo:
-        """The active session `session_id`; SessionGoneError once it is released."""
+    def get_session(self, session_id: str, *, principal: Caller | None) -> SessionInfo:
+        """The active session `session_id` if `principal` may see it; SessionGoneError once
+        it is released, and for someone else's session (existence is not revealed)."""
+        session = self._active_session(session_id)
+        if not visible_to(session, principal):
+            raise _gone(session_id)
+        return session
+
+    def _active_session(self, session_id: str) -> SessionInfo:
         try:
             session = self.store.get_session(session_id)
         except NotFoundError:
@@ -264,11 +323,26 @@ class ControlPlane:
             )
         return session
 
-    def list_sessions(self, active_only: bool = True) -> list[SessionInfo]:
-        return self.store.list_sessions(active_only=active_only)
+    def list_sessions(
+        self, active_only: bool = True, *, principal: Caller | None
+    ) -> list[SessionInfo]:
+        """Every session for an admin; a caller's own sessions for anyone else."""
+        caller = _caller(principal)
+        if caller.is_admin and caller.session_id is None:
+            return self.store.list_sessions(active_only=active_only)
+        found = self.store.list_sessions(active_only=active_only, owner=caller.id)
+        return [s for s in found if visible_to(s, caller)]
 
-    async def release(self, session_id: str, reason: str = "released") -> SessionInfo:
+    async def release(
+        self, session_id: str, reason: str = "released", *, principal: Caller | None
+    ) -> SessionInfo:
         """End the session now; the PC is reset (or replaced) in the background."""
+        try:
+            known = await asyncio.to_thread(self.store.get_session, session_id)
+        except NotFoundError:
+            raise _gone(session_id) from None
+        if not visible_to(known, principal):
+            raise _gone(session_id)
         released = await asyncio.to_thread(
             self.store.release_session, session_id, reason=reason, now=utcnow()
         )
@@ -278,6 +352,11 @@ class ControlPlane:
             return released
         return await asyncio.to_thread(self.store.get_session, session_id)
 
+    def revoke_tokens(self, ref: str, *, principal: Caller | None) -> str:
+        """Admin revoke: the agent's (or user's) tokens issued so far die on the next request."""
+        _require_admin(principal, "revoking tokens")
+        return self.store.revoke_tokens(ref)
+
     # -- actions -----------------------------------------------------------------------------
     def _forget(self, session_id: str) -> None:
         """Drop what memory holds for a session that ended (by any path)."""
@@ -285,16 +364,27 @@ class ControlPlane:
         if live is not None and live.client is not None and not live.lock.locked():
             live.client.close()
 
-    async def act(self, session_id: str, tool: str, args: dict[str, Any] | None) -> ToolResult:
+    async def act(
+        self,
+        session_id: str,
+        tool: str,
+        args: dict[str, Any] | None,
+        *,
+        principal: Caller | None,
+    ) -> ToolResult:
         """Run one computer tool on the session's PC; one at a time per session, in order."""
+        _caller(principal)
         spec, parsed = parse_args(tool, args)
         live = self._live.setdefault(session_id, _Live())
         async with live.lock:  # taken before any await: requests keep their arrival order
             try:
-                session = await asyncio.to_thread(self.get_session, session_id)
+                session = await asyncio.to_thread(self._active_session, session_id)
             except SessionGoneError:
                 self._live.pop(session_id, None)
                 raise
+            # Who may act: the session's owner, an admin, or that session's own token.
+            if not visible_to(session, principal):
+                raise _gone(session_id)
             await asyncio.to_thread(self.store.touch_session, session_id, utcnow())
             if live.client is None:
                 live.client = self.runtime.client(session.pc_id, timeout=60)
@@ -314,10 +404,10 @@ class ControlPlane:
                 await asyncio.to_thread(self.store.touch_session, session_id, utcnow())
         return result
 
-    async def peek_screenshot(self, session_id: str) -> bytes:
+    async def peek_screenshot(self, session_id: str, *, principal: Caller | None) -> bytes:
         """A screenshot for a human observer: it neither changes the agent's coordinate space
         nor counts as activity, and it does not queue behind the agent's actions."""
-        session = await asyncio.to_thread(self.get_session, session_id)
+        session = await asyncio.to_thread(self.get_session, session_id, principal=principal)
 
         def grab() -> bytes:
             with self.runtime.client(session.pc_id, timeout=10) as client:
@@ -348,7 +438,7 @@ class ControlPlane:
     async def _tick(self) -> None:
         now = utcnow()
         for session, reason in await asyncio.to_thread(self.store.sessions_to_evict, now):
-            await self.release(session.id, reason=reason)
+            await self.release(session.id, reason=reason, principal=SYSTEM)
         loop = asyncio.get_running_loop()
         check_health = loop.time() - self._last_health >= HEALTH_EVERY_S
         if check_health:

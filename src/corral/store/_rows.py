@@ -46,4 +46,5 @@ def session_from_row(row: RowMapping) -> Session:
         idempotency_key=row["idempotency_key"],
         released_at=row["released_at"],
         release_reason=row["release_reason"],
+        owner=row["owner"],
     )

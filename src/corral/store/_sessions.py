@@ -50,6 +50,7 @@ def acquire(
     idempotency_key: str | None,
     request_hash: str,
     now: datetime,
+    owner: str | None = None,
 ) -> tuple[Session, bool] | None:
     """Bind one READY PC of `pool` to a new session, or replay an idempotent request.
 
@@ -113,6 +114,7 @@ def acquire(
         expires_at=expires_at,
         last_activity=now,
         idempotency_key=idempotency_key,
+        owner=owner,
     )
     conn.execute(
         insert(sessions).values(
@@ -125,6 +127,7 @@ def acquire(
             created_at=now,
             expires_at=expires_at,
             last_activity=now,
+            owner=owner,
         )
     )
     return session, True
@@ -137,8 +140,12 @@ def get_session(conn: Connection, session_id: str) -> Session:
     return session_from_row(row)
 
 
-def list_sessions(conn: Connection, *, active_only: bool, pool: str | None) -> list[Session]:
+def list_sessions(
+    conn: Connection, *, active_only: bool, pool: str | None, owner: str | None = None
+) -> list[Session]:
     query = select(sessions).order_by(sessions.c.created_at, sessions.c.id)
+    if owner is not None:
+        query = query.where(sessions.c.owner == owner)
     if active_only:
         query = query.where(sessions.c.state == _ACTIVE)
     if pool is not None:

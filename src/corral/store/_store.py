@@ -10,10 +10,11 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from corral.domain.access import PrincipalStatus
 from corral.domain.identity import Agent, AgentKey, Group, Risk, Role, User, UserSecrets
 from corral.domain.models import PC, PCState, Pool, PoolSpec, Session
 from corral.errors import ConflictError
-from corral.store import _directory, _pcs, _pools, _sessions
+from corral.store import _access, _directory, _pcs, _pools, _sessions
 from corral.store._engine import default_url, make_engine, transaction
 from corral.store._migrate import migrate
 
@@ -108,6 +109,7 @@ class Store:
         idempotency_key: str | None,
         request_hash: str,
         now: datetime,
+        owner: str | None = None,
     ) -> tuple[Session, bool] | None:
         """Bind a READY PC to a new session, replay an idempotent retry, or None if no PC is
         READY. A unique-constraint race (same key, or a PC claimed twice) is retried: the retry
@@ -124,6 +126,7 @@ class Store:
                         idempotency_key=idempotency_key,
                         request_hash=request_hash,
                         now=now,
+                        owner=owner,
                     )
                 )
             except IntegrityError as e:
@@ -137,8 +140,12 @@ class Store:
     def get_session(self, session_id: str) -> Session:
         return self._read(lambda c: _sessions.get_session(c, session_id))
 
-    def list_sessions(self, *, active_only: bool = False, pool: str | None = None) -> list[Session]:
-        return self._read(lambda c: _sessions.list_sessions(c, active_only=active_only, pool=pool))
+    def list_sessions(
+        self, *, active_only: bool = False, pool: str | None = None, owner: str | None = None
+    ) -> list[Session]:
+        return self._read(
+            lambda c: _sessions.list_sessions(c, active_only=active_only, pool=pool, owner=owner)
+        )
 
     def touch_session(self, session_id: str, now: datetime) -> None:
         self._write(lambda c: _sessions.touch_session(c, session_id, now))
@@ -157,6 +164,26 @@ class Store:
         """A counter bumped by every directory change; a request check that remembers it can
         tell on the next request whether anything that decides access changed."""
         return self._read(_directory.version)
+
+    def principal_status(self, subject: str) -> PrincipalStatus | None:
+        """The agent or user a token names (by id only), as it stands now; None if unknown."""
+        return self._read(lambda c: _access.principal_status(c, subject))
+
+    def revoke_tokens(self, ref: str) -> str:
+        """Refuse the tokens issued so far to the agent or user `ref`; returns its id."""
+        return self._write(lambda c: _access.revoke_tokens(c, ref, _now()))
+
+    def admin_exists(self) -> bool:
+        return self._read(_access.admin_exists)
+
+    def add_user_key(self, user: str, key: AgentKey) -> None:
+        self._write_unique(
+            lambda c: _access.add_user_key(c, user, key, _now()),
+            ConflictError(f"key {key.kid!r} is already registered"),
+        )
+
+    def list_user_keys(self, user: str) -> list[AgentKey]:
+        return self._read(lambda c: _access.list_user_keys(c, user))
 
     def _write_unique(self, fn: Callable[[Connection], T], conflict: ConflictError) -> T:
         """A write whose unique name may be taken concurrently: that race reads as `conflict`."""

@@ -43,6 +43,7 @@ __all__ = [
     "pools",
     "sessions",
     "user_groups",
+    "user_keys",
     "users",
 ]
 
@@ -128,6 +129,8 @@ sessions = Table(
     Column("last_activity", UTCDateTime, nullable=False),
     Column("released_at", UTCDateTime, nullable=True),
     Column("release_reason", String(64), nullable=True),
+    # the agent or user that acquired it (migration 0003); None for sessions made before
+    Column("owner", String(32), nullable=True),
     CheckConstraint(_one_of("state", [s.value for s in SessionState]), name="state"),
     UniqueConstraint("pool", "idempotency_key"),
     Index(
@@ -138,6 +141,7 @@ sessions = Table(
         postgresql_where=_ACTIVE,
     ),
     Index(None, "state"),
+    Index(None, "owner"),
 )
 
 # The directory (migration 0002). An agent is kept apart from users; it answers to sponsors.
@@ -155,6 +159,8 @@ users = Table(
     Column("totp_enabled", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # tokens issued before this are refused (admin revoke, migration 0003)
+    Column("tokens_revoked_before", UTCDateTime, nullable=True),
 )
 
 groups = Table(
@@ -184,6 +190,7 @@ agents = Table(
     Column("disabled_reason", String(255), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("tokens_revoked_before", UTCDateTime, nullable=True),
     CheckConstraint(_one_of("risk", [r.value for r in Risk]), name="risk"),
 )
 
@@ -215,6 +222,19 @@ agent_keys = Table(
     Column("expires_at", UTCDateTime, nullable=True),
     Column("revoked_at", UTCDateTime, nullable=True),
     Index(None, "agent_id"),
+)
+
+# Users' public keys for CLI/API clients (migration 0003): the same shape as agent keys.
+user_keys = Table(
+    "user_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("public_jwk", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index(None, "user_id"),
 )
 
 # One row (id 1): a counter bumped in the same transaction as every change that affects access

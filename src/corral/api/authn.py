@@ -1,0 +1,162 @@
+"""Authentication of every request: one ASGI middleware in front of REST and MCP alike.
+
+Only `/healthz`, the token endpoint and the JWKS answer without an identity. Everything else
+needs `Authorization: DPoP <token>` and a valid `DPoP` proof; the caller it establishes is put
+on the ASGI scope (`scope["state"]["principal"]`) for the adapters to hand to the ControlPlane.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from corral.domain.access import Caller
+from corral.identity.dpop import DPoPSettings
+from corral.identity.errors import AuthError, InvalidTokenError, UseDPoPNonceError
+from corral.identity.keys import SigningKeyring
+from corral.identity.replay import ReplayCache, ReplayGuard
+from corral.identity.request import verify_request
+from corral.identity.tokens import AccessTokenClaims, VerifiedTokenCache
+from corral.service.access import AccessEvaluator
+from corral.service.auth import session_audience
+
+__all__ = ["EXEMPT_PATHS", "PRINCIPAL", "Authenticate", "principal_of"]
+
+EXEMPT_PATHS = frozenset({"/healthz", "/v1/token", "/.well-known/jwks.json"})
+PRINCIPAL = "principal"
+# The session a path belongs to: /sessions/<id>/... and /v1/sessions/<id>/...
+_SESSION_PATH = re.compile(r"^/(?:v1/)?sessions/([^/]+)(?:/|$)")
+
+
+def principal_of(scope_or_request: Any) -> Caller | None:
+    """The authenticated caller of a request (a Starlette Request or an ASGI scope)."""
+    scope = scope_or_request.scope if isinstance(scope_or_request, Request) else scope_or_request
+    if not isinstance(scope, dict):
+        return None
+    state = scope.get("state")
+    value = state.get(PRINCIPAL) if isinstance(state, dict) else None
+    return value if isinstance(value, Caller) else None
+
+
+def _unverified_audience(authorization: str | None) -> str | None:
+    """The token's `aud` before verification, only to choose which audience to demand; the
+    verification then checks it exactly, so a lie here is refused there."""
+    if not authorization:
+        return None
+    token = authorization.strip().partition(" ")[2].strip()
+    parts = token.split(".")
+    if len(parts) != 3 or len(token) > 8192:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    aud = claims.get("aud") if isinstance(claims, dict) else None
+    return aud if isinstance(aud, str) else None
+
+
+class Authenticate:
+    """ASGI middleware: verify the token and proof of every non-exempt HTTP request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keyring: SigningKeyring,
+        issuer: str,
+        access: AccessEvaluator,
+        replay: ReplayGuard | None = None,
+        dpop_settings: DPoPSettings | None = None,
+    ) -> None:
+        self.app = app
+        self.keyring = keyring
+        self.issuer = issuer.rstrip("/")
+        self.access = access
+        self.replay: ReplayGuard = replay if replay is not None else ReplayCache()
+        self.dpop_settings = dpop_settings or DPoPSettings()
+        self.token_cache = VerifiedTokenCache()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" or (
+            scope["type"] == "http" and scope["path"] in EXEMPT_PATHS
+        ):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # no websockets are served: refuse rather than pass
+            return
+        try:
+            caller = await anyio.to_thread.run_sync(self._authenticate, scope)
+        except AuthError as exc:
+            await _refuse(exc, scope, receive, send)
+            return
+        scope.setdefault("state", {})[PRINCIPAL] = caller
+        await self.app(scope, receive, send)
+
+    def _authenticate(self, scope: Scope) -> Caller:
+        """The steps, numbered as in docs/authentication.md ("Request authentication")."""
+        headers = Request(scope).headers
+        authorization = headers.get("authorization")
+        proofs = headers.getlist("dpop")
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.decode("latin-1").split("?", 1)[0]
+        # 1. The audience this URL needs: a session's URLs take that session's token (or the
+        #    caller's own token); every other URL only the caller's own token.
+        audience = self.issuer
+        match = _SESSION_PATH.match(scope["path"])
+        if match is not None:
+            wanted = session_audience(self.issuer, match.group(1))
+            if _unverified_audience(authorization) == wanted:
+                audience = wanted
+        verified: dict[str, Caller] = {}
+
+        def still_allowed(claims: AccessTokenClaims) -> bool:
+            # 3. Continuous access evaluation (store-backed, every request).
+            verified["caller"] = self.access.evaluate(claims, jkt=claims.jkt)
+            return True
+
+        # 2. Token, DPoP proof (this method and URL), key binding; bearer tokens refused.
+        principal = verify_request(
+            scope["method"],
+            self.issuer + path,
+            authorization,
+            ",".join(proofs) if proofs else None,
+            keyring=self.keyring,
+            issuer=self.issuer,
+            audience=audience,
+            replay=self.replay,
+            revocation=still_allowed,
+            allow_bearer=False,
+            dpop_settings=self.dpop_settings,
+            token_cache=self.token_cache,
+        )
+        caller = verified.get("caller")
+        # 4. A session token opens its own session's URLs only (its audience said so already).
+        if caller is None or (
+            principal.session_id is not None
+            and (match is None or match.group(1) != principal.session_id)
+        ):
+            raise InvalidTokenError("access token refused: not valid for this URL")
+        return caller
+
+
+async def _refuse(exc: AuthError, scope: Scope, receive: Receive, send: Send) -> None:
+    """RFC 6750/9449 answer: status, WWW-Authenticate (and DPoP-Nonce), no caching."""
+    headers = {**exc.headers(), "Cache-Control": "no-store"}
+    if isinstance(exc, UseDPoPNonceError):
+        headers["DPoP-Nonce"] = exc.nonce
+    retry_after = getattr(exc, "retry_after_s", None)
+    if isinstance(retry_after, int):
+        headers["Retry-After"] = str(retry_after)
+    body = {"error": {"code": exc.code, "message": exc.message}}
+    if exc.hint:
+        body["error"]["hint"] = exc.hint
+    from starlette.responses import JSONResponse
+
+    await JSONResponse(body, status_code=exc.status, headers=headers)(scope, receive, send)
