@@ -3,6 +3,7 @@ PostgreSQL, booting real PCs. Needs root and the `minimal` image (CI has both)."
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from corral.identity.http_auth import DPoPAuth
 from tests.runtime.conftest import clean_stale_test_states
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +75,15 @@ class Server:
         }
         self.log = tmp / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tmp = tmp
+        #: unauthenticated: health checks and the refusals of the attack suite
+        self.anon = httpx.Client(base_url=self.url, timeout=60)
+        #: the bootstrap admin (`<data dir>/admin.json`, written by the first `corral up`)
+        self.admin_file = tmp / "admin.json"
+        self.agent_file = tmp / "agent-e2e.json"
+        self.agent_id = ""
         self.http = httpx.Client(base_url=self.url, timeout=60)
+        self.agent = httpx.Client(base_url=self.url, timeout=60)
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
@@ -96,12 +106,49 @@ class Server:
         while True:
             assert self.proc.poll() is None, f"server died: {self.log.read_text()[-3000:]}"
             try:
-                if self.http.get("/healthz").status_code == 200:
-                    return
+                if self.anon.get("/healthz").status_code == 200:
+                    break
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "server did not come up in 60 s"
             time.sleep(0.05)
+        if not self.agent_id:
+            self._make_clients()
+
+    def corral(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The CLI with the server's environment (its database, URL and data folder)."""
+        return subprocess.run(
+            [sys.executable, "-m", "corral", *args],
+            env={**self.env, "COLUMNS": "250"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def make_agent(self, name: str, path: Path) -> str:
+        """A new agent (sponsored by the e2e sponsor) with its credential at `path`."""
+        made = self.corral("agent", "create", name, "--sponsor", "e2e-sponsor", "-o", str(path))
+        assert made.returncode == 0, made.stderr
+        return str(json.loads(path.read_text())["agent_id"])
+
+    def client(self, credential: Path) -> httpx.Client:
+        """An httpx client that signs every request with `credential` (DPoP)."""
+        return httpx.Client(
+            base_url=self.url, timeout=60, auth=DPoPAuth.from_credential(credential)
+        )
+
+    def _make_clients(self) -> None:
+        assert self.admin_file.exists(), "corral up did not write the admin credential"
+        made = self.corral("user", "create", "e2e-sponsor", "--role", "sponsor")
+        assert made.returncode == 0, made.stderr
+        self.agent_id = self.make_agent("agent-e2e", self.agent_file)
+        self.http.close()
+        self.agent.close()
+        self.http = self.client(self.admin_file)
+        self.agent = self.client(self.agent_file)
+        self.agent_auth = DPoPAuth.from_credential(self.agent_file)
 
     def stop(self, sig: int = signal.SIGINT) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -112,6 +159,8 @@ class Server:
     def close(self) -> None:
         self.stop()
         self.http.close()
+        self.agent.close()
+        self.anon.close()
         from corral.runtime.pcs import PCRuntime
 
         rt = PCRuntime(self.state)
@@ -137,10 +186,10 @@ class Server:
 
     def acquire(self, pool: str, key: str | None = None, **body: Any) -> httpx.Response:
         headers = {"Idempotency-Key": key} if key else {}
-        return self.http.post(f"/v1/pools/{pool}/sessions", json=body or None, headers=headers)
+        return self.agent.post(f"/v1/pools/{pool}/sessions", json=body or None, headers=headers)
 
     def act(self, session_id: str, tool: str, **args: Any) -> httpx.Response:
-        return self.http.post(f"/v1/sessions/{session_id}/actions/{tool}", json=args)
+        return self.agent.post(f"/v1/sessions/{session_id}/actions/{tool}", json=args)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -61,7 +61,7 @@ def _request_token(
         "client_assertion": client_assertion(cred["client_id"], token_url, cred["key"]),
     }
     proof = dpop.proof("POST", htu or token_url)
-    return server.http.post("/v1/token", data=form, headers={"DPoP": proof})
+    return server.anon.post("/v1/token", data=form, headers={"DPoP": proof})
 
 
 def test_agent_from_the_cli_gets_a_token(server: Server, tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_agent_from_the_cli_gets_a_token(server: Server, tmp_path: Path) -> None
     body = r.json()
     assert body["token_type"] == "DPoP" and body["expires_in"] == 300  # noqa: S105
 
-    jwks = server.http.get("/.well-known/jwks.json")
+    jwks = server.anon.get("/.well-known/jwks.json")
     assert jwks.status_code == 200
     claims = _claims_verified_by_jwks(body["access_token"], jwks.json())
     assert claims["iss"] == server.url and claims["aud"] == server.url
@@ -98,8 +98,9 @@ def test_agent_from_the_cli_gets_a_token(server: Server, tmp_path: Path) -> None
     assert disabled.status_code == 401 and disabled.json()["error"] == "invalid_client"
     assert _corral(server, "agent", "enable", "tokenbot").returncode == 0
 
-    # Issuing tokens requires nothing of other routes yet.
-    assert server.http.get("/v1/pools").status_code == 200
+    # Other routes need a token: without one, 401 with a DPoP challenge.
+    refused = server.anon.get("/v1/pools")
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("DPoP")
 
     # The signing key is kept private on disk and survives a restart.
     keys = Path(server.env["CORRAL_DATA_DIR"]) / "signing-keys.json"
@@ -107,6 +108,6 @@ def test_agent_from_the_cli_gets_a_token(server: Server, tmp_path: Path) -> None
     server.stop()
     server.start()
     assert _claims_verified_by_jwks(
-        body["access_token"], server.http.get("/.well-known/jwks.json").json()
+        body["access_token"], server.anon.get("/.well-known/jwks.json").json()
     )
     assert _request_token(server, cred, dpop).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,11 +11,15 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
+from corral.identity.http_auth import DPoPAuth, mcp_http_client
+
 
 @asynccontextmanager
-async def connect(url: str) -> AsyncIterator[ClientSession]:
+async def connect(url: str, auth: DPoPAuth | None = None) -> AsyncIterator[ClientSession]:
+    """An MCP session at `url`; with `auth`, every request is signed (token + DPoP proof)."""
     async with (
-        streamable_http_client(url) as (read, write),
+        mcp_http_client(auth) if auth is not None else contextlib.nullcontext() as http,
+        streamable_http_client(url, http_client=http) as (read, write),
         ClientSession(read, write) as session,
     ):
         await session.initialize()

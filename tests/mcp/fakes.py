@@ -60,7 +60,7 @@ class FakeControl:
         self._running: dict[str, int] = {}
         self.max_parallel = 0
 
-    def list_pools(self) -> list[FakePool]:
+    def list_pools(self, *, principal: object = None) -> list[FakePool]:
         return list(self.pools.values())
 
     async def acquire(
@@ -70,6 +70,7 @@ class FakeControl:
         idempotency_key: str | None = None,
         request: dict[str, Any] | None = None,
         wait_s: float | None = None,
+        principal: object = None,
     ) -> FakeSession:
         if pool not in self.pools:
             raise NotFoundError(f"no pool {pool!r}", hint="see list_pools")
@@ -89,7 +90,7 @@ class FakeControl:
             self.keys[idempotency_key] = session.id
         return session
 
-    async def release(self, session_id: str) -> FakeSession:
+    async def release(self, session_id: str, *, principal: object = None) -> FakeSession:
         session = self.sessions.get(session_id)
         if session is None:
             raise SessionGoneError(f"no session {session_id!r}")
@@ -99,7 +100,7 @@ class FakeControl:
             self.release_event.set()
         return session
 
-    def get_session(self, session_id: str) -> FakeSession:
+    def get_session(self, session_id: str, *, principal: object = None) -> FakeSession:
         session = self.sessions.get(session_id)
         if session is None:
             raise SessionGoneError(f"no session {session_id!r}")
@@ -107,7 +108,9 @@ class FakeControl:
             raise SessionGoneError(f"session {session_id} was released", hint="acquire a new PC")
         return session
 
-    async def act(self, session_id: str, tool: str, args: dict[str, Any]) -> ToolResult:
+    async def act(
+        self, session_id: str, tool: str, args: dict[str, Any], *, principal: object = None
+    ) -> ToolResult:
         _, parsed = parse_args(tool, args)
         self.get_session(session_id)
         x, y = getattr(parsed, "x", None), getattr(parsed, "y", None)

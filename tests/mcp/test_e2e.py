@@ -54,7 +54,8 @@ def test_demo(server: Server, tmp_path: Path) -> None:
     cli = typer.Typer()
     cli.command()(demo)
     out = tmp_path / "demo.png"
-    result = CliRunner().invoke(cli, ["--url", server.url, "--pool", POOL, "--out", str(out)])
+    args = ["--url", server.url, "--pool", POOL, "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--credential", str(server.agent_file)])
     assert result.exit_code == 0, result.output
     for step in ("acquire_pc", "launch_app", "type_text", "screenshot", "release_pc"):
         assert step in result.output
@@ -78,7 +79,7 @@ def test_demo_without_a_server_says_how_to_start_one(tmp_path: Path) -> None:
 async def test_per_session_url(server: Server) -> None:
     server.wait_ready(POOL, 1)
     s = server.acquire(POOL).json()
-    async with connect(s["mcp_url"]) as mcp:
+    async with connect(s["mcp_url"], server.agent_auth) as mcp:
         assert len((await mcp.list_tools()).tools) == 19
         shot = await call(mcp, "screenshot", {"max_width": 1024, "max_height": 768})
         image = next(c for c in shot.content if isinstance(c, ImageContent))
@@ -93,7 +94,7 @@ async def test_per_session_url(server: Server) -> None:
         assert server.http.delete(f"/v1/sessions/{s['session_id']}").status_code == 200
         with pytest.raises(MCPError, match="released"):
             await call(mcp, "screenshot")
-    async with httpx2.AsyncClient() as http:
+    async with httpx2.AsyncClient(auth=server.agent_auth.for_mcp()) as http:
         r = await http.post(
             s["mcp_url"],
             json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
@@ -104,7 +105,7 @@ async def test_per_session_url(server: Server) -> None:
 
 async def test_gateway_releases_the_pc_when_the_mcp_session_closes(server: Server) -> None:
     server.wait_ready(POOL, 1)
-    async with connect(f"{server.url}/mcp") as mcp:
+    async with connect(f"{server.url}/mcp", server.agent_auth) as mcp:
         acquired = await call(mcp, "acquire_pc", {"pool": POOL})
         assert acquired.structured_content is not None, text(acquired)
         sid = acquired.structured_content["session_id"]

@@ -17,12 +17,16 @@ from typing import Any
 
 import pytest
 
+from corral.domain.access import Caller, CallerKind
+from corral.domain.identity import Role
 from corral.domain.models import PoolSpec
 from corral.errors import ConflictError, UnavailableError
 from corral.runtime.client import CommandResult
 from corral.runtime.pcs import Health
 from corral.service.control import ControlPlane
 from corral.store import Store
+
+ADMIN = Caller(CallerKind.USER, "u-test", frozenset({Role.ADMIN}))
 
 pytestmark = pytest.mark.anyio
 
@@ -125,8 +129,8 @@ async def test_a_pool_with_no_warm_pcs_boots_one_for_a_waiting_acquire(
     plane: tuple[ControlPlane, FakeRuntime],
 ) -> None:
     control, runtime = plane
-    await control.create_pool(PoolSpec("cold", "minimal", warm=0, max=2))
-    session = await control.acquire("cold", wait_s=10)
+    await control.create_pool(PoolSpec("cold", "minimal", warm=0, max=2), principal=ADMIN)
+    session = await control.acquire("cold", wait_s=10, principal=ADMIN)
     assert session.pc_id in runtime.alive
 
 
@@ -134,12 +138,14 @@ async def test_actions_run_one_at_a_time_in_arrival_order(
     plane: tuple[ControlPlane, FakeRuntime],
 ) -> None:
     control, runtime = plane
-    await control.create_pool(PoolSpec("p", "minimal", warm=1, max=1))
-    sid = (await control.acquire("p", wait_s=10)).id
+    await control.create_pool(PoolSpec("p", "minimal", warm=1, max=1), principal=ADMIN)
+    sid = (await control.acquire("p", wait_s=10, principal=ADMIN)).id
     tasks = []
     for i in range(12):
         tasks.append(
-            asyncio.create_task(control.act(sid, "run_command", {"command": f"a{i}:0.01"}))
+            asyncio.create_task(
+                control.act(sid, "run_command", {"command": f"a{i}:0.01"}, principal=ADMIN)
+            )
         )
         await asyncio.sleep(0)  # each request arrives before the next
     await asyncio.gather(*tasks)
@@ -151,13 +157,15 @@ async def test_a_cancelled_action_still_blocks_the_next_until_it_is_done(
     plane: tuple[ControlPlane, FakeRuntime],
 ) -> None:
     control, runtime = plane
-    await control.create_pool(PoolSpec("p", "minimal", warm=1, max=1))
-    sid = (await control.acquire("p", wait_s=10)).id
-    slow = asyncio.create_task(control.act(sid, "run_command", {"command": "slow:0.3"}))
+    await control.create_pool(PoolSpec("p", "minimal", warm=1, max=1), principal=ADMIN)
+    sid = (await control.acquire("p", wait_s=10, principal=ADMIN)).id
+    slow = asyncio.create_task(
+        control.act(sid, "run_command", {"command": "slow:0.3"}, principal=ADMIN)
+    )
     while runtime.in_flight == 0:
         await asyncio.sleep(0.005)
     slow.cancel()
-    await control.act(sid, "run_command", {"command": "next:0"})
+    await control.act(sid, "run_command", {"command": "next:0"}, principal=ADMIN)
     assert runtime.ran == ["slow", "next"]
     assert runtime.max_in_flight == 1
 
@@ -166,18 +174,20 @@ async def test_long_actions_do_not_starve_acquires(
     plane: tuple[ControlPlane, FakeRuntime],
 ) -> None:
     control, runtime = plane
-    await control.create_pool(PoolSpec("busy", "minimal", warm=10, max=10))
-    await control.create_pool(PoolSpec("other", "minimal", warm=1, max=1))
-    sessions = [await control.acquire("busy", wait_s=10) for _ in range(10)]
-    while control.get_pool("other").counts["ready"] < 1:
+    await control.create_pool(PoolSpec("busy", "minimal", warm=10, max=10), principal=ADMIN)
+    await control.create_pool(PoolSpec("other", "minimal", warm=1, max=1), principal=ADMIN)
+    sessions = [await control.acquire("busy", wait_s=10, principal=ADMIN) for _ in range(10)]
+    while control.get_pool("other", principal=ADMIN).counts["ready"] < 1:
         await asyncio.sleep(0.01)
     long = [
-        asyncio.create_task(control.act(s.id, "run_command", {"command": "long:1.5"}))
+        asyncio.create_task(
+            control.act(s.id, "run_command", {"command": "long:1.5"}, principal=ADMIN)
+        )
         for s in sessions
     ]
     while runtime.in_flight < 10:
         await asyncio.sleep(0.01)
-    got = await control.acquire("other", wait_s=10)
+    got = await control.acquire("other", wait_s=10, principal=ADMIN)
     assert got.pool == "other"
     assert runtime.in_flight == 10  # all ten long actions were still running
     await asyncio.gather(*long)
@@ -187,21 +197,21 @@ async def test_same_key_on_another_pool_is_a_conflict(
     plane: tuple[ControlPlane, FakeRuntime],
 ) -> None:
     control, _ = plane
-    await control.create_pool(PoolSpec("a", "minimal", warm=1, max=1))
-    await control.create_pool(PoolSpec("b", "minimal", warm=1, max=1))
-    await control.acquire("a", idempotency_key="k", wait_s=10)
+    await control.create_pool(PoolSpec("a", "minimal", warm=1, max=1), principal=ADMIN)
+    await control.create_pool(PoolSpec("b", "minimal", warm=1, max=1), principal=ADMIN)
+    await control.acquire("a", idempotency_key="k", wait_s=10, principal=ADMIN)
     with pytest.raises(ConflictError):
-        await control.acquire("b", idempotency_key="k", wait_s=10)
+        await control.acquire("b", idempotency_key="k", wait_s=10, principal=ADMIN)
 
 
 async def test_no_capacity_is_unavailable_with_retry_after(
     plane: tuple[ControlPlane, FakeRuntime],
 ) -> None:
     control, _ = plane
-    await control.create_pool(PoolSpec("one", "minimal", warm=1, max=1))
-    await control.acquire("one", wait_s=10)
+    await control.create_pool(PoolSpec("one", "minimal", warm=1, max=1), principal=ADMIN)
+    await control.acquire("one", wait_s=10, principal=ADMIN)
     with pytest.raises(UnavailableError) as info:
-        await control.acquire("one", wait_s=0.2)
+        await control.acquire("one", wait_s=0.2, principal=ADMIN)
     assert info.value.retry_after_s > 0
 
 
@@ -210,7 +220,7 @@ async def test_stop_during_boots_leaves_no_pc_running(tmp_path: Path) -> None:
     control = ControlPlane(Store(f"sqlite:///{tmp_path}/c.db"), runtime)  # type: ignore[arg-type]
     await control.start()
     manager = asyncio.create_task(control.run())
-    await control.create_pool(PoolSpec("p", "minimal", warm=3, max=3))
+    await control.create_pool(PoolSpec("p", "minimal", warm=3, max=3), principal=ADMIN)
     await asyncio.sleep(0.1)  # boots are in flight now
     manager.cancel()
     with pytest.raises(asyncio.CancelledError):

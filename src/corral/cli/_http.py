@@ -1,17 +1,49 @@
-"""A small REST client for CLI commands that talk to a running Corral server."""
+"""A small REST client for CLI commands that talk to a running Corral server.
+
+Every request is signed (DPoP) with a credential: `--credential`, else `$CORRAL_CREDENTIAL`,
+else `<data dir>/admin.json`, which the first `corral up` writes for the bootstrap admin.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from corral.errors import CorralError, RuntimeFailureError
+from corral.config import paths
+from corral.errors import CorralError, InvalidInputError, RuntimeFailureError
+from corral.identity.http_auth import DPoPAuth
 
-__all__ = ["DEFAULT_URL", "call"]
+__all__ = ["DEFAULT_URL", "call", "credential_path", "set_credential"]
 
 DEFAULT_URL = os.environ.get("CORRAL_URL", "http://127.0.0.1:8420")
+_chosen: Path | None = None
+
+
+def set_credential(path: Path | None) -> None:
+    """The `--credential` option of a command group (wins over the environment)."""
+    global _chosen
+    _chosen = path
+
+
+def credential_path() -> Path:
+    if _chosen is not None:
+        return _chosen
+    env = os.environ.get("CORRAL_CREDENTIAL")
+    return Path(env) if env else paths().data / "admin.json"
+
+
+def _auth() -> DPoPAuth:
+    path = credential_path()
+    if not path.exists():
+        raise InvalidInputError(
+            f"no credential at {path}",
+            hint="start the server with `corral up` (its first run writes the admin credential "
+            "there), or pass --credential / set CORRAL_CREDENTIAL",
+        )
+    return DPoPAuth.from_credential(path)
 
 
 def call(
@@ -23,10 +55,11 @@ def call(
     headers: dict[str, str] | None = None,
     timeout: float = 60.0,
 ) -> Any:
-    """Send one request; return the decoded JSON, or raise a CorralError carrying the server's
-    message."""
+    """Send one signed request; return the decoded JSON, or raise a CorralError carrying the
+    server's message."""
     try:
-        response = httpx.request(method, url + path, json=json, headers=headers, timeout=timeout)
+        with httpx.Client(auth=_auth(), timeout=timeout) as client:
+            response = client.request(method, url + path, json=json, headers=headers)
     except httpx.HTTPError as exc:
         raise RuntimeFailureError(
             f"cannot reach Corral at {url}: {exc}",
@@ -35,6 +68,8 @@ def call(
     if response.status_code >= 400:
         try:
             error = response.json()["error"]
+            if not isinstance(error, dict):
+                error = {"code": error, "message": response.json().get("error_description")}
         except (ValueError, KeyError, TypeError):
             error = {"message": response.text[:500]}
         err = CorralError(str(error.get("message")), hint=error.get("hint"))

@@ -24,7 +24,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ImageContent, TextContent
 from rich.console import Console
 
-from corral.cli._http import DEFAULT_URL
+from corral.cli._http import DEFAULT_URL, credential_path, set_credential
+from corral.identity.http_auth import DPoPAuth, mcp_http_client
 
 __all__ = ["demo"]
 
@@ -153,12 +154,13 @@ async def _play(agent: _Agent, pool: str, out: Path) -> None:
     agent.step(t, "release_pc", "the PC is being reset")
 
 
-async def _run(url: str, pool: str, out: Path) -> None:
+async def _run(url: str, pool: str, out: Path, credential: Path) -> None:
     endpoint = f"{url}/mcp"
     started = time.perf_counter()
     try:
         async with (
-            streamable_http_client(endpoint) as (read, write),
+            mcp_http_client(DPoPAuth.from_credential(credential)) as http,
+            streamable_http_client(endpoint, http_client=http) as (read, write),
             ClientSession(read, write) as session,
         ):
             t = time.perf_counter()
@@ -182,13 +184,21 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="where to save the screenshot")] = Path(
         "demo.png"
     ),
+    credential: Annotated[
+        Path | None,
+        typer.Option(help="credential to act with (default: $CORRAL_CREDENTIAL or admin.json)"),
+    ] = None,
 ) -> None:
     """Act as an agent over MCP: acquire a PC, open a terminal, type a command, read the file
     it wrote, save a screenshot, release; each step with its time."""
     url = url.rstrip("/")
     try:
         _check_reachable(url)
-        asyncio.run(_run(url, pool, out))
+        set_credential(credential)
+        path = credential_path()
+        if not path.exists():
+            raise DemoError(f"no credential at {path}: pass --credential")
+        asyncio.run(_run(url, pool, out, path))
     except DemoError as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
         raise typer.Exit(1) from None

@@ -104,12 +104,26 @@ def user_create(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="read a console password from stdin")
     ] = False,
+    key: Annotated[
+        bool, typer.Option("--key", help="make a key credential for CLI/API use (-o FILE)")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="credential file (default ./NAME.json)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing credential file")] = False,
 ) -> None:
     """Create a user (a human: admins, security admins and agent sponsors)."""
     password = _read_password() if password_stdin else None
+    path = output or Path(f"{name}.json")
+    if key and path.exists() and not force:
+        raise ConflictError(f"{path} already exists", hint="choose another -o, or pass --force")
     with _directory() as directory:
         user = directory.create_user(name, roles=role or [], email=email, password=password)
         out_console.print(_user_table([user]))
+        if key:
+            cred = directory.create_user_credential(user.id, _token_endpoint())
+            write_credential(path, cred, overwrite=force)
+            out_console.print(f"credential written to {path} (keep it secret)", highlight=False)
 
 
 @user_app.command("list")

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from corral.cli._common import err_console, handle_errors, out_console
-from corral.cli._http import call
+from corral.cli._http import call, set_credential
 
 app = typer.Typer(help="Create, list, show and delete pools of PCs.", no_args_is_help=True)
+
+
+@app.callback()
+def _credential(
+    credential: Annotated[
+        Path | None,
+        typer.Option(
+            help="credential file to sign requests with "
+            "(default: $CORRAL_CREDENTIAL, else <data dir>/admin.json)"
+        ),
+    ] = None,
+) -> None:
+    set_credential(credential)
+
 
 _STATES = ("ready", "in_use", "booting", "resetting", "quarantined")
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
@@ -12,6 +13,9 @@ from corral.cli._common import err_console, handle_errors
 from corral.domain.models import PoolSpec
 from corral.errors import ImageNotFoundError, InvalidInputError
 from corral.runtime.images import ImageStore, build_image
+
+if TYPE_CHECKING:
+    from corral.store import Store
 
 DEFAULT_IMAGE = "desktop"
 DEFAULT_POOL = "default"
@@ -23,6 +27,23 @@ def _ensure_image(name: str) -> None:
     except ImageNotFoundError:
         err_console.print(f"image {name!r} is missing: building it (first run only, minutes)")
         build_image(name, progress=lambda msg: err_console.print(f"  {msg}"))
+
+
+def _bootstrap_admin(store: Store, token_endpoint: str) -> Path | None:
+    """First run: with no admin in the directory, create user `admin` (role admin) with a key
+    credential in `<data dir>/admin.json` (0600). Returns the file written, if any."""
+    from corral.config import paths
+    from corral.identity.directory import Directory, write_credential
+
+    store.migrate()
+    if store.admin_exists():
+        return None
+    directory = Directory(store)
+    user = directory.create_user("admin", roles=["admin"])
+    path = paths().data / "admin.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cred = directory.create_user_credential(user.id, token_endpoint)
+    return write_credential(path, cred, overwrite=True)
 
 
 @handle_errors
@@ -37,7 +58,7 @@ def up(
     keep_pcs: Annotated[bool, typer.Option(help="leave PCs running on exit")] = False,
     insecure_listen: Annotated[
         bool,
-        typer.Option(help="allow a non-loopback --host although the API has no authentication yet"),
+        typer.Option(help="allow a non-loopback --host (plain HTTP: put TLS in front of it)"),
     ] = False,
 ) -> None:
     """Serve Corral (REST, MCP) until Ctrl-C; first run builds the default image and pool."""
@@ -52,8 +73,8 @@ def up(
     loopback = host in ("127.0.0.1", "localhost", "::1")
     if not loopback and not insecure_listen:
         raise InvalidInputError(
-            f"refusing to listen on {host}: the API has no authentication yet",
-            hint="keep the default 127.0.0.1, or pass --insecure-listen on a trusted network",
+            f"refusing to listen on {host}: Corral serves plain HTTP (no TLS yet)",
+            hint="keep the default 127.0.0.1, or pass --insecure-listen behind a TLS proxy",
         )
     if default_pool:
         _ensure_image(image)
@@ -61,6 +82,7 @@ def up(
     store = Store()
     control = ControlPlane(store, PCRuntime())
     keyring = SigningKeyring.load_or_create(paths().data / "signing-keys.json")
+    admin_file = _bootstrap_admin(store, f"{base}/v1/token")
     auth = AuthService(store, keyring, issuer=base, token_url=f"{base}/v1/token")
     pools = [PoolSpec(DEFAULT_POOL, image, warm=warm, max=max(10, warm))] if default_pool else []
     app = create_app(
@@ -77,5 +99,7 @@ def up(
     err_console.print(f"  MCP      {base}/mcp        (gateway: acquire_pc, tools, release_pc)")
     err_console.print("  MCP client configuration:")
     print(json.dumps(config, indent=2), flush=True)
+    if admin_file is not None:
+        err_console.print(f"  admin credential written to {admin_file} (keep it secret)")
     err_console.print("Ctrl-C stops Corral and destroys its PCs.")
     uvicorn.run(app, host=host, port=port, log_level="warning")

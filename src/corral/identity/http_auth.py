@@ -58,6 +58,8 @@ class AgentCredential:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> AgentCredential:
         fields = {name: data.get(name) for name in ("agent_id", "client_id", "token_endpoint")}
+        if fields["agent_id"] is None:  # a user's credential (CLI/API use) names its user
+            fields["agent_id"] = data.get("user_id")
         if not all(isinstance(v, str) and v for v in fields.values()) or not isinstance(
             data.get("key"), Mapping
         ):
