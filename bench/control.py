@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from bench._stats import Row, render, summarize, time_ms
+from corral.identity.http_auth import DPoPAuth, mcp_http_client
 
 RUNS = int(os.environ.get("CORRAL_BENCH_RUNS", "20"))
 IMAGE = os.environ.get("CORRAL_BENCH_IMAGE", "minimal")
@@ -40,14 +41,15 @@ def _wait_counts(http: httpx.Client, pool: str, ready: int, timeout: float = 120
         time.sleep(0.002)
 
 
-async def _mcp_round_trips(url: str, runs: int) -> tuple[list[float], list[float]]:
+async def _mcp_round_trips(url: str, runs: int, auth: DPoPAuth) -> tuple[list[float], list[float]]:
     from mcp.client.session import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
     shots: list[float] = []
     clicks: list[float] = []
     async with (
-        streamable_http_client(url) as (read, write),
+        mcp_http_client(auth) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
         ClientSession(read, write) as session,
     ):
         await session.initialize()
@@ -97,6 +99,8 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
             time.sleep(0.05)
+        auth = DPoPAuth.from_credential(tmp / "admin.json")  # written by the first `corral up`
+        http = httpx.Client(base_url=base, timeout=60, auth=auth)
         floor = time_ms(lambda: http.get("/healthz"), RUNS * 2)
 
         start = time.perf_counter()
@@ -166,7 +170,7 @@ def main() -> int:
             lambda: http.post(f"/v1/sessions/{sid}/actions/click", json={"x": 100, "y": 100}),
             RUNS * 2,
         )
-        shots, clicks = asyncio.run(_mcp_round_trips(f"{base}/sessions/{sid}/mcp", RUNS))
+        shots, clicks = asyncio.run(_mcp_round_trips(f"{base}/sessions/{sid}/mcp", RUNS, auth))
         rows.append(
             summarize("screenshot round trip (MCP)", shots, floor=rest_shot, target="floor: REST")
         )
