@@ -4,18 +4,33 @@ request with `verify_request`, all in process (ASGI), on a real directory in SQL
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import httpx2
 import pytest
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.lowlevel.server import Server as MCPServer
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp_types import (
+    CallToolRequestParams,
+    CallToolResult,
+    ListToolsResult,
+    TextContent,
+    Tool,
+)
 from starlette.testclient import TestClient
+from starlette.types import Receive, Scope, Send
 
 from corral.api.auth_routes import include_auth
 from corral.identity import (
@@ -23,13 +38,14 @@ from corral.identity import (
     DPoPSettings,
     InvalidClientError,
     NonceSource,
+    Principal,
     ReplayCache,
     SigningKeyring,
     verify_request,
 )
 from corral.identity._jose import b64url_sha256
 from corral.identity.directory import Directory, write_credential
-from corral.identity.http_auth import AgentCredential, DPoPAuth, TokenSource
+from corral.identity.http_auth import AgentCredential, DPoPAuth, TokenSource, mcp_http_client
 from corral.service.auth import AuthService
 from corral.store import Store
 from tests.identity.helpers import parts
@@ -50,6 +66,7 @@ class Seen:
     """What the protected route saw, per request that reached it."""
 
     statuses: list[int] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
     proofs: list[dict[str, Any]] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     subjects: list[str] = field(default_factory=list)
@@ -58,17 +75,20 @@ class Seen:
 class Server:
     """The token router plus `/v1/echo`, which authenticates each request as the Gate will."""
 
-    def __init__(self, tmp: Path, *, nonces: bool = False) -> None:
+    def __init__(self, tmp: Path, *, nonces: bool = False, base: str = BASE) -> None:
+        self.base = base
         self.store = Store(f"sqlite:///{tmp}/corral.db")
         self.store.migrate()
         directory = Directory(self.store)
         directory.create_user("alice", roles=["sponsor"])
-        cred = directory.create_agent("bot", sponsors=["alice"], token_endpoint=TOKEN_URL)
+        cred = directory.create_agent("bot", sponsors=["alice"], token_endpoint=f"{base}/v1/token")
         self.credential_path = write_credential(tmp / "agent.json", cred)
         self.agent_id: str = cred["agent_id"]
         self.keyring = SigningKeyring.generate()
         token_nonces = NonceSource() if nonces else None
-        self.auth = AuthService(self.store, self.keyring, BASE, TOKEN_URL, nonces=token_nonces)
+        self.auth = AuthService(
+            self.store, self.keyring, base, f"{base}/v1/token", nonces=token_nonces
+        )
         # The resource server's nonces are its own (RFC 9449 section 9).
         self.settings = DPoPSettings(nonces=NonceSource() if nonces else None)
         self.replay = ReplayCache()
@@ -78,7 +98,8 @@ class Server:
         include_auth(self.app, self.auth)
         self.app.add_api_route("/v1/echo", self.echo, methods=["GET", "POST"])
 
-    async def echo(self, request: Request) -> JSONResponse:
+    def check(self, request: Request) -> JSONResponse | Principal:
+        """Authenticate as the Gate will, recording what was seen; a refusal as RFC 9449 says."""
         authorization = request.headers.get("authorization")
         dpop = request.headers.get("dpop")
         try:
@@ -88,8 +109,8 @@ class Server:
                 authorization,
                 dpop,
                 keyring=self.keyring,
-                issuer=BASE,
-                audience=BASE,
+                issuer=self.base,
+                audience=self.base,
                 replay=self.replay,
                 revocation=lambda claims: claims.token_id not in self.revoked,
                 dpop_settings=self.settings,
@@ -98,11 +119,17 @@ class Server:
             self.seen.statuses.append(exc.status)
             return JSONResponse({"error": exc.code}, exc.status, headers=exc.headers())
         assert authorization is not None and dpop is not None
-        token = authorization.split(" ", 1)[1]
         self.seen.statuses.append(200)
+        self.seen.methods.append(request.method)
         self.seen.proofs.append(parts(dpop)[1])
-        self.seen.tokens.append(token)
+        self.seen.tokens.append(authorization.split(" ", 1)[1])
         self.seen.subjects.append(principal.subject)
+        return principal
+
+    async def echo(self, request: Request) -> JSONResponse:
+        principal = self.check(request)
+        if isinstance(principal, JSONResponse):
+            return principal
         return JSONResponse({"subject": principal.subject, "body": (await request.body()).decode()})
 
     def token_id(self, token: str) -> str:
@@ -302,3 +329,61 @@ def test_token_endpoint_nonce_is_retried(nonce_server: Server) -> None:
         tokens = TokenSource(AgentCredential.load(nonce_server.credential_path), client=plain)
         assert tokens.get()
         assert tokens.fetches == 1
+
+
+async def test_the_mcp_sdk_client_signs_every_request_over_real_http(tmp_path: Path) -> None:
+    """`streamable_http_client` with `mcp_http_client(auth)`: initialize, the GET stream, tool
+    calls and the closing DELETE all carry a token and their own proof."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    srv = Server(tmp_path, base=base)
+
+    async def tools(ctx: Any, params: Any) -> ListToolsResult:
+        return ListToolsResult(tools=[Tool(name="ping", input_schema={"type": "object"})])
+
+    async def call(ctx: Any, params: CallToolRequestParams) -> CallToolResult:
+        return CallToolResult(content=[TextContent(text=f"pong {params.name}")])
+
+    manager = StreamableHTTPSessionManager(
+        app=MCPServer("t", on_list_tools=tools, on_call_tool=call)
+    )
+
+    async def mcp_app(scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = srv.check(Request(scope, receive))
+        if isinstance(refusal, JSONResponse):
+            await refusal(scope, receive, send)
+        else:
+            await manager.handle_request(scope, receive, send)
+
+    srv.app.mount("/mcp", mcp_app)
+    config = uvicorn.Config(srv.app, log_level="warning", lifespan="off")
+    web = uvicorn.Server(config)
+    try:
+        async with manager.run():
+            task = asyncio.create_task(web.serve(sockets=[sock]))
+            auth = DPoPAuth.from_credential(srv.credential_path)
+            with anyio.fail_after(30):
+                async with (
+                    mcp_http_client(auth) as http,
+                    streamable_http_client(f"{base}/mcp/", http_client=http) as (read, write),
+                    ClientSession(read, write) as session,
+                ):
+                    await session.initialize()
+                    assert [t.name for t in (await session.list_tools()).tools] == ["ping"]
+                    for _ in range(2):
+                        result = await session.call_tool("ping", {})
+                        assert isinstance(result, CallToolResult) and not result.is_error
+            web.should_exit = True
+            await task
+    finally:
+        sock.close()
+        srv.store.close()
+
+    assert srv.seen.statuses and set(srv.seen.statuses) == {200}  # nothing went unsigned
+    # initialize, initialized, the GET stream, list, two calls, the closing DELETE
+    assert {"POST", "GET", "DELETE"} <= set(srv.seen.methods)
+    assert srv.seen.methods.count("POST") >= 5
+    assert len({p["jti"] for p in srv.seen.proofs}) == len(srv.seen.proofs)
+    assert set(srv.seen.subjects) == {srv.agent_id}

@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.runtime._state import FIRST_UID
+from corral.runtime._state import FIRST_UID, SLOTS_DIR
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class HostSnapshot:
     netns: frozenset[int]
     pc_processes: frozenset[int]
     state_entries: frozenset[str]
+    uid_slots: frozenset[str]  # host-wide uid range claims held by PCs of this state folder
 
 
 def _cgroup_dirs() -> frozenset[str]:
@@ -76,6 +77,15 @@ def snapshot(state_root: Path, runc_root: Path) -> HostSnapshot:
     ).stdout.split()
     pcs_dir = state_root / "pcs"
     entries = frozenset(p.name for p in pcs_dir.iterdir()) if pcs_dir.exists() else frozenset()
+    slots = (
+        frozenset(
+            f"{p.name}={p.read_text()}"
+            for p in SLOTS_DIR.glob("[0-9]*")
+            if p.read_text().startswith(str(state_root))
+        )
+        if SLOTS_DIR.exists()
+        else frozenset()
+    )
     return HostSnapshot(
         mounts,
         _cgroup_dirs(),
@@ -84,4 +94,5 @@ def snapshot(state_root: Path, runc_root: Path) -> HostSnapshot:
         _netns_inodes(),
         _pc_processes(),
         entries,
+        slots,
     )

@@ -119,6 +119,7 @@ def test_destroy_leaves_nothing_behind(rt: PCRuntime, state_root: Path) -> None:
     info = rt.boot(TEST_IMAGE)
     during = snapshot(state_root, state_root / "runc")
     assert during.mounts > before.mounts and during.pc_processes > before.pc_processes
+    assert during.uid_slots > before.uid_slots
     assert during.cgroups > before.cgroups and during.netns > before.netns
     rt.destroy(info.id)
     after = snapshot(state_root, state_root / "runc")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from corral import __version__
-from corral.cli import demo, identity, image, pc, pool, serve, session
+from corral.cli import connect, demo, identity, image, pc, pool, serve, session
 
 app = typer.Typer(
     name="corral",
@@ -24,6 +24,7 @@ app.add_typer(identity.agent_app, name="agent", help="Agent identities, their sp
 
 app.command()(serve.up)
 app.command()(demo.demo)
+app.command()(connect.connect)
 
 
 @app.command()

@@ -22,6 +22,8 @@ __all__ = ["FIRST_UID", "UIDS_PER_PC", "PCRecord", "StateDir"]
 FIRST_UID = 1 << 30
 UIDS_PER_PC = 65536
 MAX_SLOTS = 4096
+# Host-wide registry of claimed uid ranges (one file per slot naming the PC folder holding it).
+SLOTS_DIR = Path(os.environ.get("CORRAL_UID_SLOTS_DIR", "/run/corral-uid-slots"))
 
 
 @dataclass
@@ -83,10 +85,35 @@ class StateDir:
         tmp.write_text(json.dumps(asdict(record)))
         os.replace(tmp, path)
 
-    def free_slot(self) -> int:
-        """Lowest slot no PC holds (call under `lock`). Folders without state hold none."""
-        used = {r.slot for r in (self.load(i) for i in self.ids()) if r is not None}
-        for slot in range(MAX_SLOTS):
-            if slot not in used:
+    def claim_slot(self, pc_id: str) -> int:
+        """Claim the lowest uid range no PC on this host holds, whatever its state folder.
+
+        Claims live in one host-wide folder (not per state folder), so two Corral instances
+        or test runs never hand the same host uids to two PCs. A claim whose PC folder is
+        gone is stale and is taken over.
+        """
+        owner = str(self.pc_dir(pc_id))
+        SLOTS_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(SLOTS_DIR / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            for slot in range(MAX_SLOTS):
+                claim = SLOTS_DIR / str(slot)
+                try:
+                    holder = claim.read_text().strip()
+                except FileNotFoundError:
+                    holder = ""
+                if holder and Path(holder).exists():
+                    continue
+                claim.write_text(owner)
                 return slot
+        finally:
+            os.close(fd)
         raise RuntimeError("no free uid range left")
+
+    def release_slot(self, pc_id: str, slot: int) -> None:
+        """Give the uid range back (only if this PC still holds it)."""
+        claim = SLOTS_DIR / str(slot)
+        with contextlib.suppress(OSError):
+            if claim.read_text().strip() == str(self.pc_dir(pc_id)):
+                claim.unlink()

@@ -222,10 +222,10 @@ class PCRuntime:
         now = time.time()
         user = img.user
         with self.state.lock():
-            slot = self.state.free_slot()
             dirs = self._dirs(pc_id)
             for d in dirs.values():
                 d.mkdir(parents=True)
+            slot = self.state.claim_slot(pc_id)  # after the folder exists: a live claim
             os.chmod(self.state.pc_dir(pc_id), 0o711)  # noqa: S103 (PC users traverse to io)
             record = PCRecord(
                 id=pc_id,
@@ -301,8 +301,11 @@ class PCRuntime:
         leftover = _linux.mounts_under(pc_dir)
         if leftover:
             raise PCUnavailableError(f"PC {pc_id}: could not unmount {leftover[0]}")
+        record = self.state.load(pc_id)
         with self.state.lock():
             shutil.rmtree(pc_dir, ignore_errors=True)
+        if record is not None:
+            self.state.release_slot(pc_id, record.slot)
 
     def info(self, pc_id: str) -> PCInfo:
         record = self._record(pc_id)
