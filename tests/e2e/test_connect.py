@@ -15,6 +15,8 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, ImageContent, TextContent, Tool
 
+from corral.identity.http_auth import DPoPAuth, mcp_http_client
+
 from .conftest import Server
 
 
@@ -56,10 +58,11 @@ def _shape(tools: list[Tool]) -> dict[str, Any]:
     return {t.name: (t.description, t.input_schema) for t in tools}
 
 
-async def _gateway_tools(server: Server) -> list[Tool]:
-    """The gateway's own listing, straight over HTTP (it does not require tokens yet)."""
+async def _gateway_tools(server: Server, credential: Path) -> list[Tool]:
+    """The gateway's own listing, straight over HTTP with the same agent's credential."""
     async with (
-        streamable_http_client(f"{server.url}/mcp") as (read, write),
+        mcp_http_client(DPoPAuth.from_credential(credential)) as http,
+        streamable_http_client(f"{server.url}/mcp", http_client=http) as (read, write),
         ClientSession(read, write) as direct,
     ):
         await direct.initialize()
@@ -73,7 +76,7 @@ def test_connect_proxies_the_gateway(server: Server, tmp_path: Path) -> None:
     log = tmp_path / "connect.log"
 
     async def session() -> None:
-        expected = await _gateway_tools(server)
+        expected = await _gateway_tools(server, credential)
         with open(log, "w") as errlog, anyio.fail_after(180):
             async with (
                 stdio_client(_bridge(server, credential), errlog=errlog) as (read, write),
