@@ -93,10 +93,22 @@ def up(
         allowed_hosts=None if loopback else ["*"],
         auth=auth,
     )
-    config = {"mcpServers": {"corral": {"type": "http", "url": f"{base}/mcp"}}}
+    # Every request needs a DPoP-bound token, which MCP clients do not make themselves:
+    # `corral connect` holds the agent's credential and does it for them over stdio.
+    config = {
+        "mcpServers": {
+            "corral": {
+                "command": "corral",
+                "args": ["connect", "--credential", "my-agent.json", "--url", base],
+            }
+        }
+    }
     err_console.print(f"[green]Corral[/] on {base}  (store: {store.dialect})")
     err_console.print(f"  REST     {base}/v1/pools   (OpenAPI: {base}/openapi.json)")
     err_console.print(f"  MCP      {base}/mcp        (gateway: acquire_pc, tools, release_pc)")
+    err_console.print(
+        "  an agent credential: corral agent create my-agent --sponsor admin -o my-agent.json"
+    )
     err_console.print("  MCP client configuration:")
     print(json.dumps(config, indent=2), flush=True)
     if admin_file is not None:
