@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+import typer
 
 from corral.config import paths
 from corral.errors import CorralError, InvalidInputError, RuntimeFailureError
@@ -77,3 +78,16 @@ def call(
         err.exit_code = 1 if response.status_code >= 500 else 2
         raise err
     return response.json()
+
+
+def credential_option(
+    credential: Annotated[
+        Path | None,
+        typer.Option(
+            help="credential file to sign requests with "
+            "(default: $CORRAL_CREDENTIAL, else <data dir>/admin.json)"
+        ),
+    ] = None,
+) -> None:
+    """Typer callback shared by the command groups that talk to the server."""
+    set_credential(credential)

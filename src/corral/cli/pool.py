@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from corral.cli._common import err_console, handle_errors, out_console
-from corral.cli._http import call, set_credential
+from corral.cli._http import call, credential_option
 
-app = typer.Typer(help="Create, list, show and delete pools of PCs.", no_args_is_help=True)
-
-
-@app.callback()
-def _credential(
-    credential: Annotated[
-        Path | None,
-        typer.Option(
-            help="credential file to sign requests with "
-            "(default: $CORRAL_CREDENTIAL, else <data dir>/admin.json)"
-        ),
-    ] = None,
-) -> None:
-    set_credential(credential)
+app = typer.Typer(
+    help="Create, list, show and delete pools of PCs.",
+    no_args_is_help=True,
+    callback=credential_option,
+)
 
 
 _STATES = ("ready", "in_use", "booting", "resetting", "quarantined")
