@@ -8,39 +8,25 @@ import sys
 from .conftest import IMAGE, Server
 
 
-def _corral(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "corral", *args],
-        env={**server.env, "COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
 def test_pool_and_session_commands(server: Server) -> None:
-    made = _corral(
-        server, "pool", "create", "clipool", "--image", IMAGE, "--warm", "1", "--max", "1"
-    )
+    made = server.corral("pool", "create", "clipool", "--image", IMAGE, "--warm", "1", "--max", "1")
     assert made.returncode == 0, made.stderr
-    assert "clipool" in _corral(server, "pool", "list").stdout
-    again = _corral(server, "pool", "create", "clipool", "--image", IMAGE)
+    assert "clipool" in server.corral("pool", "list").stdout
+    again = server.corral("pool", "create", "clipool", "--image", IMAGE)
     assert again.returncode != 0 and "exists" in again.stderr
-    bad = _corral(server, "pool", "create", "other", "--image", IMAGE, "--size", "huge")
+    bad = server.corral("pool", "create", "other", "--image", IMAGE, "--size", "huge")
     assert bad.returncode != 0 and "size" in bad.stderr
     server.wait_ready("clipool", 1)
     sid = server.acquire("clipool").json()["session_id"]
-    assert sid in _corral(server, "session", "list").stdout
-    shown = _corral(server, "session", "show", sid)
+    assert sid in server.corral("session", "list").stdout
+    shown = server.corral("session", "show", sid)
     assert shown.returncode == 0 and f"/sessions/{sid}/mcp" in shown.stdout
-    assert _corral(server, "session", "release", sid).returncode == 0
-    assert sid not in _corral(server, "session", "list").stdout
-    assert sid in _corral(server, "session", "list", "--all").stdout
-    missing = _corral(server, "pool", "show", "no-such-pool")
+    assert server.corral("session", "release", sid).returncode == 0
+    assert sid not in server.corral("session", "list").stdout
+    assert sid in server.corral("session", "list", "--all").stdout
+    missing = server.corral("pool", "show", "no-such-pool")
     assert missing.returncode != 0 and "no pool named" in missing.stderr
-    assert _corral(server, "pool", "delete", "clipool").returncode == 0
+    assert server.corral("pool", "delete", "clipool").returncode == 0
 
 
 def test_cli_without_a_server_says_how_to_start_one() -> None:

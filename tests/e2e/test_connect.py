@@ -20,24 +20,11 @@ from corral.identity.http_auth import DPoPAuth, mcp_http_client
 from .conftest import Server
 
 
-def _corral(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI on the server's own database (CORRAL_DATABASE_URL in its env)."""
-    return subprocess.run(
-        [sys.executable, "-m", "corral", *args],
-        env={**server.env, "COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
 def _agent(server: Server, tmp: Path, name: str) -> Path:
-    made = _corral(server, "user", "create", f"{name}-sponsor", "--role", "sponsor")
+    made = server.corral("user", "create", f"{name}-sponsor", "--role", "sponsor")
     assert made.returncode == 0, made.stderr
     path = tmp / "agent.json"
-    made = _corral(server, "agent", "create", name, "--sponsor", f"{name}-sponsor", "-o", str(path))
+    made = server.corral("agent", "create", name, "--sponsor", f"{name}-sponsor", "-o", str(path))
     assert made.returncode == 0, made.stderr
     return path
 
@@ -130,7 +117,7 @@ def test_connect_proxies_the_gateway(server: Server, tmp_path: Path) -> None:
 
 def test_connect_refuses_a_disabled_agent_at_start(server: Server, tmp_path: Path) -> None:
     credential = _agent(server, tmp_path, "offbot")
-    assert _corral(server, "agent", "disable", "offbot").returncode == 0
+    assert server.corral("agent", "disable", "offbot").returncode == 0
     ran = subprocess.run(
         [sys.executable, "-m", "corral", "connect", "-c", str(credential), "--url", server.url],
         env=server.env,

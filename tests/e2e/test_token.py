@@ -7,8 +7,6 @@ import base64
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +17,6 @@ from corral.identity import CLIENT_ASSERTION_TYPE, DPoPKey, client_assertion
 from corral.identity.directory import read_credential
 
 from .conftest import Server
-
-
-def _corral(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI on the server's own database (CORRAL_DATABASE_URL in its env)."""
-    return subprocess.run(
-        [sys.executable, "-m", "corral", *args],
-        env={**server.env, "COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def _unb64(segment: str) -> bytes:
@@ -65,11 +50,11 @@ def _request_token(
 
 
 def test_agent_from_the_cli_gets_a_token(server: Server, tmp_path: Path) -> None:
-    made = _corral(server, "user", "create", "tokensponsor", "--role", "sponsor")
+    made = server.corral("user", "create", "tokensponsor", "--role", "sponsor")
     assert made.returncode == 0, made.stderr
     path = tmp_path / "agent.json"
-    made = _corral(
-        server, "agent", "create", "tokenbot", "--sponsor", "tokensponsor", "-o", str(path)
+    made = server.corral(
+        "agent", "create", "tokenbot", "--sponsor", "tokensponsor", "-o", str(path)
     )
     assert made.returncode == 0, made.stderr
     cred = read_credential(path)
@@ -93,10 +78,10 @@ def test_agent_from_the_cli_gets_a_token(server: Server, tmp_path: Path) -> None
     # Refusals over real HTTP: a proof for another URL, then the agent disabled by the CLI.
     other = _request_token(server, cred, dpop, htu=f"{server.url}/v1/pools")
     assert other.status_code == 400 and other.json()["error"] == "invalid_dpop_proof"
-    assert _corral(server, "agent", "disable", "tokenbot").returncode == 0
+    assert server.corral("agent", "disable", "tokenbot").returncode == 0
     disabled = _request_token(server, cred, dpop)
     assert disabled.status_code == 401 and disabled.json()["error"] == "invalid_client"
-    assert _corral(server, "agent", "enable", "tokenbot").returncode == 0
+    assert server.corral("agent", "enable", "tokenbot").returncode == 0
 
     # Other routes need a token: without one, 401 with a DPoP challenge.
     refused = server.anon.get("/v1/pools")
