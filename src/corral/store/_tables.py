@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -37,11 +38,16 @@ __all__ = [
     "agent_sponsors",
     "agents",
     "directory_state",
+    "federated_subjects",
     "groups",
     "metadata",
+    "oidc_providers",
     "pcs",
     "pools",
     "sessions",
+    "ssf_inbound",
+    "ssf_outbox",
+    "ssf_receivers",
     "user_groups",
     "user_keys",
     "users",
@@ -98,6 +104,8 @@ pools = Table(
     Column("max_lifetime_s", Integer, nullable=False),
     Column("deleting", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # plain bearer tokens (no DPoP) accepted for this pool's sessions (migration 0004)
+    Column("allow_bearer", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 pcs = Table(
@@ -245,4 +253,83 @@ directory_state = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("version", BigInteger, nullable=False),
     CheckConstraint("id = 1", name="single_row"),
+)
+
+# Federation (migration 0004): external OpenID Connect providers trusted for client assertions,
+# console logins and inbound security events, and which of their subjects are which Corral identity.
+oidc_providers = Table(
+    "oidc_providers",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("issuer", String(512), nullable=False, unique=True),
+    Column("audience", String(512), nullable=False),  # what its tokens must name as `aud`
+    Column("jwks_uri", Text, nullable=True),  # fetched and cached; or
+    Column("jwks", Text, nullable=True),  # a pinned JWKS (JSON)
+    Column("client_id", String(255), nullable=True),  # for console logins (code flow + PKCE)
+    Column("client_secret", Text, nullable=True),
+    Column("allow_console", Boolean, nullable=False),
+    Column("allow_assertions", Boolean, nullable=False),
+    Column("allow_events", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+federated_subjects = Table(
+    "federated_subjects",
+    metadata,
+    Column(
+        "provider",
+        String(63),
+        ForeignKey("oidc_providers.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("subject", String(255), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    Column("agent_id", String(32), ForeignKey("agents.id", ondelete="CASCADE"), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("(user_id IS NULL) <> (agent_id IS NULL)", name="one_principal"),
+    Index(None, "user_id"),
+    Index(None, "agent_id"),
+)
+
+# Shared Signals (migration 0004): receivers Corral pushes Security Event Tokens to, the outbox
+# that makes delivery survive restarts, and the inbound jti log that refuses replayed events.
+ssf_receivers = Table(
+    "ssf_receivers",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("endpoint", Text, nullable=False),
+    Column("audience", String(512), nullable=False),
+    Column("events", Text, nullable=False),  # comma-separated event type URIs
+    Column("auth_header", Text, nullable=True),  # sent as Authorization on push, if set
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+ssf_outbox = Table(
+    "ssf_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "receiver_id",
+        String(32),
+        ForeignKey("ssf_receivers.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("jti", String(64), nullable=False),
+    Column("token", Text, nullable=False),  # the signed SET
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index(None, "delivered_at"),
+)
+
+ssf_inbound = Table(
+    "ssf_inbound",
+    metadata,
+    Column("issuer", String(512), primary_key=True),
+    Column("jti", String(128), primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False),
 )
