@@ -50,6 +50,9 @@ class PoolSpec:
     max: int = 10
     idle_timeout_s: int = 1800
     max_lifetime_s: int = 8 * 3600
+    # accept plain bearer tokens (no proof of possession) for this pool's sessions: an admin's
+    # opt-in for MCP clients that cannot do DPoP; off by default
+    allow_bearer: bool = False
 
 
 @dataclass(frozen=True)

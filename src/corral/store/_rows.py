@@ -8,7 +8,16 @@ from corral.domain.models import PC, PCState, Pool, PoolSpec, Session, SessionSt
 
 __all__ = ["pc_from_row", "pool_from_row", "pool_values", "session_from_row"]
 
-_SPEC_FIELDS = ("image", "region", "size", "warm", "max", "idle_timeout_s", "max_lifetime_s")
+_SPEC_FIELDS = (
+    "image",
+    "region",
+    "size",
+    "warm",
+    "max",
+    "idle_timeout_s",
+    "max_lifetime_s",
+    "allow_bearer",
+)
 
 
 def pool_values(spec: PoolSpec) -> dict[str, object]:
@@ -19,7 +28,9 @@ def pool_values(spec: PoolSpec) -> dict[str, object]:
 
 
 def pool_from_row(row: RowMapping) -> Pool:
-    spec = PoolSpec(name=row["name"], **{f: row[f] for f in _SPEC_FIELDS})
+    values = {f: row[f] for f in _SPEC_FIELDS}
+    values["allow_bearer"] = bool(values["allow_bearer"])
+    spec = PoolSpec(name=row["name"], **values)
     return Pool(spec=spec, created_at=row["created_at"], deleting=bool(row["deleting"]))
 
 

@@ -11,10 +11,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from corral.domain.access import PrincipalStatus
+from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
 from corral.domain.identity import Agent, AgentKey, Group, Risk, Role, User, UserSecrets
 from corral.domain.models import PC, PCState, Pool, PoolSpec, Session
 from corral.errors import ConflictError
-from corral.store import _access, _directory, _pcs, _pools, _sessions
+from corral.store import _access, _directory, _federation, _pcs, _pools, _sessions
 from corral.store._engine import default_url, make_engine, transaction
 from corral.store._migrate import migrate
 
@@ -325,3 +326,39 @@ class Store:
         except IntegrityError:  # added concurrently: it is a member, as asked
             if not present:
                 raise
+
+    # federation
+
+    def create_oidc_provider(self, provider: OidcProvider) -> OidcProvider:
+        conflict = _federation.provider_exists_error(provider.name, provider.issuer)
+        return self._write_unique(
+            lambda c: _federation.create_provider(c, provider, _now()), conflict
+        )
+
+    def get_oidc_provider(self, name: str) -> OidcProvider:
+        return self._read(lambda c: _federation.get_provider(c, name))
+
+    def get_oidc_provider_by_issuer(self, issuer: str) -> OidcProvider:
+        return self._read(lambda c: _federation.get_provider_by_issuer(c, issuer))
+
+    def list_oidc_providers(self) -> list[OidcProvider]:
+        return self._read(_federation.list_providers)
+
+    def delete_oidc_provider(self, name: str) -> None:
+        self._write(lambda c: _federation.delete_provider(c, name))
+
+    def link_subject(
+        self, provider: str, subject: str, kind: PrincipalKind, principal: str
+    ) -> FederatedSubject:
+        return self._write(
+            lambda c: _federation.link_subject(c, provider, subject, kind, principal, _now())
+        )
+
+    def unlink_subject(self, provider: str, subject: str) -> None:
+        self._write(lambda c: _federation.unlink_subject(c, provider, subject))
+
+    def resolve_subject(self, provider: str, subject: str) -> FederatedSubject | None:
+        return self._read(lambda c: _federation.resolve_subject(c, provider, subject))
+
+    def list_subjects(self, provider: str | None = None) -> list[FederatedSubject]:
+        return self._read(lambda c: _federation.list_subjects(c, provider))
