@@ -56,6 +56,11 @@ class PoolCreate(BaseModel):
     max: int = Field(10, ge=1, le=1000)
     idle_timeout_s: int = Field(1800, ge=1)
     max_lifetime_s: int = Field(8 * 3600, ge=1)
+    allow_bearer: bool = Field(
+        False,
+        description="accept plain bearer tokens (no DPoP) for acquiring from this pool and "
+        "on its sessions' URLs; for MCP clients that cannot do proof of possession",
+    )
 
 
 class AcquireBody(BaseModel):
@@ -251,11 +256,10 @@ def create_app(
             principal=who,
         )
         answer = _session_json(session, base_url)
-        if auth is not None and who.jkt is not None:
-            # A token for this session only, bound to the caller's own DPoP key.
-            issued = auth.session_token(who, session.id)
-            answer["session_token"] = issued.access_token
-            answer["session_token_expires_in"] = issued.expires_in
+        if auth is not None:
+            # A token for this session only, bound to the caller's own DPoP key (a bearer
+            # caller, admitted only on a pool that allows bearer tokens, gets a bearer one).
+            answer.update(auth.session_grant(who, session.id))
         return answer
 
     @app.get("/v1/sessions")
@@ -298,7 +302,8 @@ def create_app(
         return _VIEWER.format(sid=session_id)
 
     mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
-    mcp_lifespan.append(mount_mcp(app, control, allowed_hosts=mcp_hosts))
+    grant = auth.session_grant if auth is not None else None
+    mcp_lifespan.append(mount_mcp(app, control, allowed_hosts=mcp_hosts, session_grant=grant))
     if auth is not None:
         # Every request but /healthz, /v1/token and the JWKS needs a verified identity.
         app.add_middleware(

@@ -1,8 +1,10 @@
 """Authentication of every request: one ASGI middleware in front of REST and MCP alike.
 
 Only `/healthz`, the token endpoint and the JWKS answer without an identity. Everything else
-needs `Authorization: DPoP <token>` and a valid `DPoP` proof; the caller it establishes is put
-on the ASGI scope (`scope["state"]["principal"]`) for the adapters to hand to the ControlPlane.
+needs `Authorization: DPoP <token>` and a valid `DPoP` proof (or, on a pool whose admin opted
+in, a bearer token for acquiring from it and on its sessions' URLs); the caller it establishes
+is put on the ASGI scope (`scope["state"]["principal"]`) for the adapters to hand to the
+ControlPlane.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ EXEMPT_PATHS = frozenset({"/healthz", "/v1/token", "/.well-known/jwks.json"})
 PRINCIPAL = "principal"
 # The session a path belongs to: /sessions/<id>/... and /v1/sessions/<id>/...
 _SESSION_PATH = re.compile(r"^/(?:v1/)?sessions/([^/]+)(?:/|$)")
+# Acquiring from a pool: the one non-session URL a pool's bearer opt-in opens.
+_ACQUIRE_PATH = re.compile(r"^/v1/pools/([^/]+)/sessions/?$")
 
 
 def principal_of(scope_or_request: Any) -> Caller | None:
@@ -121,7 +125,10 @@ class Authenticate:
             verified["caller"] = self.access.evaluate(claims, jkt=claims.jkt)
             return True
 
-        # 2. Token, DPoP proof (this method and URL), key binding; bearer tokens refused.
+        # 2. Token, DPoP proof (this method and URL), key binding. Bearer tokens only where
+        #    an admin allowed them: acquiring from, and the sessions of, a bearer pool.
+        scheme = (authorization or "").strip().partition(" ")[0].lower()
+        allow_bearer = scheme == "bearer" and self._bearer_pool(scope, match)
         principal = verify_request(
             scope["method"],
             self.issuer + path,
@@ -132,7 +139,7 @@ class Authenticate:
             audience=audience,
             replay=self.replay,
             revocation=still_allowed,
-            allow_bearer=False,
+            allow_bearer=allow_bearer,
             dpop_settings=self.dpop_settings,
             token_cache=self.token_cache,
         )
@@ -144,6 +151,18 @@ class Authenticate:
         ):
             raise InvalidTokenError("access token refused: not valid for this URL")
         return caller
+
+    def _bearer_pool(self, scope: Scope, session: re.Match[str] | None) -> bool:
+        """Does the pool this URL belongs to accept bearer tokens? Unknown or unsure: no."""
+        try:
+            if session is not None:
+                return self.access.session_allows_bearer(session.group(1))
+            acquire = _ACQUIRE_PATH.match(scope["path"])
+            if acquire is not None and scope["method"] == "POST":
+                return self.access.pool_allows_bearer(acquire.group(1))
+        except Exception:  # the store is unreachable: fail closed (DPoP still works)
+            return False
+        return False
 
 
 async def _refuse(exc: AuthError, scope: Scope, receive: Receive, send: Send) -> None:

@@ -67,6 +67,14 @@ def create(
         int, typer.Option(help="seconds before an idle session is released")
     ] = 1800,
     max_lifetime: Annotated[int, typer.Option(help="seconds a session may live")] = 8 * 3600,
+    allow_bearer: Annotated[
+        bool,
+        typer.Option(
+            "--allow-bearer",
+            help="also accept plain bearer tokens (no DPoP) on this pool: only for MCP clients "
+            "that cannot do proof of possession",
+        ),
+    ] = False,
 ) -> None:
     """Create a pool; the server starts warming its PCs at once."""
     pool = call(
@@ -81,6 +89,7 @@ def create(
             "max": max_pcs,
             "idle_timeout_s": idle_timeout,
             "max_lifetime_s": max_lifetime,
+            "allow_bearer": allow_bearer,
         },
     )
     out_console.print(_table([pool]))

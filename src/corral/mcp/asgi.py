@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from corral.mcp._http import security_settings
-from corral.mcp.gateway import GatewayMCP
+from corral.mcp.gateway import GatewayMCP, SessionGrant
 from corral.mcp.session_server import SessionMCP
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def mount_mcp(
     *,
     allowed_hosts: Sequence[str] | None = None,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    session_grant: SessionGrant | None = None,
 ) -> AbstractAsyncContextManager[None]:
     """Serve the gateway at `/mcp` and the per-session servers at `/sessions/{id}/mcp`
     (streamable HTTP), both acting only through `control`.
@@ -57,12 +58,17 @@ def mount_mcp(
 
     `allowed_hosts`: the Host header values accepted (DNS-rebinding protection, with the
     matching http(s) origins); default this machine's names on any port, `["*"]` accepts any.
+    `session_grant`: issues the session token `acquire_pc` answers with (none without auth).
     `idle_timeout_s`: a gateway MCP session with no request for this long is closed, which
     releases its PC (a client that vanished without closing).
     """
     security = security_settings(allowed_hosts)
     gateway = GatewayMCP(
-        control, security, idle_timeout_s=idle_timeout_s, max_request_bytes=MAX_REQUEST_BYTES
+        control,
+        security,
+        idle_timeout_s=idle_timeout_s,
+        max_request_bytes=MAX_REQUEST_BYTES,
+        session_grant=session_grant,
     )
     per_session = SessionMCP(control, security, max_request_bytes=MAX_REQUEST_BYTES)
     app.router.routes[0:0] = [

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from mcp.server.connection import Connection
@@ -58,7 +59,10 @@ from corral.mcp._tools import (
 if TYPE_CHECKING:
     from corral.service.control import ControlPlane, SessionInfo
 
-__all__ = ["GatewayMCP"]
+__all__ = ["GatewayMCP", "SessionGrant"]
+
+#: Issues the session-token fields for (caller, session id): `AuthService.session_grant`.
+SessionGrant = Callable[[Caller, str], dict[str, Any]]
 
 log = logging.getLogger("corral.mcp")
 
@@ -153,8 +157,10 @@ class GatewayMCP:
         *,
         idle_timeout_s: float,
         max_request_bytes: int,
+        session_grant: SessionGrant | None = None,
     ) -> None:
         self.control = control
+        self.session_grant = session_grant
         self.server: Server[Any] = Server(
             "corral",
             version=__version__,
@@ -280,7 +286,7 @@ class GatewayMCP:
                 return text_result(
                     f"already holding PC {current.pc_id} (session {current.id}); the computer "
                     "tools act on it",
-                    _session_json(current, base_url),
+                    self._answer(current, base_url, who),
                 )
         session = await self.control.acquire(
             a.pool, idempotency_key=a.idempotency_key, wait_s=a.wait_s, principal=who
@@ -293,8 +299,16 @@ class GatewayMCP:
             f"acquired PC {session.pc_id} from pool {session.pool} (session {session.id}, "
             f"expires {session.expires_at.isoformat()}); the computer tools now act on it. "
             "Call release_pc when done.",
-            _session_json(session, base_url),
+            self._answer(session, base_url, who),
         )
+
+    def _answer(self, session: SessionInfo, base_url: str, who: Caller | None) -> dict[str, Any]:
+        """The session as JSON, with a token for its per-session URL (`session_url`): another
+        MCP client holding the same DPoP key can drive this PC there (`mcp_url`), until release."""
+        answer = _session_json(session, base_url)
+        if self.session_grant is not None and who is not None:
+            answer.update(self.session_grant(who, session.id))
+        return answer
 
     async def _release(
         self, conn: Connection, args: dict[str, Any] | None, who: Caller | None

@@ -58,3 +58,18 @@ class AccessEvaluator:
             session_id=claims.session_id,
             jkt=jkt,
         )
+
+    def pool_allows_bearer(self, pool: str) -> bool:
+        """An admin opted this pool into bearer tokens; an unknown pool does not."""
+        try:
+            return self.store.get_pool(pool).spec.allow_bearer
+        except NotFoundError:
+            return False
+
+    def session_allows_bearer(self, session_id: str) -> bool:
+        """The session's pool accepts bearer tokens; an unknown session's does not."""
+        try:
+            session = self.store.get_session(session_id)
+        except NotFoundError:
+            return False
+        return self.pool_allows_bearer(session.pool)

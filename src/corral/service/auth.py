@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from corral.domain.access import Caller
+from corral.domain.access import Caller, CallerKind
 from corral.domain.identity import Agent, Risk, User
 from corral.errors import NotFoundError
 from corral.identity.assertions import CLIENT_ASSERTION_TYPE, verify_client_assertion
@@ -167,6 +167,7 @@ class AuthService:
         address_limit: RateLimit = RateLimit(),
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.store = store
         self.directory = Directory(store)
         self.keyring = keyring
         self.issuer = issuer
@@ -203,9 +204,10 @@ class AuthService:
 
     def session_token(self, caller: Caller, session_id: str) -> IssuedToken:
         """A token for one session: audience `<issuer>/sessions/<id>`, bound to the same DPoP
-        key as the caller's own token (`caller.jkt`), dead once the session is released."""
-        if caller.jkt is None:
-            raise InvalidClientError("a session token needs a DPoP-bound caller")
+        key as the caller's own token (`caller.jkt`), dead once the session is released.
+
+        A caller without a key came with a bearer token, which the middleware admits only for
+        a pool whose admin allowed them; its session token is a bearer token too."""
         return issue_access_token(
             self.keyring,
             issuer=self.issuer,
@@ -217,6 +219,20 @@ class AuthService:
             lifetime=self.lifetime,
             session_id=session_id,
         )
+
+    def session_grant(self, caller: Caller, session_id: str) -> dict[str, Any]:
+        """The session-token fields an acquire answers with (REST and the MCP gateway)."""
+        if caller.kind is CallerKind.SYSTEM:
+            return {}
+        issued = self.session_token(caller, session_id)
+        return {
+            "session_token": issued.access_token,
+            "session_token_type": issued.token_type,
+            "session_token_expires_in": issued.expires_in,
+        }
+
+    def _bearer_allowed_somewhere(self) -> bool:
+        return any(pool.spec.allow_bearer for pool in self.store.list_pools())
 
     async def token(
         self,
@@ -252,16 +268,20 @@ class AuthService:
         # 4. The DPoP proof: made for POST to this endpoint's public URL, just now, once; no
         #    access token exists yet (so no ath); a nonce only when the server demands them.
         #    Its key is what the token will be bound to.
+        #    Without a proof the token is a bearer token, issued only while some pool
+        #    accepts them (an admin's opt-in); everything else refuses it.
         if method != "POST":
             raise InvalidRequestError("the token endpoint takes POST only")
-        jkt = verify_dpop_proof(
-            dpop_header,
-            method=method,
-            url=self.token_url,
-            replay=self._replay,
-            now=now,
-            settings=self._dpop,
-        )
+        jkt: str | None = None
+        if dpop_header is not None or not await asyncio.to_thread(self._bearer_allowed_somewhere):
+            jkt = verify_dpop_proof(
+                dpop_header,
+                method=method,
+                url=self.token_url,
+                replay=self._replay,
+                now=now,
+                settings=self._dpop,
+            )
 
         # 5. The client: an agent of the directory, by id, with its keys that are neither
         #    revoked nor expired. An unknown client has no keys, so it fails step 6 exactly as
@@ -295,7 +315,8 @@ class AuthService:
         #    up an agent's allowance by sending requests in its name.
         _limited(self._per_client, agent.id, "for this client", time.monotonic())
 
-        # 9. A short-lived token for the agent, bound to the proof key (cnf.jkt).
+        # 9. A short-lived token for the agent, bound to the proof key (cnf.jkt), or a bearer
+        #    token when no proof came (step 4).
         issued = issue_access_token(
             self.keyring,
             issuer=self.issuer,
