@@ -269,3 +269,25 @@ def test_concurrent_disable_and_removal_leave_no_enabled_orphan(store: Store) ->
         final = store.get_agent(agent.id)
         assert not final.enabled and final.disabled_reason == NO_SPONSOR
         store.set_user_enabled("s1", True)
+
+
+def test_principal_status_reads_the_live_state_of_agents_and_users(
+    store: Store, alice: str, bob: str
+) -> None:
+    """The per-request read (a direct DBAPI query on both databases) matches the directory."""
+    agent = store.create_agent("bot", sponsors=[alice])
+    status = store.principal_status(agent.id)
+    assert status is not None and status.kind.value == "agent"
+    assert status.enabled and status.risk is Risk.NONE and status.tokens_revoked_before is None
+    store.set_agent_risk(agent.id, Risk.HIGH)
+    store.set_agent_enabled(agent.id, False, reason="test")
+    store.revoke_tokens(agent.id)
+    status = store.principal_status(agent.id)
+    assert status is not None and not status.enabled and status.risk is Risk.HIGH
+    revoked = status.tokens_revoked_before
+    assert revoked is not None and revoked.tzinfo is not None
+    assert abs((datetime.now(UTC) - revoked).total_seconds()) < 60
+    user = store.principal_status(bob)
+    assert user is not None and user.kind.value == "user" and user.roles == {Role.ADMIN}
+    assert store.principal_status("bot") is None  # by id only, never by name
+    assert store.principal_status("nobody") is None

@@ -1,7 +1,7 @@
 """What request authentication reads on every request, and the keys of users with API access.
 
-`principal_status` is the continuous access evaluation's one query per identity: enabled,
-risk, roles and the time before which its tokens are refused. Writes bump the directory version.
+The per-request read itself (`principal_status`) lives in `_hot`. Writes bump the directory
+version.
 """
 
 from __future__ import annotations
@@ -12,44 +12,17 @@ from datetime import datetime
 from sqlalchemy import Connection, insert, or_, select, update
 
 from corral.domain import identity as rules
-from corral.domain.access import CallerKind, PrincipalStatus
-from corral.domain.identity import AgentKey, Risk
+from corral.domain.identity import AgentKey
 from corral.errors import ConflictError, NotFoundError
-from corral.store._directory import _bump, _roles
+from corral.store._directory import _bump
 from corral.store._tables import agent_keys, agents, user_keys, users
 
 __all__ = [
     "add_user_key",
     "admin_exists",
     "list_user_keys",
-    "principal_status",
     "revoke_tokens",
 ]
-
-
-def principal_status(conn: Connection, subject: str) -> PrincipalStatus | None:
-    """The agent or user with id `subject` (never by name), or None if there is none."""
-    agent = conn.execute(select(agents).where(agents.c.id == subject)).mappings().first()
-    if agent is not None:
-        return PrincipalStatus(
-            kind=CallerKind.AGENT,
-            id=agent["id"],
-            enabled=bool(agent["enabled"]),
-            risk=Risk(agent["risk"]),
-            roles=frozenset(),
-            tokens_revoked_before=agent["tokens_revoked_before"],
-        )
-    user = conn.execute(select(users).where(users.c.id == subject)).mappings().first()
-    if user is not None:
-        return PrincipalStatus(
-            kind=CallerKind.USER,
-            id=user["id"],
-            enabled=bool(user["enabled"]),
-            risk=Risk.NONE,
-            roles=_roles(user["roles"]),
-            tokens_revoked_before=user["tokens_revoked_before"],
-        )
-    return None
 
 
 def revoke_tokens(conn: Connection, ref: str, now: datetime) -> str:

@@ -17,6 +17,7 @@ from corral.domain.models import PC, PCState, Pool, PoolSpec, Session
 from corral.errors import ConflictError
 from corral.store import _access, _directory, _federation, _pcs, _pools, _sessions
 from corral.store._engine import default_url, make_engine, transaction
+from corral.store._hot import HotReads
 from corral.store._migrate import migrate
 
 __all__ = ["Store"]
@@ -36,6 +37,7 @@ class Store:
         self.url = url or default_url()
         self.dialect = make_url(self.url).get_backend_name()
         self._engine = make_engine(self.url)
+        self._hot = HotReads(self._engine)
 
     def migrate(self) -> None:
         migrate(self._engine)
@@ -168,7 +170,7 @@ class Store:
 
     def principal_status(self, subject: str) -> PrincipalStatus | None:
         """The agent or user a token names (by id only), as it stands now; None if unknown."""
-        return self._read(lambda c: _access.principal_status(c, subject))
+        return self._hot.principal_status(subject)
 
     def revoke_tokens(self, ref: str) -> str:
         """Refuse the tokens issued so far to the agent or user `ref`; returns its id."""
