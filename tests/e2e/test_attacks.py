@@ -220,3 +220,20 @@ def test_disabled_agent_and_admin_revoke_count_on_the_next_request(server: Serve
     auth.tokens.invalidate(token)
     fresh = auth.tokens.get()
     assert _send(server, "GET", "/v1/pools", fresh, key).status_code == 200
+
+
+def test_no_secret_reaches_the_server_log(server: Server) -> None:
+    """After the whole suite (tokens issued, refused, revoked): the log holds no token, proof
+    or private key. Runs last in this module, over everything the server has logged so far."""
+    token, key = _agent(server)
+    assert _send(server, "GET", "/v1/pools", token, key).status_code == 200
+    refused = _send(server, "GET", "/v1/pools", token + "x", key)
+    assert refused.status_code == 401
+    log = server.log.read_text(errors="replace")
+    assert "Corral on http" in log  # the server's own log (banner, warnings, errors)
+    secrets_seen = [token, token.split(".")[2], key.private_jwk()["d"]]
+    for credential in (server.admin_file, server.agent_file):
+        secrets_seen.append(json.loads(credential.read_text())["key"]["d"])
+    leaked = [s[:12] + "..." for s in secrets_seen if s in log]
+    assert leaked == []
+    assert not re.search(r"eyJ[\w-]{10,}\.eyJ[\w-]{10,}\.", log), "a JWT is in the server log"
