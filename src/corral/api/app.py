@@ -21,10 +21,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corral import __version__
 from corral.api.auth_routes import include_auth
 from corral.api.authn import Authenticate, principal_of
+from corral.api.directory_routes import include_directory
 from corral.api.errors import install_error_handlers
 from corral.domain.access import Caller
 from corral.domain.models import PoolSpec, Session
 from corral.errors import PermissionDeniedError
+from corral.identity.directory import Directory
 from corral.service.access import AccessEvaluator
 from corral.service.auth import AuthService
 from corral.service.control import ControlPlane, PoolStatus
@@ -202,6 +204,7 @@ def create_app(
     install_error_handlers(app)
     if auth is not None:
         include_auth(app, auth)
+    include_directory(app, Directory(control.store), token_endpoint=f"{base_url}/v1/token")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -289,12 +292,6 @@ def create_app(
     async def screenshot(session_id: str, who: Principal) -> Response:
         png = await control.peek_screenshot(session_id, principal=who)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
-
-    @app.post("/v1/agents/{agent_id}/revoke")
-    async def revoke(agent_id: str, who: Principal) -> dict[str, Any]:
-        """Admin: every token issued so far to this agent is refused from the next request."""
-        revoked = await asyncio.to_thread(lambda: control.revoke_tokens(agent_id, principal=who))
-        return {"id": revoked, "tokens_revoked": True}
 
     @app.get("/sessions/{session_id}/viewer", response_class=HTMLResponse)
     async def viewer(session_id: str, who: Principal) -> str:

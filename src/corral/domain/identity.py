@@ -25,6 +25,7 @@ __all__ = [
     "Role",
     "User",
     "UserSecrets",
+    "check_admin_remains",
     "check_can_enable",
     "check_new_agent_sponsors",
     "check_public_jwk",
@@ -243,3 +244,18 @@ def check_public_jwk(jwk: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(jwk.get("kty"), str):
         raise InvalidInputError("a public key needs a kty")
     return dict(jwk)
+
+
+def check_admin_remains(user: User, roles: frozenset[Role], *, others_enabled_admins: int) -> None:
+    """Refuse taking the admin role from the last enabled admin: nobody could manage the
+    directory over the API any more (`corral user` on the server host still could)."""
+    if (
+        user.enabled
+        and Role.ADMIN in user.roles
+        and Role.ADMIN not in roles
+        and others_enabled_admins == 0
+    ):
+        raise ConflictError(
+            f"user {user.name!r} is the last enabled admin",
+            hint="give another user the admin role first",
+        )

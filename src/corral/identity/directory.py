@@ -1,7 +1,8 @@
 """The directory service: users, agents, sponsors, groups and agent credentials.
 
-Adapters (the CLI now, REST later) call `Directory`; it hashes secrets, makes key pairs and hands
-the store only what the server may keep: password hashes and the public halves of agent keys.
+Adapters (the CLI, and REST through `corral.service.directory`) call `Directory`; it hashes
+secrets, makes key pairs and hands the store only what the server may keep: password hashes and
+the public halves of agent keys.
 The private key of an agent leaves here once, inside the credential returned to its creator.
 """
 
@@ -134,6 +135,11 @@ class Directory:
     def enable_user(self, ref: str) -> User:
         return self.store.set_user_enabled(ref, True)[0]
 
+    def set_roles(self, ref: str, roles: Iterable[str]) -> tuple[User, list[Agent]]:
+        """Replace a user's roles; returns the user and the agents that losing the sponsor
+        role left without an able sponsor (now disabled). The last enabled admin keeps admin."""
+        return self.store.set_user_roles(ref, parse_roles(roles))
+
     def set_password(self, ref: str, password: str) -> None:
         self.store.set_user_password(ref, hash_password(password))
 
@@ -247,6 +253,13 @@ class Directory:
 
     def list_groups(self) -> list[Group]:
         return self.store.list_groups()
+
+    def get_group(self, ref: str) -> Group:
+        return self.store.get_group(ref)
+
+    def group_members(self, ref: str) -> tuple[list[str], list[str]]:
+        """The names of a group's users and of its agents."""
+        return self.store.group_members(ref)
 
     def delete_group(self, ref: str) -> None:
         self.store.delete_group(ref)

@@ -68,6 +68,7 @@ __all__ = [
     "set_group_member",
     "set_user_enabled",
     "set_user_password",
+    "set_user_roles",
     "set_user_totp",
     "version",
 ]
@@ -225,6 +226,43 @@ def set_user_totp(
     _bump(conn)
 
 
+def set_user_roles(
+    conn: Connection, ref: str, roles: Iterable[Role], now: datetime
+) -> tuple[User, list[Agent]]:
+    """Replace a user's roles; refused when that would leave no enabled admin. A user who
+    loses the sponsor (and admin) role no longer counts as a sponsor, exactly as if disabled:
+    returns the user and the agents this left without an able sponsor (now disabled)."""
+    wanted = frozenset(roles)
+    user_id = _user_row(conn, ref)["id"]
+    # 1. Lock the user and every enabled user with an admin-like role, in id order (users
+    #    before agents; one order for all), so two admins demoting each other at once cannot
+    #    both see the other as the admin that remains.
+    locked = conn.execute(
+        select(users)
+        .where(or_(users.c.id == user_id, users.c.roles.contains(Role.ADMIN.value)))
+        .order_by(users.c.id)
+        .with_for_update()
+    ).mappings()
+    rows = {r["id"]: r for r in locked}
+    if user_id not in rows:  # deleted between the two reads
+        raise _user_not_found(ref)
+    others = [
+        i
+        for i, r in rows.items()
+        if i != user_id and r["enabled"] and Role.ADMIN in _roles(r["roles"])
+    ]
+    # 2. Decide (pure), then 3. write, then 4. disable agents left without an able sponsor.
+    rules.check_admin_remains(_user(rows[user_id]), wanted, others_enabled_admins=len(others))
+    conn.execute(
+        update(users)
+        .where(users.c.id == user_id)
+        .values(roles=",".join(sorted(r.value for r in wanted)), updated_at=now)
+    )
+    disabled = _reconcile_sponsored(conn, user_id, now)
+    _bump(conn)
+    return get_user(conn, user_id), disabled
+
+
 def _able_sponsors(conn: Connection, user_ids: Iterable[str]) -> set[str]:
     """Of `user_ids`, those who may sponsor right now (enabled, with the sponsor or admin role)."""
     ids = list(set(user_ids))
@@ -243,23 +281,30 @@ def set_user_enabled(
     row = _user_row(conn, ref, "update")
     user_id = row["id"]
     conn.execute(update(users).where(users.c.id == user_id).values(enabled=enabled, updated_at=now))
-    disabled: list[Agent] = []
-    if not enabled:
-        # 2. Lock the agents they sponsor, then 3. read their sponsors afresh (committed state
-        #    after the locks), and 4. disable those left without anyone able to sponsor.
-        sponsored = conn.scalars(
-            select(agent_sponsors.c.agent_id)
-            .where(agent_sponsors.c.user_id == user_id)
-            .order_by(agent_sponsors.c.agent_id)
-        ).all()
-        for agent_id in sponsored:
-            agent = _agent(conn, _agent_row(conn, agent_id, "update"))
-            after = rules.reconcile_sponsorship(agent, _able_sponsors(conn, agent.sponsors))
-            if after != agent:
-                _write_agent_state(conn, after, now)
-                disabled.append(after)
+    # 2.-4. in _reconcile_sponsored
+    disabled = [] if enabled else _reconcile_sponsored(conn, user_id, now)
     _bump(conn)
     return get_user(conn, user_id), disabled
+
+
+def _reconcile_sponsored(conn: Connection, user_id: str, now: datetime) -> list[Agent]:
+    """After a user (locked by the caller) stopped being able to sponsor: disable each agent
+    they sponsor that has no able sponsor left; returns those agents."""
+    disabled: list[Agent] = []
+    # 2. Lock the agents they sponsor, then 3. read their sponsors afresh (committed state
+    #    after the locks), and 4. disable those left without anyone able to sponsor.
+    sponsored = conn.scalars(
+        select(agent_sponsors.c.agent_id)
+        .where(agent_sponsors.c.user_id == user_id)
+        .order_by(agent_sponsors.c.agent_id)
+    ).all()
+    for agent_id in sponsored:
+        agent = _agent(conn, _agent_row(conn, agent_id, "update"))
+        after = rules.reconcile_sponsorship(agent, _able_sponsors(conn, agent.sponsors))
+        if after != agent:
+            _write_agent_state(conn, after, now)
+            disabled.append(after)
+    return disabled
 
 
 # agents

@@ -232,6 +232,12 @@ class Store:
             lambda c: _directory.set_user_enabled(c, ref, enabled=enabled, now=_now())
         )
 
+    def set_user_roles(self, ref: str, roles: Iterable[Role]) -> tuple[User, list[Agent]]:
+        """Replace the roles; returns the user and the agents that losing the sponsor role left
+        without an able sponsor (now disabled). Refused if no enabled admin would remain."""
+        wanted = frozenset(roles)
+        return self._write(lambda c: _directory.set_user_roles(c, ref, wanted, _now()))
+
     def create_agent(
         self,
         name: str,

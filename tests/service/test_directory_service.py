@@ -1,0 +1,85 @@
+"""Who may read, contain and manage the directory: the pure decision, and the service using it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from corral.domain.access import SYSTEM, Caller, CallerKind
+from corral.domain.identity import Role
+from corral.errors import ConflictError, PermissionDeniedError
+from corral.identity.directory import Directory
+from corral.service.directory import DirectoryService, Power, allowed, require
+from corral.store import Store
+
+ADMIN = Caller(CallerKind.USER, "u-admin", frozenset({Role.ADMIN}))
+SECURITY = Caller(CallerKind.USER, "u-sec", frozenset({Role.SECURITY_ADMIN}))
+SPONSOR = Caller(CallerKind.USER, "u-sponsor", frozenset({Role.SPONSOR}))
+NOBODY = Caller(CallerKind.USER, "u-nobody")
+AGENT = Caller(CallerKind.AGENT, "a-bot")
+# an agent carrying a role it cannot have: roles count for users only
+ODD_AGENT = Caller(CallerKind.AGENT, "a-odd", frozenset({Role.SECURITY_ADMIN}))
+ADMIN_SESSION = Caller(CallerKind.USER, "u-admin", frozenset({Role.ADMIN}), session_id="s-1")
+
+TOKEN_URL = "https://corral.example/v1/token"  # noqa: S105 (a URL)
+ALL = (Power.READ, Power.CONTAIN, Power.MANAGE)
+
+
+@pytest.mark.parametrize(
+    ("caller", "powers"),
+    [
+        (ADMIN, ALL),
+        (SYSTEM, ALL),
+        (SECURITY, (Power.READ, Power.CONTAIN)),
+        (SPONSOR, ()),
+        (NOBODY, ()),
+        (AGENT, ()),
+        (ODD_AGENT, ()),
+        (ADMIN_SESSION, ()),
+        (None, ()),
+    ],
+)
+def test_who_may_do_what(caller: Caller | None, powers: tuple[Power, ...]) -> None:
+    assert {p for p in ALL if allowed(caller, p)} == set(powers)
+
+
+def test_refusals_name_the_role_needed() -> None:
+    with pytest.raises(PermissionDeniedError, match=r"creating a user needs the admin role$"):
+        require(SECURITY, Power.MANAGE, "creating a user")
+    with pytest.raises(PermissionDeniedError, match="admin or security_admin role"):
+        require(AGENT, Power.READ, "listing users")
+    assert require(SECURITY, Power.CONTAIN, "disabling an agent") is SECURITY
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> DirectoryService:
+    store = Store(f"sqlite:///{tmp_path}/d.db")
+    store.migrate()
+    return DirectoryService(Directory(store), token_endpoint=TOKEN_URL)
+
+
+def test_the_service_checks_before_it_touches_anything(service: DirectoryService) -> None:
+    with pytest.raises(PermissionDeniedError):
+        service.create_user("eve", roles=["admin"], email=None, password=None, principal=SECURITY)
+    assert service.directory.list_users() == []
+    service.create_user("root", roles=["admin"], email=None, password=None, principal=ADMIN)
+    service.create_user("alice", roles=["sponsor"], email=None, password=None, principal=ADMIN)
+    view, cred = service.create_agent(
+        "bot", sponsors=["alice"], groups=[], key_lifetime=None, principal=ADMIN
+    )
+    assert cred["token_endpoint"] == TOKEN_URL
+    assert view.sponsors == ((service.directory.get_user("alice").id, "alice"),)
+    assert view.keys is not None and [k.kid for k in view.keys] == [cred["key"]["kid"]]
+    with pytest.raises(PermissionDeniedError):
+        service.enable_agent("bot", principal=SECURITY)
+    assert not service.disable_agent("bot", None, principal=SECURITY).agent.enabled
+
+
+def test_the_last_admin_cannot_be_disabled_over_the_api(service: DirectoryService) -> None:
+    service.create_user("root", roles=["admin"], email=None, password=None, principal=ADMIN)
+    with pytest.raises(ConflictError, match="last enabled admin"):
+        service.disable_user("root", principal=ADMIN)
+    service.create_user("spare", roles=["admin"], email=None, password=None, principal=ADMIN)
+    user, _ = service.disable_user("root", principal=SECURITY)
+    assert not user.enabled
