@@ -18,14 +18,14 @@ import typer
 from rich.table import Table
 
 from corral.cli._common import err_console, handle_errors, out_console
-from corral.domain.identity import Agent, User
+from corral.domain.identity import Agent, AgentKey, User
 from corral.errors import ConflictError, InvalidInputError
 from corral.identity.directory import Directory, write_credential
 from corral.store import Store
 
 __all__ = ["agent_app", "user_app"]
 
-user_app = typer.Typer(help="Create and list human users.", no_args_is_help=True)
+user_app = typer.Typer(help="Create and manage human users.", no_args_is_help=True)
 agent_app = typer.Typer(help="Create and manage agent identities.", no_args_is_help=True)
 sponsor_app = typer.Typer(help="Add or remove an agent's sponsors.", no_args_is_help=True)
 key_app = typer.Typer(help="List, rotate and revoke an agent's keys.", no_args_is_help=True)
@@ -73,6 +73,18 @@ def _agent_table(agents: list[Agent], names: dict[str, str]) -> Table:
             ", ".join(names.get(s, s) for s in a.sponsors),
             ", ".join(a.groups),
             a.disabled_reason or "",
+        )
+    return table
+
+
+def _key_table(keys: list[AgentKey]) -> Table:
+    table = Table("KID", "CREATED", "EXPIRES", "REVOKED")
+    for k in keys:
+        table.add_row(
+            k.kid,
+            k.created_at.isoformat(timespec="seconds"),
+            k.expires_at.isoformat(timespec="seconds") if k.expires_at else "",
+            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
         )
     return table
 
@@ -153,6 +165,41 @@ def user_enable(name: str) -> None:
         out_console.print(_user_table([directory.enable_user(name)]))
 
 
+@user_app.command("show")
+@handle_errors
+def user_show(name: str) -> None:
+    """Show one user (never a password hash or TOTP secret)."""
+    with _directory() as directory:
+        out_console.print(_user_table([directory.get_user(name)]))
+
+
+@user_app.command("roles")
+@handle_errors
+def user_roles(
+    name: str,
+    role: Annotated[
+        list[str] | None,
+        typer.Option("--role", help="the complete new set; repeat for several, none for no role"),
+    ] = None,
+) -> None:
+    """Replace a user's roles; agents left without an able sponsor are disabled. The last
+    enabled admin keeps the admin role."""
+    with _directory() as directory:
+        user, agents = directory.set_roles(name, role or [])
+        out_console.print(_user_table([user]))
+        for agent in agents:
+            err_console.print(f"agent {agent.name} disabled: {agent.disabled_reason}")
+
+
+@user_app.command("revoke")
+@handle_errors
+def user_revoke(name: str) -> None:
+    """Refuse every token issued so far to this user, from the next request on."""
+    with _directory() as directory:
+        user_id = directory.revoke_tokens(directory.get_user(name).id)
+    err_console.print(f"tokens of user {name} ({user_id}) revoked")
+
+
 # agents
 
 
@@ -192,6 +239,26 @@ def agent_list() -> None:
     """List agents with their sponsors, risk and state."""
     with _directory() as directory:
         _show_agents(directory, directory.list_agents())
+
+
+@agent_app.command("show")
+@handle_errors
+def agent_show(name: str) -> None:
+    """Show one agent with its sponsors, groups, risk, state and keys (public halves only)."""
+    with _directory() as directory:
+        agent = directory.get_agent(name)
+        _show_agents(directory, [agent])
+        out_console.print(_key_table(directory.agent_keys(agent.id)))
+
+
+@agent_app.command("revoke")
+@handle_errors
+def agent_revoke(name: str) -> None:
+    """Refuse every token issued so far to this agent, from the next request on (it may get
+    new ones: disable it to keep it out)."""
+    with _directory() as directory:
+        agent_id = directory.revoke_tokens(directory.get_agent(name).id)
+    err_console.print(f"tokens of agent {name} ({agent_id}) revoked")
 
 
 @agent_app.command("disable")
@@ -245,15 +312,7 @@ def key_list(name: str) -> None:
     """List an agent's public keys."""
     with _directory() as directory:
         keys = directory.agent_keys(name)
-    table = Table("KID", "CREATED", "EXPIRES", "REVOKED")
-    for k in keys:
-        table.add_row(
-            k.kid,
-            k.created_at.isoformat(timespec="seconds"),
-            k.expires_at.isoformat(timespec="seconds") if k.expires_at else "",
-            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
-        )
-    out_console.print(table)
+    out_console.print(_key_table(keys))
 
 
 @key_app.command("rotate")
