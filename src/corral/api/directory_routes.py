@@ -275,6 +275,10 @@ async def _run(fn: Callable[[], T]) -> T:
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "bad input; the message says what to change"},
+    401: {
+        "model": ErrorOut,
+        "description": "no valid DPoP-bound token (WWW-Authenticate says why)",
+    },
     403: {"model": ErrorOut, "description": "the caller lacks the role"},
     404: {"model": ErrorOut, "description": "no such user, agent, group or key"},
     409: {"model": ErrorOut, "description": "the name is taken, or the change breaks a rule"},
