@@ -23,6 +23,7 @@ from corral.api.auth_routes import include_auth
 from corral.api.authn import Authenticate, principal_of
 from corral.api.directory_routes import include_directory
 from corral.api.errors import install_error_handlers
+from corral.api.ssf_routes import include_ssf
 from corral.domain.access import Caller
 from corral.domain.models import PoolSpec, Session
 from corral.errors import PermissionDeniedError
@@ -30,6 +31,8 @@ from corral.identity.directory import Directory
 from corral.service.access import AccessEvaluator
 from corral.service.auth import AuthService
 from corral.service.control import ControlPlane, PoolStatus
+from corral.service.events import EventDelivery
+from corral.service.inbound_events import EventReceiver
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -176,6 +179,8 @@ def create_app(
     default_pools: list[PoolSpec] | None = None,
     allowed_hosts: list[str] | None = None,
     auth: AuthService | None = None,
+    event_receiver: EventReceiver | None = None,
+    event_delivery: EventDelivery | None = None,
 ) -> FastAPI:
     """The ASGI app. Its lifespan starts the control plane (store migration, recovery), the
     pool manager and the MCP session managers, and on exit stops them (destroying PCs when
@@ -188,23 +193,28 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await control.start(default_pools or [])
         manager = asyncio.create_task(control.run()) if manage_pools else None
+        delivery = asyncio.create_task(event_delivery.run()) if event_delivery else None
         async with contextlib.AsyncExitStack() as stack:
             for ctx in mcp_lifespan:
                 await stack.enter_async_context(ctx)
             try:
                 yield
             finally:
-                if manager is not None:
-                    manager.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await manager
+                for task in (manager, delivery):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 await control.stop(destroy_pcs=destroy_on_exit)
 
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     if auth is not None:
         include_auth(app, auth)
-    include_directory(app, Directory(control.store), token_endpoint=f"{base_url}/v1/token")
+    directory = Directory(control.store, events=control.events)  # CAEP events (docs/events.md)
+    include_directory(app, directory, token_endpoint=f"{base_url}/v1/token")
+    if event_receiver is not None:  # Shared Signals (docs/events.md)
+        include_ssf(app, event_receiver, event_receiver.audience)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

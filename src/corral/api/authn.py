@@ -1,10 +1,10 @@
 """Authentication of every request: one ASGI middleware in front of REST and MCP alike.
 
-Only `/healthz`, the token endpoint and the JWKS answer without an identity. Everything else
-needs `Authorization: DPoP <token>` and a valid `DPoP` proof (or, on a pool whose admin opted
-in, a bearer token for acquiring from it and on its sessions' URLs); the caller it establishes
-is put on the ASGI scope (`scope["state"]["principal"]`) for the adapters to hand to the
-ControlPlane.
+Only `/healthz`, the token endpoint, the JWKS and the Shared Signals endpoints (a pushed SET is
+authenticated by its own signature) answer without an identity. Everything else needs
+`Authorization: DPoP <token>` and a valid `DPoP` proof (or, on a pool whose admin opted in, a
+bearer token for acquiring from it and on its sessions' URLs); the caller it establishes is put
+on the ASGI scope (`scope["state"]["principal"]`) for the adapters to hand to the ControlPlane.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from corral.service.auth import session_audience
 __all__ = ["EXEMPT_PATHS", "PRINCIPAL", "Authenticate", "principal_of"]
 
 EXEMPT_PATHS = frozenset({"/healthz", "/v1/token", "/.well-known/jwks.json"})
+# Shared Signals: a pushed SET is authenticated by its own signature; the metadata is public.
+EXEMPT_PATHS |= {"/ssf/events", "/.well-known/ssf-configuration"}
 PRINCIPAL = "principal"
 # The session a path belongs to: /sessions/<id>/... and /v1/sessions/<id>/...
 _SESSION_PATH = re.compile(r"^/(?:v1/)?sessions/([^/]+)(?:/|$)")

@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from corral.cli._common import err_console, handle_errors, out_console
+from corral.cli.events import cli_events
 from corral.domain.identity import Agent, AgentKey, User
 from corral.errors import ConflictError, InvalidInputError
 from corral.identity.directory import Directory, write_credential
@@ -42,7 +43,7 @@ def _directory() -> Iterator[Directory]:
     store = Store()
     try:
         store.migrate()
-        yield Directory(store)
+        yield Directory(store, events=cli_events(store))  # CAEP events queued for the server
     finally:
         store.close()
 

@@ -64,10 +64,13 @@ def up(
     """Serve Corral (REST, MCP) until Ctrl-C; first run builds the default image and pool."""
     from corral.api.app import create_app
     from corral.config import paths
+    from corral.identity.directory import Directory
     from corral.identity.keys import SigningKeyring
     from corral.runtime.pcs import PCRuntime
     from corral.service.auth import AuthService
     from corral.service.control import ControlPlane
+    from corral.service.events import EventDelivery, EventEmitter
+    from corral.service.inbound_events import EventReceiver
     from corral.store import Store
 
     loopback = host in ("127.0.0.1", "localhost", "::1")
@@ -80,8 +83,12 @@ def up(
         _ensure_image(image)
     base = f"http://{host}:{port}"
     store = Store()
-    control = ControlPlane(store, PCRuntime())
     keyring = SigningKeyring.load_or_create(paths().data / "signing-keys.json")
+    # Shared Signals (docs/events.md): CAEP events out through the outbox, in at /ssf/events.
+    delivery = EventDelivery(store)
+    emitter = EventEmitter(store, issuer=base, keyring=lambda: keyring, on_queued=delivery.wake)
+    control = ControlPlane(store, PCRuntime(), events=emitter)
+    receiver = EventReceiver(store, Directory(store, events=emitter), control, audience=base)
     admin_file = _bootstrap_admin(store, f"{base}/v1/token")
     auth = AuthService(store, keyring, issuer=base, token_url=f"{base}/v1/token")
     pools = [PoolSpec(DEFAULT_POOL, image, warm=warm, max=max(10, warm))] if default_pool else []
@@ -92,6 +99,8 @@ def up(
         destroy_on_exit=not keep_pcs,
         allowed_hosts=None if loopback else ["*"],
         auth=auth,
+        event_receiver=receiver,
+        event_delivery=delivery,
     )
     # Every request needs a DPoP-bound token, which MCP clients do not make themselves:
     # `corral connect` holds the agent's credential and does it for them over stdio.

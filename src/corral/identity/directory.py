@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from corral.domain.identity import Agent, AgentKey, Group, Risk, User, parse_risk, parse_roles
 from corral.errors import ConflictError, InvalidInputError
+from corral.identity import caep
 from corral.identity.client import DPoPKey
 from corral.identity.passwords import (
     TotpEnrolment,
@@ -70,11 +71,26 @@ def _public_key(key: DPoPKey, expires_at: datetime | None) -> AgentKey:
 
 
 class Directory:
-    """The directory operations, with the sponsor rules enforced by the store atomically."""
+    """The directory operations, with the sponsor rules enforced by the store atomically.
 
-    def __init__(self, store: Store, *, clock: Callable[[], datetime] = _now) -> None:
+    With `events`, changes that affect access elsewhere (revocations, credential changes, risk)
+    are reported to it after they committed, to become CAEP events (docs/events.md).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] = _now,
+        events: caep.EventSink | None = None,
+    ) -> None:
         self.store = store
         self._clock = clock
+        self.events = events
+
+    def _emit(self, make: Callable[[float], caep.CorralEvent]) -> None:
+        if self.events is not None:
+            self.events.emit(make(self._clock().timestamp()))
 
     # users
 
@@ -118,9 +134,20 @@ class Directory:
             {**k.public_jwk, "kid": k.kid} for k in self.store.list_user_keys(user) if k.usable(now)
         ]
 
-    def revoke_tokens(self, ref: str) -> str:
+    def revoke_tokens(
+        self, ref: str, *, initiating_entity: str = "admin", reason: str | None = None
+    ) -> str:
         """Every token issued so far to this agent or user is refused from the next request."""
-        return self.store.revoke_tokens(ref)
+        principal = self.store.revoke_tokens(ref)
+        self._emit(
+            lambda at: caep.session_revoked(
+                principal,
+                at=at,
+                initiating_entity=initiating_entity,
+                reason=reason or "tokens revoked",
+            )
+        )
+        return principal
 
     def get_user(self, ref: str) -> User:
         return self.store.get_user(ref)
@@ -141,7 +168,13 @@ class Directory:
         return self.store.set_user_roles(ref, parse_roles(roles))
 
     def set_password(self, ref: str, password: str) -> None:
-        self.store.set_user_password(ref, hash_password(password))
+        user = self.store.get_user(ref)
+        self.store.set_user_password(user.id, hash_password(password))
+        self._emit(
+            lambda at: caep.credential_change(
+                user.id, at=at, credential_type="password", change_type="update"
+            )
+        )
 
     def check_password(self, ref: str, password: str) -> bool:
         """A console login's first factor; a disabled user never passes."""
@@ -162,7 +195,13 @@ class Directory:
             raise InvalidInputError("no TOTP enrolment to confirm", hint="enrol first")
         if not verify_totp(secret, code, self._clock().timestamp()):
             raise InvalidInputError("wrong TOTP code", hint="check the authenticator's clock")
-        self.store.set_user_totp(ref, secret, enabled=True)
+        user = self.store.get_user(ref)
+        self.store.set_user_totp(user.id, secret, enabled=True)
+        self._emit(
+            lambda at: caep.credential_change(
+                user.id, at=at, credential_type="app", change_type="create", friendly_name="TOTP"
+            )
+        )
 
     def check_totp(self, ref: str, code: str) -> bool:
         """A console login's second factor; passes trivially while TOTP is not enabled."""
@@ -214,7 +253,15 @@ class Directory:
 
     def set_risk(self, agent: str, level: Risk | str) -> Agent:
         risk = level if isinstance(level, Risk) else parse_risk(level)
-        return self.store.set_agent_risk(agent, risk)
+        previous = self.store.get_agent(agent).risk
+        changed = self.store.set_agent_risk(agent, risk)
+        if changed.risk != previous:
+            self._emit(
+                lambda at: caep.risk_level_change(
+                    changed.id, at=at, current=changed.risk, previous=previous
+                )
+            )
+        return changed
 
     def agent_keys(self, agent: str) -> list[AgentKey]:
         return self.store.list_agent_keys(agent)
@@ -241,10 +288,30 @@ class Directory:
         self.store.rotate_agent_key(
             agent, _public_key(key, None), old_expires_at=self._clock() + expires_old_after
         )
-        return _credential(self.store.get_agent(agent), key, token_endpoint)
+        record = self.store.get_agent(agent)
+        self._emit(
+            lambda at: caep.credential_change(
+                record.id,
+                at=at,
+                credential_type=caep.AGENT_KEY_CREDENTIAL,
+                change_type="update",
+                friendly_name=f"key {key.thumbprint}",
+            )
+        )
+        return _credential(record, key, token_endpoint)
 
     def revoke_agent_key(self, agent: str, kid: str) -> AgentKey:
-        return self.store.revoke_agent_key(agent, kid)
+        revoked = self.store.revoke_agent_key(agent, kid)
+        self._emit(
+            lambda at: caep.credential_change(
+                revoked.agent_id,
+                at=at,
+                credential_type=caep.AGENT_KEY_CREDENTIAL,
+                change_type="revoke",
+                friendly_name=f"key {kid}",
+            )
+        )
+        return revoked
 
     # groups
 

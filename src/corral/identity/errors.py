@@ -18,6 +18,7 @@ __all__ = [
     "InvalidTokenError",
     "MissingCredentialsError",
     "ReplayCacheFullError",
+    "SetRefusedError",
     "UseDPoPNonceError",
 ]
 
@@ -109,3 +110,20 @@ class ReplayCacheFullError(AuthError):
     status = 503
     token_endpoint_status = 503
     retry_after_s = 1
+
+
+class SetRefusedError(CorralError):
+    """An inbound Security Event Token was refused; `err` is the RFC 8935 section 2.4 code
+    (invalid_request, invalid_key, invalid_issuer, invalid_audience, authentication_failed,
+    access_denied) and the message its description. Never contains the token."""
+
+    exit_code = 4
+    code = "set_refused"
+
+    def __init__(self, err: str, description: str) -> None:
+        super().__init__(description)
+        self.err = err
+
+    def body(self) -> dict[str, str]:
+        """The push receiver's JSON error answer (RFC 8935 section 2.3)."""
+        return {"err": self.err, "description": self.message}

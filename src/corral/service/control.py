@@ -45,8 +45,10 @@ from corral.errors import (
     SessionGoneError,
     UnavailableError,
 )
+from corral.identity.caep import EventSink, session_revoked
 from corral.runtime.client import PcdClient
 from corral.runtime.pcs import Health, PCRuntime
+from corral.service.events import release_event
 from corral.service.tools import ScreenSpace, ToolResult, parse_args
 from corral.store import Store
 
@@ -131,9 +133,12 @@ class _Live:
 
 
 class ControlPlane:
-    def __init__(self, store: Store, runtime: PCRuntime) -> None:
+    def __init__(
+        self, store: Store, runtime: PCRuntime, *, events: EventSink | None = None
+    ) -> None:
         self.store = store
         self.runtime = runtime
+        self.events = events  # CAEP session-revoked on an admin's release or revoke, evictions
         self._live: dict[str, _Live] = {}
         self._booting: dict[str, int] = {}  # pool -> PCs being booted by this process
         self._changed = asyncio.Event()  # a PC became ready / a release happened
@@ -349,13 +354,19 @@ class ControlPlane:
         self._forget(session_id)
         self._wake.set()
         if released is not None:
+            event = release_event(released, principal, reason)
+            if event is not None and self.events is not None:
+                await asyncio.to_thread(self.events.emit, event)
             return released
         return await asyncio.to_thread(self.store.get_session, session_id)
 
     def revoke_tokens(self, ref: str, *, principal: Caller | None) -> str:
         """Admin revoke: the agent's (or user's) tokens issued so far die on the next request."""
         _require_admin(principal, "revoking tokens")
-        return self.store.revoke_tokens(ref)
+        revoked = self.store.revoke_tokens(ref)
+        if self.events is not None:
+            self.events.emit(session_revoked(revoked, at=utcnow().timestamp(), reason="revoked"))
+        return revoked
 
     # -- actions -----------------------------------------------------------------------------
     def _forget(self, session_id: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 from sqlalchemy import Connection
@@ -11,11 +11,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from corral.domain.access import PrincipalStatus
+from corral.domain.events import OutboxEntry, SsfReceiver
 from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
 from corral.domain.identity import Agent, AgentKey, Group, Risk, Role, User, UserSecrets
 from corral.domain.models import PC, PCState, Pool, PoolSpec, Session
 from corral.errors import ConflictError
-from corral.store import _access, _directory, _federation, _pcs, _pools, _sessions
+from corral.store import _access, _directory, _federation, _pcs, _pools, _sessions, _ssf
 from corral.store._engine import default_url, make_engine, transaction
 from corral.store._hot import HotReads
 from corral.store._migrate import migrate
@@ -370,3 +371,76 @@ class Store:
 
     def list_subjects(self, provider: str | None = None) -> list[FederatedSubject]:
         return self._read(lambda c: _federation.list_subjects(c, provider))
+
+    # shared signals: receivers, outbox, inbound jtis
+
+    def create_ssf_receiver(
+        self,
+        name: str,
+        *,
+        endpoint: str,
+        audience: str,
+        events: Sequence[str] = (),
+        auth_header: str | None = None,
+    ) -> SsfReceiver:
+        """A push receiver subscribed to `events` (short names or URIs; empty: all)."""
+        return self._write_unique(
+            lambda c: _ssf.create_receiver(
+                c,
+                name=name,
+                endpoint=endpoint,
+                audience=audience,
+                events=tuple(events),
+                auth_header=auth_header,
+                now=_now(),
+            ),
+            _ssf.receiver_exists_error(name),
+        )
+
+    def get_ssf_receiver(self, ref: str) -> SsfReceiver:
+        return self._read(lambda c: _ssf.get_receiver(c, ref))
+
+    def list_ssf_receivers(self) -> list[SsfReceiver]:
+        return self._read(_ssf.list_receivers)
+
+    def delete_ssf_receiver(self, ref: str) -> SsfReceiver:
+        """Remove a receiver with its undelivered SETs."""
+        return self._write(lambda c: _ssf.delete_receiver(c, ref))
+
+    def enqueue_ssf(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Queue (receiver id, jti, signed SET) rows in one transaction, due at once."""
+        self._write(lambda c: _ssf.enqueue(c, list(items), _now()))
+
+    def claim_ssf_due(
+        self, now: datetime, *, lease: timedelta, limit: int = 50
+    ) -> list[OutboxEntry]:
+        """Due SETs, each claimed for `lease` so no other process pushes it meanwhile."""
+        return self._write(lambda c: _ssf.claim_due(c, now, lease, limit))
+
+    def mark_ssf_delivered(self, entry_id: int, now: datetime) -> None:
+        self._write(lambda c: _ssf.mark_delivered(c, entry_id, now))
+
+    def mark_ssf_failed(self, entry_id: int, error: str, next_attempt_at: datetime) -> None:
+        """Count a failed push, keep why (never the token), and when to try again."""
+        self._write(lambda c: _ssf.mark_failed(c, entry_id, error, next_attempt_at))
+
+    def list_ssf_outbox(self, *, pending_only: bool = False, limit: int = 100) -> list[OutboxEntry]:
+        return self._read(lambda c: _ssf.list_outbox(c, pending_only=pending_only, limit=limit))
+
+    def remember_ssf_inbound(self, issuer: str, jti: str) -> bool:
+        """Record a received SET's jti; False if this issuer sent it before (in any process)."""
+        try:
+            self._write(lambda c: _ssf.remember_inbound(c, issuer, jti, _now()))
+        except IntegrityError:
+            return False
+        return True
+
+    def forget_ssf_inbound(self, issuer: str, jti: str) -> None:
+        """Undo `remember_ssf_inbound` when the event could not be acted on, so a retry works."""
+        self._write(lambda c: _ssf.forget_inbound(c, issuer, jti))
+
+    def prune_ssf(self, *, outbox_before: datetime, inbound_before: datetime) -> tuple[int, int]:
+        """Drop finished outbox rows and old inbound jtis; returns how many of each."""
+        return self._write(
+            lambda c: _ssf.prune(c, outbox_before=outbox_before, inbound_before=inbound_before)
+        )

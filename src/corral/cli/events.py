@@ -1,0 +1,166 @@
+"""`corral events ...`: where Corral pushes its security events, and how the pushes went.
+
+Like `corral user` and `corral agent`, these act on the local store directly. Events raised by
+those commands (an agent's risk, a key rotated or revoked, tokens revoked) are signed with the
+signing keys in the data folder and queued in the store; the running server pushes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from corral.cli._common import err_console, handle_errors, out_console
+from corral.config import paths
+from corral.domain.events import SsfReceiver, event_short_name
+from corral.errors import InvalidInputError
+from corral.identity.keys import SigningKeyring
+from corral.service.events import EventEmitter
+from corral.store import Store
+
+__all__ = ["app", "cli_events"]
+
+app = typer.Typer(help="CAEP security events: receivers and deliveries.", no_args_is_help=True)
+receivers_app = typer.Typer(help="Where Corral pushes its events.", no_args_is_help=True)
+app.add_typer(receivers_app, name="receivers")
+
+log = logging.getLogger("corral.events")
+
+
+def _issuer() -> str:
+    return os.environ.get("CORRAL_URL", "http://127.0.0.1:8420").rstrip("/")
+
+
+def _server_keyring() -> SigningKeyring | None:
+    """The server's keyring from the data folder; None (never a new one) if there is none,
+    since SETs signed by keys the server does not publish could not be verified."""
+    path = paths().data / "signing-keys.json"
+    if not path.exists():
+        log.warning("no signing keys at %s: run `corral up` once on this host", path)
+        return None
+    return SigningKeyring.load(path)
+
+
+def cli_events(store: Store) -> EventEmitter:
+    """The event sink of CLI commands: SETs queued in the store for the server to push."""
+    return EventEmitter(store, issuer=_issuer(), keyring=_server_keyring)
+
+
+@contextmanager
+def _store() -> Iterator[Store]:
+    store = Store()
+    try:
+        store.migrate()
+        yield store
+    finally:
+        store.close()
+
+
+def _read_secret_file(path: Path) -> str:
+    """One line from a file only its owner can read (it holds a credential)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InvalidInputError(f"{path} is readable by others", hint=f"chmod 600 {path}")
+    return text.strip()
+
+
+def _receiver_table(receivers: list[SsfReceiver]) -> Table:
+    table = Table("NAME", "ID", "ENDPOINT", "AUDIENCE", "EVENTS", "ENABLED", "AUTH HEADER")
+    for r in receivers:
+        table.add_row(
+            r.name,
+            r.id,
+            r.endpoint,
+            r.audience,
+            ", ".join(event_short_name(e) for e in r.events),
+            "yes" if r.enabled else "no",
+            "set" if r.auth_header else "",
+        )
+    return table
+
+
+@receivers_app.command("add")
+@handle_errors
+def receivers_add(
+    name: str,
+    endpoint: Annotated[str, typer.Option(help="push URL of the receiver (https)")],
+    audience: Annotated[str, typer.Option(help="`aud` of the SETs it gets")],
+    events: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--events",
+            help="session-revoked, credential-change, risk-level-change (repeat or comma "
+            "separate; default all)",
+        ),
+    ] = None,
+    auth_header_file: Annotated[
+        Path | None,
+        typer.Option(help="file (mode 0600) whose one line is sent as Authorization"),
+    ] = None,
+) -> None:
+    """Push Corral's CAEP events to a receiver (RFC 8935)."""
+    auth_header = _read_secret_file(auth_header_file) if auth_header_file else None
+    with _store() as store:
+        receiver = store.create_ssf_receiver(
+            name, endpoint=endpoint, audience=audience, events=events or [], auth_header=auth_header
+        )
+    out_console.print(_receiver_table([receiver]))
+
+
+@receivers_app.command("list")
+@handle_errors
+def receivers_list() -> None:
+    """List the receivers and the event types each gets."""
+    with _store() as store:
+        out_console.print(_receiver_table(store.list_ssf_receivers()))
+
+
+@receivers_app.command("remove")
+@handle_errors
+def receivers_remove(name: str) -> None:
+    """Remove a receiver; its undelivered events are dropped."""
+    with _store() as store:
+        store.delete_ssf_receiver(name)
+    err_console.print(f"receiver {name} removed")
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).isoformat(timespec="seconds") if value else ""
+
+
+@app.command("outbox")
+@handle_errors
+def outbox(
+    pending: Annotated[bool, typer.Option(help="only SETs still to be delivered")] = False,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first", min=1)] = 50,
+) -> None:
+    """Show the deliveries of Corral's events: delivered, pending (with the next try) or failed."""
+    with _store() as store:
+        names = {r.id: r.name for r in store.list_ssf_receivers()}
+        entries = store.list_ssf_outbox(pending_only=pending, limit=limit)
+    table = Table("ID", "RECEIVER", "JTI", "STATUS", "ATTEMPTS", "CREATED", "NEXT TRY", "ERROR")
+    for e in entries:
+        table.add_row(
+            str(e.id),
+            names.get(e.receiver_id, e.receiver_id),
+            e.jti,
+            e.status,
+            str(e.attempts),
+            _when(e.created_at),
+            _when(e.next_attempt_at) if e.status == "pending" else "",
+            e.last_error or "",
+        )
+    out_console.print(table)
