@@ -12,6 +12,8 @@ error code the push endpoint answers with.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -258,14 +260,24 @@ def _import_key(jwk: Mapping[str, Any], alg: str) -> Key:
         elif kty == "EC":
             key = ECKey.import_key(dict(jwk))
         else:
-            key = RSAKey.import_key(dict(jwk))
-            if key.raw_value.key_size < MIN_RSA_BITS:
+            if _rsa_bits(jwk.get("n")) < MIN_RSA_BITS:  # before joserfc warns about it
                 raise _jose.JoseFailure(f"RSA keys need at least {MIN_RSA_BITS} bits")
+            key = RSAKey.import_key(dict(jwk))
     except (JoseError, ValueError, TypeError) as exc:
         raise _jose.JoseFailure("jwk is not a valid public key") from exc
     if key.is_private:
         raise _jose.JoseFailure("jwk contains private key material")
     return key
+
+
+def _rsa_bits(n: object) -> int:
+    if not isinstance(n, str):
+        return 0
+    try:
+        modulus = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    except (binascii.Error, ValueError):
+        return 0
+    return int.from_bytes(modulus, "big").bit_length()
 
 
 def _candidate_keys(jwks: Mapping[str, Any], header: Mapping[str, Any], alg: str) -> list[Key]:
