@@ -25,9 +25,10 @@ from corral.errors import ConflictError, NotFoundError
 from corral.store._tables import ssf_inbound, ssf_outbox, ssf_receivers
 
 __all__ = [
-    "claim_due",
+    "claim",
     "create_receiver",
     "delete_receiver",
+    "due",
     "enqueue",
     "forget_inbound",
     "get_receiver",
@@ -156,29 +157,36 @@ def enqueue(conn: Connection, items: list[tuple[str, str, str]], now: datetime) 
 _PENDING = and_(ssf_outbox.c.delivered_at.is_(None), ssf_outbox.c.attempts < MAX_ATTEMPTS)
 
 
-def claim_due(conn: Connection, now: datetime, lease: timedelta, limit: int) -> list[OutboxEntry]:
-    """Rows due now, each claimed for `lease` (its next attempt moved past the push), oldest
-    first. The claim is a compare-and-set on `next_attempt_at`: of two processes claiming the
-    same row, one updates it and the other sees zero rows changed and skips it."""
+def due(conn: Connection, now: datetime, limit: int) -> list[OutboxEntry]:
+    """Rows due now, oldest first (a read: most polls find nothing and write nothing)."""
     rows = conn.execute(
         select(ssf_outbox)
         .where(_PENDING, ssf_outbox.c.next_attempt_at <= now)
         .order_by(ssf_outbox.c.next_attempt_at, ssf_outbox.c.id)
         .limit(limit)
     ).mappings()
+    return [_entry(r) for r in rows]
+
+
+def claim(
+    conn: Connection, entries: list[OutboxEntry], now: datetime, lease: timedelta
+) -> list[OutboxEntry]:
+    """Claim rows read by `due` for `lease` (their next attempt moved past the push). The claim
+    is a compare-and-set on `next_attempt_at`: of two processes claiming the same row, one
+    updates it and the other sees zero rows changed and skips it."""
     claimed: list[OutboxEntry] = []
-    for row in list(rows):
+    for entry in entries:
         moved = conn.execute(
             update(ssf_outbox)
             .where(
-                ssf_outbox.c.id == row["id"],
+                ssf_outbox.c.id == entry.id,
                 ssf_outbox.c.delivered_at.is_(None),
-                ssf_outbox.c.next_attempt_at == row["next_attempt_at"],
+                ssf_outbox.c.next_attempt_at == entry.next_attempt_at,
             )
             .values(next_attempt_at=now + lease)
         )
         if moved.rowcount == 1:
-            claimed.append(_entry(row))
+            claimed.append(entry)
     return claimed
 
 

@@ -414,8 +414,12 @@ class Store:
     def claim_ssf_due(
         self, now: datetime, *, lease: timedelta, limit: int = 50
     ) -> list[OutboxEntry]:
-        """Due SETs, each claimed for `lease` so no other process pushes it meanwhile."""
-        return self._write(lambda c: _ssf.claim_due(c, now, lease, limit))
+        """Due SETs, each claimed for `lease` so no other process pushes it meanwhile. Polled
+        often: finding nothing due is a read, and writes nothing."""
+        due = self._read(lambda c: _ssf.due(c, now, limit))
+        if not due:
+            return []
+        return self._write(lambda c: _ssf.claim(c, due, now, lease))
 
     def mark_ssf_delivered(self, entry_id: int, now: datetime) -> None:
         self._write(lambda c: _ssf.mark_delivered(c, entry_id, now))
