@@ -177,7 +177,7 @@ def test_release_event_rules(store: Store) -> None:
     assert evicted is not None and evicted.payload["initiating_entity"] == "policy"
 
 
-async def test_control_plane_reports_admin_release_and_revoke(store: Store) -> None:
+async def test_control_plane_reports_admin_release_and_eviction(store: Store) -> None:
     recorder = Recorder()
     control = ControlPlane(store, FakeRuntime(), events=recorder)  # type: ignore[arg-type]
     agent = _agent(store)
@@ -186,11 +186,13 @@ async def test_control_plane_reports_admin_release_and_revoke(store: Store) -> N
     assert recorder.events == []  # the owner's own release revokes nothing
     other = _session(store, owner=agent, n=2)
     await control.release(other.id, principal=ADMIN)
-    control.revoke_tokens(agent, principal=ADMIN)
+    evicted = _session(store, owner=agent, n=3)
+    await control.release(evicted.id, "idle_timeout", principal=SYSTEM)
     assert [(e.type, e.session_id) for e in recorder.events] == [
         (SESSION_REVOKED, other.id),
-        (SESSION_REVOKED, None),
+        (SESSION_REVOKED, evicted.id),
     ]
+    assert [e.payload["initiating_entity"] for e in recorder.events] == ["admin", "policy"]
 
 
 def _session(store: Store, owner: str, n: int = 1) -> Any:

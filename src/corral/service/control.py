@@ -45,7 +45,7 @@ from corral.errors import (
     SessionGoneError,
     UnavailableError,
 )
-from corral.identity.caep import EventSink, session_revoked
+from corral.identity.caep import EventSink
 from corral.runtime.client import PcdClient
 from corral.runtime.pcs import Health, PCRuntime
 from corral.service.events import release_event
@@ -138,7 +138,7 @@ class ControlPlane:
     ) -> None:
         self.store = store
         self.runtime = runtime
-        self.events = events  # CAEP session-revoked on an admin's release or revoke, evictions
+        self.events = events  # CAEP session-revoked when an admin or eviction ends a session
         self._live: dict[str, _Live] = {}
         self._booting: dict[str, int] = {}  # pool -> PCs being booted by this process
         self._changed = asyncio.Event()  # a PC became ready / a release happened
@@ -363,10 +363,7 @@ class ControlPlane:
     def revoke_tokens(self, ref: str, *, principal: Caller | None) -> str:
         """Admin revoke: the agent's (or user's) tokens issued so far die on the next request."""
         _require_admin(principal, "revoking tokens")
-        revoked = self.store.revoke_tokens(ref)
-        if self.events is not None:
-            self.events.emit(session_revoked(revoked, at=utcnow().timestamp(), reason="revoked"))
-        return revoked
+        return self.store.revoke_tokens(ref)
 
     # -- actions -----------------------------------------------------------------------------
     def _forget(self, session_id: str) -> None:
