@@ -104,7 +104,9 @@ class EventEmitter:
         try:
             self.queue(event)
         except Exception as exc:  # the exception text may quote SQL parameters: the SETs
-            log.error("could not queue %s for %s: %s", event.type, event.principal, type(exc))
+            log.error(
+                "could not queue %s for %s: %s", event.type, event.principal, type(exc).__name__
+            )
 
     def queue(self, event: CorralEvent) -> int:
         """Sign and queue; returns how many receivers the event was queued for."""
@@ -264,5 +266,4 @@ def transmitter_metadata(issuer: str) -> dict[str, object]:
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "delivery_methods_supported": ["urn:ietf:rfc:8935"],
         "events_supported": list(CAEP_EVENT_TYPES),
-        "authorization_schemes": [],
     }
