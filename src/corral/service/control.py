@@ -360,11 +360,6 @@ class ControlPlane:
             return released
         return await asyncio.to_thread(self.store.get_session, session_id)
 
-    def revoke_tokens(self, ref: str, *, principal: Caller | None) -> str:
-        """Admin revoke: the agent's (or user's) tokens issued so far die on the next request."""
-        _require_admin(principal, "revoking tokens")
-        return self.store.revoke_tokens(ref)
-
     # -- actions -----------------------------------------------------------------------------
     def _forget(self, session_id: str) -> None:
         """Drop what memory holds for a session that ended (by any path)."""
