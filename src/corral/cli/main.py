@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from corral import __version__
-from corral.cli import connect, demo, identity, image, pc, pool, serve, session
+from corral.cli import connect, demo, federation, identity, image, pc, pool, serve, session
 
 app = typer.Typer(
     name="corral",
@@ -21,6 +21,7 @@ app.add_typer(
     identity.user_app, name="user", help="Human users: admins, security admins, sponsors."
 )
 app.add_typer(identity.agent_app, name="agent", help="Agent identities, their sponsors and keys.")
+app.add_typer(federation.app, name="federation", help="Trusted OpenID Connect providers.")
 
 app.command()(serve.up)
 app.command()(demo.demo)

@@ -60,6 +60,9 @@ def up(
         bool,
         typer.Option(help="allow a non-loopback --host (plain HTTP: put TLS in front of it)"),
     ] = False,
+    console_session_hours: Annotated[
+        float, typer.Option(help="how long a console sign-in lasts", min=0.05, max=24 * 7)
+    ] = 8.0,
 ) -> None:
     """Serve Corral (REST, MCP) until Ctrl-C; first run builds the default image and pool."""
     from corral.api.app import create_app
@@ -67,6 +70,7 @@ def up(
     from corral.identity.keys import SigningKeyring
     from corral.runtime.pcs import PCRuntime
     from corral.service.auth import AuthService
+    from corral.service.console import ConsoleSettings
     from corral.service.control import ControlPlane
     from corral.store import Store
 
@@ -92,6 +96,7 @@ def up(
         destroy_on_exit=not keep_pcs,
         allowed_hosts=None if loopback else ["*"],
         auth=auth,
+        console_settings=ConsoleSettings(session_lifetime=console_session_hours * 3600),
     )
     # Every request needs a DPoP-bound token, which MCP clients do not make themselves:
     # `corral connect` holds the agent's credential and does it for them over stdio.
@@ -106,6 +111,7 @@ def up(
     err_console.print(f"[green]Corral[/] on {base}  (store: {store.dialect})")
     err_console.print(f"  REST     {base}/v1/pools   (OpenAPI: {base}/openapi.json)")
     err_console.print(f"  MCP      {base}/mcp        (gateway: acquire_pc, tools, release_pc)")
+    err_console.print(f"  Console  {base}/console    (users sign in with a password or OIDC)")
     err_console.print(
         "  an agent credential: corral agent create my-agent --sponsor admin -o my-agent.json"
     )
