@@ -9,6 +9,8 @@ enabled Corral user or agent. Anything else is a refusal; so is a provider we ca
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import threading
@@ -19,6 +21,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
 from joserfc.errors import JoseError, UnsupportedAlgorithmError
 from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
@@ -400,16 +403,26 @@ def _import_key(jwk: Mapping[str, Any], alg: str) -> Key | None:
     try:
         key: Key
         if kty == "RSA":
-            key = RSAKey.import_key(dict(jwk))
-            if getattr(key.raw_value, "key_size", 0) < MIN_RSA_BITS:
+            # Size first, from the modulus itself: joserfc would import (and warn about) a
+            # weak key before we could look.
+            n, e = _b64_int(jwk.get("n")), _b64_int(jwk.get("e"))
+            public = RSAPublicNumbers(e, n).public_key()
+            if public.key_size < MIN_RSA_BITS:
                 return None
+            key = RSAKey.import_key(public)
         elif kty == "EC":
             key = ECKey.import_key(dict(jwk))
         else:
             key = OKPKey.import_key(dict(jwk))
-    except (JoseError, ValueError, TypeError):
+    except (JoseError, ValueError, TypeError, binascii.Error):
         return None
     return None if key.is_private else key
+
+
+def _b64_int(value: object) -> int:
+    if not isinstance(value, str) or not value:
+        raise ValueError("not a base64url integer")
+    return int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
 
 
 def _candidates(keys: Sequence[Mapping[str, Any]], kid: object, alg: str) -> list[Key]:
