@@ -160,7 +160,7 @@ def test_totp_is_required_once_enabled_and_a_code_works_once(env: Env) -> None:
 def test_login_is_rate_limited_per_user(tmp_path: Path) -> None:
     env = Env(tmp_path, per_user=RateLimit(rate=0.01, burst=3))
     for _ in range(3):
-        assert env.login(password="wrong password!!").status_code == 401
+        assert env.login(password="wrong password!!").status_code == 401  # noqa: S106
     r = env.login()  # even the right password now waits
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     assert env.login("tina").status_code == 303  # another user is not affected
