@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from corral.api.auth_routes import include_auth
 from corral.domain.federation import OidcProvider
+from corral.domain.models import PoolSpec
 from corral.identity import CLIENT_ASSERTION_TYPE, DPoPKey, SigningKeyring, verify_access_token
 from corral.identity import federation as fed
 from corral.identity.directory import Directory
@@ -159,3 +160,11 @@ def test_a_provider_not_trusted_for_assertions(env: Env) -> None:
     env.store.link_subject("ci", "repo:acme/app", "agent", "ci-bot")
     r = env.post(env.workload_token())
     assert r.status_code == 401 and "not trusted" in r.json()["error_description"]
+
+
+def test_no_bearer_token_for_a_workload_token(env: Env) -> None:
+    """Even while a pool accepts bearer tokens, a workload token buys only a bound token."""
+    env.store.create_pool(PoolSpec(name="open", image="minimal", warm=0, allow_bearer=True))
+    r = env.post(env.workload_token(), proof=False)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof", r.text
+    assert env.post(env.workload_token()).status_code == 200
