@@ -195,7 +195,7 @@ def test_console_password_login(server: Server, session_id: str) -> None:
         assert ok.status_code == 303 and second.get(viewer).status_code == 200
 
         # an admin's revoke: refused on the next request, for this user only
-        revoked = server.http.post("/v1/agents/watcher/revoke")
+        revoked = server.http.post("/v1/users/watcher/revoke")
         assert revoked.status_code == 200, revoked.text
         assert browser.get(viewer).status_code == 401
         assert browser.get(f"/v1/sessions/{session_id}/screenshot").status_code == 401
