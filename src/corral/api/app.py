@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corral import __version__
 from corral.api.auth_routes import include_auth
 from corral.api.authn import Authenticate, principal_of
+from corral.api.console import include_console
+from corral.api.console_auth import ConsoleCookieAuth
 from corral.api.directory_routes import include_directory
 from corral.api.errors import install_error_handlers
 from corral.api.ssf_routes import include_ssf
@@ -30,6 +32,7 @@ from corral.errors import PermissionDeniedError
 from corral.identity.directory import Directory
 from corral.service.access import AccessEvaluator
 from corral.service.auth import AuthService
+from corral.service.console import ConsoleService, ConsoleSettings
 from corral.service.control import ControlPlane, PoolStatus
 from corral.service.events import EventDelivery
 from corral.service.inbound_events import EventReceiver
@@ -181,6 +184,7 @@ def create_app(
     auth: AuthService | None = None,
     event_receiver: EventReceiver | None = None,
     event_delivery: EventDelivery | None = None,
+    console_settings: ConsoleSettings | None = None,
 ) -> FastAPI:
     """The ASGI app. Its lifespan starts the control plane (store migration, recovery), the
     pool manager and the MCP session managers, and on exit stops them (destroying PCs when
@@ -209,8 +213,17 @@ def create_app(
 
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
+    console: ConsoleService | None = None
     if auth is not None:
         include_auth(app, auth)
+        console = ConsoleService(
+            control.store,
+            auth.keyring,
+            auth.issuer,
+            federation=auth.federation,
+            settings=console_settings or ConsoleSettings(),
+        )
+        include_console(app, console, control)
     directory = Directory(control.store, events=control.events)  # CAEP events (docs/events.md)
     include_directory(app, directory, token_endpoint=f"{base_url}/v1/token")
     if event_receiver is not None:  # Shared Signals (docs/events.md)
@@ -318,6 +331,7 @@ def create_app(
             keyring=auth.keyring,
             issuer=auth.issuer,
             access=AccessEvaluator(control.store),
+            console=ConsoleCookieAuth(console) if console is not None else None,
         )
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     # DNS rebinding: a web page must not reach the loopback API under its own host name.

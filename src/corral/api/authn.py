@@ -19,6 +19,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from corral.api.console_auth import ConsoleCookieAuth
 from corral.domain.access import Caller
 from corral.identity.dpop import DPoPSettings
 from corral.identity.errors import AuthError, InvalidTokenError, UseDPoPNonceError
@@ -80,6 +81,7 @@ class Authenticate:
         access: AccessEvaluator,
         replay: ReplayGuard | None = None,
         dpop_settings: DPoPSettings | None = None,
+        console: ConsoleCookieAuth | None = None,
     ) -> None:
         self.app = app
         self.keyring = keyring
@@ -88,10 +90,16 @@ class Authenticate:
         self.replay: ReplayGuard = replay if replay is not None else ReplayCache()
         self.dpop_settings = dpop_settings or DPoPSettings()
         self.token_cache = VerifiedTokenCache()
+        #: console session cookies, on the few routes a browser uses them for
+        self.console = console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" or (
-            scope["type"] == "http" and scope["path"] in EXEMPT_PATHS
+            scope["type"] == "http"
+            and (
+                scope["path"] in EXEMPT_PATHS
+                or (self.console is not None and self.console.is_public(scope["path"]))
+            )
         ):
             await self.app(scope, receive, send)
             return
@@ -100,6 +108,10 @@ class Authenticate:
         try:
             caller = await anyio.to_thread.run_sync(self._authenticate, scope)
         except AuthError as exc:
+            login = self.console.refusal(scope, exc) if self.console is not None else None
+            if login is not None:  # a browser without a console session: to the login form
+                await login(scope, receive, send)
+                return
             await _refuse(exc, scope, receive, send)
             return
         scope.setdefault("state", {})[PRINCIPAL] = caller
@@ -112,6 +124,12 @@ class Authenticate:
         proofs = headers.getlist("dpop")
         raw_path = scope.get("raw_path") or scope["path"].encode()
         path = raw_path.decode("latin-1").split("?", 1)[0]
+        # 0. No Authorization header: a console session cookie, where the route takes one
+        #    (corral.api.console_auth); it then goes through the same access evaluation.
+        if authorization is None and self.console is not None:
+            console_caller = self.console.authenticate(scope)
+            if console_caller is not None:
+                return console_caller
         # 1. The audience this URL needs: a session's URLs take that session's token (or the
         #    caller's own token); every other URL only the caller's own token.
         audience = self.issuer

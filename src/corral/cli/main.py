@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 
 from corral import __version__
-from corral.cli import connect, demo, events, identity, image, pc, pool, serve, session
+from corral.cli import (
+    connect,
+    demo,
+    events,
+    federation,
+    identity,
+    image,
+    pc,
+    pool,
+    serve,
+    session,
+)
 
 app = typer.Typer(
     name="corral",
@@ -22,6 +33,7 @@ app.add_typer(
 )
 app.add_typer(identity.agent_app, name="agent", help="Agent identities, their sponsors and keys.")
 app.add_typer(events.app, name="events")
+app.add_typer(federation.app, name="federation", help="Trusted OpenID Connect providers.")
 
 app.command()(serve.up)
 app.command()(demo.demo)

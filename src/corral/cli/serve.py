@@ -60,6 +60,9 @@ def up(
         bool,
         typer.Option(help="allow a non-loopback --host (plain HTTP: put TLS in front of it)"),
     ] = False,
+    console_session_hours: Annotated[
+        float, typer.Option(help="how long a console sign-in lasts", min=0.05, max=24 * 7)
+    ] = 8.0,
 ) -> None:
     """Serve Corral (REST, MCP) until Ctrl-C; first run builds the default image and pool."""
     from corral.api.app import create_app
@@ -68,9 +71,10 @@ def up(
     from corral.identity.keys import SigningKeyring
     from corral.runtime.pcs import PCRuntime
     from corral.service.auth import AuthService
+    from corral.service.console import ConsoleSettings
     from corral.service.control import ControlPlane
     from corral.service.events import EventDelivery, EventEmitter
-    from corral.service.inbound_events import EventReceiver
+    from corral.service.inbound_events import EventReceiver, federation_keys
     from corral.store import Store
 
     loopback = host in ("127.0.0.1", "localhost", "::1")
@@ -88,9 +92,15 @@ def up(
     delivery = EventDelivery(store)
     emitter = EventEmitter(store, issuer=base, keyring=lambda: keyring, on_queued=delivery.wake)
     control = ControlPlane(store, PCRuntime(), events=emitter)
-    receiver = EventReceiver(store, Directory(store, events=emitter), control, audience=base)
     admin_file = _bootstrap_admin(store, f"{base}/v1/token")
     auth = AuthService(store, keyring, issuer=base, token_url=f"{base}/v1/token")
+    receiver = EventReceiver(
+        store,
+        Directory(store, events=emitter),
+        control,
+        audience=base,
+        keys_for=federation_keys(auth.federation),
+    )
     pools = [PoolSpec(DEFAULT_POOL, image, warm=warm, max=max(10, warm))] if default_pool else []
     app = create_app(
         control,
@@ -101,6 +111,7 @@ def up(
         auth=auth,
         event_receiver=receiver,
         event_delivery=delivery,
+        console_settings=ConsoleSettings(session_lifetime=console_session_hours * 3600),
     )
     # Every request needs a DPoP-bound token, which MCP clients do not make themselves:
     # `corral connect` holds the agent's credential and does it for them over stdio.
@@ -115,6 +126,7 @@ def up(
     err_console.print(f"[green]Corral[/] on {base}  (store: {store.dialect})")
     err_console.print(f"  REST     {base}/v1/pools   (OpenAPI: {base}/openapi.json)")
     err_console.print(f"  MCP      {base}/mcp        (gateway: acquire_pc, tools, release_pc)")
+    err_console.print(f"  Console  {base}/console    (users sign in with a password or OIDC)")
     err_console.print(
         "  an agent credential: corral agent create my-agent --sponsor admin -o my-agent.json"
     )

@@ -26,11 +26,12 @@ from corral.errors import NotFoundError
 from corral.identity.assertions import CLIENT_ASSERTION_TYPE, verify_client_assertion
 from corral.identity.directory import Directory
 from corral.identity.dpop import DPoPSettings, verify_dpop_proof
-from corral.identity.errors import AuthError, InvalidClientError
+from corral.identity.errors import AuthError, InvalidClientError, InvalidDPoPProofError
 from corral.identity.keys import SigningKeyring
 from corral.identity.nonces import NonceSource
 from corral.identity.replay import ReplayCache, ReplayGuard
 from corral.identity.tokens import DEFAULT_LIFETIME, IssuedToken, issue_access_token
+from corral.service.federation import FederationService
 from corral.store import Store
 
 __all__ = [
@@ -166,6 +167,7 @@ class AuthService:
         client_limit: RateLimit = RateLimit(),
         address_limit: RateLimit = RateLimit(),
         clock: Callable[[], float] = time.time,
+        federation: FederationService | None = None,
     ) -> None:
         self.store = store
         self.directory = Directory(store)
@@ -178,6 +180,8 @@ class AuthService:
         self._per_client = TokenBuckets(client_limit)
         self._per_address = TokenBuckets(address_limit)
         self._clock = clock
+        #: workload identity tokens of trusted OIDC providers (docs/federation.md)
+        self.federation = federation or FederationService(store, clock=clock)
 
     def __repr__(self) -> str:
         return f"AuthService(issuer={self.issuer!r}, token_url={self.token_url!r})"
@@ -283,6 +287,15 @@ class AuthService:
                 settings=self._dpop,
             )
 
+        # 4b. Federation: an assertion whose `iss` is a trusted OIDC provider's issuer is a
+        #     workload identity token, for the agent or user its subject is linked to
+        #     (corral.service.federation). Corral's own clients sign with their id as `iss`.
+        external = await asyncio.to_thread(
+            self.federation.exchange_assertion, assertion, form.get("client_id"), self._replay, now
+        )
+        if external is not None:
+            return self._federated_answer(external.principal_id, jkt, now)
+
         # 5. The client: an agent of the directory, by id, with its keys that are neither
         #    revoked nor expired. An unknown client has no keys, so it fails step 6 exactly as
         #    a forged assertion does and the answer does not say which client ids exist.
@@ -323,6 +336,32 @@ class AuthService:
             subject=agent.id,
             audience=self.issuer,
             client_id=agent.id,
+            jkt=jkt,
+            now=now,
+            lifetime=self.lifetime,
+        )
+        return {
+            "access_token": issued.access_token,
+            "token_type": issued.token_type,
+            "expires_in": issued.expires_in,
+        }
+
+    def _federated_answer(self, principal_id: str, jkt: str | None, now: float) -> dict[str, Any]:
+        """Steps 8 and 9 for a verified workload token (whose identity is already checked
+        enabled and below high risk): the per-client limit, then the usual bound token. A
+        workload token never buys a bearer token, even while some pool accepts them."""
+        if jkt is None:
+            raise InvalidDPoPProofError(
+                "a workload identity token is exchanged only with a DPoP proof",
+                hint="send a DPoP header (and a fresh token from your platform)",
+            )
+        _limited(self._per_client, principal_id, "for this client", time.monotonic())
+        issued = issue_access_token(
+            self.keyring,
+            issuer=self.issuer,
+            subject=principal_id,
+            audience=self.issuer,
+            client_id=principal_id,
             jkt=jkt,
             now=now,
             lifetime=self.lifetime,

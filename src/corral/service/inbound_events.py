@@ -42,10 +42,12 @@ from corral.identity.caep import (
     verify_set,
 )
 from corral.identity.directory import Directory
+from corral.identity.errors import AuthError, SetRefusedError
 from corral.service.control import ControlPlane
+from corral.service.federation import FederationService
 from corral.store import Store
 
-__all__ = ["EventReceiver", "Outcome", "subject_key"]
+__all__ = ["EventReceiver", "Outcome", "federation_keys", "subject_key"]
 
 log = logging.getLogger("corral.events")
 
@@ -203,3 +205,16 @@ class EventReceiver:
             return f"risk stays {agent.risk.value}"
         await asyncio.to_thread(self.directory.set_risk, agent.id, wanted)
         return f"risk raised to {wanted.value}"
+
+
+def federation_keys(federation: FederationService) -> KeysFor:
+    """Verify pushed SETs with the provider's keys as the federation holds them: pinned, or
+    fetched from its `jwks_uri` and cached (docs/federation.md). Fails closed."""
+
+    def keys_for(provider: OidcProvider) -> Mapping[str, Any]:
+        try:
+            return {"keys": federation.keys.source(provider).keys()}
+        except AuthError as exc:  # no keys, or the provider is unreachable
+            raise SetRefusedError("invalid_key", "the issuer's keys are not available") from exc
+
+    return keys_for

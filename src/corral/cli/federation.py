@@ -1,0 +1,213 @@
+"""`corral federation ...`: trusted OpenID Connect providers and their linked subjects.
+
+Acts on the local database directly, like `corral user` and `corral agent`. The client secret
+is read from a file (never an argument, which would sit in shell history and `ps`), and is
+never printed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from corral.cli._common import err_console, handle_errors, out_console
+from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
+from corral.errors import InvalidInputError
+from corral.identity.federation import check_public_jwks
+from corral.store import Store
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Trust external OpenID Connect providers and link their subjects.", no_args_is_help=True
+)
+
+
+@contextmanager
+def _store() -> Iterator[Store]:
+    store = Store()
+    try:
+        store.migrate()
+        yield store
+    finally:
+        store.close()
+
+
+def _read_jwks(path: Path) -> dict[str, object]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read the JWK Set {path}: {exc}") from None
+    return check_public_jwks(doc)
+
+
+def _read_secret(path: Path) -> str:
+    """The client secret file: owner-only, one line."""
+    try:
+        if path.stat().st_mode & 0o077:
+            raise InvalidInputError(
+                f"{path} is readable by others", hint=f"restrict it: chmod 600 {path}"
+            )
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read the client secret file {path}: {exc}") from None
+    if not secret or "\n" in secret:
+        raise InvalidInputError(f"{path} must hold the client secret on one line")
+    return secret
+
+
+def _uses(p: OidcProvider) -> str:
+    names = [("console", p.allow_console), ("assertions", p.allow_assertions)]
+    return ", ".join(n for n, on in [*names, ("events", p.allow_events)] if on)
+
+
+def _providers_table(providers: list[OidcProvider]) -> Table:
+    table = Table("NAME", "ISSUER", "AUDIENCE", "KEYS", "CLIENT ID", "TRUSTED FOR")
+    for p in providers:
+        keys = "pinned" if p.jwks is not None else (p.jwks_uri or "")
+        table.add_row(p.name, p.issuer, p.audience, keys, p.client_id or "", _uses(p))
+    return table
+
+
+def _subjects_table(subjects: list[FederatedSubject]) -> Table:
+    table = Table("PROVIDER", "SUBJECT", "KIND", "CORRAL ID", "LINKED")
+    for s in subjects:
+        linked = s.created_at.isoformat(timespec="seconds")
+        table.add_row(s.provider, s.subject, s.kind, s.principal_id, linked)
+    return table
+
+
+@app.command("add")
+@handle_errors
+def add(
+    name: str,
+    issuer: Annotated[str, typer.Option(help="the provider's issuer URL, exactly (its `iss`)")],
+    audience: Annotated[str, typer.Option(help="the `aud` its workload tokens carry for Corral")],
+    jwks_uri: Annotated[
+        str | None, typer.Option(help="where its signing keys are published (fetched, cached)")
+    ] = None,
+    jwks: Annotated[
+        Path | None, typer.Option(help="a JWK Set file of its public keys, pinned")
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="Corral's client id at the provider (console logins)")
+    ] = None,
+    client_secret_file: Annotated[
+        Path | None, typer.Option(help="file (0600) with Corral's client secret, if any")
+    ] = None,
+    console: Annotated[bool, typer.Option("--console", help="trust it for console logins")] = False,
+    assertions: Annotated[
+        bool, typer.Option("--assertions", help="trust its workload tokens at /v1/token")
+    ] = False,
+    events: Annotated[
+        bool, typer.Option("--events", help="accept its security events (CAEP)")
+    ] = False,
+) -> None:
+    """Trust an OpenID Connect provider (keys by --jwks-uri or pinned with --jwks FILE)."""
+    if (jwks_uri is None) == (jwks is None):
+        raise InvalidInputError(
+            "give exactly one of --jwks-uri or --jwks",
+            hint="--jwks-uri fetches and caches the provider's keys; --jwks pins them",
+        )
+    if client_secret_file is not None and client_id is None:
+        raise InvalidInputError("a client secret needs --client-id")
+    provider = OidcProvider(
+        name=name,
+        issuer=issuer,
+        audience=audience,
+        jwks_uri=jwks_uri,
+        jwks=_read_jwks(jwks) if jwks is not None else None,
+        client_id=client_id,
+        client_secret=_read_secret(client_secret_file) if client_secret_file else None,
+        allow_console=console,
+        allow_assertions=assertions,
+        allow_events=events,
+    )
+    with _store() as store:
+        created = store.create_oidc_provider(provider)
+    out_console.print(_providers_table([created]))
+
+
+@app.command("list")
+@handle_errors
+def list_providers() -> None:
+    """List the trusted providers."""
+    with _store() as store:
+        out_console.print(_providers_table(store.list_oidc_providers()))
+
+
+@app.command("show")
+@handle_errors
+def show(name: str) -> None:
+    """Show one provider (never its client secret) and its linked subjects."""
+    with _store() as store:
+        p = store.get_oidc_provider(name)
+        subjects = store.list_subjects(name)
+    rows = [
+        ("name", p.name),
+        ("issuer", p.issuer),
+        ("audience", p.audience),
+        ("jwks_uri", p.jwks_uri or ""),
+        ("pinned keys", str(len(p.jwks.get("keys", []))) if p.jwks is not None else "no"),
+        ("client id", p.client_id or ""),
+        ("client secret", "set" if p.client_secret else "not set"),
+        ("trusted for", _uses(p)),
+        ("created", p.created_at.isoformat(timespec="seconds") if p.created_at else ""),
+    ]
+    table = Table("FIELD", "VALUE", show_header=False)
+    for field, value in rows:
+        table.add_row(field, value)
+    out_console.print(table)
+    out_console.print(_subjects_table(subjects))
+
+
+@app.command("remove")
+@handle_errors
+def remove(name: str) -> None:
+    """Stop trusting a provider; its subject links go with it."""
+    with _store() as store:
+        store.delete_oidc_provider(name)
+    err_console.print(f"provider {name} removed")
+
+
+@app.command("link")
+@handle_errors
+def link(
+    name: str,
+    subject: str,
+    agent: Annotated[str | None, typer.Option(help="the Corral agent it stands for")] = None,
+    user: Annotated[str | None, typer.Option(help="the Corral user it stands for")] = None,
+) -> None:
+    """Link SUBJECT (its `sub` at provider NAME) to a Corral agent or user."""
+    if (agent is None) == (user is None):
+        raise InvalidInputError("give exactly one of --agent or --user")
+    kind: PrincipalKind = "agent" if agent is not None else "user"
+    with _store() as store:
+        found = store.link_subject(name, subject, kind, agent or user or "")
+    out_console.print(_subjects_table([found]))
+
+
+@app.command("unlink")
+@handle_errors
+def unlink(name: str, subject: str) -> None:
+    """Remove a subject's link: its tokens and logins are refused from now on (sessions it
+    already opened last until they expire, unless revoked)."""
+    with _store() as store:
+        store.unlink_subject(name, subject)
+    err_console.print(f"subject {subject} at {name} unlinked")
+
+
+@app.command("subjects")
+@handle_errors
+def subjects(name: Annotated[str | None, typer.Argument(help="only this provider")] = None) -> None:
+    """List linked subjects."""
+    with _store() as store:
+        if name is not None:
+            store.get_oidc_provider(name)  # an unknown provider is an error, not an empty list
+        out_console.print(_subjects_table(store.list_subjects(name)))
