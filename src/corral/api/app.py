@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Header, Request, Response
+from fastapi import Body, FastAPI, Header, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -20,15 +20,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
 from corral.api.auth_routes import include_auth
-from corral.api.authn import Authenticate, principal_of
+from corral.api.authn import Authenticate
 from corral.api.console import include_console
 from corral.api.console_auth import ConsoleCookieAuth
+from corral.api.deps import Principal
 from corral.api.directory_routes import include_directory
 from corral.api.errors import install_error_handlers
 from corral.api.ssf_routes import include_ssf
-from corral.domain.access import Caller
 from corral.domain.models import PoolSpec, Session
-from corral.errors import PermissionDeniedError
 from corral.identity.directory import Directory
 from corral.service.access import AccessEvaluator
 from corral.service.auth import AuthService
@@ -41,17 +40,6 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
-
-
-def _principal(request: Request) -> Caller:
-    """The caller the authentication middleware established; none is a refusal."""
-    caller = principal_of(request)
-    if caller is None:
-        raise PermissionDeniedError("no authenticated principal for this request")
-    return caller
-
-
-Principal = Annotated[Caller, Depends(_principal)]
 
 
 class PoolCreate(BaseModel):

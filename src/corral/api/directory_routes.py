@@ -13,13 +13,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Path, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from corral.api.authn import principal_of
-from corral.domain.access import Caller
+from corral.api.deps import Principal
 from corral.domain.identity import AgentKey, Group, Risk, Role, User
-from corral.errors import PermissionDeniedError
 from corral.identity.directory import Credential, Directory
 from corral.service.directory import AgentView, DirectoryService, GroupMembers
 
@@ -29,16 +27,6 @@ T = TypeVar("T")
 NAME = Field(min_length=1, max_length=63, description="lowercase letters, digits, '.', '_', '-'")
 Ref = Annotated[str, Path(min_length=1, max_length=128, description="id or name")]
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-def _principal(request: Request) -> Caller:
-    caller = principal_of(request)
-    if caller is None:
-        raise PermissionDeniedError("no authenticated principal for this request")
-    return caller
-
-
-Principal = Annotated[Caller, Depends(_principal)]
 
 
 # requests

@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
+from corral.domain.urls import require_https_or_loopback
 from corral.errors import InvalidInputError
 
 __all__ = [
@@ -43,7 +43,6 @@ RETRY_BASE = timedelta(seconds=1)
 RETRY_CAP = timedelta(minutes=15)
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_AUTH_HEADER = 4096
 
 
@@ -111,16 +110,6 @@ def parse_event_types(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(t for t in CAEP_EVENT_TYPES if t in wanted) if wanted else CAEP_EVENT_TYPES
 
 
-def _https_or_loopback(url: str, what: str) -> None:
-    parts = urlsplit(url)
-    loopback = parts.scheme == "http" and (parts.hostname or "") in _LOCAL_HOSTS
-    if not parts.netloc or not (parts.scheme == "https" or loopback):
-        raise InvalidInputError(
-            f"{what} {url!r} is not an https URL",
-            hint="use https:// (plain http is accepted only on loopback, for testing)",
-        )
-
-
 def validate_receiver(
     name: str, endpoint: str, audience: str, auth_header: str | None = None
 ) -> None:
@@ -130,7 +119,7 @@ def validate_receiver(
             f"receiver name {name!r} is not valid",
             hint="use 1-63 lowercase letters, digits, '.', '_' and '-'",
         )
-    _https_or_loopback(endpoint, "endpoint")
+    require_https_or_loopback(endpoint, "endpoint")
     if not audience or len(audience) > 512:
         raise InvalidInputError(
             "the audience is empty or too long", hint="give the `aud` the receiver expects"

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
+from corral.domain.urls import require_https_or_loopback
 from corral.errors import InvalidInputError
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
 
 PrincipalKind = Literal["user", "agent"]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -55,16 +54,6 @@ class FederatedSubject:
     created_at: datetime
 
 
-def _https_or_loopback(url: str, what: str) -> None:
-    parts = urlsplit(url)
-    loopback = parts.scheme == "http" and (parts.hostname or "") in _LOCAL_HOSTS
-    if not parts.netloc or not (parts.scheme == "https" or loopback):
-        raise InvalidInputError(
-            f"{what} {url!r} is not an https URL",
-            hint="use https:// (plain http is accepted only on loopback, for testing)",
-        )
-
-
 def validate_provider(p: OidcProvider) -> None:
     """Refuse a configuration that could not be used safely, saying what to change."""
     if not _NAME.match(p.name):
@@ -72,7 +61,7 @@ def validate_provider(p: OidcProvider) -> None:
             f"provider name {p.name!r} is not valid",
             hint="use 1-63 lowercase letters, digits and dashes, starting with a letter or digit",
         )
-    _https_or_loopback(p.issuer, "issuer")
+    require_https_or_loopback(p.issuer, "issuer")
     if not p.audience:
         raise InvalidInputError("audience is empty", hint="set the `aud` its tokens carry")
     if p.jwks_uri is None and p.jwks is None:
@@ -81,7 +70,7 @@ def validate_provider(p: OidcProvider) -> None:
             hint="give --jwks-uri (fetched and cached) or --jwks FILE (pinned keys)",
         )
     if p.jwks_uri is not None:
-        _https_or_loopback(p.jwks_uri, "jwks_uri")
+        require_https_or_loopback(p.jwks_uri, "jwks_uri")
     if p.jwks is not None and not isinstance(p.jwks.get("keys"), list):
         raise InvalidInputError("jwks has no `keys` list", hint="pass a JWK Set document")
     if not (p.allow_console or p.allow_assertions or p.allow_events):
