@@ -97,9 +97,18 @@ class Decision:
     errors: tuple[str, ...] = ()
     #: a forbid decided it (as opposed to no permit applying)
     forbidden: bool = False
+    #: set when a sponsor's approval is (or was) involved: its id and state
+    approval_id: str | None = None
+    approval_state: str | None = None
 
     @property
     def reason(self) -> str:
+        if self.approval_state == "pending":
+            return f"waiting for a sponsor's approval ({self.approval_id})"
+        if self.approval_state == "denied":
+            return f"denied by a sponsor ({self.approval_id})"
+        if self.allowed and self.approval_id:
+            return f"allowed by {', '.join(self.policies)} with approval {self.approval_id}"
         if self.allowed:
             return f"allowed by {', '.join(self.policies)}"
         if self.errors:
@@ -109,12 +118,15 @@ class Decision:
         return "denied: no policy permits it"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "decision": "allow" if self.allowed else "deny",
             "policies": list(self.policies),
             "errors": list(self.errors),
             "reason": self.reason,
         }
+        if self.approval_id:
+            out["approval"] = {"id": self.approval_id, "state": self.approval_state}
+        return out
 
 
 def _renamed(message: str, ids: Mapping[str, str]) -> str:

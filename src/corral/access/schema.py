@@ -63,6 +63,7 @@ LENDING_ACTIONS: dict[str, str] = {
 }
 ADMIN_ACTIONS: dict[str, str] = {
     "create_pool": "Pool",
+    "assign_pool": "Pool",
     "delete_pool": "Pool",
     "inspect_pool": "Pool",
     "manage_directory": "Directory",
