@@ -47,6 +47,7 @@ from corral.errors import (
 )
 from corral.runtime.client import PcdClient
 from corral.runtime.pcs import Health, PCRuntime
+from corral.service.policy import PolicyService
 from corral.service.tools import ScreenSpace, ToolResult, parse_args
 from corral.store import Store
 
@@ -134,6 +135,7 @@ class ControlPlane:
     def __init__(self, store: Store, runtime: PCRuntime) -> None:
         self.store = store
         self.runtime = runtime
+        self.policy = PolicyService(store)  # authorize(): the one enforcement point (issue 5)
         self._live: dict[str, _Live] = {}
         self._booting: dict[str, int] = {}  # pool -> PCs being booted by this process
         self._changed = asyncio.Event()  # a PC became ready / a release happened
@@ -159,6 +161,7 @@ class ControlPlane:
         """Migrate the store, reconcile it with the runtime (after a crash or kill -9), and
         create the default pools that do not exist yet."""
         await asyncio.to_thread(self.store.migrate)
+        await asyncio.to_thread(self.policy.start)  # the shipped policies, on first start
         await asyncio.to_thread(self._recover)
         existing = {p.name for p in await asyncio.to_thread(self.store.list_pools)}
         for spec in default_pools or []:
