@@ -22,6 +22,7 @@ from corral import __version__
 from corral.api.auth_routes import include_auth
 from corral.api.authn import Authenticate, principal_of
 from corral.api.errors import install_error_handlers
+from corral.api.policy_routes import include_policies
 from corral.domain.access import Caller
 from corral.domain.models import PoolSpec, Session
 from corral.errors import PermissionDeniedError
@@ -197,6 +198,7 @@ def create_app(
     install_error_handlers(app)
     if auth is not None:
         include_auth(app, auth)
+    include_policies(app, control.policy)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from corral import __version__
-from corral.cli import connect, demo, identity, image, pc, pool, serve, session
+from corral.cli import connect, demo, identity, image, pc, policy, pool, serve, session
 
 app = typer.Typer(
     name="corral",
@@ -17,6 +17,8 @@ app.add_typer(image.app, name="image", help="Build and list PC images.")
 app.add_typer(pc.app, name="pc")
 app.add_typer(pool.app, name="pool")
 app.add_typer(session.app, name="session")
+app.add_typer(policy.app, name="policy")
+app.add_typer(policy.approvals_app, name="approvals")
 app.add_typer(
     identity.user_app, name="user", help="Human users: admins, security admins, sponsors."
 )
