@@ -464,9 +464,22 @@ def test_engine_fails_closed(
     who, pool = EntityRef("User", "alice"), EntityRef("Pool", "default")
     unknown = engine.decide(shipped, who, "fly", pool, ctx, entities)
     assert not unknown.allowed and unknown.errors
-    # a context that does not match the schema is an error, hence a denial, even for an admin
-    broken = engine.decide(shipped, who, "acquire", pool, {**ctx, "risk": 3}, entities)
+    # strict: a context that does not match the schema is an error, hence a denial, even for
+    # an admin whom no policy reads the context of
+    broken = engine.decide(shipped, who, "acquire", pool, {**ctx, "risk": 3}, entities, strict=True)
     assert not broken.allowed and broken.errors
+    # not strict: a badly typed attribute a policy reads is an evaluation error: denied too
+    bot, pc = EntityRef("Agent", "bot"), EntityRef("PC", "pc-bot")
+    assert engine.decide(shipped, bot, "screenshot", pc, ctx, entities).allowed
+    typo = engine.decide(shipped, bot, "screenshot", pc, {**ctx, "risk_score": "3"}, entities)
+    assert not typo.allowed and typo.errors
+    missing = {k: v for k, v in ctx.items() if k != "risk_score"}
+    gone = engine.decide(shipped, bot, "screenshot", pc, missing, entities)
+    assert not gone.allowed and gone.errors
+    group = engine.decide(shipped, who, "computer", pc, ctx, entities)
+    assert not group.allowed and "unknown action" in group.errors[0]
+    robot = engine.decide(shipped, EntityRef("Robot", "r"), "screenshot", pc, ctx, entities)
+    assert not robot.allowed and robot.errors
     wrong_type = engine.decide(shipped, who, "acquire", EntityRef("PC", "pc-bot"), ctx, entities)
     assert not wrong_type.allowed and wrong_type.errors
 
@@ -513,3 +526,28 @@ def test_controls_merge_and_parse() -> None:
         Controls.from_annotations({"controls": "read_only sometimes"})
     with pytest.raises(Exception, match="true or false"):
         Controls.from_json({"read_only": "yes"})
+
+
+def test_built_contexts_fit_the_schema(
+    engine: PolicyEngine, shipped: CompiledPolicies, entities: cedarpy.Entities
+) -> None:
+    """The service decides without re-validating its own contexts: prove they always fit."""
+    everything = build_context(
+        risk=Risk.MEDIUM,
+        facts=RequestFacts(now=T0, client_ip="2001:db8::1", binding="bearer", session_token=True),
+        approved=True,
+        pc=Compliance(healthy=False),
+        controls=Controls(read_only=True, allowed_hosts=("a.test",)),
+        args=tool_args("open_url", {"url": "https://a.test/x", "path": "/tmp/x"}),
+    )
+    minimal = build_context(risk=Risk.NONE, facts=RequestFacts(now=T0))
+    bot, pc = EntityRef("Agent", "bot"), EntityRef("PC", "pc-bot")
+    for ctx in (everything, minimal):
+        for name in TOOLS:
+            decision = engine.decide(shipped, bot, name, pc, ctx, entities, strict=True)
+            assert not decision.errors, (name, decision.errors)
+    for name in ("run_command", "launch_app", "read_file", "write_file", "list_directory"):
+        raw = {"command": ["ls"]} if name == "launch_app" else {"command": "ls -l", "path": "a/b"}
+        ctx = build_context(risk=Risk.NONE, facts=RequestFacts(now=T0), args=tool_args(name, raw))
+        decision = engine.decide(shipped, bot, name, pc, ctx, entities, strict=True)
+        assert not decision.errors, (name, decision.errors)

@@ -33,6 +33,7 @@ __all__ = [
     "FILE_TRANSFER_TOOLS",
     "LENDING_ACTIONS",
     "MODIFY_TOOLS",
+    "PRINCIPAL_TYPES",
     "RISK_SCORES",
     "ROLES",
     "SESSION_ACTIONS",
@@ -45,6 +46,7 @@ __all__ = [
 #: risk level -> a number policies can compare (`context.risk_score >= 2`)
 RISK_SCORES: dict[str, int] = {"none": 0, "low": 1, "medium": 2, "high": 3}
 ROLES = ("admin", "security_admin", "sponsor")
+PRINCIPAL_TYPES = frozenset({"User", "Agent"})
 
 #: tools that change the PC without driving mouse or keyboard (read-only sessions refuse them too)
 MODIFY_TOOLS = frozenset({"run_command", "write_file", "set_clipboard"})

@@ -294,6 +294,8 @@ class PolicyService:
         agent = snap.view.agents.get(caller.id)
         risk = agent.risk if agent else Risk.NONE
         controls = self.controls(target.session.id) if target.session is not None else None
+        if controls is not None and not controls.any:
+            controls = None  # no control set: `context has controls` is false
         context_args = tool_args(action, args) if action in TOOLS else None
         entities = self._entities(snap, target)
 
@@ -502,7 +504,13 @@ class PolicyService:
             overrides["client_ip"] = {"__extn": {"fn": "ip", "arg": overrides["client_ip"]}}
         ctx.update(overrides)
         decision = self.engine.decide(
-            snap.policies, principal, action, target.ref, ctx, self._entities(snap, target)
+            snap.policies,
+            principal,
+            action,
+            target.ref,
+            ctx,
+            self._entities(snap, target),
+            strict=True,
         )
         if snap.load_error:
             decision = replace(decision, errors=(*decision.errors, snap.load_error))

@@ -41,6 +41,7 @@ from corral.store._tables import (
 )
 
 __all__ = [
+    "VERSIONS_SQL",
     "add_policy",
     "approval_for",
     "assign_pool",
@@ -67,6 +68,14 @@ __all__ = [
 
 def version(conn: Connection) -> int:
     return int(conn.scalar(select(policy_state.c.version).where(policy_state.c.id == 1)) or 0)
+
+
+#: the directory and policy-set versions as plain SQL (SQLite and PostgreSQL alike), for the
+#: hot path of `Store.access_versions`
+VERSIONS_SQL = (
+    "SELECT (SELECT version FROM directory_state WHERE id = 1),"
+    " (SELECT version FROM policy_state WHERE id = 1)"
+)
 
 
 def versions(conn: Connection) -> tuple[int, int]:

