@@ -149,9 +149,17 @@ def test_agents_act_only_in_their_own_sessions(world: World) -> None:
 
 
 def test_unknown_or_missing_principal_is_denied(world: World) -> None:
-    ghost = Caller(CallerKind.AGENT, "a-0000000000000000")
-    decision = world.policy.authorize(ghost, "acquire", world.policy.pool("main"))
-    assert not decision.allowed and "unknown principal" in decision.errors[0]
+    ghost = Caller(CallerKind.AGENT, "a-0000000000000000")  # no groups, no assignments
+    assert not world.policy.authorize(ghost, "acquire", world.policy.pool("main")).allowed
+    # a caller the directory does not describe keeps only its authenticated roles
+    outsider = Caller(CallerKind.USER, "u-0000000000000000", frozenset({Role.ADMIN}))
+    assert world.policy.authorize(outsider, "create_pool", world.policy.pool("x")).allowed
+    plain = Caller(CallerKind.USER, "u-0000000000000001")
+    assert not world.policy.authorize(plain, "create_pool", world.policy.pool("x")).allowed
+    mine = world.acquire("main", world.bot)
+    assert not world.policy.authorize(
+        ghost, "screenshot", world.policy.session(mine, pc=True)
+    ).allowed
     assert not world.policy.authorize(None, "acquire", world.policy.pool("main")).allowed
     assert world.policy.authorize(SYSTEM, "delete_pool", world.policy.pool("main")).allowed
 

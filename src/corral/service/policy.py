@@ -26,7 +26,7 @@ import logging
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -94,6 +94,23 @@ def tool_actions() -> list[ToolAction]:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def caller_record(caller: Caller) -> tuple[EntityRef, dict[str, Any]]:
+    """An entity for a caller the directory has no record of, from what authenticated it."""
+    if caller.kind is CallerKind.AGENT:
+        ref = EntityRef("Agent", caller.id)
+        attrs: dict[str, Any] = {
+            "enabled": True,
+            "risk": Risk.NONE.value,
+            "risk_score": 0,
+            "groups": [],
+            "sponsors": [],
+        }
+        return ref, {"uid": ref.to_json(), "attrs": attrs, "parents": []}
+    ref = EntityRef("User", caller.id)
+    roles = [{"type": "Role", "id": r.value} for r in sorted(caller.roles)]
+    return ref, {"uid": ref.to_json(), "attrs": {"enabled": True, "groups": []}, "parents": roles}
 
 
 @dataclass(frozen=True)
@@ -194,20 +211,25 @@ class PolicyService:
             log.error("policy set %s is invalid, only system policies apply: %s", version, exc)
             return self.engine.compile(SYSTEM_POLICIES, version), str(exc)
 
-    def _entities(self, snap: _Snapshot, target: Target) -> cedarpy.Entities:
+    def _entities(
+        self, snap: _Snapshot, target: Target, extra: Sequence[Mapping[str, Any]] = ()
+    ) -> cedarpy.Entities:
         """The directory's entities plus the target's: a session's (and its PC's) are built
-        from the same snapshot and reused for the session's life within a directory version."""
+        from the same snapshot and reused for the session's life within a directory version.
+        `extra` records (a caller the directory does not describe) are never cached."""
         if target.session is None:
-            return self.engine.extend(snap.entities, target.records)
+            return self.engine.extend(snap.entities, [*target.records, *extra])
         key = (snap.versions[0], target.session.id)
         with self._lock:
             found = self._session_entities.get(key)
-        if found is None:
+        if found is None or extra:
             session = target.session
             owner = snap.view.principal(session.owner) if session.owner else None
             agent = snap.view.agents.get(session.owner or "")
             sponsors = snap.view.sponsor_names(agent) if agent else []
             records = session_records(session, owner, sponsors)
+            if extra:
+                return self.engine.extend(snap.entities, [*records, *extra])
             found = self.engine.extend(snap.entities, records)
             with self._lock:
                 self._session_entities.put(key, found)
@@ -273,11 +295,15 @@ class PolicyService:
             return Decision(True, ("system",))
         if caller is None:
             return Decision(False, errors=("no authenticated principal",))
-        # 2. A known identity of the directory.
+        # 2. The caller as the directory describes it (groups, sponsors, risk). One the directory
+        #    does not know (only the server's own code makes such a Caller) is described by its
+        #    authenticated kind and roles alone: no groups, no assignments, no sponsorships.
         snap = self._current()
         principal = snap.view.principal(caller.id)
+        extra: list[dict[str, Any]] = []
         if principal is None:
-            return Decision(False, errors=(f"unknown principal {caller.id!r}",))
+            principal, record = caller_record(caller)
+            extra.append(record)
         # 3. A session token: its own session only, and only what a session does.
         if caller.session_id is not None and (
             target.session is None
@@ -297,7 +323,7 @@ class PolicyService:
         if controls is not None and not controls.any:
             controls = None  # no control set: `context has controls` is false
         context_args = tool_args(action, args) if action in TOOLS else None
-        entities = self._entities(snap, target)
+        entities = self._entities(snap, target, extra)
 
         def decide(approved: bool) -> Decision:
             context = build_context(
@@ -411,11 +437,13 @@ class PolicyService:
                 controls = controls.merge(Controls.from_annotations(policies.annotations[pid]))
         return controls
 
-    def fix_controls(self, session_id: str, controls: Controls) -> None:
-        """Record a new session's controls; they hold for its whole life."""
-        self.store.set_session_controls(session_id, controls.to_json())
+    def fix_controls(self, session_id: str, controls: Controls) -> Controls:
+        """Record a new session's controls; they hold for its whole life (a replayed acquire
+        keeps those of the first). Returns the controls in force."""
+        fixed = Controls.from_json(self.store.set_session_controls(session_id, controls.to_json()))
         with self._lock:
-            self._controls.put(session_id, controls)
+            self._controls.put(session_id, fixed)
+        return fixed
 
     def controls(self, session_id: str) -> Controls:
         with self._lock:

@@ -471,19 +471,18 @@ def decide_approval(
 
 def set_session_controls(
     conn: Connection, session_id: str, controls: dict[str, object], now: datetime
-) -> None:
-    """Record a session's controls once; they never change for the life of the session."""
-    existing = conn.execute(
-        select(session_controls.c.controls).where(session_controls.c.session_id == session_id)
-    ).first()
-    text = json.dumps(controls, sort_keys=True)
+) -> dict[str, object]:
+    """Record a session's controls once: the first record wins and never changes for the life
+    of the session (an idempotent replay of the acquire gets the controls it got first)."""
+    existing = get_session_controls(conn, session_id)
     if existing is not None:
-        if existing[0] != text:
-            raise ConflictError(f"session {session_id} already has other controls")
-        return
+        return existing
     conn.execute(
-        insert(session_controls).values(session_id=session_id, controls=text, created_at=now)
+        insert(session_controls).values(
+            session_id=session_id, controls=json.dumps(controls, sort_keys=True), created_at=now
+        )
     )
+    return controls
 
 
 def get_session_controls(conn: Connection, session_id: str) -> dict[str, object] | None:

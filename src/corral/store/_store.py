@@ -431,8 +431,19 @@ class Store:
     def expire_approvals(self, now: datetime) -> int:
         return self._write(lambda c: _policies.expire_approvals(c, now))
 
-    def set_session_controls(self, session_id: str, controls: dict[str, object]) -> None:
-        self._write(lambda c: _policies.set_session_controls(c, session_id, controls, _now()))
+    def set_session_controls(
+        self, session_id: str, controls: dict[str, object]
+    ) -> dict[str, object]:
+        """Fix a session's controls; returns those in force (the first ones recorded)."""
+        try:
+            return self._write(
+                lambda c: _policies.set_session_controls(c, session_id, controls, _now())
+            )
+        except IntegrityError:  # recorded concurrently: that record wins
+            found = self.session_controls(session_id)
+            if found is None:
+                raise
+            return found
 
     def session_controls(self, session_id: str) -> dict[str, object] | None:
         return self._read(lambda c: _policies.get_session_controls(c, session_id))
