@@ -155,6 +155,7 @@ MATRIX = [
     (EVE, "observe", 'Session::"s-bot"', False),
     (SEC, "observe", 'Session::"s-bot"', True),
     (BOT, "observe", 'Session::"s-other"', False),
+    (BOT, "observe", 'Session::"s-bot"', True),  # its own
     # approvals: the agent's sponsors
     (SAM, "approve", 'Agent::"bot"', True),
     (EVE, "approve", 'Agent::"bot"', False),

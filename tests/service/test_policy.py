@@ -141,7 +141,9 @@ def test_agents_act_only_in_their_own_sessions(world: World) -> None:
     token = Caller(CallerKind.AGENT, world.bot.id, session_id=mine.id, jkt="t")
     assert p.authorize(token, "click", p.session(mine, pc=True)).allowed
     assert p.authorize(token, "release", p.session(mine)).allowed
-    assert not p.authorize(token, "observe", p.session(mine)).allowed
+    assert p.authorize(token, "observe", p.session(mine)).allowed
+    assert not p.authorize(token, "observe", p.session(theirs)).allowed
+    assert not p.authorize(token, "read_pool", p.pool("main")).allowed
     assert not p.authorize(token, "acquire", p.pool("main")).allowed
     admin_token = Caller(CallerKind.USER, world.admin.id, world.admin.roles, session_id=mine.id)
     assert not p.authorize(admin_token, "create_pool", p.pool("new")).allowed

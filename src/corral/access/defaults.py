@@ -53,9 +53,10 @@ DEFAULT_POLICIES: tuple[NamedPolicy, ...] = (
     ),
     NamedPolicy(
         "owners-use-their-sessions",
-        "// Whoever acquired a session may drive its PC, read it and release it.\n"
+        "// Whoever acquired a session may drive its PC, read it, watch it and release it.\n"
         "permit (\n  principal,\n"
-        '  action in [Action::"computer", Action::"release", Action::"read_session"],\n'
+        '  action in [Action::"computer", Action::"release", Action::"read_session",\n'
+        '             Action::"observe"],\n'
         "  resource\n)\nwhen { resource in principal };",
     ),
     NamedPolicy(

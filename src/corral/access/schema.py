@@ -77,8 +77,8 @@ ADMIN_ACTIONS: dict[str, str] = {
     "read_audit": "AuditLog",
     "manage_images": "Image",
 }
-#: actions a session token may ask for (on its own session only)
-SESSION_ACTIONS = frozenset({"release", "read_session"})
+#: actions a session token may ask for besides the tools (on its own session only)
+SESSION_ACTIONS = frozenset({"release", "read_session", "observe"})
 
 
 @dataclass(frozen=True)
