@@ -1,12 +1,17 @@
-"""`python -m bench [runtime|control|identity]`: run the benchmarks and print their tables."""
+"""`python -m bench [runtime|control|identity|policy]`: run benchmarks, print their tables."""
 
 import sys
 
-from bench import control, identity, runtime
+from bench import control, identity, policy, runtime
 
 which = sys.argv[1:] or ["runtime", "control", "identity"]
 status = 0
 for name in which:
     print(f"\n== {name} ==", flush=True)
-    status |= {"runtime": runtime.main, "control": control.main, "identity": identity.main}[name]()
+    status |= {
+        "runtime": runtime.main,
+        "control": control.main,
+        "identity": identity.main,
+        "policy": policy.main,
+    }[name]()
 sys.exit(status)

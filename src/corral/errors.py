@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ActionError",
     "ActionTimeoutError",
+    "ApprovalPendingError",
     "BootError",
     "CorralError",
     "DiskFullError",
@@ -62,6 +63,17 @@ class InvalidInputError(CorralError):
 class PermissionDeniedError(CorralError):
     exit_code = 4
     code = "permission_denied"
+
+
+class ApprovalPendingError(PermissionDeniedError):
+    """A policy holds the request for a sponsor's approval; asking again after the sponsor
+    approved goes through."""
+
+    code = "approval_pending"
+
+    def __init__(self, message: str, hint: str | None = None, approval_id: str = "") -> None:
+        super().__init__(message, hint)
+        self.approval_id = approval_id
 
 
 class RuntimeFailureError(CorralError):

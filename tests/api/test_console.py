@@ -45,6 +45,7 @@ class Env:
         self.keyring = SigningKeyring.generate()
         auth = AuthService(self.store, self.keyring, BASE, f"{BASE}/v1/token")
         self.control = ControlPlane(self.store, runtime=None)  # type: ignore[arg-type]
+        self.control.policy.start()  # the shipped policies (the lifespan is not run here)
         app = create_app(
             self.control,
             base_url=BASE,
@@ -205,10 +206,19 @@ def test_disable_and_revoke_end_the_session_on_the_next_request(env: Env) -> Non
 
 
 def test_a_user_sees_only_what_it_may(env: Env) -> None:
+    # tina sponsors the agent: the shipped policies let her observe its sessions (issue 5)
     assert env.login("tina").status_code == 303
     page = env.client.get("/console")
+    assert page.status_code == 200 and env.session_id in page.text
+    assert env.client.get(f"/sessions/{env.session_id}/viewer").status_code == 200
+    # sam sponsors nobody: he sees nothing, and the session is not found for him
+    env.directory.create_user("sam", roles=["sponsor"], password=PASSWORD)
+    sam = env.browser()
+    answer = sam.post("/console/login", data={"username": "sam", "password": PASSWORD, "code": ""})
+    assert answer.status_code == 303
+    page = sam.get("/console")
     assert page.status_code == 200 and env.session_id not in page.text
-    assert env.client.get(f"/sessions/{env.session_id}/viewer").status_code == 404
+    assert sam.get(f"/sessions/{env.session_id}/viewer").status_code == 404
 
 
 # -- OIDC ----------------------------------------------------------------------------------

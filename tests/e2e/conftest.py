@@ -173,6 +173,9 @@ class Server:
         body = {"name": name, "image": IMAGE, "warm": 1, "max": 2, **fields}
         r = self.http.post("/v1/pools", json=body)
         assert r.status_code == 201, r.text
+        # Agents acquire only from pools assigned to them (default policy): the e2e agent's.
+        assigned = self.http.post(f"/v1/pools/{name}/assignments", json={"agent": "agent-e2e"})
+        assert assigned.status_code == 200, assigned.text
         return dict(r.json())
 
     def wait_ready(self, pool: str, ready: int, timeout: float = 60) -> dict[str, Any]:

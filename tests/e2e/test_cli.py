@@ -17,6 +17,9 @@ def test_pool_and_session_commands(server: Server) -> None:
     bad = server.corral("pool", "create", "other", "--image", IMAGE, "--size", "huge")
     assert bad.returncode != 0 and "size" in bad.stderr
     server.wait_ready("clipool", 1)
+    assert server.acquire("clipool").status_code == 403  # not assigned to the agent yet
+    assigned = server.corral("pool", "assign", "clipool", "--agent", "agent-e2e")
+    assert assigned.returncode == 0, assigned.stderr
     sid = server.acquire("clipool").json()["session_id"]
     assert sid in server.corral("session", "list").stdout
     shown = server.corral("session", "show", sid)

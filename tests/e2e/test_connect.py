@@ -59,6 +59,8 @@ async def _gateway_tools(server: Server, credential: Path) -> list[Tool]:
 def test_connect_proxies_the_gateway(server: Server, tmp_path: Path) -> None:
     credential = _agent(server, tmp_path, "connectbot")
     server.create_pool("bridge", warm=1, max=2)
+    assigned = server.http.post("/v1/pools/bridge/assignments", json={"agent": "connectbot"})
+    assert assigned.status_code == 200, assigned.text
     server.wait_ready("bridge", 1)
     log = tmp_path / "connect.log"
 

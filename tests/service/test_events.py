@@ -180,6 +180,7 @@ def test_release_event_rules(store: Store) -> None:
 async def test_control_plane_reports_admin_release_and_eviction(store: Store) -> None:
     recorder = Recorder()
     control = ControlPlane(store, FakeRuntime(), events=recorder)  # type: ignore[arg-type]
+    control.policy.start()  # the shipped policies decide who may release (issue 5)
     agent = _agent(store)
     own = _session(store, owner=agent, n=1)
     await control.release(own.id, principal=Caller(CallerKind.AGENT, agent))

@@ -26,6 +26,7 @@ from corral.api.console_auth import ConsoleCookieAuth
 from corral.api.deps import Principal
 from corral.api.directory_routes import include_directory
 from corral.api.errors import install_error_handlers
+from corral.api.policy_routes import include_policies
 from corral.api.ssf_routes import include_ssf
 from corral.domain.models import PoolSpec, Session
 from corral.identity.directory import Directory
@@ -213,9 +214,10 @@ def create_app(
         )
         include_console(app, console, control)
     directory = Directory(control.store, events=control.events)  # CAEP events (docs/events.md)
-    include_directory(app, directory, token_endpoint=f"{base_url}/v1/token")
+    include_directory(app, directory, token_endpoint=f"{base_url}/v1/token", policy=control.policy)
     if event_receiver is not None:  # Shared Signals (docs/events.md)
         include_ssf(app, event_receiver, event_receiver.audience)
+    include_policies(app, control.policy)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -20,6 +20,7 @@ from corral.api.deps import Principal
 from corral.domain.identity import AgentKey, Group, Risk, Role, User
 from corral.identity.directory import Credential, Directory
 from corral.service.directory import AgentView, DirectoryService, GroupMembers
+from corral.service.policy import PolicyService
 
 __all__ = ["directory_router", "include_directory"]
 
@@ -468,6 +469,10 @@ def directory_router(service: DirectoryService) -> APIRouter:
     return router
 
 
-def include_directory(app: FastAPI, directory: Directory, *, token_endpoint: str) -> None:
-    """Serve the directory API on `app`; credentials it hands out name `token_endpoint`."""
-    app.include_router(directory_router(DirectoryService(directory, token_endpoint=token_endpoint)))
+def include_directory(
+    app: FastAPI, directory: Directory, *, token_endpoint: str, policy: PolicyService
+) -> None:
+    """Serve the directory API on `app`; credentials it hands out name `token_endpoint`; every
+    route is decided by `policy` (the Gate's one enforcement point)."""
+    service = DirectoryService(directory, token_endpoint=token_endpoint, policy=policy)
+    app.include_router(directory_router(service))

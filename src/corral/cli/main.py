@@ -13,6 +13,7 @@ from corral.cli import (
     identity,
     image,
     pc,
+    policy,
     pool,
     serve,
     session,
@@ -28,6 +29,8 @@ app.add_typer(image.app, name="image", help="Build and list PC images.")
 app.add_typer(pc.app, name="pc")
 app.add_typer(pool.app, name="pool")
 app.add_typer(session.app, name="session")
+app.add_typer(policy.app, name="policy")
+app.add_typer(policy.approvals_app, name="approvals")
 app.add_typer(
     identity.user_app, name="user", help="Human users: admins, security admins, sponsors."
 )

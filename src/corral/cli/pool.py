@@ -9,6 +9,7 @@ from rich.table import Table
 
 from corral.cli._common import err_console, handle_errors, out_console
 from corral.cli._http import call, credential_option
+from corral.errors import InvalidInputError
 
 app = typer.Typer(
     help="Create, list, show and delete pools of PCs.",
@@ -115,3 +116,49 @@ def delete(name: str) -> None:
     """Delete a pool: it drains (active sessions end first), then its PCs are destroyed."""
     call("DELETE", f"/v1/pools/{name}")
     err_console.print(f"pool {name} is draining; it disappears once its sessions end")
+
+
+def _assignee(agent: str | None, group: str | None) -> dict[str, str]:
+    if (agent is None) == (group is None):
+        raise InvalidInputError("name exactly one of --agent AGENT or --group GROUP")
+    return {"agent": agent} if agent is not None else {"group": group or ""}
+
+
+AgentOpt = Annotated[str | None, typer.Option("--agent", help="agent name (or id)")]
+GroupOpt = Annotated[str | None, typer.Option("--group", help="group name (or id)")]
+
+
+@app.command()
+@handle_errors
+def assign(name: str, agent: AgentOpt = None, group: GroupOpt = None) -> None:
+    """Let an agent, or every agent of a group, acquire PCs from pool NAME (default policy)."""
+    who = _assignee(agent, group)
+    done = call("POST", f"/v1/pools/{name}/assignments", json=who)
+    kind, ref = next(iter(who.items()))
+    err_console.print(
+        f"pool {name} {'assigned to' if done['changed'] else 'already assigned to'} {kind} {ref}"
+    )
+
+
+@app.command()
+@handle_errors
+def unassign(name: str, agent: AgentOpt = None, group: GroupOpt = None) -> None:
+    """Undo `corral pool assign`."""
+    who = _assignee(agent, group)
+    kind, ref = next(iter(who.items()))
+    done = call("DELETE", f"/v1/pools/{name}/assignments?{kind}={ref}")
+    err_console.print(
+        f"pool {name} {'no longer' if done['changed'] else 'was not'} assigned to {kind} {ref}"
+    )
+
+
+@app.command()
+@handle_errors
+def assignments(name: str) -> None:
+    """Who pool NAME is assigned to."""
+    table = Table("POOL", "AGENT", "GROUP", "BY", "SINCE")
+    for a in call("GET", f"/v1/pools/{name}/assignments"):
+        table.add_row(
+            a["pool"], a["agent"] or "", a["group"] or "", a["created_by"], a["created_at"][:19]
+        )
+    out_console.print(table)

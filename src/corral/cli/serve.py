@@ -130,6 +130,7 @@ def up(
     err_console.print(
         "  an agent credential: corral agent create my-agent --sponsor admin -o my-agent.json"
     )
+    err_console.print("  and a pool it may use: corral pool assign default --agent my-agent")
     err_console.print("  MCP client configuration:")
     print(json.dumps(config, indent=2), flush=True)
     if admin_file is not None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from corral.access import Compliance, Controls
 from corral.domain.access import SYSTEM, Caller
 from corral.domain.models import (
     PC,
@@ -49,6 +50,7 @@ from corral.identity.caep import EventSink
 from corral.runtime.client import PcdClient
 from corral.runtime.pcs import Health, PCRuntime
 from corral.service.events import release_event
+from corral.service.policy import PolicyService, Target
 from corral.service.tools import ScreenSpace, ToolResult, parse_args
 from corral.store import Store
 
@@ -78,24 +80,10 @@ def _caller(principal: Caller | None) -> Caller:
     return principal
 
 
-def _require_admin(principal: Caller | None, what: str) -> Caller:
-    caller = _caller(principal)
-    if caller.session_id is not None or not caller.is_admin:
-        raise PermissionDeniedError(f"{what} needs the admin role")
-    return caller
-
-
-def _require_lender(principal: Caller | None, what: str) -> Caller:
-    """Agents and admins may list pools and acquire (until policies, issue 5)."""
-    caller = _caller(principal)
-    if caller.session_id is not None or not (caller.is_agent or caller.is_admin):
-        raise PermissionDeniedError(f"{what} needs an agent or the admin role")
-    return caller
-
-
 def visible_to(session: Session, principal: Caller | None) -> bool:
-    """May `principal` see and act on `session`? A session token only its own session; an
-    admin every session; anyone else only the sessions it acquired."""
+    """The rule before policies (issue 5), kept for callers outside the ControlPlane: a session
+    token only its own session; an admin every session; anyone else only the sessions it
+    acquired. The ControlPlane itself asks `PolicyService.authorize` (`read_session`)."""
     if principal is None:
         return False
     if principal.session_id is not None and principal.session_id != session.id:
@@ -139,6 +127,7 @@ class ControlPlane:
         self.store = store
         self.runtime = runtime
         self.events = events  # CAEP session-revoked when an admin or eviction ends a session
+        self.policy = PolicyService(store)  # authorize(): the one enforcement point (issue 5)
         self._live: dict[str, _Live] = {}
         self._booting: dict[str, int] = {}  # pool -> PCs being booted by this process
         self._changed = asyncio.Event()  # a PC became ready / a release happened
@@ -159,11 +148,43 @@ class ControlPlane:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._rt_pool, functools.partial(fn, *args))
 
+    # -- authorization: every check below is PolicyService.authorize (issue 5) ----------------
+    def _require(self, principal: Caller | None, action: str, target: Target, **kw: Any) -> Any:
+        """Policy says yes, or this raises (403 with the reason; 404 via `deny`)."""
+        return self.policy.require(_caller(principal), action, target, **kw)
+
+    def _sees(self, session: Session, principal: Caller | None) -> bool:
+        """May `principal` read `session`? Others' sessions answer as if they did not exist."""
+        if principal is None:
+            return False
+        return self.policy.authorize(
+            principal, "read_session", self.policy.session(session)
+        ).allowed
+
+    def _may_act(
+        self, session: Session, principal: Caller | None, tool: str, args: dict[str, Any] | None
+    ) -> None:
+        if not self._sees(session, principal):
+            raise _gone(session.id)
+        self._require(
+            principal,
+            tool,
+            self.policy.session(session, pc=True),
+            args=args,
+            compliance=self._compliance(session.pc_id),
+        )
+
+    def _compliance(self, pc_id: str) -> Compliance:
+        """What is known about a PC's state: health checks passing; no sensor yet (issue 7);
+        PCs are reset to their pool's image after every session."""
+        return Compliance(healthy=self._failures.get(pc_id, 0) == 0, sensor_running=False)
+
     # -- startup -----------------------------------------------------------------------------
     async def start(self, default_pools: list[PoolSpec] | None = None) -> None:
         """Migrate the store, reconcile it with the runtime (after a crash or kill -9), and
         create the default pools that do not exist yet."""
         await asyncio.to_thread(self.store.migrate)
+        await asyncio.to_thread(self.policy.start)  # the shipped policies, on first start
         await asyncio.to_thread(self._recover)
         existing = {p.name for p in await asyncio.to_thread(self.store.list_pools)}
         for spec in default_pools or []:
@@ -203,7 +224,9 @@ class ControlPlane:
 
     # -- pools -------------------------------------------------------------------------------
     async def create_pool(self, spec: PoolSpec, *, principal: Caller | None) -> PoolStatus:
-        _require_admin(principal, "creating a pool")
+        await asyncio.to_thread(
+            self._require, principal, "create_pool", self.policy.pool(spec.name)
+        )
         validate_pool_spec(spec)
         await self._runtime(self.runtime.images.get, spec.image)
         pool = await asyncio.to_thread(self.store.create_pool, spec)
@@ -218,22 +241,27 @@ class ControlPlane:
         return PoolStatus(pool.spec, counts, pool.deleting)
 
     def list_pools(self, *, principal: Caller | None) -> list[PoolStatus]:
-        _require_lender(principal, "listing pools")
-        return [self._status(p) for p in self.store.list_pools()]
+        """The pools `principal` may read (`read_pool`)."""
+        caller = _caller(principal)
+        return [
+            self._status(p)
+            for p in self.store.list_pools()
+            if self.policy.authorize(caller, "read_pool", self.policy.pool(p.name)).allowed
+        ]
 
     def get_pool(self, name: str, *, principal: Caller | None) -> PoolStatus:
-        _require_lender(principal, "reading a pool")
+        self._require(principal, "read_pool", self.policy.pool(name))
         return self._status(self.store.get_pool(name))
 
     def list_pool_pcs(self, name: str, *, principal: Caller | None) -> list[PC]:
         """The PCs of pool `name` and their states (quarantined ones included, for inspection)."""
-        _require_admin(principal, "listing a pool's PCs")
+        self._require(principal, "inspect_pool", self.policy.pool(name))
         self.store.get_pool(name)
         return self.store.list_pcs(name)
 
     async def delete_pool(self, name: str, *, principal: Caller | None) -> PoolStatus:
         """Drain: active sessions end first, then PCs are destroyed and the pool removed."""
-        _require_admin(principal, "deleting a pool")
+        await asyncio.to_thread(self._require, principal, "delete_pool", self.policy.pool(name))
         pool = await asyncio.to_thread(self.store.set_pool_deleting, name)
         self._wake.set()
         return self._status(pool)
@@ -249,9 +277,15 @@ class ControlPlane:
         principal: Caller | None,
     ) -> SessionInfo:
         """Bind a READY PC of `pool` to a new session owned by `principal`, waiting up to
-        `wait_s` for one."""
-        owner = _require_lender(principal, "acquiring a PC").id
+        `wait_s` for one. The session's controls are fixed here: those of the policies that
+        allowed it plus any the request asks for (`request["controls"]`)."""
+        owner = _caller(principal).id
+        requested = Controls.from_json((request or {}).get("controls"))
         spec = await asyncio.to_thread(self.store.get_pool, pool)
+        allowed = await asyncio.to_thread(
+            lambda: self._require(principal, "acquire", self.policy.pool(pool))
+        )
+        controls = self.policy.acquire_controls(allowed, requested)
         if spec.deleting:
             raise ConflictError(f"pool {pool!r} is being deleted", hint="use another pool")
         wait = DEFAULT_WAIT_S if wait_s is None else max(0.0, min(wait_s, MAX_WAIT_S))
@@ -262,11 +296,13 @@ class ControlPlane:
         deadline = loop.time() + wait
         self._waiting[pool] = self._waiting.get(pool, 0) + 1
         try:
-            return await self._acquire_loop(
+            session = await self._acquire_loop(
                 pool, spec, idempotency_key, request_hash, wait, deadline, owner
             )
         finally:
             self._waiting[pool] -= 1
+        await asyncio.to_thread(self.policy.fix_controls, session.id, controls)
+        return session
 
     async def _acquire_loop(
         self,
@@ -312,7 +348,7 @@ class ControlPlane:
         """The active session `session_id` if `principal` may see it; SessionGoneError once
         it is released, and for someone else's session (existence is not revealed)."""
         session = self._active_session(session_id)
-        if not visible_to(session, principal):
+        if not self._sees(session, principal):
             raise _gone(session_id)
         return session
 
@@ -331,12 +367,11 @@ class ControlPlane:
     def list_sessions(
         self, active_only: bool = True, *, principal: Caller | None
     ) -> list[SessionInfo]:
-        """Every session for an admin; a caller's own sessions for anyone else."""
+        """The sessions `principal` may read (`read_session`): its own, its agents' for a
+        sponsor, every one for an admin, under the shipped policies."""
         caller = _caller(principal)
-        if caller.is_admin and caller.session_id is None:
-            return self.store.list_sessions(active_only=active_only)
-        found = self.store.list_sessions(active_only=active_only, owner=caller.id)
-        return [s for s in found if visible_to(s, caller)]
+        found = self.store.list_sessions(active_only=active_only)
+        return [s for s in found if self._sees(s, caller)]
 
     async def release(
         self, session_id: str, reason: str = "released", *, principal: Caller | None
@@ -346,8 +381,11 @@ class ControlPlane:
             known = await asyncio.to_thread(self.store.get_session, session_id)
         except NotFoundError:
             raise _gone(session_id) from None
-        if not visible_to(known, principal):
-            raise _gone(session_id)
+        await asyncio.to_thread(
+            lambda: self._require(
+                principal, "release", self.policy.session(known), deny=lambda _: _gone(session_id)
+            )
+        )
         released = await asyncio.to_thread(
             self.store.release_session, session_id, reason=reason, now=utcnow()
         )
@@ -385,9 +423,10 @@ class ControlPlane:
             except SessionGoneError:
                 self._live.pop(session_id, None)
                 raise
-            # Who may act: the session's owner, an admin, or that session's own token.
-            if not visible_to(session, principal):
-                raise _gone(session_id)
+            # Who may act, and this action with these arguments: policy. Someone who may not
+            # even read the session gets "gone" (its existence is not revealed); anyone else a
+            # refusal with the reason (a read-only session, a forbidden program...).
+            await asyncio.to_thread(self._may_act, session, principal, tool, args)
             await asyncio.to_thread(self.store.touch_session, session_id, utcnow())
             if live.client is None:
                 live.client = self.runtime.client(session.pc_id, timeout=60)
@@ -410,7 +449,12 @@ class ControlPlane:
     async def peek_screenshot(self, session_id: str, *, principal: Caller | None) -> bytes:
         """A screenshot for a human observer: it neither changes the agent's coordinate space
         nor counts as activity, and it does not queue behind the agent's actions."""
-        session = await asyncio.to_thread(self.get_session, session_id, principal=principal)
+        session = await asyncio.to_thread(self._active_session, session_id)
+        await asyncio.to_thread(
+            lambda: self._require(
+                principal, "observe", self.policy.session(session), deny=lambda _: _gone(session_id)
+            )
+        )
 
         def grab() -> bytes:
             with self.runtime.client(session.pc_id, timeout=10) as client:

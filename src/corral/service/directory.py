@@ -1,14 +1,18 @@
 """The directory as the API offers it: who may read or change users, agents and groups.
 
-Every operation first decides, from the caller alone (pure: `allowed`), whether it may run:
+Every operation first asks the one enforcement point, `PolicyService.require` (Cedar, issue 5),
+for the action its `Power` maps to on the `Directory::"directory"` resource:
 
-- an admin may do everything;
-- a security admin may read everything and take access away (disable, revoke tokens or keys,
-  set risk) but never grant it (create, delete, enable, roles, sponsors, new keys, groups);
-- anyone else is refused: agents, sponsors, users without a role, and every session token.
+| power | Cedar action | shipped policies allow |
+|---|---|---|
+| read (list, show) | `read_directory` | admins, security admins |
+| contain (disable, revoke tokens or keys, set risk) | `revoke_tokens` | admins, security admins |
+| manage (create, delete, enable, roles, sponsors, keys, groups) | `manage_directory` | admins |
 
-Then it calls `Directory`, which enforces the directory's own rules (the sponsor rule, names,
-public keys only). Adapters (REST now) call this and nothing below it.
+Agents, sponsors, users without a role and every session token are refused (no policy permits
+them; a session token reaches only its own session). Then it calls `Directory`, which enforces
+the directory's own rules (the sponsor rule, names, public keys only). Adapters (REST now) call
+this and nothing below it.
 """
 
 from __future__ import annotations
@@ -20,50 +24,36 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Literal
 
-from corral.domain.access import Caller, CallerKind
+from corral.domain.access import Caller
 from corral.domain.identity import Agent, AgentKey, Group, Risk, Role, User
 from corral.errors import ConflictError, PermissionDeniedError
 from corral.identity.directory import DEFAULT_ROTATION_GRACE, Credential, Directory
+from corral.service.policy import PolicyService
 
 __all__ = [
     "AgentView",
     "DirectoryService",
     "GroupMembers",
     "Power",
-    "allowed",
-    "require",
 ]
 
 log = logging.getLogger("corral.directory")
 
 
 class Power(StrEnum):
-    """What an operation does to access, which decides who may run it."""
+    """What an operation does to access, which decides the Cedar action it needs."""
 
-    READ = "read"  # list and show
-    CONTAIN = "contain"  # take access away: disable, revoke, risk
-    MANAGE = "manage"  # everything else: create, delete, enable, roles, sponsors, keys, groups
-
-
-def allowed(caller: Caller | None, power: Power) -> bool:
-    """May `caller` use `power` on the directory? Fails closed on anything unexpected."""
-    if caller is None or caller.session_id is not None:
-        return False  # no identity, or a token for one session only
-    if caller.is_admin:
-        return True
-    return (
-        caller.kind is CallerKind.USER
-        and Role.SECURITY_ADMIN in caller.roles
-        and power in (Power.READ, Power.CONTAIN)
-    )
+    READ = "read_directory"  # list and show
+    CONTAIN = "revoke_tokens"  # take access away: disable, revoke, risk
+    MANAGE = "manage_directory"  # everything else: create, delete, enable, roles, sponsors, ...
 
 
-def require(caller: Caller | None, power: Power, what: str) -> Caller:
-    """`caller`, if `allowed`; PermissionDeniedError naming the role `what` needs if not."""
-    if caller is None or not allowed(caller, power):
-        needs = "the admin role" if power is Power.MANAGE else "the admin or security_admin role"
-        raise PermissionDeniedError(f"{what} needs {needs}")
-    return caller
+_DIRECTORY = PolicyService.collection("Directory", "directory")
+_NEEDS = {
+    Power.READ: "the admin or security_admin role",
+    Power.CONTAIN: "the admin or security_admin role",
+    Power.MANAGE: "the admin role",
+}
 
 
 @dataclass(frozen=True)
@@ -86,10 +76,26 @@ class GroupMembers:
 class DirectoryService:
     """The directory operations behind `/v1/users`, `/v1/agents` and `/v1/groups`."""
 
-    def __init__(self, directory: Directory, *, token_endpoint: str) -> None:
+    def __init__(self, directory: Directory, *, token_endpoint: str, policy: PolicyService) -> None:
         self.directory = directory
+        self.policy = policy
         #: written into the credentials this hands out: where the agent gets its tokens
         self.token_endpoint = token_endpoint
+
+    def _require(self, caller: Caller | None, power: Power, what: str) -> Caller:
+        """`caller`, if policy allows `power` on the directory; PermissionDeniedError if not."""
+        self.policy.require(
+            caller,
+            power.value,
+            _DIRECTORY,
+            deny=lambda d: PermissionDeniedError(
+                f"{what} is not allowed: {d.reason}",
+                hint=f"the shipped policies give it to {_NEEDS[power]}; "
+                "`corral policy test` shows which policies decide",
+            ),
+        )
+        assert caller is not None  # a missing caller is always denied
+        return caller
 
     def _done(self, caller: Caller, what: str) -> None:
         log.info("directory: %s (by %s %s)", what, caller.kind.value, caller.id)
@@ -111,11 +117,11 @@ class DirectoryService:
     # users
 
     def list_users(self, *, principal: Caller | None) -> list[User]:
-        require(principal, Power.READ, "listing users")
+        self._require(principal, Power.READ, "listing users")
         return self.directory.list_users()
 
     def get_user(self, ref: str, *, principal: Caller | None) -> User:
-        require(principal, Power.READ, "reading a user")
+        self._require(principal, Power.READ, "reading a user")
         return self.directory.get_user(ref)
 
     def create_user(
@@ -127,7 +133,7 @@ class DirectoryService:
         password: str | None,
         principal: Caller | None,
     ) -> User:
-        caller = require(principal, Power.MANAGE, "creating a user")
+        caller = self._require(principal, Power.MANAGE, "creating a user")
         user = self.directory.create_user(name, roles=roles, email=email, password=password)
         self._done(caller, f"user {user.name} ({user.id}) created")
         return user
@@ -135,14 +141,14 @@ class DirectoryService:
     def set_user_roles(
         self, ref: str, roles: Iterable[str], *, principal: Caller | None
     ) -> tuple[User, list[Agent]]:
-        caller = require(principal, Power.MANAGE, "changing a user's roles")
+        caller = self._require(principal, Power.MANAGE, "changing a user's roles")
         user, disabled = self.directory.set_roles(ref, roles)
         self._done(caller, f"user {user.id} roles set to {sorted(r.value for r in user.roles)}")
         return user, disabled
 
     def disable_user(self, ref: str, *, principal: Caller | None) -> tuple[User, list[Agent]]:
         """Disable a user; returns them and the agents this left without a sponsor."""
-        caller = require(principal, Power.CONTAIN, "disabling a user")
+        caller = self._require(principal, Power.CONTAIN, "disabling a user")
         user = self.directory.get_user(ref)
         if Role.ADMIN in user.roles and user.enabled and not self._other_admins(user.id):
             # Over the API only: an operator on the server host may still do it with the CLI.
@@ -162,14 +168,14 @@ class DirectoryService:
         ]
 
     def enable_user(self, ref: str, *, principal: Caller | None) -> User:
-        caller = require(principal, Power.MANAGE, "enabling a user")
+        caller = self._require(principal, Power.MANAGE, "enabling a user")
         user = self.directory.enable_user(ref)
         self._done(caller, f"user {user.id} enabled")
         return user
 
     def revoke_user_tokens(self, ref: str, *, principal: Caller | None) -> str:
         """Every token issued so far to this user is refused from the next request."""
-        caller = require(principal, Power.CONTAIN, "revoking a user's tokens")
+        caller = self._require(principal, Power.CONTAIN, "revoking a user's tokens")
         user_id = self.directory.revoke_tokens(self.directory.get_user(ref).id)
         self._done(caller, f"tokens of user {user_id} revoked")
         return user_id
@@ -177,11 +183,11 @@ class DirectoryService:
     # agents
 
     def list_agents(self, *, principal: Caller | None) -> list[AgentView]:
-        require(principal, Power.READ, "listing agents")
+        self._require(principal, Power.READ, "listing agents")
         return self._views(self.directory.list_agents())
 
     def get_agent(self, ref: str, *, principal: Caller | None) -> AgentView:
-        require(principal, Power.READ, "reading an agent")
+        self._require(principal, Power.READ, "reading an agent")
         return self._view(self.directory.get_agent(ref))
 
     def create_agent(
@@ -194,7 +200,7 @@ class DirectoryService:
         principal: Caller | None,
     ) -> tuple[AgentView, Credential]:
         """A new agent and its credential (with the private key), which exists nowhere else."""
-        caller = require(principal, Power.MANAGE, "creating an agent")
+        caller = self._require(principal, Power.MANAGE, "creating an agent")
         credential = self.directory.create_agent(
             name, sponsors, groups, self.token_endpoint, key_lifetime
         )
@@ -203,38 +209,38 @@ class DirectoryService:
         return view, credential
 
     def disable_agent(self, ref: str, reason: str | None, *, principal: Caller | None) -> AgentView:
-        caller = require(principal, Power.CONTAIN, "disabling an agent")
+        caller = self._require(principal, Power.CONTAIN, "disabling an agent")
         agent = self.directory.disable_agent(ref, reason)
         self._done(caller, f"agent {agent.id} disabled")
         return self._view(agent)
 
     def enable_agent(self, ref: str, *, principal: Caller | None) -> AgentView:
-        caller = require(principal, Power.MANAGE, "enabling an agent")
+        caller = self._require(principal, Power.MANAGE, "enabling an agent")
         agent = self.directory.enable_agent(ref)
         self._done(caller, f"agent {agent.id} enabled")
         return self._view(agent)
 
     def set_risk(self, ref: str, level: Risk | str, *, principal: Caller | None) -> AgentView:
-        caller = require(principal, Power.CONTAIN, "setting an agent's risk")
+        caller = self._require(principal, Power.CONTAIN, "setting an agent's risk")
         agent = self.directory.set_risk(ref, level)
         self._done(caller, f"agent {agent.id} risk set to {agent.risk.value}")
         return self._view(agent)
 
     def add_sponsor(self, ref: str, user: str, *, principal: Caller | None) -> AgentView:
-        caller = require(principal, Power.MANAGE, "adding a sponsor")
+        caller = self._require(principal, Power.MANAGE, "adding a sponsor")
         agent = self.directory.add_sponsor(ref, user)
         self._done(caller, f"agent {agent.id} sponsor {user!r} added")
         return self._view(agent)
 
     def remove_sponsor(self, ref: str, user: str, *, principal: Caller | None) -> AgentView:
         """Removing the last able sponsor disables the agent (reason "no sponsor")."""
-        caller = require(principal, Power.MANAGE, "removing a sponsor")
+        caller = self._require(principal, Power.MANAGE, "removing a sponsor")
         agent = self.directory.remove_sponsor(ref, user)
         self._done(caller, f"agent {agent.id} sponsor {user!r} removed")
         return self._view(agent)
 
     def list_keys(self, ref: str, *, principal: Caller | None) -> list[AgentKey]:
-        require(principal, Power.READ, "listing an agent's keys")
+        self._require(principal, Power.READ, "listing an agent's keys")
         return self.directory.agent_keys(ref)
 
     def rotate_key(
@@ -245,21 +251,21 @@ class DirectoryService:
         principal: Caller | None,
     ) -> tuple[AgentView, Credential]:
         """A new key pair; the old keys expire after `grace`. The credential exists only here."""
-        caller = require(principal, Power.MANAGE, "rotating an agent's key")
+        caller = self._require(principal, Power.MANAGE, "rotating an agent's key")
         credential = self.directory.rotate_agent_key(ref, grace, self.token_endpoint)
         view = self._view(self.directory.get_agent(credential["agent_id"]))
         self._done(caller, f"agent {view.agent.id} key rotated to {credential['key']['kid']}")
         return view, credential
 
     def revoke_key(self, ref: str, kid: str, *, principal: Caller | None) -> AgentKey:
-        caller = require(principal, Power.CONTAIN, "revoking an agent's key")
+        caller = self._require(principal, Power.CONTAIN, "revoking an agent's key")
         key = self.directory.revoke_agent_key(ref, kid)
         self._done(caller, f"agent {key.agent_id} key {key.kid} revoked")
         return key
 
     def revoke_agent_tokens(self, ref: str, *, principal: Caller | None) -> str:
         """Every token issued so far to this agent is refused from the next request."""
-        caller = require(principal, Power.CONTAIN, "revoking an agent's tokens")
+        caller = self._require(principal, Power.CONTAIN, "revoking an agent's tokens")
         agent_id = self.directory.revoke_tokens(self.directory.get_agent(ref).id)
         self._done(caller, f"tokens of agent {agent_id} revoked")
         return agent_id
@@ -267,11 +273,11 @@ class DirectoryService:
     # groups
 
     def list_groups(self, *, principal: Caller | None) -> list[Group]:
-        require(principal, Power.READ, "listing groups")
+        self._require(principal, Power.READ, "listing groups")
         return self.directory.list_groups()
 
     def get_group(self, ref: str, *, principal: Caller | None) -> GroupMembers:
-        require(principal, Power.READ, "reading a group")
+        self._require(principal, Power.READ, "reading a group")
         return self._members(ref)
 
     def _members(self, ref: str) -> GroupMembers:
@@ -282,13 +288,13 @@ class DirectoryService:
     def create_group(
         self, name: str, description: str, *, principal: Caller | None
     ) -> GroupMembers:
-        caller = require(principal, Power.MANAGE, "creating a group")
+        caller = self._require(principal, Power.MANAGE, "creating a group")
         group = self.directory.create_group(name, description)
         self._done(caller, f"group {group.name} ({group.id}) created")
         return GroupMembers(group, (), ())
 
     def delete_group(self, ref: str, *, principal: Caller | None) -> None:
-        caller = require(principal, Power.MANAGE, "deleting a group")
+        caller = self._require(principal, Power.MANAGE, "deleting a group")
         group = self.directory.get_group(ref)
         self.directory.delete_group(group.id)
         self._done(caller, f"group {group.name} ({group.id}) deleted")
@@ -303,7 +309,7 @@ class DirectoryService:
         principal: Caller | None,
     ) -> GroupMembers:
         """Add (`present`) or remove a user or agent; idempotent."""
-        caller = require(principal, Power.MANAGE, "changing a group's members")
+        caller = self._require(principal, Power.MANAGE, "changing a group's members")
         group = self.directory.get_group(ref)
         if present:
             self.directory.add_to_group(group.id, kind, member)

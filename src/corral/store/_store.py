@@ -15,8 +15,18 @@ from corral.domain.events import OutboxEntry, SsfReceiver
 from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
 from corral.domain.identity import Agent, AgentKey, Group, Risk, Role, User, UserSecrets
 from corral.domain.models import PC, PCState, Pool, PoolSpec, Session
+from corral.domain.policy import Approval, ApprovalState, PolicyChange, PoolAssignment, StoredPolicy
 from corral.errors import ConflictError
-from corral.store import _access, _directory, _federation, _pcs, _pools, _sessions, _ssf
+from corral.store import (
+    _access,
+    _directory,
+    _federation,
+    _pcs,
+    _policies,
+    _pools,
+    _sessions,
+    _ssf,
+)
 from corral.store._engine import default_url, make_engine, transaction
 from corral.store._hot import HotReads
 from corral.store._migrate import migrate
@@ -448,3 +458,124 @@ class Store:
         return self._write(
             lambda c: _ssf.prune(c, outbox_before=outbox_before, inbound_before=inbound_before)
         )
+
+    # policies, pool assignments, approvals, session controls (issue 5)
+
+    def access_versions(self) -> tuple[int, int]:
+        """(directory version, policy-set version) in one read: a policy decision's cached
+        inputs are still good while both are unchanged.
+
+        Read on every authorized request, so it skips the query builder and the explicit
+        transaction (one SELECT of two single-row tables is consistent on its own): about
+        10 us instead of 150 us on SQLite.
+        """
+        conn = self._engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(_policies.VERSIONS_SQL)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            conn.close()
+        return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+
+    def policy_version(self) -> int:
+        return self._read(_policies.version)
+
+    def list_policies(self) -> list[StoredPolicy]:
+        return self._read(_policies.list_policies)
+
+    def get_policy(self, name: str) -> StoredPolicy:
+        return self._read(lambda c: _policies.get_policy(c, name))
+
+    def add_policy(
+        self, name: str, text: str, *, actor: str, replace: bool = False
+    ) -> StoredPolicy:
+        """Add a (validated) policy, or replace the text of an existing one; logged, versioned."""
+        return self._write_unique(
+            lambda c: _policies.add_policy(
+                c, name, text, actor=actor, now=_now(), replace_=replace
+            ),
+            _policies.policy_exists_error(name),
+        )
+
+    def remove_policy(self, name: str, *, actor: str) -> StoredPolicy:
+        return self._write(lambda c: _policies.remove_policy(c, name, actor=actor, now=_now()))
+
+    def set_policy_enabled(self, name: str, enabled: bool, *, actor: str) -> StoredPolicy:
+        return self._write(
+            lambda c: _policies.set_policy_enabled(c, name, enabled, actor=actor, now=_now())
+        )
+
+    def seed_policies(self, defaults: Sequence[tuple[str, str]], *, actor: str) -> bool:
+        """Install the shipped policies if they never were; True if this call did."""
+        return self._write(lambda c: _policies.seed_policies(c, defaults, actor=actor, now=_now()))
+
+    def policy_changes(self, *, since: int = 0, limit: int = 200) -> list[PolicyChange]:
+        return self._read(lambda c: _policies.list_changes(c, since=since, limit=limit))
+
+    def assign_pool(
+        self, pool: str, kind: Literal["agent", "group"], ref: str, *, actor: str
+    ) -> bool:
+        try:
+            return self._write(
+                lambda c: _policies.assign_pool(c, pool, kind, ref, actor=actor, now=_now())
+            )
+        except IntegrityError:  # assigned concurrently: it is assigned, as asked
+            return False
+
+    def unassign_pool(
+        self, pool: str, kind: Literal["agent", "group"], ref: str, *, actor: str
+    ) -> bool:
+        return self._write(
+            lambda c: _policies.unassign_pool(c, pool, kind, ref, actor=actor, now=_now())
+        )
+
+    def pool_assignments(self, pool: str | None = None) -> list[PoolAssignment]:
+        return self._read(lambda c: _policies.list_assignments(c, pool))
+
+    def create_approval(self, approval: Approval) -> Approval:
+        return self._write(lambda c: _policies.create_approval(c, approval))
+
+    def get_approval(self, approval_id: str) -> Approval:
+        return self._read(lambda c: _policies.get_approval(c, approval_id))
+
+    def approval_for(self, agent_id: str, digest: str, now: datetime) -> Approval | None:
+        return self._read(lambda c: _policies.approval_for(c, agent_id, digest, now))
+
+    def list_approvals(
+        self, *, state: ApprovalState | None = None, agent_ids: Sequence[str] | None = None
+    ) -> list[Approval]:
+        return self._read(lambda c: _policies.list_approvals(c, state=state, agent_ids=agent_ids))
+
+    def decide_approval(
+        self, approval_id: str, *, approve: bool, by: str, now: datetime, valid_for: timedelta
+    ) -> Approval:
+        self.expire_approvals(now)  # committed on its own: an answer too late still expires it
+        return self._write(
+            lambda c: _policies.decide_approval(
+                c, approval_id, approve=approve, by=by, now=now, valid_for=valid_for
+            )
+        )
+
+    def expire_approvals(self, now: datetime) -> int:
+        return self._write(lambda c: _policies.expire_approvals(c, now))
+
+    def set_session_controls(
+        self, session_id: str, controls: dict[str, object]
+    ) -> dict[str, object]:
+        """Fix a session's controls; returns those in force (the first ones recorded)."""
+        try:
+            return self._write(
+                lambda c: _policies.set_session_controls(c, session_id, controls, _now())
+            )
+        except IntegrityError:  # recorded concurrently: that record wins
+            found = self.session_controls(session_id)
+            if found is None:
+                raise
+            return found
+
+    def session_controls(self, session_id: str) -> dict[str, object] | None:
+        return self._read(lambda c: _policies.get_session_controls(c, session_id))

@@ -30,6 +30,7 @@ from sqlalchemy.types import TypeDecorator
 
 from corral.domain.identity import Risk
 from corral.domain.models import PCState, SessionState
+from corral.domain.policy import ApprovalState, ChangeKind
 
 __all__ = [
     "UTCDateTime",
@@ -37,13 +38,19 @@ __all__ = [
     "agent_keys",
     "agent_sponsors",
     "agents",
+    "approvals",
     "directory_state",
     "federated_subjects",
     "groups",
     "metadata",
     "oidc_providers",
     "pcs",
+    "policies",
+    "policy_changes",
+    "policy_state",
+    "pool_assignments",
     "pools",
+    "session_controls",
     "sessions",
     "ssf_inbound",
     "ssf_outbox",
@@ -332,4 +339,93 @@ ssf_inbound = Table(
     Column("issuer", String(512), primary_key=True),
     Column("jti", String(128), primary_key=True),
     Column("received_at", UTCDateTime, nullable=False),
+)
+
+# Policies (migration 0005): Cedar policies by name; every change in a log with who and when; one
+# counter (the policy-set version) bumped in the same transaction as every change, so each server
+# worker re-reads the set on its next request; pool assignments; sponsor approvals; the session
+# controls fixed at acquire.
+policies = Table(
+    "policies",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("text", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+policy_changes = Table(
+    "policy_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version", BigInteger, nullable=False),  # the policy-set version this change made
+    Column("kind", String(16), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("text", Text, nullable=True),
+    Column("actor", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    CheckConstraint(_one_of("kind", [k.value for k in ChangeKind]), name="kind"),
+    Index(None, "version"),
+)
+
+policy_state = Table(
+    "policy_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+    Column("seeded", Boolean, nullable=False),  # the shipped defaults were installed (once)
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+pool_assignments = Table(
+    "pool_assignments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pool", String(63), ForeignKey("pools.name", ondelete="CASCADE"), nullable=False),
+    Column("agent_id", String(32), ForeignKey("agents.id", ondelete="CASCADE"), nullable=True),
+    Column("group_id", String(32), ForeignKey("groups.id", ondelete="CASCADE"), nullable=True),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("(agent_id IS NULL) <> (group_id IS NULL)", name="one_assignee"),
+    UniqueConstraint("pool", "agent_id"),
+    UniqueConstraint("pool", "group_id"),
+    Index(None, "agent_id"),
+    Index(None, "group_id"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("agent_id", String(32), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False),
+    Column("session_id", String(64), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("resource", String(320), nullable=False),
+    Column("digest", String(64), nullable=False),  # agent, action, resource, tool arguments
+    Column("detail", Text, nullable=False),  # JSON: the tool arguments the sponsor decides on
+    Column("policies", Text, nullable=False),  # comma-separated: the forbids asking for it
+    Column("state", String(16), nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("decided_by", String(64), nullable=True),
+    Column("decided_at", UTCDateTime, nullable=True),
+    CheckConstraint(_one_of("state", [s.value for s in ApprovalState]), name="state"),
+    Index(None, "agent_id", "digest"),
+    Index(None, "state"),
+)
+
+session_controls = Table(
+    "session_controls",
+    metadata,
+    Column(
+        "session_id",
+        String(64),
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("controls", Text, nullable=False),  # JSON (corral.access.Controls)
+    Column("created_at", UTCDateTime, nullable=False),
 )

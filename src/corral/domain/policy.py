@@ -1,0 +1,146 @@
+"""Policy records: stored policies and their change log, pool assignments, sponsor approvals.
+
+Pure (no I/O). The store keeps these; the policy service (corral.service.policy) decides with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "Approval",
+    "ApprovalState",
+    "ChangeKind",
+    "PolicyChange",
+    "PoolAssignment",
+    "StoredPolicy",
+]
+
+
+@dataclass(frozen=True)
+class StoredPolicy:
+    """An admin's (or the shipped) Cedar policy; `name` is its id in every decision."""
+
+    id: str
+    name: str
+    text: str
+    enabled: bool
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "text": self.text,
+            "enabled": self.enabled,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+class ChangeKind(StrEnum):
+    SEED = "seed"  # the shipped defaults, installed on first start
+    ADD = "add"
+    REPLACE = "replace"
+    REMOVE = "remove"
+    ENABLE = "enable"
+    DISABLE = "disable"
+    ASSIGN = "assign"  # a pool assigned to an agent or group
+    UNASSIGN = "unassign"
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """One entry of the change log: who changed what, when, and the policy-set version it made."""
+
+    version: int
+    kind: ChangeKind
+    subject: str  # a policy name, or "pool/<pool> agent/<name>" for assignments
+    actor: str  # a user or agent id, or "system"
+    at: datetime
+    text: str | None = None  # the policy text after the change (None when removed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "kind": self.kind.value,
+            "subject": self.subject,
+            "actor": self.actor,
+            "at": self.at.isoformat(),
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class PoolAssignment:
+    """Pool `pool` is assigned to the agent or the group (exactly one is set); names."""
+
+    pool: str
+    agent: str | None
+    group: str | None
+    created_by: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "agent": self.agent,
+            "group": self.group,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+class ApprovalState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A request a policy held for a sponsor's answer.
+
+    It covers exactly one request shape (`digest`: agent, action, resource and the tool arguments
+    policy saw); an approved one lets identical requests through until `expires_at`.
+    """
+
+    id: str
+    agent_id: str
+    action: str
+    resource: str  # the Cedar entity, e.g. PC::"pc-1"
+    digest: str
+    detail: dict[str, str]  # the tool arguments the sponsor decides on
+    state: ApprovalState
+    requested_at: datetime
+    expires_at: datetime
+    session_id: str | None = None
+    policies: tuple[str, ...] = ()  # the forbids that asked for approval
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+
+    def live(self, now: datetime) -> bool:
+        return now < self.expires_at and self.state is not ApprovalState.EXPIRED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "agent_id": self.agent_id,
+            "session_id": self.session_id,
+            "action": self.action,
+            "resource": self.resource,
+            "detail": self.detail,
+            "policies": list(self.policies),
+            "state": self.state.value,
+            "requested_at": self.requested_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "decided_by": self.decided_by,
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+        }

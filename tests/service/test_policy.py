@@ -1,0 +1,358 @@
+"""The policy service on a real store: authorize with live directory state, admin operations,
+versions and the change log, approvals, session controls. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from corral.access import Controls, EntityRef
+from corral.domain.access import SYSTEM, Caller, CallerKind
+from corral.domain.identity import Risk, Role
+from corral.domain.models import PCState, PoolSpec, Session
+from corral.domain.policy import ApprovalState, ChangeKind
+from corral.errors import (
+    ApprovalPendingError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    SessionGoneError,
+)
+from corral.service.policy import PolicyService
+from corral.store import Store
+
+CURL_NEEDS_APPROVAL = (
+    'forbid (principal is Agent, action == Action::"run_command", resource)\n'
+    "when { context has args && context.args has program && "
+    'context.args.program == "curl" }\n'
+    "unless { context.approved };"
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
+    s.migrate()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+class World:
+    """A directory, two pools with free PCs, and the callers of the tests."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.clock = Clock()
+        self.policy = PolicyService(store, now=self.clock)
+        assert self.policy.start() is True
+        alice = store.create_user("alice", roles=[Role.ADMIN])
+        sam = store.create_user("sam", roles=[Role.SPONSOR])
+        eve = store.create_user("eve", roles=[Role.SPONSOR])
+        store.create_group("team")
+        bot = store.create_agent("bot", sponsors=["sam"], groups=["team"])
+        other = store.create_agent("other", sponsors=["eve"])
+        self.admin = Caller(CallerKind.USER, alice.id, frozenset({Role.ADMIN}))
+        self.sam = Caller(CallerKind.USER, sam.id, frozenset({Role.SPONSOR}))
+        self.eve = Caller(CallerKind.USER, eve.id, frozenset({Role.SPONSOR}))
+        self.bot = Caller(CallerKind.AGENT, bot.id, jkt="thumb")
+        self.other = Caller(CallerKind.AGENT, other.id, jkt="thumb")
+        for pool in ("main", "gpu"):
+            store.create_pool(PoolSpec(name=pool, image="minimal"))
+            for i in range(3):
+                store.add_pc(pool, f"{pool}-pc{i}", PCState.READY)
+        self.policy.assign_pool("main", group="team", principal=self.admin)
+        self.policy.assign_pool("gpu", agent="other", principal=self.admin)
+
+    def acquire(self, pool: str, owner: Caller) -> Session:
+        now = datetime.now(UTC)
+        got = self.store.acquire(
+            pool,
+            session_id=f"ses-{owner.id}-{pool}",
+            expires_at=now + timedelta(hours=1),
+            idempotency_key=None,
+            request_hash="h",
+            now=now,
+            owner=owner.id,
+        )
+        assert got is not None
+        return got[0]
+
+    def may(self, caller: Caller, action: str, pool: str) -> bool:
+        return self.policy.authorize(caller, action, self.policy.pool(pool)).allowed
+
+
+@pytest.fixture
+def world(store: Store) -> World:
+    return World(store)
+
+
+def test_acquire_follows_pool_assignments(world: World) -> None:
+    assert world.may(world.bot, "acquire", "main")  # through its group
+    assert not world.may(world.bot, "acquire", "gpu")
+    assert world.may(world.other, "acquire", "gpu")  # directly
+    assert not world.may(world.other, "acquire", "main")
+    assert world.may(world.admin, "acquire", "gpu")
+    assert not world.may(world.sam, "acquire", "main")
+    world.policy.assign_pool("gpu", agent="bot", principal=world.admin)
+    assert world.may(world.bot, "acquire", "gpu")
+    world.policy.assign_pool("main", group="team", present=False, principal=world.admin)
+    assert not world.may(world.bot, "acquire", "main")
+    world.store.set_group_member("team", "agent", "other", present=True)
+    world.policy.assign_pool("main", group="team", principal=world.admin)
+    assert world.may(world.other, "acquire", "main")  # joined the group: the next request sees it
+
+
+def test_risk_change_alters_the_next_decision(world: World) -> None:
+    session = world.acquire("main", world.bot)
+    pc = world.policy.session(session, pc=True)
+    assert world.policy.authorize(world.bot, "screenshot", pc).allowed
+    world.store.set_agent_risk("bot", Risk.HIGH)
+    denied = world.policy.authorize(world.bot, "screenshot", pc)
+    assert not denied.allowed and denied.policies == ("high-risk-agents-blocked",)
+    world.store.set_agent_risk("bot", Risk.LOW)
+    assert world.policy.authorize(world.bot, "screenshot", pc).allowed
+
+
+def test_agents_act_only_in_their_own_sessions(world: World) -> None:
+    mine = world.acquire("main", world.bot)
+    theirs = world.acquire("gpu", world.other)
+    p = world.policy
+    assert p.authorize(world.bot, "run_command", p.session(mine, pc=True)).allowed
+    assert not p.authorize(world.bot, "run_command", p.session(theirs, pc=True)).allowed
+    assert not p.authorize(world.bot, "release", p.session(theirs)).allowed
+    assert p.authorize(world.admin, "release", p.session(theirs)).allowed
+    assert p.authorize(world.sam, "observe", p.session(mine)).allowed  # its sponsor
+    assert not p.authorize(world.sam, "observe", p.session(theirs)).allowed
+    assert not p.authorize(world.sam, "click", p.session(mine, pc=True)).allowed
+    # a session token: its own session only, and no admin action even for an admin
+    token = Caller(CallerKind.AGENT, world.bot.id, session_id=mine.id, jkt="t")
+    assert p.authorize(token, "click", p.session(mine, pc=True)).allowed
+    assert p.authorize(token, "release", p.session(mine)).allowed
+    assert p.authorize(token, "observe", p.session(mine)).allowed
+    assert not p.authorize(token, "observe", p.session(theirs)).allowed
+    assert not p.authorize(token, "read_pool", p.pool("main")).allowed
+    assert not p.authorize(token, "acquire", p.pool("main")).allowed
+    admin_token = Caller(CallerKind.USER, world.admin.id, world.admin.roles, session_id=mine.id)
+    assert not p.authorize(admin_token, "create_pool", p.pool("new")).allowed
+    assert not p.authorize(admin_token, "click", p.session(theirs, pc=True)).allowed
+
+
+def test_unknown_or_missing_principal_is_denied(world: World) -> None:
+    ghost = Caller(CallerKind.AGENT, "a-0000000000000000")  # no groups, no assignments
+    assert not world.policy.authorize(ghost, "acquire", world.policy.pool("main")).allowed
+    # a caller the directory does not describe keeps only its authenticated roles
+    outsider = Caller(CallerKind.USER, "u-0000000000000000", frozenset({Role.ADMIN}))
+    assert world.policy.authorize(outsider, "create_pool", world.policy.pool("x")).allowed
+    plain = Caller(CallerKind.USER, "u-0000000000000001")
+    assert not world.policy.authorize(plain, "create_pool", world.policy.pool("x")).allowed
+    mine = world.acquire("main", world.bot)
+    assert not world.policy.authorize(
+        ghost, "screenshot", world.policy.session(mine, pc=True)
+    ).allowed
+    assert not world.policy.authorize(None, "acquire", world.policy.pool("main")).allowed
+    assert world.policy.authorize(SYSTEM, "delete_pool", world.policy.pool("main")).allowed
+
+
+def test_require_raises_with_the_reason(world: World) -> None:
+    with pytest.raises(PermissionDeniedError, match="no policy permits it"):
+        world.policy.require(world.bot, "acquire", world.policy.pool("gpu"))
+    theirs = world.acquire("gpu", world.other)
+    with pytest.raises(SessionGoneError):
+        world.policy.require(
+            world.bot,
+            "read_session",
+            world.policy.session(theirs),
+            deny=lambda d: SessionGoneError(f"no session {theirs.id!r}"),
+        )
+
+
+def test_policy_admin_is_versioned_and_audited(world: World) -> None:
+    p = world.policy
+    names = [x.name for x in p.list_policies(principal=world.admin)]
+    assert "admins-administer" in names and "agents-acquire-assigned-pools" in names
+    with pytest.raises(PermissionDeniedError):
+        p.list_policies(principal=world.bot)
+    with pytest.raises(PermissionDeniedError):
+        p.add_policy("x", "permit (principal, action, resource);", principal=world.sam)
+    with pytest.raises(InvalidInputError, match='unrecognized action `Action::"fly"`'):
+        p.add_policy(
+            "x", 'permit (principal, action == Action::"fly", resource);', principal=world.admin
+        )
+    with pytest.raises(InvalidInputError, match="reserved for system policies"):
+        p.add_policy("system-x", "permit (principal, action, resource);", principal=world.admin)
+    before = world.store.policy_version()
+    p.add_policy(
+        "bots-no-gpu",
+        'forbid (principal == Agent::"other", action == Action::"acquire",'
+        ' resource == Pool::"gpu");',
+        principal=world.admin,
+    )
+    assert world.store.policy_version() == before + 1
+    assert not world.may(world.other, "acquire", "gpu")  # the next request sees the new policy
+    p.set_policy_enabled("bots-no-gpu", False, principal=world.admin)
+    assert world.may(world.other, "acquire", "gpu")
+    p.remove_policy("bots-no-gpu", principal=world.admin)
+    changes = p.changes(principal=world.admin, since=before)
+    assert [(c.kind, c.subject, c.actor) for c in changes] == [
+        (ChangeKind.ADD, "bots-no-gpu", world.admin.id),
+        (ChangeKind.DISABLE, "bots-no-gpu", world.admin.id),
+        (ChangeKind.REMOVE, "bots-no-gpu", world.admin.id),
+    ]
+
+
+def test_empty_policy_set_denies_all_but_policy_repair(world: World) -> None:
+    p = world.policy
+    for stored in p.list_policies(principal=world.admin):
+        p.remove_policy(stored.name, principal=world.admin)
+    session = world.acquire("main", world.bot)
+    assert not world.may(world.admin, "acquire", "main")
+    assert not world.may(world.bot, "acquire", "main")
+    assert not p.authorize(world.bot, "screenshot", p.session(session, pc=True)).allowed
+    assert not p.authorize(world.admin, "release", p.session(session)).allowed
+    # the system policy keeps the way back open
+    p.add_policy(
+        "admins-administer",
+        'permit (principal in Role::"admin", action, resource);',
+        principal=world.admin,
+    )
+    assert world.may(world.admin, "acquire", "main")
+
+
+def test_an_invalid_stored_policy_fails_closed(world: World) -> None:
+    # written behind the service's back (as if a tool were renamed by an upgrade)
+    world.store.add_policy(
+        "broken", 'permit (principal, action == Action::"gone", resource);', actor="x"
+    )
+    decision = world.policy.authorize(world.admin, "acquire", world.policy.pool("main"))
+    assert not decision.allowed and any("broken" in e for e in decision.errors)
+    world.policy.remove_policy("broken", principal=world.admin)  # still possible
+    assert world.may(world.admin, "acquire", "main")
+
+
+def test_policy_test_answers_decision_policies_and_errors(world: World) -> None:
+    p = world.policy
+    session = world.acquire("main", world.bot)
+    bot, pc = EntityRef("Agent", "bot"), EntityRef("PC", session.pc_id)
+    allowed = p.test(bot, "run_command", pc, {}, caller=world.admin)
+    assert allowed.allowed and allowed.policies == ("owners-use-their-sessions",)
+    risky = p.test(bot, "run_command", pc, {"risk_score": 3}, caller=world.admin)
+    assert not risky.allowed and risky.policies == ("high-risk-agents-blocked",)
+    broken = p.test(bot, "run_command", pc, {"risk": 7}, caller=world.admin)
+    assert not broken.allowed and broken.errors
+    acquire = p.test(bot, "acquire", EntityRef("Pool", "main"), None, caller=world.admin)
+    assert acquire.allowed
+    with pytest.raises(PermissionDeniedError):
+        p.test(bot, "acquire", EntityRef("Pool", "main"), None, caller=world.bot)
+
+
+def test_session_controls_from_policy_annotations(world: World) -> None:
+    p = world.policy
+    p.add_policy(
+        "team-read-only",
+        '@controls("read_only")\n@allowed_hosts("docs.example.com")\n'
+        'permit (principal in Group::"team", action == Action::"acquire", resource);',
+        principal=world.admin,
+    )
+    decision = p.authorize(world.bot, "acquire", p.pool("main"))
+    assert set(decision.policies) == {"agents-acquire-assigned-pools", "team-read-only"}
+    controls = p.acquire_controls(decision, Controls(no_clipboard=True))
+    assert controls == Controls(
+        read_only=True, no_clipboard=True, allowed_hosts=("docs.example.com",)
+    )
+    session = world.acquire("main", world.bot)
+    p.fix_controls(session.id, controls)
+    fresh = PolicyService(world.store)  # another worker: reads the controls from the store
+    pc = fresh.session(session, pc=True)
+    assert fresh.authorize(world.bot, "screenshot", pc).allowed
+    assert not fresh.authorize(world.bot, "type_text", pc, args={"text": "x"}).allowed
+    assert not fresh.authorize(world.admin, "set_clipboard", pc, args={"text": "x"}).allowed
+    ok = fresh.authorize(world.bot, "open_url", pc, args={"url": "https://docs.example.com/a"})
+    assert not ok.allowed  # open_url drives the desktop: read-only refuses it as well
+    other = world.acquire("gpu", world.other)
+    p.fix_controls(other.id, Controls(allowed_hosts=("docs.example.com",)))
+    pc2 = p.session(other, pc=True)
+    assert p.authorize(
+        world.other, "open_url", pc2, args={"url": "https://docs.example.com/"}
+    ).allowed
+    denied = p.authorize(world.other, "open_url", pc2, args={"url": "https://evil.test/"})
+    assert not denied.allowed and denied.policies == ("system-session-allowed-hosts",)
+
+
+def test_approval_flow(world: World) -> None:
+    p = world.policy
+    p.add_policy("curl-needs-approval", CURL_NEEDS_APPROVAL, principal=world.admin)
+    session = world.acquire("main", world.bot)
+    pc = p.session(session, pc=True)
+    curl = {"command": "curl https://example.com"}
+    assert p.authorize(world.bot, "run_command", pc, args={"command": "ls"}).allowed
+    with pytest.raises(ApprovalPendingError) as pending:
+        p.require(world.bot, "run_command", pc, args=curl)
+    approval_id = pending.value.approval_id
+    again = p.authorize(world.bot, "run_command", pc, args=curl)  # no second request
+    assert again.approval_id == approval_id and again.approval_state == "pending"
+    # the sponsor sees it, another sponsor does not
+    assert [a.id for a in p.list_approvals(principal=world.sam)] == [approval_id]
+    assert p.list_approvals(principal=world.eve) == []
+    assert [a.id for a in p.list_approvals(principal=world.admin)] == [approval_id]
+    with pytest.raises(PermissionDeniedError):
+        p.decide_approval(approval_id, approve=True, principal=world.eve)
+    with pytest.raises(PermissionDeniedError):
+        p.decide_approval(approval_id, approve=True, principal=world.bot)
+    approved = p.decide_approval(approval_id, approve=True, principal=world.sam)
+    assert approved.state is ApprovalState.APPROVED and approved.decided_by == world.sam.id
+    allowed = p.authorize(world.bot, "run_command", pc, args=curl)
+    assert allowed.allowed and allowed.approval_id == approval_id
+    # the approval covers this request shape only
+    with pytest.raises(ApprovalPendingError):
+        p.require(world.bot, "run_command", pc, args={"command": "curl https://other.test"})
+    # and expires
+    world.clock.now += timedelta(minutes=16)
+    with pytest.raises(ApprovalPendingError) as later:
+        p.require(world.bot, "run_command", pc, args=curl)
+    assert later.value.approval_id != approval_id
+    denied = p.decide_approval(later.value.approval_id, approve=False, principal=world.sam)
+    assert denied.state is ApprovalState.DENIED
+    with pytest.raises(PermissionDeniedError, match="denied by a sponsor"):
+        p.require(world.bot, "run_command", pc, args=curl)
+    with pytest.raises(ConflictError):
+        p.decide_approval(later.value.approval_id, approve=True, principal=world.sam)
+    with pytest.raises(NotFoundError):
+        p.decide_approval("ap-nope", approve=True, principal=world.sam)
+
+
+@pytest.mark.anyio
+async def test_wait_for_approval_returns_when_answered(world: World) -> None:
+    import asyncio
+
+    p = world.policy
+    p.add_policy("curl-needs-approval", CURL_NEEDS_APPROVAL, principal=world.admin)
+    pc = p.session(world.acquire("main", world.bot), pc=True)
+    decision = p.authorize(world.bot, "run_command", pc, args={"command": "curl x"})
+    assert decision.approval_id
+    approval_id = decision.approval_id
+    waiting = asyncio.create_task(p.wait_for_approval(approval_id, 10))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    await asyncio.to_thread(p.decide_approval, approval_id, approve=True, principal=world.sam)
+    answered = await asyncio.wait_for(waiting, 5)
+    assert answered.state is ApprovalState.APPROVED
+    timed_out = await p.wait_for_approval(approval_id, 0)
+    assert timed_out.state is ApprovalState.APPROVED
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
