@@ -165,3 +165,55 @@ async def test_an_action_held_for_approval(gate: Gate) -> None:
     c.policy.decide_approval(held.value.approval_id, approve=True, principal=gate.sam)
     await c.act(mine.id, "run_command", {"command": "curl:0"}, principal=gate.bot)
     assert gate.runtime.ran == ["curl"]
+
+
+async def test_a_held_action_can_wait_for_the_sponsor(gate: Gate) -> None:
+    """With a wait, the call blocks (outside the session's lock) until the sponsor answers:
+    approved, it runs; denied, it is refused; unanswered, it ends pending."""
+    c = gate.control
+    c.policy.assign_pool("p", agent="bot", principal=gate.admin)
+    c.policy.add_policy(
+        "curl-needs-approval",
+        'forbid (principal is Agent, action == Action::"run_command", resource)\n'
+        "when { context has args && context.args has command &&\n"
+        '  context.args.command like "curl*" }\n'
+        "unless { context.approved };",
+        principal=gate.admin,
+    )
+    mine = await c.acquire("p", wait_s=5, principal=gate.bot)
+
+    async def sponsor_answers(command: str, approve: bool) -> None:
+        while True:  # the sponsor sees the request appear, then answers it
+            pending = [
+                a
+                for a in c.policy.list_approvals(principal=gate.sam)
+                if a.detail.get("command") == command and a.state.value == "pending"
+            ]
+            if pending:
+                c.policy.decide_approval(pending[0].id, approve=approve, principal=gate.sam)
+                return
+            await asyncio.sleep(0.05)
+
+    answering = asyncio.create_task(sponsor_answers("curl:0", True))
+    result = await c.act(
+        mine.id, "run_command", {"command": "curl:0"}, principal=gate.bot, approval_wait_s=10
+    )
+    await answering
+    assert result is not None and gate.runtime.ran == ["curl"]
+    # other actions of the session are not held up meanwhile (the wait is outside the lock)
+    answering = asyncio.create_task(sponsor_answers("curl -x:0", False))
+    with pytest.raises(PermissionDeniedError) as refused:
+        await c.act(
+            mine.id, "run_command", {"command": "curl -x:0"}, principal=gate.bot, approval_wait_s=10
+        )
+    await answering
+    assert not isinstance(refused.value, ApprovalPendingError)
+    with pytest.raises(ApprovalPendingError):
+        await c.act(
+            mine.id,
+            "run_command",
+            {"command": "curl -y:0"},
+            principal=gate.bot,
+            approval_wait_s=0.3,
+        )
+    assert gate.runtime.ran == ["curl"]

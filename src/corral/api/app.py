@@ -60,9 +60,24 @@ class PoolCreate(BaseModel):
     )
 
 
+class SessionControls(BaseModel):
+    """Restrictions fixed for the session's whole life (on top of any a policy sets)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    read_only: bool = Field(False, description="no input tools: the agent can only look")
+    no_clipboard: bool = Field(False, description="no get_clipboard / set_clipboard")
+    no_file_transfer: bool = Field(False, description="no read_file / write_file")
+    allowed_hosts: list[str] | None = Field(
+        None, max_length=100, description="open_url only to these hosts (omit: any host)"
+    )
+
+
 class AcquireBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     wait_s: float | None = Field(None, ge=0, le=120, description="how long to wait for a PC")
+    controls: SessionControls | None = Field(
+        None, description="session controls fixed at acquire (docs/policies.md)"
+    )
 
 
 class _TooLarge(Exception):
@@ -141,6 +156,18 @@ def _session_json(session: Session, base_url: str) -> dict[str, Any]:
         "released_at": iso(session.released_at),
         "release_reason": session.release_reason,
     }
+
+
+def _prefer_wait(prefer: str | None) -> float | None:
+    """The `wait` preference of a Prefer header (RFC 7240), in seconds; None if absent."""
+    for part in (prefer or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return max(0.0, float(value.strip().strip('"')))
+            except ValueError:
+                return None  # a malformed preference is ignored, as RFC 7240 says
+    return None
 
 
 def _pool_json(pool: PoolStatus) -> dict[str, Any]:
@@ -272,6 +299,7 @@ def create_app(
             principal=who,
         )
         answer = _session_json(session, base_url)
+        answer["controls"] = control.policy.controls(session.id).to_json()
         if auth is not None:
             # A token for this session only, bound to the caller's own DPoP key (a bearer
             # caller, admitted only on a pool that allows bearer tokens, gets a bearer one).
@@ -286,7 +314,9 @@ def create_app(
     @app.get("/v1/sessions/{session_id}")
     async def get_session(session_id: str, who: Principal) -> dict[str, Any]:
         session = await asyncio.to_thread(lambda: control.get_session(session_id, principal=who))
-        return _session_json(session, base_url)
+        answer = _session_json(session, base_url)
+        answer["controls"] = control.policy.controls(session.id).to_json()
+        return answer
 
     @app.delete("/v1/sessions/{session_id}")
     async def release(session_id: str, who: Principal) -> dict[str, Any]:
@@ -298,8 +328,12 @@ def create_app(
         tool: str,
         who: Principal,
         args: Annotated[dict[str, Any] | None, Body()] = None,
+        prefer: Annotated[str | None, Header(max_length=200)] = None,
     ) -> dict[str, Any]:
-        return (await control.act(session_id, tool, args, principal=who)).to_json()
+        # `Prefer: wait=N` (RFC 7240): wait up to N s for a sponsor's approval, if one is due.
+        wait = _prefer_wait(prefer)
+        result = await control.act(session_id, tool, args, principal=who, approval_wait_s=wait)
+        return result.to_json()
 
     @app.get("/v1/sessions/{session_id}/screenshot")
     async def screenshot(session_id: str, who: Principal) -> Response:

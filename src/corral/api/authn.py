@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import anyio.to_thread
@@ -114,6 +115,9 @@ class Authenticate:
                 return
             await _refuse(exc, scope, receive, send)
             return
+        client = scope.get("client")
+        if client and caller.address is None:
+            caller = replace(caller, address=str(client[0]))
         scope.setdefault("state", {})[PRINCIPAL] = caller
         await self.app(scope, receive, send)
 

@@ -63,6 +63,15 @@ def up(
     console_session_hours: Annotated[
         float, typer.Option(help="how long a console sign-in lasts", min=0.05, max=24 * 7)
     ] = 8.0,
+    approval_wait: Annotated[
+        float,
+        typer.Option(
+            help="seconds a tool call held for a sponsor's approval waits for the answer "
+            "before it answers 'pending' (REST callers may ask with Prefer: wait=N)",
+            min=0,
+            max=300,
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve Corral (REST, MCP) until Ctrl-C; first run builds the default image and pool."""
     from corral.api.app import create_app
@@ -91,7 +100,7 @@ def up(
     # Shared Signals (docs/events.md): CAEP events out through the outbox, in at /ssf/events.
     delivery = EventDelivery(store)
     emitter = EventEmitter(store, issuer=base, keyring=lambda: keyring, on_queued=delivery.wake)
-    control = ControlPlane(store, PCRuntime(), events=emitter)
+    control = ControlPlane(store, PCRuntime(), events=emitter, approval_wait_s=approval_wait)
     admin_file = _bootstrap_admin(store, f"{base}/v1/token")
     auth = AuthService(store, keyring, issuer=base, token_url=f"{base}/v1/token")
     receiver = EventReceiver(

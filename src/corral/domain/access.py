@@ -45,6 +45,8 @@ class Caller:
     session_id: str | None = None
     #: thumbprint of the DPoP key of this request's proof (session tokens are bound to it)
     jkt: str | None = None
+    #: the client's network address as the server saw it (policy context `client_ip`)
+    address: str | None = None
 
     @property
     def is_admin(self) -> bool:

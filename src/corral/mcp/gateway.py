@@ -82,6 +82,14 @@ class _ListPoolsArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Controls(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    read_only: bool = False
+    no_clipboard: bool = False
+    no_file_transfer: bool = False
+    allowed_hosts: list[str] | None = Field(None, max_length=100)
+
+
 class _AcquireArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pool: str = Field(
@@ -95,6 +103,11 @@ class _AcquireArgs(BaseModel):
     )
     wait_s: float | None = Field(
         None, ge=0, le=120, description="seconds to wait for a free PC (server default if omitted)"
+    )
+    controls: _Controls | None = Field(
+        None,
+        description="restrictions fixed for the session's whole life, on top of any a policy "
+        "sets: read_only (no input), no_clipboard, no_file_transfer, allowed_hosts for open_url",
     )
 
 
@@ -288,8 +301,13 @@ class GatewayMCP:
                     "tools act on it",
                     self._answer(current, base_url, who),
                 )
+        request = {"controls": a.controls.model_dump(exclude_none=True)} if a.controls else None
         session = await self.control.acquire(
-            a.pool, idempotency_key=a.idempotency_key, wait_s=a.wait_s, principal=who
+            a.pool,
+            idempotency_key=a.idempotency_key,
+            request=request,
+            wait_s=a.wait_s,
+            principal=who,
         )
         conn.state[BOUND] = session.id
         if not conn.state.get(RELEASE_ON_CLOSE):
@@ -303,9 +321,13 @@ class GatewayMCP:
         )
 
     def _answer(self, session: SessionInfo, base_url: str, who: Caller | None) -> dict[str, Any]:
-        """The session as JSON, with a token for its per-session URL (`session_url`): another
-        MCP client holding the same DPoP key can drive this PC there (`mcp_url`), until release."""
+        """The session as JSON (with its controls, if any), and a token for its per-session
+        URL: another MCP client holding the same DPoP key can drive this PC there (`mcp_url`),
+        until release."""
         answer = _session_json(session, base_url)
+        controls = self.control.policy.controls(session.id)
+        if controls.any:
+            answer["controls"] = controls.to_json()
         if self.session_grant is not None and who is not None:
             answer.update(self.session_grant(who, session.id))
         return answer

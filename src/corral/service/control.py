@@ -37,7 +37,9 @@ from corral.domain.models import (
     SessionState,
     validate_pool_spec,
 )
+from corral.domain.policy import ApprovalState
 from corral.errors import (
+    ApprovalPendingError,
     ConflictError,
     CorralError,
     NotFoundError,
@@ -61,6 +63,7 @@ log = logging.getLogger("corral.control")
 SessionInfo = Session
 DEFAULT_WAIT_S = 10.0
 MAX_WAIT_S = 120.0
+MAX_APPROVAL_WAIT_S = 300.0  # the longest a tool call waits for a sponsor
 HEALTH_EVERY_S = 5.0
 TICK_S = 0.25
 ACTION_THREADS = 512  # actions in flight at once, across all sessions
@@ -122,10 +125,18 @@ class _Live:
 
 class ControlPlane:
     def __init__(
-        self, store: Store, runtime: PCRuntime, *, events: EventSink | None = None
+        self,
+        store: Store,
+        runtime: PCRuntime,
+        *,
+        events: EventSink | None = None,
+        approval_wait_s: float = 0.0,
     ) -> None:
         self.store = store
         self.runtime = runtime
+        #: how long a tool call held for a sponsor's approval waits for the answer before it
+        #: answers "pending" (0: at once); REST callers may ask for their own (Prefer: wait=N)
+        self.approval_wait_s = approval_wait_s
         self.events = events  # CAEP session-revoked when an admin or eviction ends a session
         self.policy = PolicyService(store)  # authorize(): the one enforcement point (issue 5)
         self._live: dict[str, _Live] = {}
@@ -412,8 +423,33 @@ class ControlPlane:
         args: dict[str, Any] | None,
         *,
         principal: Caller | None,
+        approval_wait_s: float | None = None,
     ) -> ToolResult:
-        """Run one computer tool on the session's PC; one at a time per session, in order."""
+        """Run one computer tool on the session's PC; one at a time per session, in order.
+
+        A call a policy holds for a sponsor's approval waits up to `approval_wait_s` (default
+        the server's) for the answer, outside the session's lock, then runs once approved or
+        is refused; still unanswered, it raises ApprovalPendingError with the approval's id."""
+        wait = self.approval_wait_s if approval_wait_s is None else approval_wait_s
+        wait = max(0.0, min(wait, MAX_APPROVAL_WAIT_S))
+        try:
+            return await self._act(session_id, tool, args, principal=principal)
+        except ApprovalPendingError as pending:
+            if wait <= 0 or not pending.approval_id:
+                raise
+            answer = await self.policy.wait_for_approval(pending.approval_id, wait)
+            if answer.state is ApprovalState.PENDING:
+                raise
+        return await self._act(session_id, tool, args, principal=principal)
+
+    async def _act(
+        self,
+        session_id: str,
+        tool: str,
+        args: dict[str, Any] | None,
+        *,
+        principal: Caller | None,
+    ) -> ToolResult:
         _caller(principal)
         spec, parsed = parse_args(tool, args)
         live = self._live.setdefault(session_id, _Live())

@@ -314,6 +314,7 @@ class PolicyService:
         # 4. Cedar, with the request's context.
         facts = facts or RequestFacts(
             now=self.now(),
+            client_ip=caller.address,
             binding="dpop" if caller.jkt else "bearer",
             session_token=caller.session_id is not None,
         )
