@@ -3,9 +3,11 @@ and enforced by the policy decision on every later tool call."""
 
 from __future__ import annotations
 
+from starlette.testclient import TestClient
+
 from corral.domain.models import PCState, PoolSpec
 
-from .conftest import Client, Env
+from .conftest import BASE, Client, Env
 
 
 def _pool(env: Env, n: int = 3) -> None:
@@ -57,3 +59,28 @@ def test_bad_controls_are_refused_with_what_to_change(env: Env, admin: Client) -
     assert unknown.status_code == 400 and "no_mouse" in unknown.text
     # nothing was lent by the refused requests
     assert admin("GET", "/v1/pools/ctl").json()["counts"].get("ready") == 1
+
+
+def test_the_client_address_reaches_the_policy_context(env: Env, admin: Client) -> None:
+    """A policy on `context.client_ip` decides by the address the server saw the request from."""
+    _pool(env)
+    added = admin(
+        "POST",
+        "/v1/policies",
+        json={
+            "name": "acquire-from-the-office-only",
+            "text": 'forbid (principal, action == Action::"acquire", resource)\n'
+            'unless { context has client_ip && context.client_ip.isInRange(ip("10.0.0.0/8")) };',
+        },
+    )
+    assert added.status_code == 201, added.text
+
+    def from_address(address: str) -> Client:
+        http = TestClient(env.app, base_url=BASE, client=(address, 40000))
+        return Client(http, env.creds["root"])
+
+    outside = from_address("192.168.1.5")("POST", "/v1/pools/ctl/sessions", json={})
+    assert outside.status_code == 403, outside.text
+    assert "acquire-from-the-office-only" in outside.text
+    inside = from_address("10.1.2.3")("POST", "/v1/pools/ctl/sessions", json={})
+    assert inside.status_code == 201, inside.text
