@@ -358,17 +358,21 @@ class ControlPlane:
     def get_session(self, session_id: str, *, principal: Caller | None) -> SessionInfo:
         """The active session `session_id` if `principal` may see it; SessionGoneError once
         it is released, and for someone else's session (existence is not revealed)."""
-        session = self._active_session(session_id)
+        session = self._active_session(session_id, principal)
         if not self._sees(session, principal):
             raise _gone(session_id)
         return session
 
-    def _active_session(self, session_id: str) -> SessionInfo:
+    def _active_session(self, session_id: str, principal: Caller | None) -> SessionInfo:
+        """The session if it is active. A released one says why only to whoever may read it
+        (`read_session`); anyone else learns no more than of an unknown id."""
         try:
             session = self.store.get_session(session_id)
         except NotFoundError:
-            raise SessionGoneError(f"no session {session_id!r}") from None
+            raise _gone(session_id) from None
         if session.state != SessionState.ACTIVE:
+            if not self._sees(session, principal):
+                raise _gone(session_id)
             raise SessionGoneError(
                 f"session {session_id} was released ({session.release_reason})",
                 hint="acquire a new PC",
@@ -455,7 +459,7 @@ class ControlPlane:
         live = self._live.setdefault(session_id, _Live())
         async with live.lock:  # taken before any await: requests keep their arrival order
             try:
-                session = await asyncio.to_thread(self._active_session, session_id)
+                session = await asyncio.to_thread(self._active_session, session_id, principal)
             except SessionGoneError:
                 self._live.pop(session_id, None)
                 raise
@@ -485,7 +489,7 @@ class ControlPlane:
     async def peek_screenshot(self, session_id: str, *, principal: Caller | None) -> bytes:
         """A screenshot for a human observer: it neither changes the agent's coordinate space
         nor counts as activity, and it does not queue behind the agent's actions."""
-        session = await asyncio.to_thread(self._active_session, session_id)
+        session = await asyncio.to_thread(self._active_session, session_id, principal)
         await asyncio.to_thread(
             lambda: self._require(
                 principal, "observe", self.policy.session(session), deny=lambda _: _gone(session_id)

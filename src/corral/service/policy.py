@@ -584,9 +584,11 @@ class PolicyService:
     def pool_assignments(
         self, pool: str | None = None, *, principal: Caller | None
     ) -> list[PoolAssignment]:
+        # Decided before the pool is looked up: who may not inspect pools does not learn which
+        # exist either.
+        self._admin(principal, "inspect_pool", self.pool(pool) if pool else self.pool("*"))
         if pool is not None:
             self.store.get_pool(pool)
-        self._admin(principal, "inspect_pool", self.pool(pool) if pool else self.pool("*"))
         return self.store.pool_assignments(pool)
 
     # -- approvals -----------------------------------------------------------------------------
