@@ -152,6 +152,8 @@ def test_idp_revokes_a_session(server: Server, idp: Idp) -> None:
     server.create_pool("ssf", warm=1, max=1)
     server.wait_ready("ssf", 1)
     _, auth = _agent(server, idp, "ssf-sess")
+    assigned = server.http.post("/v1/pools/ssf/assignments", json={"agent": "ssf-sess"})
+    assert assigned.status_code == 200, assigned.text
     with httpx.Client(base_url=server.url, timeout=60, auth=auth) as agent:
         acquired = agent.post("/v1/pools/ssf/sessions", json={"wait_s": 60})
         assert acquired.status_code == 201, acquired.text
