@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from corral.errors import (
     ActionError,
     ActionTimeoutError,
+    ApprovalPendingError,
     ConflictError,
     CorralError,
     DiskFullError,
@@ -51,6 +52,8 @@ def error_response(exc: CorralError) -> JSONResponse:
     body: dict[str, Any] = {"error": {"code": exc.code, "message": exc.message}}
     if exc.hint:
         body["error"]["hint"] = exc.hint
+    if isinstance(exc, ApprovalPendingError):
+        body["error"]["approval_id"] = exc.approval_id
     headers = {}
     if isinstance(exc, UnavailableError):
         headers["Retry-After"] = str(exc.retry_after_s)

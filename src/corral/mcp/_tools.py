@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, Tool
 from pydantic import BaseModel, ValidationError
 
-from corral.errors import CorralError, InvalidInputError, UnavailableError
+from corral.errors import (
+    ApprovalPendingError,
+    CorralError,
+    InvalidInputError,
+    UnavailableError,
+)
 from corral.service.tools import TOOLS, ToolResult
 
 if TYPE_CHECKING:
@@ -82,6 +87,8 @@ def error_result(exc: CorralError) -> CallToolResult:
     if isinstance(exc, UnavailableError):
         text += f"\nretry after {exc.retry_after_s} s"
         error["retry_after_s"] = exc.retry_after_s
+    if isinstance(exc, ApprovalPendingError):
+        error["approval_id"] = exc.approval_id
     return CallToolResult(
         content=[TextContent(text=text)], structured_content={"error": error}, is_error=True
     )

@@ -77,7 +77,7 @@ from corral.errors import (
 from corral.service.tools import TOOLS
 from corral.store import Store
 
-__all__ = ["PolicyService", "Target", "tool_actions"]
+__all__ = ["PolicyService", "Target", "denial_hint", "tool_actions"]
 
 log = logging.getLogger("corral.policy")
 
@@ -145,6 +145,30 @@ class _Lru(OrderedDict[Any, Any]):
         while len(self) > self.size:
             self.popitem(last=False)
         return value
+
+
+def denial_hint(decision: Decision, controls: Controls | None) -> str | None:
+    """What to change after a denial a caller cannot lift by retrying: a sponsor's refusal, or
+    a control its session was acquired with (they hold for the session's whole life)."""
+    if decision.approval_state == ApprovalState.DENIED.value:
+        return (
+            "a sponsor refused this exact request; asking again gets the same answer until it "
+            "expires: do something else, or ask a sponsor"
+        )
+    found = set(decision.policies)
+    if "system-session-read-only" in found:
+        return (
+            "this session is read-only (fixed when it was acquired): screenshots and reads "
+            "work, input tools, run_command, write_file and set_clipboard do not"
+        )
+    if "system-session-allowed-hosts" in found:
+        hosts = ", ".join(controls.allowed_hosts or ()) if controls else ""
+        return f"this session may open only these hosts: {hosts or '(none)'}"
+    if "system-session-no-clipboard" in found:
+        return "this session has no clipboard (fixed when it was acquired)"
+    if "system-session-no-file-transfer" in found:
+        return "this session may not read or write files (fixed when it was acquired)"
+    return None
 
 
 class PolicyService:
@@ -409,13 +433,19 @@ class PolicyService:
             raise ApprovalPendingError(
                 f"{action} on {target.ref} waits for a sponsor's approval "
                 f"(approval {decision.approval_id})",
-                hint=f"ask again once a sponsor approved: corral approvals approve "
-                f"{decision.approval_id}",
+                hint=f"one of your sponsors answers with `corral approvals approve "
+                f"{decision.approval_id}` (or deny) within "
+                f"{int(self.approval_wait.total_seconds() // 60)} minutes; then call again "
+                "with the same arguments (the approval covers that one request)",
                 approval_id=decision.approval_id or "",
             )
         if deny is not None:
             raise deny(decision)
-        raise PermissionDeniedError(f"{action} on {target.ref} is not allowed: {decision.reason}")
+        controls = self.controls(target.session.id) if target.session is not None else None
+        raise PermissionDeniedError(
+            f"{action} on {target.ref} is not allowed: {decision.reason}",
+            hint=denial_hint(decision, controls),
+        )
 
     async def wait_for_approval(self, approval_id: str, timeout_s: float) -> Approval:
         """Poll until the approval is answered or expires, at most `timeout_s`."""
