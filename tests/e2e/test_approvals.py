@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -35,14 +38,15 @@ NEEDS_APPROVAL = (
     'when { resource.pool == Pool::"approvals" }\n'
     "unless { context.approved };"
 )
-#: session controls from the permits that allow an acquire (annotations)
-READ_ONLY = (
-    '@controls("read_only")\n'
+#: session controls from the permits that allow an acquire (annotations); the acquire request
+#: adds its own on top
+NO_FILES = (
+    '@controls("no_file_transfer")\n'
     'permit (principal == Agent::"agent-e2e", action == Action::"acquire", '
     'resource == Pool::"readonly");'
 )
 HOSTS = (
-    '@allowed_hosts("allowed.example")\n'
+    '@allowed_hosts("allowed.example other.example")\n'
     'permit (principal == Agent::"agent-e2e", action == Action::"acquire", '
     'resource == Pool::"hosts");'
 )
@@ -74,7 +78,7 @@ def sponsors(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     assert added.returncode == 0, added.stderr
     for name, text in (
         ("e2e-approve-commands", NEEDS_APPROVAL),
-        ("e2e-readonly-pool", READ_ONLY),
+        ("e2e-readonly-pool", NO_FILES),
         ("e2e-hosts-pool", HOSTS),
     ):
         done = server.corral("policy", "add", name, "--text", text)
@@ -137,14 +141,53 @@ def _pending_id(result: CallToolResult) -> str:
     return approval_id
 
 
+def _approved_while_waiting(server: Server, sponsors: Sponsors, session_id: str) -> str:
+    """A REST call that waits (`Prefer: wait=30`) while the sponsor finds and approves it; the
+    call then runs. Returns the approval's id."""
+
+    def held() -> httpx.Response:
+        return server.agent.post(
+            f"/v1/sessions/{session_id}/actions/run_command",
+            json={"command": "echo waited"},
+            headers={"Prefer": "wait=30"},
+        )
+
+    with (
+        server.client(sponsors.approver) as sponsor,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        waiting = pool.submit(held)
+        deadline = time.monotonic() + 20
+        while True:
+            found = [
+                a["id"]
+                for a in sponsor.get("/v1/approvals").json()
+                if a["detail"].get("command") == "echo waited"
+            ]
+            if found:
+                break
+            assert time.monotonic() < deadline, "the waiting call never asked for approval"
+            time.sleep(0.1)
+        assert not waiting.done()  # still waiting for the answer
+        approved = _approvals(server, sponsors.approver, "approve", found[0])
+        assert approved.returncode == 0, approved.stderr
+        ran = waiting.result(timeout=30)
+    assert ran.status_code == 200, ran.text
+    assert ran.json()["data"]["stdout"] == "waited\n"
+    return str(found[0])
+
+
 def test_sponsor_approves_and_denies_run_command(server: Server, sponsors: Sponsors) -> None:
     server.wait_ready("approvals", 1, timeout=120)
     started = datetime.now(UTC)
+    answered_ids: dict[str, str] = {}  # approval id -> the state its sponsor gave it
 
     async def flow() -> None:
         async with _agent(server) as call:
             acquired = await call("acquire_pc", pool="approvals")
             assert not acquired.is_error, _text(acquired)
+            assert acquired.structured_content is not None
+            session_id = acquired.structured_content["session_id"]
 
             # Held for a sponsor: a clear pending answer naming the approval; asking again is
             # the same request, not a second one.
@@ -187,6 +230,21 @@ def test_sponsor_approves_and_denies_run_command(server: Server, sponsors: Spons
             # Answered once: a second answer is refused, naming the state.
             again = _approvals(server, sponsors.approver, "approve", second)
             assert again.returncode != 0 and "already denied" in again.stderr, again.stderr
+            answered_ids.update({first: "approved", second: "denied"})
+
+            # Waiting instead of asking again (REST `Prefer: wait=N`): answered while the call
+            # waits, it runs; unanswered, it says pending once the wait is over.
+            answered_ids[_approved_while_waiting(server, sponsors, session_id)] = "approved"
+            began = time.monotonic()
+            unanswered = server.agent.post(
+                f"/v1/sessions/{session_id}/actions/run_command",
+                json={"command": "echo unanswered"},
+                headers={"Prefer": "wait=1"},
+            )
+            assert time.monotonic() - began >= 1
+            assert unanswered.status_code == 403, unanswered.text
+            body = unanswered.json()["error"]
+            assert body["code"] == "approval_pending" and body["approval_id"] in body["message"]
 
             released = await call("release_pc")
             assert not released.is_error, _text(released)
@@ -199,8 +257,11 @@ def test_sponsor_approves_and_denies_run_command(server: Server, sponsors: Spons
     assert answered.status_code == 200, answered.text
     records = {a["id"]: a for a in answered.json()}
     finished = datetime.now(UTC)
-    for state in ("approved", "denied"):
-        (record,) = [a for a in records.values() if a["state"] == state]
+    assert {i: records[i]["state"] for i in answered_ids} == answered_ids
+    (pending,) = [a for a in records.values() if a["state"] == "pending"]
+    assert pending["detail"]["command"] == "echo unanswered" and pending["decided_by"] is None
+    for approval_id in answered_ids:
+        record = records[approval_id]
         assert record["agent_id"] == server.agent_id and record["action"] == "run_command"
         assert record["policies"] == ["e2e-approve-commands"]
         assert record["decided_by"] == sponsors.approver_id
@@ -211,7 +272,7 @@ def test_sponsor_approves_and_denies_run_command(server: Server, sponsors: Spons
         assert expires - decided == timedelta(minutes=15)
     shown = _approvals(server, sponsors.approver, "list", "--state", "all")
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.count(sponsors.approver_id) == 2
+    assert shown.stdout.count(sponsors.approver_id) == 3
     assert "approved" in shown.stdout and "denied" in shown.stdout
     # An admin sees them all; the bystander none.
     assert {a["id"] for a in server.http.get("/v1/approvals?state=all").json()} == set(records)
@@ -219,13 +280,21 @@ def test_sponsor_approves_and_denies_run_command(server: Server, sponsors: Spons
         assert bystander.get("/v1/approvals?state=all").json() == []
 
 
-def test_read_only_session_from_policy(server: Server, sponsors: Sponsors) -> None:
+def test_read_only_session(server: Server, sponsors: Sponsors) -> None:
+    """read_only asked by the agent in acquire_pc, no_file_transfer added by the pool's policy."""
     server.wait_ready("readonly", 1, timeout=120)
 
     async def flow() -> None:
         async with _agent(server) as call:
-            acquired = await call("acquire_pc", pool="readonly")
+            acquired = await call("acquire_pc", pool="readonly", controls={"read_only": True})
             assert not acquired.is_error, _text(acquired)
+            assert acquired.structured_content is not None
+            assert acquired.structured_content["controls"] == {
+                "read_only": True,
+                "no_clipboard": False,
+                "no_file_transfer": True,
+                "allowed_hosts": None,
+            }
             shot = await call("screenshot", max_width=320)
             assert not shot.is_error, _text(shot)
             assert [c for c in shot.content if isinstance(c, ImageContent)]
@@ -239,29 +308,51 @@ def test_read_only_session_from_policy(server: Server, sponsors: Sponsors) -> No
                 assert error["code"] == "permission_denied", _text(refused)
                 assert f"{tool} on PC::" in error["message"]
                 assert "system-session-read-only" in error["message"]
-                assert "read-only" in error["hint"], error
+                assert "this session is read-only" in error["hint"], error
+            refused = await call("read_file", path="/etc/hostname")
+            error = _error(refused)
+            assert "system-session-no-file-transfer" in error["message"]
+            assert "may not read or write files" in error["hint"], error
             released = await call("release_pc")
             assert not released.is_error, _text(released)
 
     anyio.run(flow)
 
 
-def test_allowed_hosts_from_policy(server: Server, sponsors: Sponsors) -> None:
+def test_allowed_hosts(server: Server, sponsors: Sponsors) -> None:
+    """The pool's policy allows two hosts, the agent asks for one of them and a third: the
+    session may open only the one both allow."""
     server.wait_ready("hosts", 1, timeout=120)
 
     async def flow() -> None:
         async with _agent(server) as call:
-            acquired = await call("acquire_pc", pool="hosts")
+            bad = await call("acquire_pc", pool="hosts", controls={"read_only": "yes"})
+            assert _error(bad)["code"] == "invalid_input", _text(bad)
+            assert "controls.read_only" in _text(bad)
+            bad = await call("acquire_pc", pool="hosts", controls={"no_printing": True})
+            assert _error(bad)["code"] == "invalid_input", _text(bad)
+            assert "no_printing" in _text(bad)
+
+            acquired = await call(
+                "acquire_pc",
+                pool="hosts",
+                controls={"allowed_hosts": ["Allowed.example", "third.example"]},
+            )
             assert not acquired.is_error, _text(acquired)
-            refused = await call("open_url", url="https://elsewhere.example/page")
-            error = _error(refused)
-            assert error["code"] == "permission_denied", _text(refused)
-            assert "system-session-allowed-hosts" in error["message"]
-            assert "allowed.example" in error["hint"], error
-            # The allowed host passes policy (the minimal image may have no browser to open it).
+            assert acquired.structured_content is not None
+            assert acquired.structured_content["controls"]["allowed_hosts"] == ["allowed.example"]
+            for url in ("https://other.example/page", "https://third.example/", "file:///etc"):
+                refused = await call("open_url", url=url)
+                error = _error(refused)
+                assert error["code"] == "permission_denied", _text(refused)
+                assert "system-session-allowed-hosts" in error["message"]
+                assert error["hint"] == "this session may open only these hosts: allowed.example"
+            # The allowed host passes policy and reaches the PC (the minimal image has no
+            # browser to open it, which the PC itself says).
             opened = await call("open_url", url="https://allowed.example/page")
             if opened.is_error:
-                assert _error(opened)["code"] != "permission_denied", _text(opened)
+                assert _error(opened)["code"] == "unsupported", _text(opened)
+                assert "no browser" in _text(opened)
             # Only open_url is restricted: the rest of the session is not read-only.
             ran = await call("run_command", command="echo free")
             assert not ran.is_error, _text(ran)

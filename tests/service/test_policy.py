@@ -333,6 +333,65 @@ def test_approval_flow(world: World) -> None:
         p.decide_approval("ap-nope", approve=True, principal=world.sam)
 
 
+def test_unanswered_and_denied_approvals_expire(world: World) -> None:
+    """A sponsor has `approval_wait` to answer; an answer stands for `approval_valid`. After
+    either, the approval is expired: it cannot be answered, and the next request asks anew."""
+    p = world.policy
+    p.add_policy("curl-needs-approval", CURL_NEEDS_APPROVAL, principal=world.admin)
+    pc = p.session(world.acquire("main", world.bot), pc=True)
+    curl = {"command": "curl https://example.com"}
+    with pytest.raises(ApprovalPendingError, match="waits for a sponsor") as first:
+        p.require(world.bot, "run_command", pc, args=curl)
+    assert "corral approvals approve " + first.value.approval_id in (first.value.hint or "")
+    assert "within 15 minutes" in (first.value.hint or "")
+    pending = ApprovalState.PENDING
+    world.clock.now += timedelta(minutes=14)
+    assert [a.id for a in p.list_approvals(principal=world.sam, state=pending)] == [
+        first.value.approval_id
+    ]
+    world.clock.now += timedelta(minutes=2)  # nobody answered in 15 minutes
+    assert p.list_approvals(principal=world.sam, state=pending) == []
+    (expired,) = p.list_approvals(principal=world.sam, state=ApprovalState.EXPIRED)
+    assert expired.id == first.value.approval_id and expired.decided_by is None
+    with pytest.raises(ConflictError, match="already expired"):
+        p.decide_approval(expired.id, approve=True, principal=world.sam)
+    with pytest.raises(ApprovalPendingError) as second:
+        p.require(world.bot, "run_command", pc, args=curl)
+    assert second.value.approval_id != first.value.approval_id
+    denied = p.decide_approval(second.value.approval_id, approve=False, principal=world.sam)
+    assert denied.decided_at == world.clock.now
+    assert denied.expires_at == world.clock.now + timedelta(minutes=15)
+    with pytest.raises(PermissionDeniedError, match="denied by a sponsor") as refused:
+        p.require(world.bot, "run_command", pc, args=curl)
+    assert not isinstance(refused.value, ApprovalPendingError)
+    assert "a sponsor refused this exact request" in (refused.value.hint or "")
+    world.clock.now += timedelta(minutes=16)  # the refusal expired: ask again
+    with pytest.raises(ApprovalPendingError) as third:
+        p.require(world.bot, "run_command", pc, args=curl)
+    assert third.value.approval_id not in (first.value.approval_id, second.value.approval_id)
+
+
+def test_session_control_refusals_say_which_control(world: World) -> None:
+    p = world.policy
+    session = world.acquire("main", world.bot)
+    p.fix_controls(
+        session.id, Controls(read_only=True, no_file_transfer=True, allowed_hosts=("a.test",))
+    )
+    pc = p.session(session, pc=True)
+    with pytest.raises(PermissionDeniedError) as typed:
+        p.require(world.bot, "type_text", pc, args={"text": "x"})
+    assert "system-session-read-only" in typed.value.message
+    assert "this session is read-only" in (typed.value.hint or "")
+    with pytest.raises(PermissionDeniedError) as read:
+        p.require(world.bot, "read_file", pc, args={"path": "/etc/hostname"})
+    assert "may not read or write files" in (read.value.hint or "")
+    other = world.acquire("gpu", world.other)
+    p.fix_controls(other.id, Controls(allowed_hosts=("a.test", "b.test")))
+    with pytest.raises(PermissionDeniedError) as opened:
+        p.require(world.other, "open_url", p.session(other, pc=True), args={"url": "http://c/"})
+    assert opened.value.hint == "this session may open only these hosts: a.test, b.test"
+
+
 @pytest.mark.anyio
 async def test_wait_for_approval_returns_when_answered(world: World) -> None:
     import asyncio
