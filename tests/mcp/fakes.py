@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 from PIL import Image
 
+from corral.access import Controls
 from corral.errors import (
     ActionError,
     ConflictError,
@@ -47,8 +48,19 @@ class FakeSession:
     state: str = "active"
 
 
+class FakePolicy:
+    """The one PolicyService read the gateway makes: a session's controls (those it asked for)."""
+
+    def __init__(self) -> None:
+        self.fixed: dict[str, Controls] = {}
+
+    def controls(self, session_id: str) -> Controls:
+        return self.fixed.get(session_id, Controls())
+
+
 class FakeControl:
     def __init__(self) -> None:
+        self.policy = FakePolicy()
         self.pools = {"default": FakePool("default"), "busy": FakePool("busy")}
         self.sessions: dict[str, FakeSession] = {}
         self.keys: dict[str, str] = {}
@@ -86,6 +98,7 @@ class FakeControl:
             f"ses-{n:04d}", pool, f"pc-{n:04d}", datetime.now(UTC) + timedelta(hours=8)
         )
         self.sessions[session.id] = session
+        self.policy.fixed[session.id] = Controls.from_json((request or {}).get("controls"))
         if idempotency_key is not None:
             self.keys[idempotency_key] = session.id
         return session
