@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -122,7 +123,7 @@ async def _agent(server: Server) -> AsyncIterator[Call]:
         yield call
 
 
-def _approvals(server: Server, credential: Path, *args: str) -> Any:
+def _approvals(server: Server, credential: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`corral approvals --credential FILE ARGS...` (the CLI a sponsor uses)."""
     return server.corral("approvals", "--credential", str(credential), *args)
 
