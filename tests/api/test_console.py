@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from corral.api.app import create_app
 from corral.domain.federation import OidcProvider
 from corral.domain.models import PCState, PoolSpec
+from corral.domain.policy import Approval, ApprovalState
 from corral.identity import DPoPKey, SigningKeyring, issue_access_token
 from corral.identity.directory import Directory
 from corral.service.auth import AuthService, RateLimit
@@ -219,6 +220,48 @@ def test_a_user_sees_only_what_it_may(env: Env) -> None:
     page = sam.get("/console")
     assert page.status_code == 200 and env.session_id not in page.text
     assert sam.get(f"/sessions/{env.session_id}/viewer").status_code == 404
+
+
+def test_a_sponsor_answers_approvals_in_the_console(env: Env) -> None:
+    """The console lists the pending requests of the sponsor's agents and answers them through
+    the same decide_approval as `corral approvals` (same policy, same record of who answered)."""
+    now = datetime.now(UTC)
+    held = env.store.create_approval(
+        Approval(
+            id="ap-console",
+            agent_id=env.agent_id,
+            action="run_command",
+            resource='PC::"pc-1"',
+            digest="d-console",
+            detail={"command": "curl https://example.org"},
+            state=ApprovalState.PENDING,
+            requested_at=now,
+            expires_at=now + timedelta(minutes=15),
+        )
+    )
+    tina = env.browser()
+    answer = tina.post(
+        "/console/login", data={"username": "tina", "password": PASSWORD, "code": ""}
+    )
+    assert answer.status_code == 303
+    page = tina.get("/console")
+    assert (
+        page.status_code == 200 and held.id in page.text and "curl https://example.org" in page.text
+    )
+    # a form posted from another site is refused (CSRF), and nothing is decided
+    forged = tina.post(
+        f"/console/approvals/{held.id}/approve", headers={"Origin": "https://evil.example"}
+    )
+    assert forged.status_code == 403
+    assert env.store.get_approval(held.id).state is ApprovalState.PENDING
+    bad = tina.post(f"/console/approvals/{held.id}/maybe", headers={"Origin": BASE})
+    assert bad.status_code == 400
+    done = tina.post(f"/console/approvals/{held.id}/approve", headers={"Origin": BASE})
+    assert done.status_code == 303 and done.headers["location"] == "/console"
+    decided = env.store.get_approval(held.id)
+    assert decided.state is ApprovalState.APPROVED
+    assert decided.decided_by == env.directory.get_user("tina").id
+    assert held.id not in tina.get("/console").text  # answered: no longer waiting
 
 
 # -- OIDC ----------------------------------------------------------------------------------

@@ -398,6 +398,7 @@ class Call:
     params: dict[str, str] | None = None
     listed: str | None = None
     browser: bool = False  # with the console cookie (as a browser), not a DPoP token
+    headers: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -471,9 +472,17 @@ case("GET", "/sessions/{session_id}/viewer", "read_session")(
 # the console (with its cookie, as a browser)
 
 
-@case("GET", "/console", "read_session")
+@case("GET", "/console", "read_session", "approve")
 def _console(w: World) -> Call:
+    w.approval()  # the page lists the pending approvals the user may answer, too
     return Call("/console", listed=w.session(), browser=True)
+
+
+@case("POST", "/console/approvals/{approval_id}/{answer}", "approve", ok=303)
+def _console_approve(w: World) -> Call:
+    # a browser's form post: the session cookie, same origin
+    path = f"/console/approvals/{w.approval()}/approve"
+    return Call(path, browser=True, headers={"Origin": w.base})
 
 
 # pool assignments and approvals (corral.api.policy_routes -> PolicyService)
@@ -611,7 +620,7 @@ def served_routes(app: FastAPI) -> set[tuple[str, str]]:
 
 def _send(w: World, method: str, c: Call) -> httpx2.Response:
     client = w.browser if c.browser else w.rest
-    return client.request(method, c.path, json=c.json, params=c.params)
+    return client.request(method, c.path, json=c.json, params=c.params, headers=c.headers)
 
 
 def test_every_route_is_covered(world: World) -> None:

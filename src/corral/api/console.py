@@ -16,7 +16,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from corral.api.authn import principal_of
 from corral.api.console_auth import LOGIN_STATE_COOKIE, SESSION_COOKIE, same_origin
-from corral.errors import PermissionDeniedError
+from corral.domain.policy import Approval, ApprovalState
+from corral.errors import InvalidInputError, PermissionDeniedError
 from corral.identity.errors import AuthError
 from corral.service.auth import RateLimitedError
 from corral.service.console import ConsoleLoginError, ConsoleService
@@ -69,6 +70,29 @@ def _login_form(providers: list[str], error: str | None = None, status: int = 20
         "<button>Sign in</button></form>" + (f"<ul>{links}</ul>" if links else "")
     )
     return _page("Corral console: sign in", body, status)
+
+
+def _approvals_table(approvals: list[Approval]) -> str:
+    """The pending requests the signed-in user may answer, each with approve / deny buttons."""
+    if not approvals:
+        return "<h2>Approvals</h2><p>No requests are waiting for you.</p>"
+    rows = "".join(
+        "<tr><td>{agent}</td><td>{action}</td><td>{detail}</td><td>{until}</td><td>"
+        '<form method="post" action="/console/approvals/{aid}/approve"><button>Approve</button>'
+        '</form><form method="post" action="/console/approvals/{aid}/deny"><button>Deny</button>'
+        "</form></td></tr>".format(
+            aid=html.escape(a.id),
+            agent=html.escape(a.agent_id),
+            action=html.escape(f"{a.action} on {a.resource}"),
+            detail=html.escape(", ".join(f"{k}={v}" for k, v in sorted(a.detail.items()))),
+            until=html.escape(a.expires_at.isoformat(timespec="seconds")),
+        )
+        for a in approvals
+    )
+    return (
+        "<h2>Approvals</h2><table><tr><th>Agent</th><th>Request</th><th>Arguments</th>"
+        f"<th>Answer by</th><th></th></tr>{rows}</table>"
+    )
 
 
 def _set_session(answer: Response, token: str, max_age: int, secure: bool) -> None:
@@ -195,11 +219,32 @@ def console_router(console: ConsoleService, control: ControlPlane) -> APIRouter:
             if rows
             else "<p>No active sessions you can see.</p>"
         )
+        approvals = await asyncio.to_thread(
+            lambda: control.policy.list_approvals(principal=who, state=ApprovalState.PENDING)
+        )
         body = (
-            f"<p>Signed in as {html.escape(who.id)}.</p>{table}"
+            f"<p>Signed in as {html.escape(who.id)}.</p>{table}{_approvals_table(approvals)}"
             '<form method="post" action="/console/logout"><button>Sign out</button></form>'
         )
         return _page("Corral console", body)
+
+    @router.post("/console/approvals/{approval_id}/{answer}")
+    async def decide(approval_id: str, answer: str, request: Request) -> Response:
+        """A sponsor's answer from the console (a same-origin POST with the session cookie):
+        the same `decide_approval` as `corral approvals` and REST, so the same policy decides."""
+        who = principal_of(request)
+        if who is None:
+            raise PermissionDeniedError("no authenticated principal for this request")
+        if answer not in ("approve", "deny"):
+            raise InvalidInputError(
+                f"unknown answer {answer!r}", hint="post to .../approve or .../deny"
+            )
+        await asyncio.to_thread(
+            lambda: control.policy.decide_approval(
+                approval_id, approve=answer == "approve", principal=who
+            )
+        )
+        return RedirectResponse("/console", status_code=303, headers=_HEADERS)
 
     @router.post("/console/logout")
     async def logout(request: Request) -> Response:
