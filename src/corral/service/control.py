@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ SessionInfo = Session
 DEFAULT_WAIT_S = 10.0
 MAX_WAIT_S = 120.0
 MAX_APPROVAL_WAIT_S = 300.0  # the longest a tool call waits for a sponsor
+IMAGE_DIGEST_TTL_S = 5.0  # how stale the "image current" compliance fact may be
 HEALTH_EVERY_S = 5.0
 TICK_S = 0.25
 ACTION_THREADS = 512  # actions in flight at once, across all sessions
@@ -147,6 +149,8 @@ class ControlPlane:
         self._busy: set[str] = set()  # PCs a reset or health check is working on
         self._waiting: dict[str, int] = {}  # pool -> acquires waiting for a PC
         self._failures: dict[str, int] = {}  # PC -> health checks failed in a row
+        self._pc_images: dict[str, tuple[str, str]] = {}  # PC -> (image, digest it booted)
+        self._image_digests: dict[str, tuple[str, float]] = {}  # image -> (digest, read at)
         self._stopping = False
         # Own thread pools: a 10-minute run_command must never starve acquires, releases or
         # the pool manager of threads (asyncio's default pool has only a handful).
@@ -186,9 +190,31 @@ class ControlPlane:
         )
 
     def _compliance(self, pc_id: str) -> Compliance:
-        """What is known about a PC's state: health checks passing; no sensor yet (issue 7);
-        PCs are reset to their pool's image after every session."""
-        return Compliance(healthy=self._failures.get(pc_id, 0) == 0, sensor_running=False)
+        """What is known about a PC's state: health checks passing; booted from the image's
+        current build (`image_current`: an image rebuilt since shows as not current until the
+        PC is replaced); no sensor yet (issue 7)."""
+        return Compliance(
+            healthy=self._failures.get(pc_id, 0) == 0,
+            sensor_running=False,
+            image_current=self._image_current(pc_id),
+        )
+
+    def _image_current(self, pc_id: str) -> bool:
+        """The PC's image digest (fixed for its life, cached) against the image's current one
+        (re-read at most every few seconds). Unknown either way: not current (fail closed)."""
+        now = time.monotonic()
+        try:
+            booted = self._pc_images.get(pc_id)
+            if booted is None:
+                info = self.runtime.info(pc_id)
+                booted = self._pc_images[pc_id] = (info.image, info.image_digest)
+            image, digest = booted
+            known = self._image_digests.get(image)
+            if known is None or now - known[1] > IMAGE_DIGEST_TTL_S:
+                known = self._image_digests[image] = (self.runtime.images.get(image).digest, now)
+        except Exception:  # no record, no image, a fake runtime: not known to be current
+            return False
+        return digest == known[0]
 
     # -- startup -----------------------------------------------------------------------------
     async def start(self, default_pools: list[PoolSpec] | None = None) -> None:
@@ -653,6 +679,7 @@ class ControlPlane:
     async def _destroy(self, pc: PC) -> None:
         """Destroy the PC, then forget it; on failure keep its row (DESTROYING, with the
         reason) so the manager tries again instead of leaking a running PC."""
+        self._pc_images.pop(pc.id, None)
         try:
             await self._runtime(self.runtime.destroy, pc.id)
         except NotFoundError:
