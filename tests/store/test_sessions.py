@@ -195,3 +195,39 @@ def test_reused_session_id_is_a_conflict(store: Store, ready_pool: list[str]) ->
     with pytest.raises(ConflictError, match="could not record session 's1'"):
         _acquire(store, "s1")
     assert store.pc_counts("p")[PCState.IN_USE] == 1
+
+
+def test_a_new_sessions_controls_are_recorded_with_it(store: Store) -> None:
+    """Controls go in with the session (one transaction); a replay keeps the first ones."""
+    from datetime import UTC, datetime, timedelta
+
+    from corral.domain.models import PCState, PoolSpec
+
+    store.create_pool(PoolSpec(name="ctl", image="minimal", warm=0))
+    store.add_pc("ctl", "pc-ctl", PCState.READY)
+    now = datetime.now(UTC)
+    first = {"read_only": True, "allowed_hosts": ["example.org"]}
+    got = store.acquire(
+        "ctl",
+        session_id="s-ctl",
+        expires_at=now + timedelta(hours=1),
+        idempotency_key="k",
+        request_hash="h",
+        now=now,
+        owner="a-1",
+        controls=first,
+    )
+    assert got is not None and got[1] is True
+    assert store.session_controls("s-ctl") == first
+    replay = store.acquire(
+        "ctl",
+        session_id="s-other",
+        expires_at=now + timedelta(hours=1),
+        idempotency_key="k",
+        request_hash="h",
+        now=now,
+        owner="a-1",
+        controls={"read_only": False},
+    )
+    assert replay is not None and replay[0].id == "s-ctl" and replay[1] is False
+    assert store.session_controls("s-ctl") == first

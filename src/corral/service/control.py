@@ -334,10 +334,12 @@ class ControlPlane:
         self._waiting[pool] = self._waiting.get(pool, 0) + 1
         try:
             session = await self._acquire_loop(
-                pool, spec, idempotency_key, request_hash, wait, deadline, owner
+                pool, spec, idempotency_key, request_hash, wait, deadline, owner, controls
             )
         finally:
             self._waiting[pool] -= 1
+        # Recorded with the session already (one transaction); this reads back the controls in
+        # force (a replayed acquire keeps its first) into the policy service's cache.
         await asyncio.to_thread(self.policy.fix_controls, session.id, controls)
         return session
 
@@ -350,6 +352,7 @@ class ControlPlane:
         wait: float,
         deadline: float,
         owner: str,
+        controls: Controls,
     ) -> SessionInfo:
         loop = asyncio.get_running_loop()
         while True:
@@ -364,6 +367,7 @@ class ControlPlane:
                 request_hash=request_hash,
                 now=now,
                 owner=owner,
+                controls=controls.to_json() if controls.any else None,
             )
             if got is not None:
                 session, created = got

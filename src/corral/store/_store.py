@@ -124,25 +124,32 @@ class Store:
         request_hash: str,
         now: datetime,
         owner: str | None = None,
+        controls: dict[str, object] | None = None,
     ) -> tuple[Session, bool] | None:
         """Bind a READY PC to a new session, replay an idempotent retry, or None if no PC is
-        READY. A unique-constraint race (same key, or a PC claimed twice) is retried: the retry
-        sees the winner's commit and answers with its session."""
+        READY. A new session's `controls` are recorded in the same transaction, so it never
+        exists without them. A unique-constraint race (same key, or a PC claimed twice) is
+        retried: the retry sees the winner's commit and answers with its session."""
+
+        def acquire(c: Connection) -> tuple[Session, bool] | None:
+            got = _sessions.acquire(
+                c,
+                pool,
+                session_id=session_id,
+                expires_at=expires_at,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                now=now,
+                owner=owner,
+            )
+            if got is not None and got[1] and controls is not None:
+                _policies.set_session_controls(c, got[0].id, controls, now)
+            return got
+
         attempt = 1
         while True:
             try:
-                return self._write(
-                    lambda c: _sessions.acquire(
-                        c,
-                        pool,
-                        session_id=session_id,
-                        expires_at=expires_at,
-                        idempotency_key=idempotency_key,
-                        request_hash=request_hash,
-                        now=now,
-                        owner=owner,
-                    )
-                )
+                return self._write(acquire)
             except IntegrityError as e:
                 if attempt == _ACQUIRE_ATTEMPTS:
                     raise ConflictError(
