@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from corral.access import Compliance, Controls
+from corral.access import Compliance, Controls, Decision
 from corral.domain.access import SYSTEM, Caller
 from corral.domain.models import (
     PC,
@@ -318,10 +318,12 @@ class ControlPlane:
         allowed it plus any the request asks for (`request["controls"]`)."""
         owner = _caller(principal).id
         requested = Controls.from_json((request or {}).get("controls"))
-        spec = await asyncio.to_thread(self.store.get_pool, pool)
-        allowed = await asyncio.to_thread(
-            lambda: self._require(principal, "acquire", self.policy.pool(pool))
-        )
+
+        def read_and_decide() -> tuple[Pool, Decision]:
+            spec = self.store.get_pool(pool)  # unknown pool: 404 (a typo reads as one)
+            return spec, self._require(principal, "acquire", self.policy.pool(pool, spec))
+
+        spec, allowed = await asyncio.to_thread(read_and_decide)
         controls = self.policy.acquire_controls(allowed, requested)
         if spec.deleting:
             raise ConflictError(f"pool {pool!r} is being deleted", hint="use another pool")
@@ -340,7 +342,7 @@ class ControlPlane:
             self._waiting[pool] -= 1
         # Recorded with the session already (one transaction); this reads back the controls in
         # force (a replayed acquire keeps its first) into the policy service's cache.
-        await asyncio.to_thread(self.policy.fix_controls, session.id, controls)
+        await asyncio.to_thread(self.policy.controls, session.id)
         return session
 
     async def _acquire_loop(

@@ -59,7 +59,7 @@ from corral.access import (
 from corral.access.schema import SESSION_ACTIONS
 from corral.domain.access import Caller, CallerKind
 from corral.domain.identity import Risk
-from corral.domain.models import Session
+from corral.domain.models import Pool, Session
 from corral.domain.policy import (
     Approval,
     ApprovalState,
@@ -260,10 +260,11 @@ class PolicyService:
         return found
 
     # -- targets -------------------------------------------------------------------------------
-    def pool(self, name: str) -> Target:
-        """An existing pool with its assignments (read now); a bare entity if there is none."""
+    def pool(self, name: str, pool: Pool | None = None) -> Target:
+        """An existing pool with its assignments (read now; `pool` if the caller just read
+        it); a bare entity if there is none."""
         try:
-            pool = self.store.get_pool(name)
+            pool = pool if pool is not None and pool.name == name else self.store.get_pool(name)
         except NotFoundError:
             return Target(EntityRef("Pool", name))
         found = self.store.pool_assignments(name)
