@@ -7,30 +7,19 @@ changing policies are policy-governed actions, `read_policies` and `manage_polic
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.access import EntityRef
-from corral.api.authn import principal_of
-from corral.domain.access import Caller
+from corral.api.deps import Principal
 from corral.domain.policy import ApprovalState
-from corral.errors import InvalidInputError, PermissionDeniedError
+from corral.errors import InvalidInputError
 from corral.service.policy import PolicyService
 
 __all__ = ["include_policies"]
-
-
-def _principal(request: Request) -> Caller:
-    caller = principal_of(request)
-    if caller is None:
-        raise PermissionDeniedError("no authenticated principal for this request")
-    return caller
-
-
-Principal = Annotated[Caller, Depends(_principal)]
 
 
 class PolicyBody(BaseModel):

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import functools
+import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
-from corral.errors import CorralError
+from corral.errors import CorralError, InvalidInputError
+from corral.store import Store
 
-__all__ = ["err_console", "handle_errors", "human_age", "human_size", "out_console"]
+__all__ = [
+    "err_console",
+    "handle_errors",
+    "human_age",
+    "human_size",
+    "local_store",
+    "out_console",
+    "read_secret_file",
+]
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -54,3 +66,29 @@ def human_age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit} ago"
     return f"{seconds}s ago"
+
+
+@contextmanager
+def local_store() -> Iterator[Store]:
+    """The server's database, opened directly (commands run by root on the server host),
+    migrated first so a command works before the first `corral up`."""
+    store = Store()
+    try:
+        store.migrate()
+        yield store
+    finally:
+        store.close()
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """One line from a file only its owner can read (it holds a credential: `what`)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InvalidInputError(f"{path} is readable by others", hint=f"chmod 600 {path}")
+    if not text or "\n" in text:
+        raise InvalidInputError(f"{path} must hold the {what} on one line")
+    return text

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -19,10 +16,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from corral.cli._common import err_console, handle_errors, out_console
+from corral.cli._common import (
+    err_console,
+    handle_errors,
+    local_store,
+    out_console,
+    read_secret_file,
+)
 from corral.config import paths
 from corral.domain.events import SsfReceiver, event_short_name
-from corral.errors import InvalidInputError
 from corral.identity.keys import SigningKeyring
 from corral.service.events import EventEmitter
 from corral.store import Store
@@ -53,28 +55,6 @@ def _server_keyring() -> SigningKeyring | None:
 def cli_events(store: Store) -> EventEmitter:
     """The event sink of CLI commands: SETs queued in the store for the server to push."""
     return EventEmitter(store, issuer=_issuer(), keyring=_server_keyring)
-
-
-@contextmanager
-def _store() -> Iterator[Store]:
-    store = Store()
-    try:
-        store.migrate()
-        yield store
-    finally:
-        store.close()
-
-
-def _read_secret_file(path: Path) -> str:
-    """One line from a file only its owner can read (it holds a credential)."""
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InvalidInputError(f"{path} is readable by others", hint=f"chmod 600 {path}")
-    return text.strip()
 
 
 def _receiver_table(receivers: list[SsfReceiver]) -> Table:
@@ -112,8 +92,10 @@ def receivers_add(
     ] = None,
 ) -> None:
     """Push Corral's CAEP events to a receiver (RFC 8935)."""
-    auth_header = _read_secret_file(auth_header_file) if auth_header_file else None
-    with _store() as store:
+    auth_header = (
+        read_secret_file(auth_header_file, "authorization header") if auth_header_file else None
+    )
+    with local_store() as store:
         receiver = store.create_ssf_receiver(
             name, endpoint=endpoint, audience=audience, events=events or [], auth_header=auth_header
         )
@@ -124,7 +106,7 @@ def receivers_add(
 @handle_errors
 def receivers_list() -> None:
     """List the receivers and the event types each gets."""
-    with _store() as store:
+    with local_store() as store:
         out_console.print(_receiver_table(store.list_ssf_receivers()))
 
 
@@ -132,7 +114,7 @@ def receivers_list() -> None:
 @handle_errors
 def receivers_remove(name: str) -> None:
     """Remove a receiver; its undelivered events are dropped."""
-    with _store() as store:
+    with local_store() as store:
         store.delete_ssf_receiver(name)
     err_console.print(f"receiver {name} removed")
 
@@ -148,7 +130,7 @@ def outbox(
     limit: Annotated[int, typer.Option(help="at most this many, newest first", min=1)] = 50,
 ) -> None:
     """Show the deliveries of Corral's events: delivered, pending (with the next try) or failed."""
-    with _store() as store:
+    with local_store() as store:
         names = {r.id: r.name for r in store.list_ssf_receivers()}
         entries = store.list_ssf_outbox(pending_only=pending, limit=limit)
     table = Table("ID", "RECEIVER", "JTI", "STATUS", "ATTEMPTS", "CREATED", "NEXT TRY", "ERROR")

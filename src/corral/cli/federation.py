@@ -8,19 +8,22 @@ never printed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from corral.cli._common import err_console, handle_errors, out_console
+from corral.cli._common import (
+    err_console,
+    handle_errors,
+    local_store,
+    out_console,
+    read_secret_file,
+)
 from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
 from corral.errors import InvalidInputError
 from corral.identity.federation import check_public_jwks
-from corral.store import Store
 
 __all__ = ["app"]
 
@@ -29,37 +32,12 @@ app = typer.Typer(
 )
 
 
-@contextmanager
-def _store() -> Iterator[Store]:
-    store = Store()
-    try:
-        store.migrate()
-        yield store
-    finally:
-        store.close()
-
-
 def _read_jwks(path: Path) -> dict[str, object]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read the JWK Set {path}: {exc}") from None
     return check_public_jwks(doc)
-
-
-def _read_secret(path: Path) -> str:
-    """The client secret file: owner-only, one line."""
-    try:
-        if path.stat().st_mode & 0o077:
-            raise InvalidInputError(
-                f"{path} is readable by others", hint=f"restrict it: chmod 600 {path}"
-            )
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read the client secret file {path}: {exc}") from None
-    if not secret or "\n" in secret:
-        raise InvalidInputError(f"{path} must hold the client secret on one line")
-    return secret
 
 
 def _uses(p: OidcProvider) -> str:
@@ -124,12 +102,14 @@ def add(
         jwks_uri=jwks_uri,
         jwks=_read_jwks(jwks) if jwks is not None else None,
         client_id=client_id,
-        client_secret=_read_secret(client_secret_file) if client_secret_file else None,
+        client_secret=read_secret_file(client_secret_file, "client secret")
+        if client_secret_file
+        else None,
         allow_console=console,
         allow_assertions=assertions,
         allow_events=events,
     )
-    with _store() as store:
+    with local_store() as store:
         created = store.create_oidc_provider(provider)
     out_console.print(_providers_table([created]))
 
@@ -138,7 +118,7 @@ def add(
 @handle_errors
 def list_providers() -> None:
     """List the trusted providers."""
-    with _store() as store:
+    with local_store() as store:
         out_console.print(_providers_table(store.list_oidc_providers()))
 
 
@@ -146,7 +126,7 @@ def list_providers() -> None:
 @handle_errors
 def show(name: str) -> None:
     """Show one provider (never its client secret) and its linked subjects."""
-    with _store() as store:
+    with local_store() as store:
         p = store.get_oidc_provider(name)
         subjects = store.list_subjects(name)
     rows = [
@@ -171,7 +151,7 @@ def show(name: str) -> None:
 @handle_errors
 def remove(name: str) -> None:
     """Stop trusting a provider; its subject links go with it."""
-    with _store() as store:
+    with local_store() as store:
         store.delete_oidc_provider(name)
     err_console.print(f"provider {name} removed")
 
@@ -188,7 +168,7 @@ def link(
     if (agent is None) == (user is None):
         raise InvalidInputError("give exactly one of --agent or --user")
     kind: PrincipalKind = "agent" if agent is not None else "user"
-    with _store() as store:
+    with local_store() as store:
         found = store.link_subject(name, subject, kind, agent or user or "")
     out_console.print(_subjects_table([found]))
 
@@ -198,7 +178,7 @@ def link(
 def unlink(name: str, subject: str) -> None:
     """Remove a subject's link: its tokens and logins are refused from now on (sessions it
     already opened last until they expire, unless revoked)."""
-    with _store() as store:
+    with local_store() as store:
         store.unlink_subject(name, subject)
     err_console.print(f"subject {subject} at {name} unlinked")
 
@@ -207,7 +187,7 @@ def unlink(name: str, subject: str) -> None:
 @handle_errors
 def subjects(name: Annotated[str | None, typer.Argument(help="only this provider")] = None) -> None:
     """List linked subjects."""
-    with _store() as store:
+    with local_store() as store:
         if name is not None:
             store.get_oidc_provider(name)  # an unknown provider is an error, not an empty list
         out_console.print(_subjects_table(store.list_subjects(name)))

@@ -17,12 +17,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from corral.cli._common import err_console, handle_errors, out_console
+from corral.cli._common import (
+    err_console,
+    handle_errors,
+    local_store,
+    out_console,
+)
 from corral.cli.events import cli_events
 from corral.domain.identity import Agent, AgentKey, User
 from corral.errors import ConflictError, InvalidInputError
 from corral.identity.directory import Directory, write_credential
-from corral.store import Store
 
 __all__ = ["agent_app", "user_app"]
 
@@ -40,12 +44,8 @@ def _token_endpoint() -> str:
 
 @contextmanager
 def _directory() -> Iterator[Directory]:
-    store = Store()
-    try:
-        store.migrate()
+    with local_store() as store:
         yield Directory(store, events=cli_events(store))  # CAEP events queued for the server
-    finally:
-        store.close()
 
 
 def _user_table(users: list[User]) -> Table:

@@ -1,11 +1,11 @@
-"""The one read on every request, without the ORM-level transaction machinery.
+"""The reads on every request, without the ORM-level transaction machinery.
 
-`principal_status` runs for every authenticated request. Through a SQLAlchemy transaction it
-costs ~150 us, almost all of it connection, BEGIN/COMMIT and result plumbing around a ~5 us
-query; a single SELECT on a pooled DBAPI connection is atomic by itself on SQLite and
-PostgreSQL, so this path runs the same compiled statements directly (~15 us). The statements
-are built from the same table metadata, so a schema change cannot leave them behind unnoticed
-(tests/store covers both databases).
+`principal_status` (authentication) and `access_versions` (policy decisions) run for every
+request. Through a SQLAlchemy transaction each costs ~150 us, almost all of it connection,
+BEGIN/COMMIT and result plumbing around a ~5 us query; a single SELECT on a pooled DBAPI
+connection is atomic by itself on SQLite and PostgreSQL, so this path runs the statements
+directly (~15 us). They are built from the same table metadata (or, for the two version
+counters, plain SQL both databases read alike), and tests/store covers both databases.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sqlalchemy import Engine, bindparam, select
 from corral.domain.access import CallerKind, PrincipalStatus
 from corral.domain.identity import Risk
 from corral.store._directory import _roles
+from corral.store._policies import VERSIONS_SQL
 from corral.store._tables import agents, users
 
 __all__ = ["HotReads"]
@@ -61,6 +62,7 @@ class HotReads:
         self._engine = engine
         self._agent = self._compile(_AGENT)
         self._user = self._compile(_USER)
+        self._versions = _Statement(VERSIONS_SQL, ())  # no parameters
 
     def _compile(self, query: Any) -> _Statement:
         compiled = query.compile(dialect=self._engine.dialect)
@@ -79,6 +81,11 @@ class HotReads:
         finally:
             conn.close()  # back to the pool, which rolls back whatever the driver began
         return tuple(row) if row is not None else None
+
+    def access_versions(self) -> tuple[int, int]:
+        """(directory version, policy-set version) in one SELECT of two single-row tables."""
+        row = self._first(self._versions, "")
+        return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
 
     def principal_status(self, subject: str) -> PrincipalStatus | None:
         """The agent or user with id `subject` (never by name), or None if there is none."""

@@ -476,17 +476,7 @@ class Store:
         transaction (one SELECT of two single-row tables is consistent on its own): about
         10 us instead of 150 us on SQLite.
         """
-        conn = self._engine.raw_connection()
-        try:
-            cursor = conn.cursor()
-            try:
-                cursor.execute(_policies.VERSIONS_SQL)
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-        finally:
-            conn.close()
-        return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+        return self._hot.access_versions()
 
     def policy_version(self) -> int:
         return self._read(_policies.version)
