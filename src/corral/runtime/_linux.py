@@ -26,6 +26,7 @@ __all__ = [
     "is_mountpoint",
     "mount",
     "mounts_under",
+    "overlay_from_fds",
     "umount",
 ]
 
@@ -48,9 +49,16 @@ _MOUNT_ATTR_NOSUID = 0x2
 _MOUNT_ATTR_NODEV = 0x4
 _MOUNT_ATTR_IDMAP = 0x00100000
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_FSOPEN_CLOEXEC = 0x1
+_FSMOUNT_CLOEXEC = 0x1
+_FSCONFIG_SET_FD = 5
+_FSCONFIG_CMD_CREATE = 6
 # x86_64 and aarch64 share these numbers (the "new mount API" block is generic).
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
+_SYS_FSOPEN = 430
+_SYS_FSCONFIG = 431
+_SYS_FSMOUNT = 432
 _SYS_MOUNT_SETATTR = 442
 
 
@@ -130,7 +138,8 @@ def _userns_fd(host_base: int, count: int) -> int:
 
 
 def idmapped_bind(source: Path, target: Path, host_base: int, count: int) -> None:
-    """Bind `source` read-only on `target`, shifting ids 0..count-1 to host_base.."""
+    """Bind `source` read-only, nosuid and nodev on `target`, shifting ids 0..count-1 to
+    host_base.."""
     ns_fd = _userns_fd(host_base, count)
     tree_fd = -1
     try:
@@ -143,7 +152,12 @@ def idmapped_bind(source: Path, target: Path, host_base: int, count: int) -> Non
             ),
             f"open_tree {source}",
         )
-        attr = _MountAttr(_MOUNT_ATTR_IDMAP | _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NODEV, 0, 0, ns_fd)
+        attr = _MountAttr(
+            _MOUNT_ATTR_IDMAP | _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV,
+            0,
+            0,
+            ns_fd,
+        )
         _check(
             _libc.syscall(
                 _SYS_MOUNT_SETATTR,
@@ -170,6 +184,77 @@ def idmapped_bind(source: Path, target: Path, host_base: int, count: int) -> Non
         if tree_fd >= 0:
             os.close(tree_fd)
         os.close(ns_fd)
+
+
+def _clone_tree(path: Path) -> int:
+    """A detached copy of the mount at `path` (same flags and id map), as a descriptor: its
+    path, seen through the descriptor, is `/`, whatever `path` was on the host."""
+    return _check(
+        _libc.syscall(
+            _SYS_OPEN_TREE, _AT_FDCWD, str(path).encode(), _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC
+        ),
+        f"open_tree {path}",
+    )
+
+
+def _fsconfig(fs_fd: int, cmd: int, key: str | None, value: str | None, aux: int) -> None:
+    _check(
+        _libc.syscall(
+            _SYS_FSCONFIG,
+            fs_fd,
+            cmd,
+            key.encode() if key else None,
+            value.encode() if value else None,
+            aux,
+        ),
+        f"overlay option {key or 'create'}",
+    )
+
+
+def overlay_from_fds(lower: Path, upper_fs: Path, target: Path) -> None:
+    """Mount an overlay of `lower` (read-only) and `upper_fs`'s `upper`/`work` folders on
+    `target`, nosuid and nodev, without any host path in its options.
+
+    A classic overlay mount shows `lowerdir=/run/corral/pcs/<id>/lower,...` in the mount
+    table, and the PC reads that table; here each layer is handed over as a descriptor of a
+    detached clone of its mount, so the options read `lowerdir+=/,upperdir=/upper,...`
+    (Linux >= 6.13: layers given as descriptors).
+    1. Clone the lower and the upper mounts (detached: nobody can reach them by a path).
+    2. Open `upper` and `work` through the upper clone (both on one mount, as overlay wants).
+    3. Configure a new overlay from the three descriptors and create it.
+    4. Mount it nosuid,nodev and move it onto `target`.
+    """
+    fds: list[int] = []
+    try:
+        lower_fd = _clone_tree(lower)
+        fds.append(lower_fd)
+        upper_tree = _clone_tree(upper_fs)
+        fds.append(upper_tree)
+        upper_fd = os.open("upper", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=upper_tree)
+        fds.append(upper_fd)
+        work_fd = os.open("work", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=upper_tree)
+        fds.append(work_fd)
+        fs_fd = _check(_libc.syscall(_SYS_FSOPEN, b"overlay", _FSOPEN_CLOEXEC), "fsopen overlay")
+        fds.append(fs_fd)
+        for key, fd in (("lowerdir+", lower_fd), ("upperdir", upper_fd), ("workdir", work_fd)):
+            _fsconfig(fs_fd, _FSCONFIG_SET_FD, key, None, fd)
+        _fsconfig(fs_fd, _FSCONFIG_CMD_CREATE, None, None, 0)
+        mnt_fd = _check(
+            _libc.syscall(
+                _SYS_FSMOUNT, fs_fd, _FSMOUNT_CLOEXEC, _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
+            ),
+            "fsmount overlay",
+        )
+        fds.append(mnt_fd)
+        _check(
+            _libc.syscall(
+                _SYS_MOVE_MOUNT, mnt_fd, b"", _AT_FDCWD, str(target).encode(), _MOVE_MOUNT_F_EMPTY_PATH
+            ),
+            f"move_mount to {target}",
+        )
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
 
 
 def _unescape(field: str) -> str:

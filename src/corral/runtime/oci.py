@@ -2,7 +2,8 @@
 
 Everything that makes a PC a sandbox is decided here, in one place: namespaces, the user id
 mapping, capabilities (none), no_new_privileges, seccomp, masked and read-only kernel paths,
-cgroup limits from the size, and the mounts (the only host folder a PC sees is its own io folder).
+cgroup limits from the size, and the mounts (the only host folder a PC sees is its own io folder;
+LXCFS's files stand in for the /proc files that would tell the host's memory, CPUs and uptime).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.domain.sizes import PCSize
+from corral.runtime._lxcfs import LXCFS_PROC_FILES, LXCFS_SYS_FILES
 from corral.runtime.seccomp import seccomp_profile
 
 __all__ = ["IO_MOUNT", "PCD_SOCKET", "DesktopUser", "PCSpec", "cgroup_path", "oci_config"]
@@ -59,6 +61,8 @@ class PCSpec:
     size: PCSize
     io_dir: str  # host folder bind-mounted at IO_MOUNT
     screen: str = "1280x800x24"
+    lxcfs_dir: str | None = None  # LXCFS mount whose files replace /proc/meminfo, ...
+    cpuset: str | None = None  # host CPUs the PC runs on ("0", "0-1"): what nproc counts
 
 
 def cgroup_path(pc_id: str) -> str:
@@ -131,6 +135,26 @@ def _mounts(spec: PCSpec) -> list[dict[str, Any]]:
             "source": spec.io_dir,
             "options": ["rbind", *nosuid_nodev, "noexec", "rw"],
         },
+        *_lxcfs_mounts(spec),
+    ]
+
+
+def _lxcfs_mounts(spec: PCSpec) -> list[dict[str, Any]]:
+    """LXCFS's answers bound read-only over the kernel's /proc and /sys files that would tell
+    the host's memory, CPUs, load and uptime; LXCFS answers them for the reader's cgroup."""
+    if spec.lxcfs_dir is None:
+        return []
+    options = ["bind", "ro", "nosuid", "nodev", "noexec"]
+    files = [f"proc/{name}" for name in LXCFS_PROC_FILES]
+    files += [f"sys/{name}" for name in LXCFS_SYS_FILES]
+    return [
+        {
+            "destination": f"/{name}",
+            "type": "bind",
+            "source": f"{spec.lxcfs_dir}/{name}",
+            "options": options,
+        }
+        for name in files
     ]
 
 
@@ -181,7 +205,11 @@ def oci_config(spec: PCSpec) -> dict[str, Any]:
             "resources": {
                 "devices": [{"allow": False, "access": "rwm"}],
                 "memory": {"limit": spec.size.memory_bytes, "disableOOMKiller": False},
-                "cpu": {"quota": int(spec.size.cpus * _CPU_PERIOD_US), "period": _CPU_PERIOD_US},
+                "cpu": {
+                    "quota": int(spec.size.cpus * _CPU_PERIOD_US),
+                    "period": _CPU_PERIOD_US,
+                    **({"cpus": spec.cpuset} if spec.cpuset else {}),
+                },
                 "pids": {"limit": spec.size.pids},
             },
             "seccomp": seccomp_profile(),

@@ -9,6 +9,7 @@ desktop; destroy removes every mount, cgroup, namespace and folder the PC had.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -27,6 +28,7 @@ from corral.errors import (
     PermissionDeniedError,
 )
 from corral.runtime import _linux
+from corral.runtime._lxcfs import Lxcfs
 from corral.runtime._state import UIDS_PER_PC, PCRecord, StateDir
 from corral.runtime.client import PcdClient
 from corral.runtime.images import ImageStore
@@ -39,6 +41,8 @@ DEFAULT_SCREEN = "1280x800x24"
 _IO_BYTES = 8 * 1024 * 1024
 _READY_TIMEOUT_S = 20.0
 _SCREEN_LIMITS = (320, 200, 7680, 4320)
+# One LXCFS daemon for the whole host (every state folder's PCs): it serves per cgroup.
+LXCFS_DIR = Path(os.environ.get("CORRAL_LXCFS_DIR", "/run/corral-lxcfs"))
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,15 @@ class PCInfo:
     pid: int | None
     created_at: float
     socket: Path
+
+
+def _cpuset(slot: int, cpus: float, host_cpus: int) -> str:
+    """The host CPUs a PC runs on: as many as its size has (at most the host's), chosen by its
+    uid slot so neighbours spread over the cores. Its quota still caps the time it gets; the
+    set makes `nproc`, sched_getaffinity and LXCFS's cpuinfo tell the PC's own CPU count."""
+    count = max(1, min(host_cpus, math.ceil(cpus)))
+    first = slot * count
+    return ",".join(str((first + i) % host_cpus) for i in range(count))
 
 
 def _parse_screen(screen: str) -> str:
@@ -87,6 +100,7 @@ class PCRuntime:
         self.state = StateDir(root / "pcs")
         self.runc = Runc(root / "runc")
         self.images = images or ImageStore()
+        self.lxcfs = Lxcfs(LXCFS_DIR)
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
@@ -145,14 +159,9 @@ class PCRuntime:
             (dirs["upperfs"] / sub).mkdir()
         os.chown(dirs["upperfs"] / "upper", uid, uid)
         os.chmod(dirs["upperfs"] / "upper", 0o755)  # noqa: S103 (the PC's / as in the image)
-        _linux.mount(
-            "overlay",
-            dirs["rootfs"],
-            "overlay",
-            0,
-            f"lowerdir={dirs['lower']},upperdir={dirs['upperfs']}/upper,"
-            f"workdir={dirs['upperfs']}/work",
-        )
+        # The PC reads its own mount table: the overlay takes its layers as descriptors so
+        # that table names no host folder, and it is nosuid,nodev like its image layer.
+        _linux.overlay_from_fds(dirs["lower"], dirs["upperfs"], dirs["rootfs"])
         _linux.mount(
             "tmpfs",
             dirs["io"],
@@ -173,6 +182,8 @@ class PCRuntime:
         """Write the bundle, start the container and wait until its desktop answers."""
         pc_dir = self.state.pc_dir(record.id)
         user = record.user or {}
+        size = parse_size(record.size)
+        lxcfs_pid = self.lxcfs.ensure()  # started again here if it died: reset heals a PC
         spec = PCSpec(
             pc_id=record.id,
             uid_base=record.uid_base,
@@ -183,11 +194,14 @@ class PCRuntime:
                 int(user.get("gid", 1000)),
                 str(user.get("home", "/home/user")),
             ),
-            size=parse_size(record.size),
+            size=size,
             io_dir=str(self._dirs(record.id)["io"]),
             screen=record.screen,
+            lxcfs_dir=str(self.lxcfs.mnt),
+            cpuset=_cpuset(record.slot, size.cpus, os.cpu_count() or 1),
         )
         (pc_dir / "config.json").write_text(json.dumps(oci_config(spec)))
+        (pc_dir / "lxcfs.pid").write_text(str(lxcfs_pid))
         (pc_dir / "init.pid").unlink(missing_ok=True)
         log = self._dirs(record.id)["io"] / "console.log"
         self.runc.run_detached(record.id, pc_dir, pc_dir / "init.pid", log)
@@ -331,6 +345,10 @@ class PCRuntime:
         self._record(pc_id)
         if self._pid(pc_id) is None:
             return Health(False, False, False, "the PC's processes are not running")
+        if not self._lxcfs_current(pc_id):
+            return Health(
+                False, False, False, "lxcfs, which serves the PC's /proc view, was restarted"
+            )
         try:
             with PcdClient(self.socket_path(pc_id), timeout=3.0) as client:
                 answer = client.health()
@@ -338,6 +356,15 @@ class PCRuntime:
             return Health(False, False, False, str(exc))
         x_ok = bool(answer.get("x"))
         return Health(x_ok, True, x_ok, "healthy" if x_ok else "the X server does not answer")
+
+    def _lxcfs_current(self, pc_id: str) -> bool:
+        """Whether the LXCFS daemon the PC's /proc files are bound to still serves them (a new
+        daemon does not reach a running PC's binds; a reset makes new ones)."""
+        try:
+            bound = int((self.state.pc_dir(pc_id) / "lxcfs.pid").read_text())
+        except (OSError, ValueError):
+            return False
+        return bound == self.lxcfs.pid()
 
     def reconcile(self, boot_grace_s: float = 60.0) -> list[str]:
         """Find PCs again after a restart; clean up the dead and the half-made.
