@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PACKAGES=(
-  runc debootstrap uidmap iproute2 nftables    # the sandbox and image builds
+  runc debootstrap debian-archive-keyring uidmap iproute2 nftables  # the sandbox, image builds
+  lxcfs                                        # a PC's /proc tells its own memory, CPUs, uptime
   xvfb x11-utils xauth openbox xterm xdotool xclip wmctrl fonts-dejavu-core  # pcd tests, bench floor
   python3 python3-pil python3-xlib tini procps # pcd runs on Debian's python3 in its tests
   postgresql                                   # the store's tests run on PostgreSQL too

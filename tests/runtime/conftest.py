@@ -55,7 +55,9 @@ def clean_stale_test_states() -> None:
 
 @pytest.fixture(scope="session")
 def rt(state_root: Path) -> PCRuntime:
-    return PCRuntime(state_root)
+    runtime = PCRuntime(state_root)
+    runtime.lxcfs.ensure()  # the host's daemon, up before any snapshot of the host is taken
+    return runtime
 
 
 @pytest.fixture

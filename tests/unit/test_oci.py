@@ -7,13 +7,26 @@ import pytest
 from corral.domain.sizes import SIZES, parse_size
 from corral.errors import InvalidInputError
 from corral.runtime.oci import IO_MOUNT, DesktopUser, PCSpec, oci_config
+from corral.runtime.pcs import _cpuset
 from corral.runtime.seccomp import ALLOWED_SYSCALLS, DENIED_SYSCALLS, seccomp_profile
 
 USER = DesktopUser("user", 1000, 1000, "/home/user")
 
 
-def _spec(size: str = "small") -> PCSpec:
-    return PCSpec("pc-abc", 2_065_536, 65536, USER, parse_size(size), "/run/corral/pcs/x/io")
+LXCFS = "/run/corral-lxcfs/mnt"
+
+
+def _spec(size: str = "small", cpuset: str | None = None) -> PCSpec:
+    return PCSpec(
+        "pc-abc",
+        2_065_536,
+        65536,
+        USER,
+        parse_size(size),
+        "/run/corral/pcs/x/io",
+        lxcfs_dir=LXCFS,
+        cpuset=cpuset,
+    )
 
 
 def test_runs_as_desktop_user_without_any_capability() -> None:
@@ -46,7 +59,11 @@ def test_limits_follow_the_size(size: str) -> None:
 
 
 def test_only_host_folder_is_the_io_folder() -> None:
-    binds = [m for m in oci_config(_spec())["mounts"] if m["type"] == "bind"]
+    binds = [
+        m
+        for m in oci_config(_spec())["mounts"]
+        if m["type"] == "bind" and not m["source"].startswith(LXCFS + "/")
+    ]
     assert binds == [
         {
             "destination": IO_MOUNT,
@@ -55,6 +72,54 @@ def test_only_host_folder_is_the_io_folder() -> None:
             "options": ["rbind", "nosuid", "nodev", "noexec", "rw"],
         }
     ]
+
+
+def test_proc_tells_the_pcs_own_memory_cpus_and_uptime() -> None:
+    """LXCFS's files, read-only, over every /proc and /sys file that would tell the host's."""
+    lxcfs = {
+        m["destination"]: m
+        for m in oci_config(_spec())["mounts"]
+        if m["source"].startswith(LXCFS + "/")
+    }
+    assert set(lxcfs) == {
+        "/proc/meminfo",
+        "/proc/cpuinfo",
+        "/proc/stat",
+        "/proc/uptime",
+        "/proc/loadavg",
+        "/proc/diskstats",
+        "/proc/swaps",
+        "/sys/devices/system/cpu/online",
+    }
+    for dest, m in lxcfs.items():
+        assert m["source"] == LXCFS + dest
+        assert m["type"] == "bind"
+        assert {"ro", "nosuid", "nodev", "noexec"} <= set(m["options"])
+    order = [m["destination"] for m in oci_config(_spec())["mounts"]]
+    assert order.index("/proc") < order.index("/proc/meminfo")  # on top of the PC's own /proc
+    assert order.index("/sys") < order.index("/sys/devices/system/cpu/online")
+
+
+def test_cpuset_is_the_pcs_cpus() -> None:
+    assert oci_config(_spec(cpuset="1"))["linux"]["resources"]["cpu"]["cpus"] == "1"
+    assert "cpus" not in oci_config(_spec())["linux"]["resources"]["cpu"]
+
+
+@pytest.mark.parametrize(
+    ("slot", "cpus", "host", "expected"),
+    [
+        (0, 1.0, 2, "0"),
+        (1, 1.0, 2, "1"),
+        (2, 1.0, 2, "0"),
+        (3, 2.0, 8, "6,7"),
+        (5, 4.0, 2, "0,1"),  # never more CPUs than the host has
+        (0, 0.5, 4, "0"),
+    ],
+)
+def test_cpuset_spreads_pcs_over_the_hosts_cpus(
+    slot: int, cpus: float, host: int, expected: str
+) -> None:
+    assert _cpuset(slot, cpus, host) == expected
 
 
 def test_kernel_interfaces_masked_and_read_only() -> None:

@@ -248,7 +248,12 @@ def overlay_from_fds(lower: Path, upper_fs: Path, target: Path) -> None:
         fds.append(mnt_fd)
         _check(
             _libc.syscall(
-                _SYS_MOVE_MOUNT, mnt_fd, b"", _AT_FDCWD, str(target).encode(), _MOVE_MOUNT_F_EMPTY_PATH
+                _SYS_MOVE_MOUNT,
+                mnt_fd,
+                b"",
+                _AT_FDCWD,
+                str(target).encode(),
+                _MOVE_MOUNT_F_EMPTY_PATH,
             ),
             f"move_mount to {target}",
         )

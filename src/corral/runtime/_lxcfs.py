@@ -13,7 +13,6 @@ reset binds them to the new one.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import shutil
@@ -42,11 +41,19 @@ class Lxcfs:
         self.pidfile = root / "lxcfs.pid"
 
     def pid(self) -> int | None:
-        """The daemon's pid if it runs and answers, else None (cheap: a stat over FUSE)."""
+        """The daemon's pid if it runs and answers, else None.
+
+        Cheap (tens of microseconds) but exact: the process is an lxcfs that has not exited
+        (a zombie or a recycled pid does not count), and its mount answers an open(), which,
+        unlike stat(), FUSE never serves from a cache.
+        """
         try:
             pid = int(self.pidfile.read_text().strip())
-            os.kill(pid, 0)
-            os.stat(self.mnt / "proc" / "meminfo")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1]
+            if name != "lxcfs" or state.split()[0] in ("Z", "X"):
+                return None
+            os.close(os.open(self.mnt / "proc" / "uptime", os.O_RDONLY | os.O_CLOEXEC))
         except (OSError, ValueError):
             return None
         return pid
@@ -117,8 +124,4 @@ class Lxcfs:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 15)
         for point in _linux.mounts_under(self.mnt):
-            try:
-                _linux.umount(point, lazy=True)
-            except OSError as exc:  # pragma: no cover - nothing else to do on the way out
-                if exc.errno != errno.EINVAL:
-                    raise
+            _linux.umount(point, lazy=True)

@@ -8,7 +8,7 @@ LXCFS's files stand in for the /proc files that would tell the host's memory, CP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from corral.domain.sizes import PCSize
@@ -61,7 +61,8 @@ class PCSpec:
     size: PCSize
     io_dir: str  # host folder bind-mounted at IO_MOUNT
     screen: str = "1280x800x24"
-    lxcfs_dir: str | None = None  # LXCFS mount whose files replace /proc/meminfo, ...
+    # LXCFS mount whose files replace /proc/meminfo, ... (required: no PC without its view)
+    lxcfs_dir: str = field(kw_only=True)
     cpuset: str | None = None  # host CPUs the PC runs on ("0", "0-1"): what nproc counts
 
 
@@ -142,8 +143,6 @@ def _mounts(spec: PCSpec) -> list[dict[str, Any]]:
 def _lxcfs_mounts(spec: PCSpec) -> list[dict[str, Any]]:
     """LXCFS's answers bound read-only over the kernel's /proc and /sys files that would tell
     the host's memory, CPUs, load and uptime; LXCFS answers them for the reader's cgroup."""
-    if spec.lxcfs_dir is None:
-        return []
     options = ["bind", "ro", "nosuid", "nodev", "noexec"]
     files = [f"proc/{name}" for name in LXCFS_PROC_FILES]
     files += [f"sys/{name}" for name in LXCFS_SYS_FILES]

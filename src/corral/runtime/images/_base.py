@@ -27,14 +27,29 @@ from corral.runtime.images._recipe import Recipe
 from corral.runtime.images._run import CommandLog
 from corral.runtime.images._steps import configure_apt, trim_rootfs
 
-__all__ = ["BaseBuilder", "copy_tree", "sweep_staging"]
+__all__ = [
+    "HOST_KEYRING",
+    "BaseBuilder",
+    "archive_keyring",
+    "copy_tree",
+    "debootstrap_argv",
+    "sweep_staging",
+]
 
 _KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+HOST_KEYRING = Path(_KEYRING)  # from the host's debian-archive-keyring package
 _META = "layer.json"
 _APT = [
     "apt-get",
     "-q",
     "-y",
+    # Signatures are checked: nothing in the image's apt configuration may turn that off.
+    "-o",
+    "Acquire::AllowInsecureRepositories=false",
+    "-o",
+    "Acquire::AllowDowngradeToInsecureRepositories=false",
+    "-o",
+    "APT::Get::AllowUnauthenticated=false",
     "-o",
     "Dpkg::Options::=--force-confdef",
     "-o",
@@ -50,6 +65,39 @@ def copy_tree(src: Path, dst: Path) -> None:
     )
     if done.returncode != 0:
         raise ImageBuildError(f"copying {src} to {dst} failed: {done.stderr.strip()[-2000:]}")
+
+
+def archive_keyring(mirror: Mirror, default: Path = HOST_KEYRING) -> Path:
+    """The keyring debootstrap checks the archive's signatures with: the one the host's apt
+    uses for this mirror (`Signed-By`), else Debian's. Missing both is an error, never an
+    unchecked download."""
+    if mirror.signed_by and Path(mirror.signed_by).is_file():
+        return Path(mirror.signed_by)
+    if default.is_file():
+        return default
+    raise ImageBuildError(
+        f"cannot check the Debian archive's signatures: {default} is missing",
+        hint="install the host's debian-archive-keyring package "
+        "(scripts/install-system-deps.sh does it)",
+    )
+
+
+def debootstrap_argv(
+    suite: str, arch: str, debs: Path, target: Path, mirror_uri: str, keyring: Path
+) -> list[str]:
+    """debootstrap with the Release file's signature checked against `keyring`, and a failure
+    rather than a warning when it cannot be checked (`--force-check-gpg`)."""
+    return [
+        "debootstrap",
+        "--variant=minbase",
+        f"--arch={arch}",
+        f"--cache-dir={debs}",
+        "--force-check-gpg",
+        f"--keyring={keyring}",
+        suite,
+        str(target),
+        mirror_uri,
+    ]
 
 
 def sweep_staging(parent: Path) -> None:
@@ -68,6 +116,7 @@ class BaseBuilder:
     log: CommandLog
     step: Callable[[str], None]
     refresh: bool = False
+    keyring: Path = HOST_KEYRING  # Debian's archive keys, when the host's apt names none
 
     def bootstrap(self) -> tuple[str, Path]:
         """Key and rootfs of a minimal Debian root (debootstrap --variant=minbase)."""
@@ -82,20 +131,14 @@ class BaseBuilder:
         if (final / _META).is_file():  # refresh skips this: apt-get upgrade updates it
             self.step(f"debootstrap {self.suite}: cached")
             return key, final / "rootfs"
+        keyring = archive_keyring(self.mirror, self.keyring)
         self.step(f"debootstrap {self.suite} (minbase)")
         debs = self.cache / "debootstrap"
         debs.mkdir(parents=True, exist_ok=True)
-        keyring = self.mirror.signed_by
         with self._staging(final) as staging:
-            argv = [
-                "debootstrap",
-                "--variant=minbase",
-                f"--arch={self.arch}",
-                f"--cache-dir={debs}",
-            ]
-            if keyring and Path(keyring).is_file():
-                argv.append(f"--keyring={keyring}")
-            argv += [self.suite, str(staging / "rootfs"), self.mirror.uri]
+            argv = debootstrap_argv(
+                self.suite, self.arch, debs, staging / "rootfs", self.mirror.uri, keyring
+            )
             self.log.run(argv, f"debootstrap of {self.suite}")
             self._commit(staging, final, {"suite": self.suite, "arch": self.arch})
         return key, final / "rootfs"
