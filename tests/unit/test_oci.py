@@ -108,16 +108,17 @@ def test_cpuset_is_the_pcs_cpus() -> None:
 @pytest.mark.parametrize(
     ("slot", "cpus", "host", "expected"),
     [
-        (0, 1.0, 2, "0"),
-        (1, 1.0, 2, "1"),
-        (2, 1.0, 2, "0"),
-        (3, 2.0, 8, "6,7"),
-        (5, 4.0, 2, "0,1"),  # never more CPUs than the host has
-        (0, 0.5, 4, "0"),
+        (0, 1.0, [0, 1], "0"),
+        (1, 1.0, [0, 1], "1"),
+        (2, 1.0, [0, 1], "0"),
+        (3, 2.0, list(range(8)), "6,7"),
+        (5, 4.0, [0, 1], "0,1"),  # never more CPUs than the host has
+        (0, 0.5, [0, 1, 2, 3], "0"),
+        (1, 1.0, [2, 5], "5"),  # only CPUs the host lets Corral use
     ],
 )
 def test_cpuset_spreads_pcs_over_the_hosts_cpus(
-    slot: int, cpus: float, host: int, expected: str
+    slot: int, cpus: float, host: list[int], expected: str
 ) -> None:
     assert _cpuset(slot, cpus, host) == expected
 

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,7 @@ DEFAULT_SCREEN = "1280x800x24"
 _IO_BYTES = 8 * 1024 * 1024
 _READY_TIMEOUT_S = 20.0
 _SCREEN_LIMITS = (320, 200, 7680, 4320)
-# One LXCFS daemon for the whole host (every state folder's PCs): it serves per cgroup.
-LXCFS_DIR = Path(os.environ.get("CORRAL_LXCFS_DIR", "/run/corral-lxcfs"))
+LXCFS_DIR = "/run/corral-lxcfs"  # default of CORRAL_LXCFS_DIR
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,13 @@ class PCInfo:
     socket: Path
 
 
-def _cpuset(slot: int, cpus: float, host_cpus: int) -> str:
+def _cpuset(slot: int, cpus: float, host_cpus: Sequence[int]) -> str:
     """The host CPUs a PC runs on: as many as its size has (at most the host's), chosen by its
     uid slot so neighbours spread over the cores. Its quota still caps the time it gets; the
     set makes `nproc`, sched_getaffinity and LXCFS's cpuinfo tell the PC's own CPU count."""
-    count = max(1, min(host_cpus, math.ceil(cpus)))
+    count = max(1, min(len(host_cpus), math.ceil(cpus)))
     first = slot * count
-    return ",".join(str((first + i) % host_cpus) for i in range(count))
+    return ",".join(str(host_cpus[(first + i) % len(host_cpus)]) for i in range(count))
 
 
 def _parse_screen(screen: str) -> str:
@@ -100,7 +100,8 @@ class PCRuntime:
         self.state = StateDir(root / "pcs")
         self.runc = Runc(root / "runc")
         self.images = images or ImageStore()
-        self.lxcfs = Lxcfs(LXCFS_DIR)
+        # One LXCFS daemon for the whole host (every state folder's PCs): it serves per cgroup.
+        self.lxcfs = Lxcfs(Path(os.environ.get("CORRAL_LXCFS_DIR") or LXCFS_DIR))
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
@@ -198,7 +199,7 @@ class PCRuntime:
             io_dir=str(self._dirs(record.id)["io"]),
             screen=record.screen,
             lxcfs_dir=str(self.lxcfs.mnt),
-            cpuset=_cpuset(record.slot, size.cpus, os.cpu_count() or 1),
+            cpuset=_cpuset(record.slot, size.cpus, sorted(os.sched_getaffinity(0))),
         )
         (pc_dir / "config.json").write_text(json.dumps(oci_config(spec)))
         (pc_dir / "lxcfs.pid").write_text(str(lxcfs_pid))
