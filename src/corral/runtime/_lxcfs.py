@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -105,6 +106,7 @@ class Lxcfs:
                     stderr=out,
                     check=True,
                     close_fds=True,
+                    cwd="/",  # the daemon outlives us: it must hold no folder busy
                 )
             deadline = time.monotonic() + _START_TIMEOUT_S
             while (pid := self.pid()) is None:
@@ -122,6 +124,6 @@ class Lxcfs:
         pid = self.pid()
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 15)
+                os.kill(pid, signal.SIGTERM)
         for point in _linux.mounts_under(self.mnt):
             _linux.umount(point, lazy=True)

@@ -348,7 +348,10 @@ class PCRuntime:
             return Health(False, False, False, "the PC's processes are not running")
         if not self._lxcfs_current(pc_id):
             return Health(
-                False, False, False, "lxcfs, which serves the PC's /proc view, was restarted"
+                False,
+                False,
+                False,
+                "lxcfs, which serves the PC's /proc view, stopped or was restarted: reset the PC",
             )
         try:
             with PcdClient(self.socket_path(pc_id), timeout=3.0) as client:
