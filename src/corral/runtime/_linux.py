@@ -237,7 +237,16 @@ def overlay_from_fds(lower: Path, upper_fs: Path, target: Path) -> None:
         fs_fd = _check(_libc.syscall(_SYS_FSOPEN, b"overlay", _FSOPEN_CLOEXEC), "fsopen overlay")
         fds.append(fs_fd)
         for key, fd in (("lowerdir+", lower_fd), ("upperdir", upper_fd), ("workdir", work_fd)):
-            _fsconfig(fs_fd, _FSCONFIG_SET_FD, key, None, fd)
+            try:
+                _fsconfig(fs_fd, _FSCONFIG_SET_FD, key, None, fd)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                raise OSError(
+                    exc.errno,
+                    f"this kernel ({os.uname().release}) cannot take overlay layers as "
+                    "descriptors: PCs need Linux 6.13 or later",
+                ) from exc
         _fsconfig(fs_fd, _FSCONFIG_CMD_CREATE, None, None, 0)
         mnt_fd = _check(
             _libc.syscall(
