@@ -49,16 +49,9 @@ _MOUNT_ATTR_NOSUID = 0x2
 _MOUNT_ATTR_NODEV = 0x4
 _MOUNT_ATTR_IDMAP = 0x00100000
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
-_FSOPEN_CLOEXEC = 0x1
-_FSMOUNT_CLOEXEC = 0x1
-_FSCONFIG_SET_FD = 5
-_FSCONFIG_CMD_CREATE = 6
 # x86_64 and aarch64 share these numbers (the "new mount API" block is generic).
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
-_SYS_FSOPEN = 430
-_SYS_FSCONFIG = 431
-_SYS_FSMOUNT = 432
 _SYS_MOUNT_SETATTR = 442
 
 
@@ -186,88 +179,32 @@ def idmapped_bind(source: Path, target: Path, host_base: int, count: int) -> Non
         os.close(ns_fd)
 
 
-def _clone_tree(path: Path) -> int:
-    """A detached copy of the mount at `path` (same flags and id map), as a descriptor: its
-    path, seen through the descriptor, is `/`, whatever `path` was on the host."""
-    return _check(
-        _libc.syscall(
-            _SYS_OPEN_TREE, _AT_FDCWD, str(path).encode(), _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC
-        ),
-        f"open_tree {path}",
-    )
-
-
-def _fsconfig(fs_fd: int, cmd: int, key: str | None, value: str | None, aux: int) -> None:
-    _check(
-        _libc.syscall(
-            _SYS_FSCONFIG,
-            fs_fd,
-            cmd,
-            key.encode() if key else None,
-            value.encode() if value else None,
-            aux,
-        ),
-        f"overlay option {key or 'create'}",
-    )
-
-
 def overlay_from_fds(lower: Path, upper_fs: Path, target: Path) -> None:
     """Mount an overlay of `lower` (read-only) and `upper_fs`'s `upper`/`work` folders on
     `target`, nosuid and nodev, without any host path in its options.
 
-    A classic overlay mount shows `lowerdir=/run/corral/pcs/<id>/lower,...` in the mount
-    table, and the PC reads that table; here each layer is handed over as a descriptor of a
-    detached clone of its mount, so the options read `lowerdir+=/,upperdir=/upper,...`
-    (Linux >= 6.13: layers given as descriptors).
-    1. Clone the lower and the upper mounts (detached: nobody can reach them by a path).
-    2. Open `upper` and `work` through the upper clone (both on one mount, as overlay wants).
-    3. Configure a new overlay from the three descriptors and create it.
-    4. Mount it nosuid,nodev and move it onto `target`.
+    overlayfs shows its options as they were given, and the PC reads its own mount table: a
+    classic `lowerdir=/run/corral/pcs/<id>/lower,...` tells it the state folder, its id and the
+    layout. Given as `/proc/self/fd/N` of descriptors this process holds, the options name only
+    descriptor numbers (any kernel with overlayfs; the layers are resolved at mount time).
+    1. Open each layer folder as an O_PATH descriptor (nothing is read through it).
+    2. Mount the overlay from `/proc/self/fd/N` paths, nosuid,nodev.
+    3. Close the descriptors: the overlay holds its own references to the layers.
     """
     fds: list[int] = []
     try:
-        lower_fd = _clone_tree(lower)
-        fds.append(lower_fd)
-        upper_tree = _clone_tree(upper_fs)
-        fds.append(upper_tree)
-        upper_fd = os.open("upper", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=upper_tree)
-        fds.append(upper_fd)
-        work_fd = os.open("work", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=upper_tree)
-        fds.append(work_fd)
-        fs_fd = _check(_libc.syscall(_SYS_FSOPEN, b"overlay", _FSOPEN_CLOEXEC), "fsopen overlay")
-        fds.append(fs_fd)
-        for key, fd in (("lowerdir+", lower_fd), ("upperdir", upper_fd), ("workdir", work_fd)):
-            try:
-                _fsconfig(fs_fd, _FSCONFIG_SET_FD, key, None, fd)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                raise OSError(
-                    exc.errno,
-                    f"this kernel ({os.uname().release}) cannot take overlay layers as "
-                    "descriptors: PCs need Linux 6.13 or later",
-                ) from exc
-        _fsconfig(fs_fd, _FSCONFIG_CMD_CREATE, None, None, 0)
-        mnt_fd = _check(
-            _libc.syscall(
-                _SYS_FSMOUNT, fs_fd, _FSMOUNT_CLOEXEC, _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
-            ),
-            "fsmount overlay",
-        )
-        fds.append(mnt_fd)
-        _check(
-            _libc.syscall(
-                _SYS_MOVE_MOUNT,
-                mnt_fd,
-                b"",
-                _AT_FDCWD,
-                str(target).encode(),
-                _MOVE_MOUNT_F_EMPTY_PATH,
-            ),
-            f"move_mount to {target}",
+        for layer in (lower, upper_fs / "upper", upper_fs / "work"):
+            fds.append(os.open(layer, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
+        low, up, work = (f"/proc/self/fd/{fd}" for fd in fds)
+        mount(
+            "overlay",
+            target,
+            "overlay",
+            MS_NOSUID | MS_NODEV,
+            f"lowerdir={low},upperdir={up},workdir={work}",
         )
     finally:
-        for fd in reversed(fds):
+        for fd in fds:
             os.close(fd)
 
 
