@@ -219,9 +219,7 @@ def test_a_silent_peer_is_a_timeout_not_a_violation(
         "oversized-header",
     ],
 )
-def test_garbage_is_a_clear_violation(
-    hostile: Callable[[Behaviour], Path], answer: bytes
-) -> None:
+def test_garbage_is_a_clear_violation(hostile: Callable[[Behaviour], Path], answer: bytes) -> None:
     path = hostile(_send(answer))
     with PcdClient(path, timeout=5) as client, pytest.raises(PCMisbehavingError) as info:
         client.click(1, 2)

@@ -149,7 +149,12 @@ class ControlPlane:
         self._changed = asyncio.Event()  # a PC became ready / a release happened
         self._wake = asyncio.Event()  # the manager should look again now
         self._tasks: set[asyncio.Task[None]] = set()
-        self._busy: set[str] = set()  # PCs a reset or health check is working on
+        self._busy: set[str] = set()  # PCs a reset or destroy is working on
+        # PCs with a health check queued or running. Apart from _busy: a check waiting for a
+        # health thread (all held by slow PCs, say) never delays this PC's reset; a check that
+        # a reset or destroy overtook (its era moved on) is ignored.
+        self._checking: set[str] = set()
+        self._era: dict[str, int] = {}  # PC -> resets and destroys begun
         self._waiting: dict[str, int] = {}  # pool -> acquires waiting for a PC
         self._failures: dict[str, int] = {}  # PC -> health checks failed in a row
         self._pc_images: dict[str, tuple[str, str]] = {}  # PC -> (image, digest it booted)
@@ -646,9 +651,13 @@ class ControlPlane:
             return
         if check_health:
             for pc in pcs:
-                if pc.state in (PCState.READY, PCState.IN_USE) and pc.id not in self._busy:
-                    self._busy.add(pc.id)
-                    self._spawn(self._check(pc))
+                if (
+                    pc.state in (PCState.READY, PCState.IN_USE)
+                    and pc.id not in self._busy
+                    and pc.id not in self._checking
+                ):
+                    self._checking.add(pc.id)
+                    self._spawn(self._check(pc, self._era.get(pc.id, 0)))
         quarantined = sorted(
             (pc for pc in pcs if pc.state == PCState.QUARANTINED), key=lambda pc: pc.created_at
         )
@@ -686,6 +695,7 @@ class ControlPlane:
 
     async def _reset(self, pc: PC) -> None:
         """Back to the image baseline, then lendable again; replaced if that fails."""
+        self._era[pc.id] = self._era.get(pc.id, 0) + 1
         try:
             await self._runtime(self.runtime.reset, pc.id)
             health = await self._runtime(self.runtime.health, pc.id)
@@ -703,26 +713,36 @@ class ControlPlane:
         self._changed.set()
         self._wake.set()
 
-    async def _check(self, pc: PC) -> None:
-        """Quarantine a PC that fails its health check: at once if its processes are gone,
-        after FAILS_TO_QUARANTINE failures in a row if it only stops answering (load)."""
+    def _overtaken(self, pc_id: str, era: int) -> bool:
+        """A reset or destroy began since this check did: its result says nothing of now."""
+        return pc_id in self._busy or self._era.get(pc_id, 0) != era
+
+    async def _check(self, pc: PC, era: int) -> None:
+        """Quarantine a PC that fails its health check: at once if its processes are gone or
+        its daemon broke the protocol, after FAILS_TO_QUARANTINE failures in a row if it only
+        stops answering (load). Runs on the health threads, never the runtime's."""
         try:
             try:
                 loop = asyncio.get_running_loop()
                 health = await loop.run_in_executor(self._health_pool, self.runtime.health, pc.id)
             except NotFoundError:  # destroyed behind our back (e.g. by an operator)
+                if self._overtaken(pc.id, era):
+                    return
                 log.warning("PC %s vanished from the runtime", pc.id)
                 if pc.session_id:
                     await asyncio.to_thread(
                         self.store.release_session, pc.session_id, reason="pc_lost", now=utcnow()
                     )
                     self._forget(pc.session_id)
-                await asyncio.to_thread(self.store.delete_pc, pc.id)
+                with contextlib.suppress(NotFoundError):
+                    await asyncio.to_thread(self.store.delete_pc, pc.id)
                 return
             except Exception as exc:  # a check that cannot run is a failed check
                 health = Health(False, False, False, f"health check failed: {exc}")
         finally:
-            self._busy.discard(pc.id)
+            self._checking.discard(pc.id)
+        if self._overtaken(pc.id, era):
+            return
         if health.ok:
             self._failures.pop(pc.id, None)
             return
@@ -757,6 +777,7 @@ class ControlPlane:
         reason) so the manager tries again instead of leaking a running PC."""
         self._pc_images.pop(pc.id, None)
         self._lanes.pop(pc.id, None)
+        self._era[pc.id] = self._era.get(pc.id, 0) + 1
         try:
             await self._runtime(self.runtime.destroy, pc.id)
         except NotFoundError:
