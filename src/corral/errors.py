@@ -18,6 +18,7 @@ __all__ = [
     "ImageNotFoundError",
     "InvalidInputError",
     "NotFoundError",
+    "PCMisbehavingError",
     "PCNotFoundError",
     "PCUnavailableError",
     "PermissionDeniedError",
@@ -95,6 +96,13 @@ class PCUnavailableError(RuntimeFailureError):
     """The PC exists but does not answer (its processes died or it is unhealthy)."""
 
     code = "pc_unavailable"
+
+
+class PCMisbehavingError(PCUnavailableError):
+    """The PC's daemon broke the protocol (an oversized, malformed or trickled answer): the
+    host stops trusting that PC; the lifecycle quarantines it and ends its session."""
+
+    code = "pc_misbehaving"
 
 
 class ActionError(CorralError):

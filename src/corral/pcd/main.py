@@ -15,15 +15,19 @@ import time
 
 from . import xvfb
 
-USAGE = """usage: pcd [--socket PATH] [--display :N|auto] [--geometry WxHxD] [--wm PROGRAM|none]
+USAGE = """usage: pcd [--socket PATH | --listen-fd N] [--display :N|auto] [--geometry WxHxD]
+           [--wm PROGRAM|none]
 
   --socket    unix socket to serve on (default /run/corral/pcd.sock)
+  --listen-fd serve the listening unix socket inherited as fd N instead (the host binds it
+              where nothing in the PC can reach; --socket is then ignored)
   --display   X display for Xvfb; "auto" lets Xvfb pick a free one (default :0)
   --geometry  screen size and depth (default 1280x800x24)
   --wm        window manager to start, or "none" (default openbox)
 """
 DEFAULTS = {
     "socket": "/run/corral/pcd.sock",
+    "listen-fd": "",
     "display": ":0",
     "geometry": "1280x800x24",
     "wm": "openbox",
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         geometry = xvfb.parse_geometry(options["geometry"])
     except ValueError as exc:
         raise SystemExit(f"pcd: {exc}") from None
+    listen_fd = _listen_fd(options["listen-fd"])
 
     # 1. Xvfb first: it is the slowest part of boot.
     fbdir = xvfb.make_fbdir()
@@ -106,10 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     from .wmprobe import wait_until_managing
     from .xconn import XConn
 
+    where = options["socket"] if listen_fd is None else f"inherited fd {listen_fd}"
     try:
-        listener, temp_path = server.bind(options["socket"])
+        if listen_fd is None:
+            listener, temp_path = server.bind(options["socket"])
+        else:
+            listener, temp_path = server.adopt(listen_fd), ""
     except OSError as exc:
-        log(f"cannot listen on {options['socket']}: {exc}")
+        log(f"cannot listen on {where}: {exc}")
         _reap(xvfb_pid)
         raise SystemExit(1) from None
     try:
@@ -118,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         _reap(xvfb_pid)
         if not fbdir:
             log(str(exc))
-            os.unlink(temp_path)
+            _unlink(temp_path)
             raise SystemExit(1) from None
         # Perhaps -fbdir failed (/dev/shm full?): screenshots can do without it.
         log(f"{exc}; retrying without -fbdir")
@@ -132,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         except RuntimeError as exc2:
             log(str(exc2))
             _reap(xvfb_pid)
-            os.unlink(temp_path)
+            _unlink(temp_path)
             raise SystemExit(1) from None
     os.environ["DISPLAY"] = display
     env = child_env(display)
@@ -153,10 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     desktop.watch_xvfb(xvfb_exited)
     # 3. The window manager, not waited for (a thread learns when it manages windows).
     desktop.start_wm(env, lambda: wait_until_managing(xconn, desktop.wm_running, 10.0))
-    # 4. Ready: the socket appears at its final path.
-    server.publish(temp_path, options["socket"])
+    # 4. Ready: the socket appears at its final path (an inherited one is served from now on:
+    #    the host's first request waits in its backlog until then).
+    if temp_path:
+        server.publish(temp_path, options["socket"])
     log(
-        f"ready on {options['socket']} (display {display}, {options['geometry']}) in "
+        f"ready on {where} (display {display}, {options['geometry']}) in "
         f"{(time.monotonic() - t0) * 1000:.0f} ms"
     )
     threading.Thread(
@@ -170,10 +181,29 @@ def main(argv: list[str] | None = None) -> None:
     listener.close()
     ctx.children.kill_all()
     desktop.stop()
-    with contextlib.suppress(OSError):
-        os.unlink(options["socket"])
+    if listen_fd is None:
+        _unlink(options["socket"])
     sys.stderr.flush()
     os._exit(code)
+
+
+def _listen_fd(value: str) -> int | None:
+    """The inherited listening fd, made close-on-exec at once: Xvfb (spawned next) and every
+    later child must never hold pcd's listener."""
+    if not value:
+        return None
+    try:
+        fd = int(value)
+        os.set_inheritable(fd, False)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"pcd: --listen-fd {value!r} is not an open descriptor ({exc})") from None
+    return fd
+
+
+def _unlink(path: str) -> None:
+    if path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _reap(pid: int) -> None:

@@ -38,6 +38,19 @@ def bind(path: str) -> tuple[socket.socket, str]:
     return sock, temp
 
 
+def adopt(fd: int) -> socket.socket:
+    """The listening unix stream socket the host bound and handed down as `fd`; anything else
+    (a closed fd, a file, a datagram socket) is refused."""
+    sock = socket.socket(fileno=fd)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise OSError(f"fd {fd} is not a unix stream socket")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise OSError(f"fd {fd} is not listening")
+    return sock
+
+
 def publish(temp: str, path: str) -> None:
     os.rename(temp, path)
 

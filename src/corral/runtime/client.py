@@ -2,6 +2,13 @@
 
 Wire format (docs/pcd-protocol.md): a JSON request line, optionally followed by raw bytes; a
 JSON answer line, optionally followed by raw bytes. One request at a time per connection.
+
+Everything from inside a PC is hostile, pcd's answers included (its process runs as the same
+user as everything the agent starts). So every call has one overall deadline (connect to last
+byte, however slowly bytes trickle in), every answer is bounded by what its operation can
+legitimately produce (header size; blob size from the screen size or the file limit asked for),
+and an answer that is not the shape the protocol promises is a PCMisbehavingError, which the
+lifecycle turns into quarantine. Nothing is allocated beyond those bounds.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import json
 import os
 import socket
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +28,65 @@ from corral.errors import (
     CorralError,
     DiskFullError,
     InvalidInputError,
+    PCMisbehavingError,
     PCUnavailableError,
 )
 
-__all__ = ["CommandResult", "PcdClient", "Screenshot"]
+__all__ = ["CommandResult", "PcdClient", "Screenshot", "answer_bounds"]
 
 _INPUT_ERRORS = {"bad_request", "path_not_allowed", "is_directory", "not_directory", "too_large"}
-_MAX_HEADER = 1 << 20
+
+# pcd's own limits (src/corral/pcd; the runtime does not import pcd), from which the answer
+# bounds below derive. pcd writes JSON with ensure_ascii: at most 6 bytes per byte it read.
+_ESCAPE = 6
+_MAX_HEADER = 1 << 20  # an answer header of any op with no bigger promise
+_PCD_DEFAULT_READ, _PCD_MAX_READ = 16 << 20, 64 << 20  # read_file max_bytes
+_PCD_DEFAULT_OUTPUT, _PCD_MAX_OUTPUT = 1 << 20, 16 << 20  # run max_output, per stream
+_PCD_MAX_CLIPBOARD = 16 << 20
+_PCD_MAX_ENTRIES, _NAME_MAX = 100_000, 255  # list_dir
+_LIST_HEADER = 64 << 20  # processes, list_windows: lists pcd does not cap itself
+_MAX_SCREEN = (7680, 4320)  # the largest screen a PC can have (pcs._SCREEN_LIMITS)
+
+
+def _png_bound(width: int, height: int) -> int:
+    """The largest PNG of a width x height screen: raw RGBA rows plus a filter byte each,
+    deflate's stored-block overhead (5 bytes per 16 KiB at worst) and the chunk framing."""
+    raw = height * (4 * width + 1)
+    return raw + 5 * (raw // 16384 + 1) + (1 << 16)
+
+
+def answer_bounds(
+    op: str, args: dict[str, Any], screen: tuple[int, int] = _MAX_SCREEN
+) -> tuple[int, int]:
+    """(header bytes, blob bytes): the most a correct pcd can answer `op` with `args`."""
+    if op == "screenshot":
+        return _MAX_HEADER, _png_bound(*screen)
+    if op == "read_file":
+        asked = args.get("max_bytes", _PCD_DEFAULT_READ)
+        return _MAX_HEADER, min(int(asked), _PCD_MAX_READ)
+    if op == "run":
+        cap = min(int(args.get("max_output", _PCD_DEFAULT_OUTPUT)), _PCD_MAX_OUTPUT)
+        return _MAX_HEADER + 2 * _ESCAPE * cap, 0
+    if op == "clipboard_get":
+        return _MAX_HEADER + _ESCAPE * _PCD_MAX_CLIPBOARD, 0
+    if op == "list_dir":
+        return _MAX_HEADER + _PCD_MAX_ENTRIES * (_ESCAPE * _NAME_MAX + 256), 0
+    if op in ("processes", "list_windows"):
+        return _LIST_HEADER, 0
+    return _MAX_HEADER, 0
+
+
+def _parse_screen(screen: str | tuple[int, int] | None) -> tuple[int, int]:
+    if screen is None:
+        return _MAX_SCREEN
+    if isinstance(screen, tuple):
+        return screen
+    w, h, *_ = (int(v) for v in screen.lower().split("x"))
+    return w, h
+
+
+class _Violation(Exception):
+    """pcd broke the protocol; becomes PCMisbehavingError."""
 
 
 @dataclass(frozen=True)
@@ -68,21 +128,85 @@ def _error_from(code: str, message: str) -> CorralError:
     return ActionError(message, code=code)
 
 
+def _misbehaving(op: str, what: str) -> PCMisbehavingError:
+    return PCMisbehavingError(
+        f"the PC's daemon broke the protocol answering {op!r}: {what}",
+        hint="the PC is quarantined and its session ended; acquire a new PC",
+    )
+
+
+def _parse_header(line: bytes) -> tuple[dict[str, Any], int]:
+    """The answer header as the protocol promises it, and its blob size; else _Violation."""
+    try:
+        header = json.loads(line)
+    except (ValueError, RecursionError):
+        raise _Violation("the answer line is not JSON") from None
+    if not isinstance(header, dict):
+        raise _Violation(f"the answer is a JSON {type(header).__name__}, not an object")
+    ok = header.get("ok")
+    size = header.get("blob", 0)
+    if size is None:
+        size = 0
+    if not isinstance(ok, bool):
+        raise _Violation('"ok" is not true or false')
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise _Violation('"blob" is not a byte count')
+    if ok:
+        if header.get("result") is None:
+            header["result"] = {}
+        if not isinstance(header["result"], dict):
+            raise _Violation('"result" is not an object')
+    else:
+        error = header.get("error")
+        if (
+            not isinstance(error, dict)
+            or not isinstance(error.get("code"), str)
+            or not isinstance(error.get("message"), str)
+        ):
+            raise _Violation('"error" is not an object with a code and a message')
+        if size:
+            raise _Violation("an error answer carries a blob")
+    return header, size
+
+
+def _get(op: str, result: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    """result[key] if it has the type the protocol promises (bool is never an int here)."""
+    value = result.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        raise _misbehaving(op, f"{key!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _records(op: str, result: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """result[key] as the list of objects the protocol promises."""
+    items = _get(op, result, key, list)
+    if not all(isinstance(item, dict) for item in items):
+        raise _misbehaving(op, f"{key!r} holds something other than objects")
+    return list(items)
+
+
 class PcdClient:
     """A connection to one PC's pcd. Not thread-safe: one caller at a time (the lifecycle
     layer serialises actions per session)."""
 
-    def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        timeout: float = 30.0,
+        screen: str | tuple[int, int] | None = None,
+    ) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        self.screen = _parse_screen(screen)  # bounds screenshots; unknown: the largest screen
         self._sock: socket.socket | None = None
-        self._buf = b""
+        self._buf = bytearray()
+        self._received = 0  # answer bytes of the current call, to tell a trickle from silence
 
     # -- connection -------------------------------------------------------------------------
-    def _connect(self) -> socket.socket:
+    def _connect(self, deadline: float) -> socket.socket:
         if self._sock is None:
-            # The socket's folder belongs to the PC: connect only to a real socket there,
-            # never through a symlink the PC planted (the io mount is also nosymfollow).
+            # The host made this socket in a folder only it can reach; a non-socket there means
+            # the host's own state was tampered with: never follow it.
             try:
                 mode = os.lstat(self.socket_path).st_mode
             except OSError:
@@ -93,9 +217,12 @@ class PcdClient:
                     hint="the PC may have died or been tampered with; reset or destroy it",
                 )
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout)
             try:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
                 sock.connect(str(self.socket_path))
+            except TimeoutError:
+                sock.close()
+                raise
             except OSError as exc:
                 sock.close()
                 raise PCUnavailableError(
@@ -103,7 +230,7 @@ class PcdClient:
                     hint="the PC may have died; `corral pc reset ID` or destroy it",
                 ) from None
             self._sock = sock
-            self._buf = b""
+            self._buf = bytearray()
         return self._sock
 
     def close(self) -> None:
@@ -117,25 +244,55 @@ class PcdClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _read_exact(self, sock: socket.socket, n: int) -> bytes:
-        while len(self._buf) < n:
-            chunk = sock.recv(max(65536, n - len(self._buf)))
-            if not chunk:
-                raise ConnectionError("pcd closed the connection")
-            self._buf += chunk
-        data, self._buf = self._buf[:n], self._buf[n:]
-        return data
+    @staticmethod
+    def _arm(sock: socket.socket, deadline: float) -> None:
+        """The next blocking step may take only what is left of the call's one deadline."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
 
-    def _read_line(self, sock: socket.socket) -> bytes:
-        while b"\n" not in self._buf:
-            if len(self._buf) > _MAX_HEADER:
-                raise ConnectionError("pcd sent an oversized answer header")
-            chunk = sock.recv(65536)
+    def _read_line(self, sock: socket.socket, deadline: float, limit: int) -> bytes:
+        buf = self._buf
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end >= 0:
+                if end > limit:
+                    raise _Violation(f"the answer header is over {limit} bytes")
+                line = bytes(buf[:end])
+                del buf[: end + 1]
+                return line
+            if len(buf) > limit:
+                raise _Violation(f"the answer header is over {limit} bytes")
+            start = len(buf)
+            self._arm(sock, deadline)
+            chunk = sock.recv(1 << 16)
             if not chunk:
                 raise ConnectionError("pcd closed the connection")
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line
+            self._received += len(chunk)
+            buf += chunk
+
+    def _read_exact(self, sock: socket.socket, n: int, deadline: float) -> bytes:
+        """n bytes (n already checked against the op's bound), straight into one buffer."""
+        buf = self._buf
+        if len(buf) >= n:
+            data = bytes(buf[:n])
+            del buf[:n]
+            return data
+        out = bytearray(n)
+        have = len(buf)
+        out[:have] = buf
+        buf.clear()
+        view = memoryview(out)
+        while have < n:
+            self._arm(sock, deadline)
+            got = sock.recv_into(view[have:], n - have)
+            if not got:
+                raise ConnectionError("pcd closed the connection")
+            self._received += got
+            have += got
+        return bytes(out)
 
     def call(
         self,
@@ -144,32 +301,55 @@ class PcdClient:
         blob: bytes | None = None,
         timeout: float | None = None,
     ) -> tuple[dict[str, Any], bytes]:
-        """Send one request; return (result, blob) or raise the mapped CorralError."""
-        request: dict[str, Any] = {"op": op, "args": args or {}}
+        """Send one request; return (result, blob) or raise the mapped CorralError.
+
+        1. One deadline for the whole call: connect, send and every receive take only what is
+           left of it, so a peer trickling a byte at a time cannot hold the caller longer.
+        2. The answer header is read up to the op's header bound, then parsed and checked
+           against the protocol's shape; the blob size it declares against the op's blob bound,
+           before any byte of the blob is read or any buffer allocated.
+        3. Bytes beyond the declared answer are a violation too (pcd never sends unasked).
+        A violation closes the connection and raises PCMisbehavingError.
+        """
+        args = args or {}
+        request: dict[str, Any] = {"op": op, "args": args}
         if blob:
             request["blob"] = len(blob)
         payload = json.dumps(request).encode() + b"\n" + (blob or b"")
-        sock = self._connect()
-        sock.settimeout(timeout or self.timeout)
+        header_limit, blob_limit = answer_bounds(op, args, self.screen)
+        budget = timeout or self.timeout
+        deadline = time.monotonic() + budget
+        self._received = 0
         try:
+            sock = self._connect(deadline)
+            self._arm(sock, deadline)
             sock.sendall(payload)
-            header = json.loads(self._read_line(sock))
-            data = self._read_exact(sock, int(header.get("blob") or 0))
+            header, size = _parse_header(self._read_line(sock, deadline, header_limit))
+            if size > blob_limit:
+                raise _Violation(f"it declares a {size} byte blob; {op!r} has at most {blob_limit}")
+            data = self._read_exact(sock, size, deadline) if size else b""
+            if self._buf:
+                raise _Violation("it sent bytes beyond its answer")
+        except _Violation as exc:
+            self.close()
+            raise _misbehaving(op, str(exc)) from None
         except TimeoutError:
             self.close()
+            if self._received:
+                raise _misbehaving(
+                    op, f"only {self._received} bytes of the answer arrived in {budget:g} s"
+                ) from None
             raise ActionTimeoutError(f"the PC did not answer {op!r} in time") from None
-        except (OSError, ConnectionError, ValueError) as exc:
+        except (OSError, ConnectionError) as exc:
             self.close()
             raise PCUnavailableError(
                 f"lost the connection to the PC's daemon during {op!r}: {exc}",
                 hint="the PC may have died; check `corral pc list`",
             ) from None
-        if not header.get("ok"):
-            error = header.get("error") or {}
-            raise _error_from(
-                str(error.get("code", "internal")), str(error.get("message", "unknown error"))
-            )
-        return dict(header.get("result") or {}), data
+        if not header["ok"]:
+            error = header["error"]
+            raise _error_from(error["code"], error["message"])
+        return header["result"], data
 
     # -- actions ----------------------------------------------------------------------------
     def health(self, timeout: float = 3.0) -> dict[str, Any]:
@@ -182,14 +362,23 @@ class PcdClient:
         if max_height:
             args["max_height"] = max_height
         meta, png = self.call("screenshot", args)
-        return Screenshot(
+        op = "screenshot"
+        shot = Screenshot(
             png,
-            int(meta["width"]),
-            int(meta["height"]),
-            int(meta["screen_width"]),
-            int(meta["screen_height"]),
-            float(meta["scale"]),
+            _get(op, meta, "width", int),
+            _get(op, meta, "height", int),
+            _get(op, meta, "screen_width", int),
+            _get(op, meta, "screen_height", int),
+            float(_get(op, meta, "scale", (int, float))),
         )
+        sw, sh = self.screen
+        if not (
+            0 < shot.width <= shot.screen_width <= sw
+            and 0 < shot.height <= shot.screen_height <= sh
+            and 0 < shot.scale <= 1
+        ):
+            raise _misbehaving(op, "the sizes it reports do not fit the PC's screen")
+        return shot
 
     def mouse_move(self, x: int, y: int) -> None:
         self.call("mouse_move", {"x": x, "y": y})
@@ -242,14 +431,17 @@ class PcdClient:
             if value is not None:
                 args[key] = value
         res, _ = self.call("run", args, timeout=timeout_s + 10)
+        exit_code = res.get("exit_code")
+        if exit_code is not None:
+            exit_code = _get("run", res, "exit_code", int)
         return CommandResult(
-            exit_code=res.get("exit_code"),
-            stdout=res.get("stdout", ""),
-            stderr=res.get("stderr", ""),
+            exit_code=exit_code,
+            stdout=_get("run", res, "stdout", str),
+            stderr=_get("run", res, "stderr", str),
             stdout_truncated=bool(res.get("stdout_truncated")),
             stderr_truncated=bool(res.get("stderr_truncated")),
             timed_out=bool(res.get("timed_out")),
-            duration_ms=float(res.get("duration_ms", 0)),
+            duration_ms=float(_get("run", res, "duration_ms", (int, float))),
         )
 
     def read_file(self, path: str, max_bytes: int | None = None) -> bytes:
@@ -268,25 +460,25 @@ class PcdClient:
         )[0]
 
     def list_dir(self, path: str) -> list[dict[str, Any]]:
-        return list(self.call("list_dir", {"path": path})[0]["entries"])
+        return _records("list_dir", self.call("list_dir", {"path": path})[0], "entries")
 
     def clipboard_get(self) -> str:
-        return str(self.call("clipboard_get")[0].get("text", ""))
+        return str(_get("clipboard_get", self.call("clipboard_get")[0], "text", str))
 
     def clipboard_set(self, text: str) -> None:
         self.call("clipboard_set", {"text": text})
 
     def list_windows(self) -> list[dict[str, Any]]:
-        return list(self.call("list_windows")[0]["windows"])
+        return _records("list_windows", self.call("list_windows")[0], "windows")
 
     def focus_window(self, window_id: str) -> None:
         self.call("focus_window", {"id": window_id})
 
     def launch(self, argv: list[str]) -> int:
-        return int(self.call("launch", {"argv": argv})[0]["pid"])
+        return int(_get("launch", self.call("launch", {"argv": argv})[0], "pid", int))
 
     def open_url(self, url: str) -> None:
         self.call("open_url", {"url": url})
 
     def processes(self) -> list[dict[str, Any]]:
-        return list(self.call("processes")[0]["processes"])
+        return _records("processes", self.call("processes")[0], "processes")

@@ -15,10 +15,19 @@ from corral.domain.sizes import PCSize
 from corral.runtime._lxcfs import LXCFS_PROC_FILES, LXCFS_SYS_FILES
 from corral.runtime.seccomp import seccomp_profile
 
-__all__ = ["IO_MOUNT", "PCD_SOCKET", "DesktopUser", "PCSpec", "cgroup_path", "oci_config"]
+__all__ = [
+    "IO_MOUNT",
+    "PCD_LISTEN_FD",
+    "PCD_SOCKET",
+    "DesktopUser",
+    "PCSpec",
+    "cgroup_path",
+    "oci_config",
+]
 
 IO_MOUNT = "/run/corral"  # where the per-PC host folder appears inside the PC
-PCD_SOCKET = "pcd.sock"  # name of pcd's unix socket inside that folder
+PCD_SOCKET = "pcd.sock"  # name of pcd's unix socket in the host-only folder (never in the PC)
+PCD_LISTEN_FD = 3  # the host-bound listening socket, handed to pcd by runc --preserve-fds
 _CPU_PERIOD_US = 100_000
 
 MASKED_PATHS = (
@@ -76,8 +85,8 @@ def _init_args(spec: PCSpec) -> list[str]:
         "-g",
         "--",
         "/usr/local/bin/corral-pcd",
-        "--socket",
-        f"{IO_MOUNT}/{PCD_SOCKET}",
+        "--listen-fd",
+        str(PCD_LISTEN_FD),
         "--display",
         ":0",
         "--geometry",

@@ -2,8 +2,10 @@
 
 A PC is a runc container whose root is an overlayfs: the image (read-only, idmapped to the PC's
 own host uid range) below, a size-limited tmpfs above. Everything the PC may touch on the host is
-one small tmpfs folder holding pcd's socket. Reset throws the upper layer away and starts a fresh
-desktop; destroy removes every mount, cgroup, namespace and folder the PC had.
+one small tmpfs folder (its console log). pcd's socket lives in a host-only folder the PC never
+sees: the host binds it and hands pcd the listening descriptor. Reset throws the upper layer
+away and starts a fresh desktop; destroy removes every mount, cgroup, namespace and folder
+the PC had.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,9 +24,11 @@ from pathlib import Path
 from corral.config import paths
 from corral.domain.sizes import parse_size
 from corral.errors import (
+    ActionTimeoutError,
     BootError,
     CorralError,
     InvalidInputError,
+    PCMisbehavingError,
     PCNotFoundError,
     PCUnavailableError,
     PermissionDeniedError,
@@ -36,11 +41,12 @@ from corral.runtime.images import ImageStore
 from corral.runtime.oci import PCD_SOCKET, DesktopUser, PCSpec, cgroup_path, oci_config
 from corral.runtime.runc import Runc
 
-__all__ = ["DEFAULT_SCREEN", "Health", "PCInfo", "PCRuntime"]
+__all__ = ["DEFAULT_SCREEN", "HEALTH_TIMEOUT_S", "Health", "PCInfo", "PCRuntime"]
 
 DEFAULT_SCREEN = "1280x800x24"
 _IO_BYTES = 8 * 1024 * 1024
 _READY_TIMEOUT_S = 20.0
+HEALTH_TIMEOUT_S = 3.0  # one overall deadline for a health check, connect to last byte
 _SCREEN_LIMITS = (320, 200, 7680, 4320)
 LXCFS_DIR = "/run/corral-lxcfs"  # default of CORRAL_LXCFS_DIR
 
@@ -51,6 +57,7 @@ class Health:
     pcd: bool
     x: bool
     detail: str
+    misbehaving: bool = False  # pcd broke the protocol: quarantine at once, do not retry
 
 
 @dataclass(frozen=True)
@@ -124,11 +131,13 @@ class PCRuntime:
         return {name: base / name for name in ("lower", "upperfs", "rootfs", "io")}
 
     def socket_path(self, pc_id: str) -> Path:
-        return self.state.pc_dir(pc_id) / "io" / PCD_SOCKET
+        """pcd's socket: in the PC's host-only `ctl` folder (root, 0700, never mounted in the
+        PC), so nothing in the PC, root in its user namespace included, can replace it."""
+        return self.state.pc_dir(pc_id) / "ctl" / PCD_SOCKET
 
     def client(self, pc_id: str, timeout: float = 30.0) -> PcdClient:
-        self._record(pc_id)
-        return PcdClient(self.socket_path(pc_id), timeout=timeout)
+        record = self._record(pc_id)
+        return PcdClient(self.socket_path(pc_id), timeout=timeout, screen=record.screen)
 
     def _pid(self, pc_id: str) -> int | None:
         try:
@@ -205,26 +214,58 @@ class PCRuntime:
         (pc_dir / "lxcfs.pid").write_text(str(lxcfs_pid))
         (pc_dir / "init.pid").unlink(missing_ok=True)
         log = self._dirs(record.id)["io"] / "console.log"
-        self.runc.run_detached(record.id, pc_dir, pc_dir / "init.pid", log)
+        listener = self._bind_pcd_socket(record.id)
+        try:
+            self.runc.run_detached(
+                record.id, pc_dir, pc_dir / "init.pid", log, listen_fd=listener.fileno()
+            )
+        finally:
+            # pcd (and tini) hold it now: once they are gone, a connection is refused at once.
+            listener.close()
         self._wait_ready(record.id, log)
 
+    def _bind_pcd_socket(self, pc_id: str) -> socket.socket:
+        """Bind and listen on pcd's socket where only the host can reach it.
+
+        1. The `ctl` folder is made by the host (root, 0700) in the PC's state folder, which is
+           never mounted into the PC: no id of the PC's range, root in its userns included, can
+           even name it, so nothing there can unlink, replace or chmod the socket.
+        2. A socket left by an earlier boot (reset) is removed; only the host ever wrote there.
+        3. The listening descriptor goes to pcd as fd 3 (runc --preserve-fds); pcd binds nothing.
+        """
+        ctl = self.socket_path(pc_id).parent
+        ctl.mkdir(mode=0o700, exist_ok=True)
+        os.chown(ctl, 0, 0)
+        os.chmod(ctl, 0o700)
+        path = ctl / PCD_SOCKET
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
     def _wait_ready(self, pc_id: str, log: Path) -> None:
-        sock = self.socket_path(pc_id)
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while not sock.exists():
-            if self._pid(pc_id) is None:
-                raise BootError(
-                    f"PC {pc_id} stopped while booting: {_tail(log)}",
-                    hint="check the image with `corral image list`; rebuild it if it is broken",
-                )
-            if time.monotonic() > deadline:
-                raise BootError(
-                    f"PC {pc_id} did not become ready in {_READY_TIMEOUT_S:.0f} s: {_tail(log)}"
-                )
-            time.sleep(0.001)
-        with PcdClient(sock, timeout=5.0) as client:
-            if not client.health().get("x"):
-                raise BootError(f"PC {pc_id} started but its X server does not answer")
+        """Readiness is pcd's first answer: the host's `health` waits in the listener's backlog
+        until pcd serves (after Xvfb is up); if the PC dies first, the listener closes and the
+        connection is refused or reset at once."""
+        try:
+            with PcdClient(self.socket_path(pc_id), timeout=_READY_TIMEOUT_S) as client:
+                answer = client.health(timeout=_READY_TIMEOUT_S)
+        except ActionTimeoutError:
+            raise BootError(
+                f"PC {pc_id} did not become ready in {_READY_TIMEOUT_S:.0f} s: {_tail(log)}"
+            ) from None
+        except PCUnavailableError as exc:
+            raise BootError(
+                f"PC {pc_id} stopped while booting ({exc}): {_tail(log)}",
+                hint="check the image with `corral image list`; rebuild it if it is broken",
+            ) from None
+        if not answer.get("x"):
+            raise BootError(f"PC {pc_id} started but its X server does not answer")
 
     # -- public operations ------------------------------------------------------------------
     def boot(self, image: str, size: str = "small", screen: str = DEFAULT_SCREEN) -> PCInfo:
@@ -354,8 +395,10 @@ class PCRuntime:
                 "lxcfs, which serves the PC's /proc view, stopped or was restarted: reset the PC",
             )
         try:
-            with PcdClient(self.socket_path(pc_id), timeout=3.0) as client:
-                answer = client.health()
+            with PcdClient(self.socket_path(pc_id), timeout=HEALTH_TIMEOUT_S) as client:
+                answer = client.health(timeout=HEALTH_TIMEOUT_S)
+        except PCMisbehavingError as exc:
+            return Health(False, False, False, str(exc), misbehaving=True)
         except CorralError as exc:
             return Health(False, False, False, str(exc))
         x_ok = bool(answer.get("x"))

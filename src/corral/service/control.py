@@ -44,6 +44,7 @@ from corral.errors import (
     ConflictError,
     CorralError,
     NotFoundError,
+    PCMisbehavingError,
     PCUnavailableError,
     PermissionDeniedError,
     SessionGoneError,
@@ -69,7 +70,9 @@ IMAGE_DIGEST_TTL_S = 5.0  # how stale the "image current" compliance fact may be
 HEALTH_EVERY_S = 5.0
 TICK_S = 0.25
 ACTION_THREADS = 512  # actions in flight at once, across all sessions
-RUNTIME_THREADS = 8  # boots, resets, destroys and health checks in flight at once
+RUNTIME_THREADS = 8  # boots, resets and destroys in flight at once
+HEALTH_THREADS = 4  # health checks in flight at once, on their own threads (see __init__)
+PC_LANE = 4  # actions and peeks of one PC in flight at once on the action threads
 QUARANTINE_KEEP = 1  # quarantined PCs kept per pool for inspection; older ones are destroyed
 FAILS_TO_QUARANTINE = 2  # failed health checks in a row before a live PC is quarantined
 
@@ -146,7 +149,12 @@ class ControlPlane:
         self._changed = asyncio.Event()  # a PC became ready / a release happened
         self._wake = asyncio.Event()  # the manager should look again now
         self._tasks: set[asyncio.Task[None]] = set()
-        self._busy: set[str] = set()  # PCs a reset or health check is working on
+        self._busy: set[str] = set()  # PCs a reset or destroy is working on
+        # PCs with a health check queued or running. Apart from _busy: a check waiting for a
+        # health thread (all held by slow PCs, say) never delays this PC's reset; a check that
+        # a reset or destroy overtook (its era moved on) is ignored.
+        self._checking: set[str] = set()
+        self._era: dict[str, int] = {}  # PC -> resets and destroys begun
         self._waiting: dict[str, int] = {}  # pool -> acquires waiting for a PC
         self._failures: dict[str, int] = {}  # PC -> health checks failed in a row
         self._pc_images: dict[str, tuple[str, str]] = {}  # PC -> (image, digest it booted)
@@ -156,12 +164,61 @@ class ControlPlane:
         # the pool manager of threads (asyncio's default pool has only a handful).
         self._act_pool = ThreadPoolExecutor(ACTION_THREADS, thread_name_prefix="corral-act")
         self._rt_pool = ThreadPoolExecutor(RUNTIME_THREADS, thread_name_prefix="corral-rt")
+        # Health checks never queue behind boots and resets, nor those behind them: a PC that
+        # holds its check to the deadline delays only other checks, never a boot or reset.
+        self._health_pool = ThreadPoolExecutor(HEALTH_THREADS, thread_name_prefix="corral-hc")
+        # One PC gets at most PC_LANE of the action threads (an observer's peeks included),
+        # however slowly it answers.
+        self._lanes: dict[str, asyncio.Semaphore] = {}
         self._last_health = 0.0
 
     async def _runtime(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking runtime call on the runtime's own threads."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._rt_pool, functools.partial(fn, *args))
+
+    def _lane(self, pc_id: str) -> asyncio.Semaphore:
+        lane = self._lanes.get(pc_id)
+        if lane is None:
+            lane = self._lanes[pc_id] = asyncio.Semaphore(PC_LANE)
+        return lane
+
+    async def _quarantine_misbehaving(self, pc_id: str, err: PCMisbehavingError) -> None:
+        """A PC whose daemon broke the protocol is trusted no more: quarantined at once (kept
+        for inspection, never lent again), the session it serves ended with reason
+        `pc_misbehaving` (its owner gets a session-revoked event) and the event logged.
+
+        The state moves by compare-and-set from what the row says now, so a PC acquired or
+        released meanwhile is caught with the session it serves at that moment."""
+        log.warning("PC %s misbehaved (%s): quarantined", pc_id, err.message)
+        self._failures.pop(pc_id, None)
+        for _ in range(3):
+            try:
+                pc = await asyncio.to_thread(self.store.get_pc, pc_id)
+            except NotFoundError:
+                return
+            if pc.state in (PCState.QUARANTINED, PCState.DESTROYING):
+                return
+            if await asyncio.to_thread(
+                self.store.set_pc_state,
+                pc_id,
+                PCState.QUARANTINED,
+                expect=pc.state,
+                detail=f"misbehaving: {err.message}",
+            ):
+                break
+        else:
+            return
+        if pc.session_id is not None:
+            released = await asyncio.to_thread(
+                self.store.release_session, pc.session_id, reason="pc_misbehaving", now=utcnow()
+            )
+            self._forget(pc.session_id)
+            if released is not None and self.events is not None:
+                event = release_event(released, SYSTEM, "pc_misbehaving")
+                if event is not None:
+                    await asyncio.to_thread(self.events.emit, event)
+        self._wake.set()
 
     # -- authorization: every check below is PolicyService.authorize (issue 5) ----------------
     def _require(self, principal: Caller | None, action: str, target: Target, **kw: Any) -> Any:
@@ -503,13 +560,22 @@ class ControlPlane:
             if live.client is None:
                 live.client = self.runtime.client(session.pc_id, timeout=60)
             loop = asyncio.get_running_loop()
-            job = loop.run_in_executor(self._act_pool, spec.run, live.client, live.space, parsed)
+            lane = self._lane(session.pc_id)
             try:
-                result: ToolResult = await asyncio.shield(job)
-            except asyncio.CancelledError:
-                # The caller gave up, but the PC is still doing the action on this session's
-                # connection: hold the lock until it is done, so nothing overlaps it.
-                await asyncio.wait([job])
+                async with lane:
+                    job = loop.run_in_executor(
+                        self._act_pool, spec.run, live.client, live.space, parsed
+                    )
+                    try:
+                        result: ToolResult = await asyncio.shield(job)
+                    except asyncio.CancelledError:
+                        # The caller gave up, but the PC is still doing the action on this
+                        # session's connection: hold the lock (and the lane) until it is done,
+                        # so nothing overlaps it.
+                        await asyncio.wait([job])
+                        raise
+            except PCMisbehavingError as err:
+                await self._quarantine_misbehaving(session.pc_id, err)
                 raise
             except PCUnavailableError:
                 self._wake.set()  # the manager's health check will deal with the PC
@@ -533,7 +599,12 @@ class ControlPlane:
                 return client.screenshot().png
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._act_pool, grab)
+        try:
+            async with self._lane(session.pc_id):
+                return await loop.run_in_executor(self._act_pool, grab)
+        except PCMisbehavingError as err:
+            await self._quarantine_misbehaving(session.pc_id, err)
+            raise
 
     # -- the pool manager --------------------------------------------------------------------
     async def run(self) -> None:
@@ -580,9 +651,13 @@ class ControlPlane:
             return
         if check_health:
             for pc in pcs:
-                if pc.state in (PCState.READY, PCState.IN_USE) and pc.id not in self._busy:
-                    self._busy.add(pc.id)
-                    self._spawn(self._check(pc))
+                if (
+                    pc.state in (PCState.READY, PCState.IN_USE)
+                    and pc.id not in self._busy
+                    and pc.id not in self._checking
+                ):
+                    self._checking.add(pc.id)
+                    self._spawn(self._check(pc, self._era.get(pc.id, 0)))
         quarantined = sorted(
             (pc for pc in pcs if pc.state == PCState.QUARANTINED), key=lambda pc: pc.created_at
         )
@@ -620,6 +695,7 @@ class ControlPlane:
 
     async def _reset(self, pc: PC) -> None:
         """Back to the image baseline, then lendable again; replaced if that fails."""
+        self._era[pc.id] = self._era.get(pc.id, 0) + 1
         try:
             await self._runtime(self.runtime.reset, pc.id)
             health = await self._runtime(self.runtime.health, pc.id)
@@ -637,27 +713,41 @@ class ControlPlane:
         self._changed.set()
         self._wake.set()
 
-    async def _check(self, pc: PC) -> None:
-        """Quarantine a PC that fails its health check: at once if its processes are gone,
-        after FAILS_TO_QUARANTINE failures in a row if it only stops answering (load)."""
+    def _overtaken(self, pc_id: str, era: int) -> bool:
+        """A reset or destroy began since this check did: its result says nothing of now."""
+        return pc_id in self._busy or self._era.get(pc_id, 0) != era
+
+    async def _check(self, pc: PC, era: int) -> None:
+        """Quarantine a PC that fails its health check: at once if its processes are gone or
+        its daemon broke the protocol, after FAILS_TO_QUARANTINE failures in a row if it only
+        stops answering (load). Runs on the health threads, never the runtime's."""
         try:
             try:
-                health = await self._runtime(self.runtime.health, pc.id)
+                loop = asyncio.get_running_loop()
+                health = await loop.run_in_executor(self._health_pool, self.runtime.health, pc.id)
             except NotFoundError:  # destroyed behind our back (e.g. by an operator)
+                if self._overtaken(pc.id, era):
+                    return
                 log.warning("PC %s vanished from the runtime", pc.id)
                 if pc.session_id:
                     await asyncio.to_thread(
                         self.store.release_session, pc.session_id, reason="pc_lost", now=utcnow()
                     )
                     self._forget(pc.session_id)
-                await asyncio.to_thread(self.store.delete_pc, pc.id)
+                with contextlib.suppress(NotFoundError):
+                    await asyncio.to_thread(self.store.delete_pc, pc.id)
                 return
             except Exception as exc:  # a check that cannot run is a failed check
                 health = Health(False, False, False, f"health check failed: {exc}")
         finally:
-            self._busy.discard(pc.id)
+            self._checking.discard(pc.id)
+        if self._overtaken(pc.id, era):
+            return
         if health.ok:
             self._failures.pop(pc.id, None)
+            return
+        if health.misbehaving:
+            await self._quarantine_misbehaving(pc.id, PCMisbehavingError(health.detail))
             return
         fails = self._failures.get(pc.id, 0) + 1
         self._failures[pc.id] = fails
@@ -686,6 +776,8 @@ class ControlPlane:
         """Destroy the PC, then forget it; on failure keep its row (DESTROYING, with the
         reason) so the manager tries again instead of leaking a running PC."""
         self._pc_images.pop(pc.id, None)
+        self._lanes.pop(pc.id, None)
+        self._era[pc.id] = self._era.get(pc.id, 0) + 1
         try:
             await self._runtime(self.runtime.destroy, pc.id)
         except NotFoundError:
@@ -746,4 +838,5 @@ class ControlPlane:
             for pc in await asyncio.to_thread(self.store.list_pcs):
                 await self._destroy(pc)
         self._act_pool.shutdown(wait=False, cancel_futures=True)
+        self._health_pool.shutdown(wait=False, cancel_futures=True)
         self._rt_pool.shutdown(wait=True)
