@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from corral.cli._common import err_console, handle_errors, out_console
+from corral.cli._common import TextTable, err_console, handle_errors, out_console
 from corral.cli._http import call, credential_option
 from corral.errors import InvalidInputError
 
@@ -35,8 +34,8 @@ def _row(pool: dict[str, Any]) -> list[str]:
     ]
 
 
-def _table(pools: list[dict[str, Any]]) -> Table:
-    table = Table(
+def _table(pools: list[dict[str, Any]]) -> TextTable:
+    table = TextTable(
         "NAME",
         "IMAGE",
         "REGION",
@@ -156,7 +155,7 @@ def unassign(name: str, agent: AgentOpt = None, group: GroupOpt = None) -> None:
 @handle_errors
 def assignments(name: str) -> None:
     """Who pool NAME is assigned to."""
-    table = Table("POOL", "AGENT", "GROUP", "BY", "SINCE")
+    table = TextTable("POOL", "AGENT", "GROUP", "BY", "SINCE")
     for a in call("GET", f"/v1/pools/{name}/assignments"):
         table.add_row(
             a["pool"], a["agent"] or "", a["group"] or "", a["created_by"], a["created_at"][:19]
