@@ -62,6 +62,13 @@ class PoolCreate(BaseModel):
         description="accept plain bearer tokens (no DPoP) for acquiring from this pool and "
         "on its sessions' URLs; for MCP clients that cannot do proof of possession",
     )
+    max_sessions_per_agent: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="active sessions one agent may hold in this pool at once (at most max); "
+        "omitted: half the pool's max, at least one",
+    )
 
 
 class SessionControls(BaseModel):
@@ -159,6 +166,7 @@ def _session_json(session: Session, base_url: str) -> dict[str, Any]:
         "last_activity": iso(session.last_activity),
         "released_at": iso(session.released_at),
         "release_reason": session.release_reason,
+        "released_by": session.released_by,
     }
 
 
@@ -194,7 +202,8 @@ _VIEWER_STYLE = "body{margin:0;background:#222;color:#ddd;font:14px sans-serif}i
 _VIEWER = (
     '<!doctype html><meta charset="utf-8"><title>Corral session {sid}</title>'
     f"<style>{_VIEWER_STYLE}</style>"
-    '<body data-screenshot="/v1/sessions/{sid}/screenshot"><p>Session {sid} (read-only view, refreshed every second)</p>'
+    '<body data-screenshot="/v1/sessions/{sid}/screenshot">'
+    "<p>Session {sid} (read-only view, refreshed every second)</p>"
     '<img id="s" alt="screen of session {sid}">'
     f"<script>{_VIEWER_SCRIPT}</script></body>"
 )

@@ -29,6 +29,7 @@ def _row(pool: dict[str, Any]) -> list[str]:
         pool["size"],
         str(pool["warm"]),
         str(pool["max"]),
+        str(pool.get("max_sessions_per_agent", "")),
         *(str(counts.get(s, 0)) for s in _STATES),
         "deleting" if pool.get("deleting") else "",
     ]
@@ -42,6 +43,7 @@ def _table(pools: list[dict[str, Any]]) -> TextTable:
         "SIZE",
         "WARM",
         "MAX",
+        "PER AGENT",
         "READY",
         "IN USE",
         "BOOTING",
@@ -75,6 +77,13 @@ def create(
             "that cannot do proof of possession",
         ),
     ] = False,
+    max_sessions_per_agent: Annotated[
+        int | None,
+        typer.Option(
+            help="active sessions one agent may hold in this pool at once (default: half of "
+            "--max, at least 1)",
+        ),
+    ] = None,
 ) -> None:
     """Create a pool; the server starts warming its PCs at once."""
     pool = call(
@@ -90,6 +99,7 @@ def create(
             "idle_timeout_s": idle_timeout,
             "max_lifetime_s": max_lifetime,
             "allow_bearer": allow_bearer,
+            "max_sessions_per_agent": max_sessions_per_agent,
         },
     )
     out_console.print(_table([pool]))

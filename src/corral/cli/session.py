@@ -15,7 +15,9 @@ app = typer.Typer(
 
 
 def _table(sessions: list[dict[str, Any]]) -> TextTable:
-    table = TextTable("SESSION", "POOL", "PC", "STATE", "CREATED", "EXPIRES", "RELEASE REASON")
+    table = TextTable(
+        "SESSION", "POOL", "PC", "STATE", "CREATED", "EXPIRES", "RELEASE REASON", "RELEASED BY"
+    )
     for s in sessions:
         table.add_row(
             s["session_id"],
@@ -25,6 +27,7 @@ def _table(sessions: list[dict[str, Any]]) -> TextTable:
             (s["created_at"] or "")[:19],
             (s["expires_at"] or "")[:19],
             s.get("release_reason") or "",
+            s.get("released_by") or "",
         )
     return table
 
