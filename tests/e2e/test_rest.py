@@ -76,7 +76,7 @@ def test_reset_between_sessions_and_no_pc_lent_twice(server: Server) -> None:
 
 
 def test_concurrent_acquires_never_share_a_pc(server: Server) -> None:
-    server.create_pool("crowd", warm=10, max=10)
+    server.create_pool("crowd", warm=10, max=10, max_sessions_per_agent=10)  # one agent, all
     server.wait_ready("crowd", 10, timeout=120)
     with ThreadPoolExecutor(50) as pool:
         answers = list(pool.map(lambda _: server.acquire("crowd", wait_s=2), range(50)))
