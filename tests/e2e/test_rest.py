@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import time
@@ -36,9 +37,20 @@ def test_acquire_act_release(server: Server) -> None:
     off = server.act(sid, "mouse_move", x=1024, y=10)
     assert off.status_code == 400 and "off the screen" in off.json()["error"]["message"]
 
-    assert server.http.get(s["viewer_url"]).status_code == 200
+    # What a browser renders, or could be tricked into rendering, is never sniffed or framed.
+    viewer = server.http.get(s["viewer_url"])
+    picture = server.http.get(f"/v1/sessions/{sid}/screenshot")
+    assert viewer.status_code == 200 and picture.status_code == 200
+    assert picture.headers["content-type"] == "image/png" and picture.content[:4] == b"\x89PNG"
+    for answer in (viewer, picture):
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["x-frame-options"] == "DENY"
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
     released = server.http.delete(f"/v1/sessions/{sid}")
     assert released.status_code == 200 and released.json()["state"] == "released"
+    admin_id = json.loads(server.admin_file.read_text())["user_id"]
+    assert released.json()["released_by"] == admin_id
     gone = server.act(sid, "run_command", command="true")
     assert gone.status_code == 404
     assert server.http.get(s["viewer_url"]).status_code == 404
