@@ -75,7 +75,11 @@ def test_reset_between_sessions_and_no_pc_lent_twice(server: Server) -> None:
     server.wait_ready("solo", 1)
     one = server.acquire("solo").json()
     server.act(one["session_id"], "write_file", path="secret.txt", content="session one")
-    busy = server.acquire("solo", wait_s=0.5)
+    # the agent holds its limit (one: half of max 1, at least one): refused at once, by name
+    limited = server.acquire("solo", wait_s=0.5)
+    assert limited.status_code == 409 and limited.json()["error"]["code"] == "session_limit"
+    # anyone else finds no free PC: 503, retry later
+    busy = server.http.post("/v1/pools/solo/sessions", json={"wait_s": 0.5})
     assert busy.status_code == 503 and busy.headers["Retry-After"]
     server.http.delete(f"/v1/sessions/{one['session_id']}")
     two = server.acquire("solo", wait_s=30)
@@ -96,7 +100,13 @@ def test_concurrent_acquires_never_share_a_pc(server: Server) -> None:
     lost = [a for a in answers if a.status_code != 201]
     assert len(won) == 10
     assert len({s["pc_id"] for s in won}) == 10
-    assert all(a.status_code == 503 and a.headers.get("Retry-After") for a in lost)
+    # no PC free: 503 to retry later; or, once the agent holds all ten (its limit here), the
+    # per-agent limit's 409 at once (waiting would not free one of its own sessions)
+    for a in lost:
+        if a.status_code == 409:
+            assert a.json()["error"]["code"] == "session_limit", a.text
+        else:
+            assert a.status_code == 503 and a.headers.get("Retry-After"), a.text
     for s in won:
         server.http.delete(f"/v1/sessions/{s['session_id']}")
     server.http.delete("/v1/pools/crowd")
@@ -218,7 +228,7 @@ def test_max_lifetime_releases_the_session(server: Server) -> None:
         time.sleep(0.2)
     released = server.http.get("/v1/sessions", params={"active": False}).json()
     (mine,) = [s for s in released if s["session_id"] == sid]
-    assert mine["release_reason"] == "max_lifetime"
+    assert mine["release_reason"] == "max_lifetime" and mine["released_by"] == "system"
 
 
 def test_delete_pool_drains_then_destroys(server: Server) -> None:
