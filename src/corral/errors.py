@@ -23,6 +23,7 @@ __all__ = [
     "PCUnavailableError",
     "PermissionDeniedError",
     "RuntimeFailureError",
+    "SessionLimitError",
 ]
 
 
@@ -133,6 +134,13 @@ class ConflictError(CorralError):
 
     exit_code = 8
     code = "conflict"
+
+
+class SessionLimitError(ConflictError):
+    """The caller already holds as many sessions in the pool as its limit allows
+    (`max_sessions_per_agent`): it must release one first. A conflict (409), not a wait."""
+
+    code = "session_limit"
 
 
 class UnavailableError(CorralError):

@@ -5,6 +5,9 @@ No PCs: a session row stands in for an acquired PC, which is all the viewer page
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -346,3 +349,52 @@ def test_oidc_login_refusals(env: Env, idp: MockProvider) -> None:
     env.store.delete_oidc_provider("mock")
     _add_provider(env, idp, allow_console=False, allow_assertions=True)
     assert env.client.get("/console/oidc/mock/start").status_code == 400
+
+
+def test_the_console_shows_an_agents_hostile_text_as_text(env: Env) -> None:
+    """Issue 9, section 4: an approval's command with a bidi override, ANSI escapes, invisible
+    characters and HTML reaches the sponsor's page as visible escapes and text, never as the
+    characters themselves or as markup."""
+    now = datetime.now(UTC)
+    env.store.create_approval(
+        Approval(
+            id="ap-hostile",
+            agent_id=env.agent_id,
+            action="run_command",
+            resource='PC::"pc-1"',
+            digest="d-hostile",
+            detail={"command": "rm -rf ~ #\u202egnp.exe \x1b[31m\u200b<b>x</b>"},
+            state=ApprovalState.PENDING,
+            requested_at=now,
+            expires_at=now + timedelta(minutes=15),
+        )
+    )
+    assert env.login("tina").status_code == 303
+    page = env.client.get("/console")
+    assert page.status_code == 200
+    assert "rm -rf ~ #\\u202egnp.exe \\x1b[31m\\u200b&lt;b&gt;x&lt;/b&gt;" in page.text
+    for hidden in ("\u202e", "\x1b", "\u200b", "<b>"):
+        assert hidden not in page.text
+
+
+def test_viewer_and_screenshot_answers_cannot_be_sniffed_or_framed(env: Env) -> None:
+    """Issue 9, section 7: the viewer page carries nosniff, frame protection and a CSP that
+    allows its own script (by hash) and nothing else."""
+    assert env.login().status_code == 303
+    viewer = env.client.get(f"/sessions/{env.session_id}/viewer")
+    assert viewer.status_code == 200
+    headers = viewer.headers
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    csp = {}
+    for part in headers["content-security-policy"].split(";"):
+        directive, _, value = part.strip().partition(" ")
+        csp[directive] = value
+    assert csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
+    assert csp["connect-src"] == "'self'" and csp["img-src"] == "blob:"
+    # The page's one script and one style are exactly what the CSP's hashes allow.
+    for tag, directive in (("script", "script-src"), ("style", "style-src")):
+        (body,) = re.findall(rf"<{tag}>(.*?)</{tag}>", viewer.text, re.S)
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        assert csp[directive] == f"'sha256-{digest}'"
+    assert "'unsafe-inline'" not in headers["content-security-policy"]

@@ -363,3 +363,25 @@ def test_rotation_with_grace_keeps_the_old_key_working(
     assert keys[0]["expires_at"] is not None
     bot.tokens.invalidate(bot.tokens.get())  # the old key still gets a token in the grace
     assert bot("GET", "/v1/pools").status_code == 200
+
+
+def test_security_admins_raise_an_agents_risk_but_never_lower_it(
+    env: Env, security: Client, admin: Client
+) -> None:
+    """Issue 9, section 7: lowering a risk gives access back, which only admins may do. A
+    security admin who tries gets 403 and the risk (and the high-risk forbid) stays."""
+    for level in ("low", "high", "high"):  # raising, and setting the same level, are allowed
+        raised = security("PUT", "/v1/agents/bot/risk", json={"level": level})
+        assert raised.status_code == 200 and raised.json()["risk"] == level, raised.text
+    for level in ("medium", "low", "none"):
+        _error(
+            security("PUT", "/v1/agents/bot/risk", json={"level": level}),
+            403,
+            "permission_denied",
+            "from high to",
+            "never lower",
+            "admin",
+        )
+    assert admin("GET", "/v1/agents/bot").json()["risk"] == "high"
+    lowered = admin("PUT", "/v1/agents/bot/risk", json={"level": "none"})
+    assert lowered.status_code == 200 and lowered.json()["risk"] == "none", lowered.text

@@ -564,7 +564,8 @@ case("POST", "/v1/agents/{ref}/disable", CONTAIN)(lambda w: Call(f"/v1/agents/{w
 case("POST", "/v1/agents/{ref}/enable", MANAGE)(
     lambda w: Call(f"/v1/agents/{w.agent(enabled=False)}/enable")
 )
-case("PUT", "/v1/agents/{ref}/risk", CONTAIN)(
+# lowering a risk also needs MANAGE (issue 9): asked once containment is allowed
+case("PUT", "/v1/agents/{ref}/risk", CONTAIN, then=(MANAGE,))(
     lambda w: Call(f"/v1/agents/{w.agent()}/risk", json={"level": "medium"})
 )
 case("POST", "/v1/agents/{ref}/sponsors", MANAGE)(

@@ -115,10 +115,15 @@ class Server:
         if not self.agent_id:
             self._make_clients()
 
+    @staticmethod
+    def corral_argv() -> list[str]:
+        """How to run the CLI (`corral` without arguments)."""
+        return [sys.executable, "-m", "corral"]
+
     def corral(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The CLI with the server's environment (its database, URL and data folder)."""
         return subprocess.run(
-            [sys.executable, "-m", "corral", *args],
+            [*self.corral_argv(), *args],
             env={**self.env, "COLUMNS": "250"},
             capture_output=True,
             text=True,

@@ -87,7 +87,7 @@ def _issue(server: Server, key: DPoPKey, **overrides: Any) -> str:
 
 @pytest.fixture(scope="module")
 def ready(server: Server) -> Server:
-    server.create_pool(POOL, warm=2, max=3)
+    server.create_pool(POOL, warm=2, max=3, max_sessions_per_agent=3)
     server.wait_ready(POOL, 2)
     return server
 

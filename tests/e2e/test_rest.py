@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import time
@@ -36,9 +37,20 @@ def test_acquire_act_release(server: Server) -> None:
     off = server.act(sid, "mouse_move", x=1024, y=10)
     assert off.status_code == 400 and "off the screen" in off.json()["error"]["message"]
 
-    assert server.http.get(s["viewer_url"]).status_code == 200
+    # What a browser renders, or could be tricked into rendering, is never sniffed or framed.
+    viewer = server.http.get(s["viewer_url"])
+    picture = server.http.get(f"/v1/sessions/{sid}/screenshot")
+    assert viewer.status_code == 200 and picture.status_code == 200
+    assert picture.headers["content-type"] == "image/png" and picture.content[:4] == b"\x89PNG"
+    for answer in (viewer, picture):
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["x-frame-options"] == "DENY"
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
     released = server.http.delete(f"/v1/sessions/{sid}")
     assert released.status_code == 200 and released.json()["state"] == "released"
+    admin_id = json.loads(server.admin_file.read_text())["user_id"]
+    assert released.json()["released_by"] == admin_id
     gone = server.act(sid, "run_command", command="true")
     assert gone.status_code == 404
     assert server.http.get(s["viewer_url"]).status_code == 404
@@ -63,7 +75,11 @@ def test_reset_between_sessions_and_no_pc_lent_twice(server: Server) -> None:
     server.wait_ready("solo", 1)
     one = server.acquire("solo").json()
     server.act(one["session_id"], "write_file", path="secret.txt", content="session one")
-    busy = server.acquire("solo", wait_s=0.5)
+    # the agent holds its limit (one: half of max 1, at least one): refused at once, by name
+    limited = server.acquire("solo", wait_s=0.5)
+    assert limited.status_code == 409 and limited.json()["error"]["code"] == "session_limit"
+    # anyone else finds no free PC: 503, retry later
+    busy = server.http.post("/v1/pools/solo/sessions", json={"wait_s": 0.5})
     assert busy.status_code == 503 and busy.headers["Retry-After"]
     server.http.delete(f"/v1/sessions/{one['session_id']}")
     two = server.acquire("solo", wait_s=30)
@@ -76,7 +92,7 @@ def test_reset_between_sessions_and_no_pc_lent_twice(server: Server) -> None:
 
 
 def test_concurrent_acquires_never_share_a_pc(server: Server) -> None:
-    server.create_pool("crowd", warm=10, max=10)
+    server.create_pool("crowd", warm=10, max=10, max_sessions_per_agent=10)  # one agent, all
     server.wait_ready("crowd", 10, timeout=120)
     with ThreadPoolExecutor(50) as pool:
         answers = list(pool.map(lambda _: server.acquire("crowd", wait_s=2), range(50)))
@@ -84,7 +100,13 @@ def test_concurrent_acquires_never_share_a_pc(server: Server) -> None:
     lost = [a for a in answers if a.status_code != 201]
     assert len(won) == 10
     assert len({s["pc_id"] for s in won}) == 10
-    assert all(a.status_code == 503 and a.headers.get("Retry-After") for a in lost)
+    # no PC free: 503 to retry later; or, once the agent holds all ten (its limit here), the
+    # per-agent limit's 409 at once (waiting would not free one of its own sessions)
+    for a in lost:
+        if a.status_code == 409:
+            assert a.json()["error"]["code"] == "session_limit", a.text
+        else:
+            assert a.status_code == 503 and a.headers.get("Retry-After"), a.text
     for s in won:
         server.http.delete(f"/v1/sessions/{s['session_id']}")
     server.http.delete("/v1/pools/crowd")
@@ -206,7 +228,7 @@ def test_max_lifetime_releases_the_session(server: Server) -> None:
         time.sleep(0.2)
     released = server.http.get("/v1/sessions", params={"active": False}).json()
     (mine,) = [s for s in released if s["session_id"] == sid]
-    assert mine["release_reason"] == "max_lifetime"
+    assert mine["release_reason"] == "max_lifetime" and mine["released_by"] == "system"
 
 
 def test_delete_pool_drains_then_destroys(server: Server) -> None:

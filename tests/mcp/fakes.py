@@ -66,6 +66,7 @@ class FakeControl:
         self.keys: dict[str, str] = {}
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
         self.released: list[str] = []
+        self.reasons: list[str] = []  # the release reason of each entry of `released`
         self.release_event = anyio.Event()
         self.crash = False
         self._locks: dict[str, anyio.Lock] = {}
@@ -103,13 +104,21 @@ class FakeControl:
             self.keys[idempotency_key] = session.id
         return session
 
-    async def release(self, session_id: str, *, principal: object = None) -> FakeSession:
+    async def release(
+        self,
+        session_id: str,
+        reason: str = "released",
+        *,
+        principal: object = None,
+        on_behalf_of: object = None,
+    ) -> FakeSession:
         session = self.sessions.get(session_id)
         if session is None:
             raise SessionGoneError(f"no session {session_id!r}")
         if session.state == "active":
             session.state = "released"
             self.released.append(session_id)
+            self.reasons.append(reason)
             self.release_event.set()
         return session
 

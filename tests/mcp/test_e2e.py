@@ -112,3 +112,10 @@ async def test_gateway_releases_the_pc_when_the_mcp_session_closes(server: Serve
         wrote = await call(mcp, "write_file", {"path": "x.txt", "content": "x"})
         assert not wrote.is_error, text(wrote)
     assert _released(server, sid)
+    # Recorded as the agent's own release, with the reason (issue 9): not "system", which
+    # would also read as a revocation of the agent's session by policy.
+    (record,) = [
+        s for s in server.http.get("/v1/sessions?active=false").json() if s["session_id"] == sid
+    ]
+    assert record["released_by"] == server.agent_id
+    assert record["release_reason"] == "mcp_connection_closed"

@@ -121,6 +121,7 @@ async def test_closing_the_mcp_session_releases_the_pc(served: Served) -> None:
     with anyio.fail_after(5):
         await served.control.release_event.wait()
     assert served.control.released == [acquired["session_id"]]
+    assert served.control.reasons == ["mcp_connection_closed"]
 
 
 @asynccontextmanager

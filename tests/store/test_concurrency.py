@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import create_engine, insert
 from sqlalchemy.exc import IntegrityError
 
-from corral.domain.models import PCState, Session, SessionState
+from corral.domain.models import PCState, PoolSpec, Session, SessionState
+from corral.errors import SessionLimitError
 from corral.store import Store
 from corral.store._tables import sessions
 
@@ -121,3 +122,67 @@ def test_two_active_sessions_cannot_share_a_pc(store: Store, ready_pool: list[st
             conn.execute(insert(sessions).values({**row, "state": SessionState.RELEASED.value}))
     finally:
         engine.dispose()
+
+
+def test_one_agent_racing_for_a_pool_gets_only_its_limit(store: Store) -> None:
+    """Issue 9, section 5: thirty acquires of one agent at once, ten READY PCs, a limit of three
+    per agent: three sessions, the rest refused by name (SessionLimitError), seven PCs left for
+    other agents; on PostgreSQL too, where acquires run truly in parallel."""
+    store.create_pool(PoolSpec(name="p", image="minimal", max=10, max_sessions_per_agent=3))
+    for i in range(10):
+        store.add_pc("p", f"pc-{i:02d}", PCState.READY)
+
+    def grab(i: int, owner: str = "a-greedy") -> str:
+        try:
+            got = store.acquire(
+                "p",
+                session_id=f"s{i:02d}",
+                expires_at=NOW + timedelta(hours=1),
+                idempotency_key=None,
+                request_hash="h",
+                now=NOW,
+                owner=owner,
+                limit_owner=True,
+            )
+        except SessionLimitError as exc:
+            assert "max_sessions_per_agent 3" in exc.message and exc.hint
+            return "limit"
+        return "won" if got is not None else "none"
+
+    results = _all_at_once(30, grab)
+    assert results.count("won") == 3 and results.count("limit") == 27
+    assert len(store.list_sessions(active_only=True, owner="a-greedy")) == 3
+    assert store.pc_counts("p")[PCState.READY] == 7
+    # another agent still gets a PC; a released session frees a place for the first one
+    assert grab(90, owner="a-other") == "won"
+    held = store.list_sessions(active_only=True, owner="a-greedy")
+    store.release_session(held[0].id, reason="released", now=NOW, by="a-greedy")
+    assert grab(91) == "won" and grab(92) == "limit"
+    _assert_consistent(store)
+
+
+def test_the_default_limit_is_half_the_pool(store: Store, ready_pool: list[str]) -> None:
+    """Pool `p` has max 20 and no limit given: one agent gets ten sessions, never more."""
+    assert store.get_pool("p").spec.max_sessions_per_agent == 10
+    results = _all_at_once(
+        12,
+        lambda i: _limited_acquire(store, f"s{i:02d}"),
+    )
+    assert results.count("won") == 10 and results.count("limit") == 2
+
+
+def _limited_acquire(store: Store, session_id: str) -> str:
+    try:
+        got = store.acquire(
+            "p",
+            session_id=session_id,
+            expires_at=NOW + timedelta(hours=1),
+            idempotency_key=None,
+            request_hash="h",
+            now=NOW,
+            owner="a-1",
+            limit_owner=True,
+        )
+    except SessionLimitError:
+        return "limit"
+    return "won" if got is not None else "none"

@@ -6,7 +6,10 @@ Thin: every route calls the ControlPlane and nothing else.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import html
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -29,6 +32,7 @@ from corral.api.errors import install_error_handlers
 from corral.api.policy_routes import include_policies
 from corral.api.ssf_routes import include_ssf
 from corral.domain.models import PoolSpec, Session
+from corral.domain.text import visible
 from corral.identity.directory import Directory
 from corral.service.access import AccessEvaluator
 from corral.service.auth import AuthService
@@ -57,6 +61,13 @@ class PoolCreate(BaseModel):
         False,
         description="accept plain bearer tokens (no DPoP) for acquiring from this pool and "
         "on its sessions' URLs; for MCP clients that cannot do proof of possession",
+    )
+    max_sessions_per_agent: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="active sessions one agent may hold in this pool at once (at most max); "
+        "omitted: half the pool's max, at least one",
     )
 
 
@@ -155,6 +166,7 @@ def _session_json(session: Session, base_url: str) -> dict[str, Any]:
         "last_activity": iso(session.last_activity),
         "released_at": iso(session.released_at),
         "release_reason": session.release_reason,
+        "released_by": session.released_by,
     }
 
 
@@ -174,19 +186,52 @@ def _pool_json(pool: PoolStatus) -> dict[str, Any]:
     return pool.to_json()
 
 
-_VIEWER = """<!doctype html><meta charset="utf-8"><title>Corral session {sid}</title>
-<style>body{{margin:0;background:#222;color:#ddd;font:14px sans-serif}}img{{max-width:100%}}</style>
-<p>Session {sid} (read-only view, refreshed every second)</p>
-<img id="s" alt="screen of session {sid}">
-<script>
-async function tick(){{
-  const r = await fetch("/v1/sessions/{sid}/screenshot", {{cache: "no-store"}});
-  if (r.ok) {{ document.getElementById("s").src = URL.createObjectURL(await r.blob()); }}
-  else {{ document.body.insertAdjacentText("beforeend", " session ended"); return; }}
+# The viewer's script is the same for every session (its screenshot URL is a data attribute), so
+# the CSP can allow exactly this script by its hash and nothing else.
+_VIEWER_SCRIPT = """
+const url = document.body.dataset.screenshot;
+async function tick(){
+  const r = await fetch(url, {cache: "no-store"});
+  if (r.ok) { document.getElementById("s").src = URL.createObjectURL(await r.blob()); }
+  else { document.body.insertAdjacentText("beforeend", " session ended"); return; }
   setTimeout(tick, 1000);
-}}
+}
 tick();
-</script>"""
+"""
+_VIEWER_STYLE = "body{margin:0;background:#222;color:#ddd;font:14px sans-serif}img{max-width:100%}"
+_VIEWER = (
+    '<!doctype html><meta charset="utf-8"><title>Corral session {sid}</title>'
+    f"<style>{_VIEWER_STYLE}</style>"
+    '<body data-screenshot="/v1/sessions/{sid}/screenshot">'
+    "<p>Session {sid} (read-only view, refreshed every second)</p>"
+    '<img id="s" alt="screen of session {sid}">'
+    f"<script>{_VIEWER_SCRIPT}</script></body>"
+)
+
+
+def _csp_hash(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
+
+
+# Answers a browser renders (the viewer) or may be tricked into rendering (a screenshot): no
+# content sniffing, no framing by another site (clickjacking), nothing loaded from elsewhere.
+_VIEWER_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        f"default-src 'none'; script-src {_csp_hash(_VIEWER_SCRIPT)}; "
+        f"style-src {_csp_hash(_VIEWER_STYLE)}; connect-src 'self'; img-src blob:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+_SCREENSHOT_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
 
 
 def create_app(
@@ -338,12 +383,13 @@ def create_app(
     @app.get("/v1/sessions/{session_id}/screenshot")
     async def screenshot(session_id: str, who: Principal) -> Response:
         png = await control.peek_screenshot(session_id, principal=who)
-        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+        return Response(png, media_type="image/png", headers=_SCREENSHOT_HEADERS)
 
     @app.get("/sessions/{session_id}/viewer", response_class=HTMLResponse)
-    async def viewer(session_id: str, who: Principal) -> str:
-        await asyncio.to_thread(lambda: control.get_session(session_id, principal=who))
-        return _VIEWER.format(sid=session_id)
+    async def viewer(session_id: str, who: Principal) -> HTMLResponse:
+        session = await asyncio.to_thread(lambda: control.get_session(session_id, principal=who))
+        page = _VIEWER.replace("{sid}", html.escape(visible(session.id)))
+        return HTMLResponse(page, headers=_VIEWER_HEADERS)
 
     mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
     grant = auth.session_grant if auth is not None else None

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from corral.api.authn import principal_of
 from corral.api.console_auth import LOGIN_STATE_COOKIE, SESSION_COOKIE, same_origin
 from corral.domain.policy import Approval, ApprovalState
+from corral.domain.text import visible
 from corral.errors import InvalidInputError, PermissionDeniedError
 from corral.identity.errors import AuthError
 from corral.service.auth import RateLimitedError
@@ -44,6 +45,12 @@ _STYLE = (
 )
 
 
+def _text(value: object) -> str:
+    """Untrusted text (an agent's arguments, names, messages) for HTML: controls, bidi overrides
+    and invisible characters shown as escapes (`\\u202e`), then HTML-escaped."""
+    return html.escape(visible(str(value)))
+
+
 def _page(title: str, body: str, status: int = 200, refresh: str | None = None) -> HTMLResponse:
     meta = f'<meta http-equiv="refresh" content="0;url={html.escape(refresh)}">' if refresh else ""
     text = (
@@ -55,7 +62,7 @@ def _page(title: str, body: str, status: int = 200, refresh: str | None = None) 
 
 
 def _login_form(providers: list[str], error: str | None = None, status: int = 200) -> HTMLResponse:
-    err = f'<p class="err">{html.escape(error)}</p>' if error else ""
+    err = f'<p class="err">{_text(error)}</p>' if error else ""
     links = "".join(
         f'<li><a href="/console/oidc/{html.escape(p)}/start">Sign in with {html.escape(p)}</a></li>'
         for p in providers
@@ -81,11 +88,11 @@ def _approvals_table(approvals: list[Approval]) -> str:
         '<form method="post" action="/console/approvals/{aid}/approve"><button>Approve</button>'
         '</form><form method="post" action="/console/approvals/{aid}/deny"><button>Deny</button>'
         "</form></td></tr>".format(
-            aid=html.escape(a.id),
-            agent=html.escape(a.agent_id),
-            action=html.escape(f"{a.action} on {a.resource}"),
-            detail=html.escape(", ".join(f"{k}={v}" for k, v in sorted(a.detail.items()))),
-            until=html.escape(a.expires_at.isoformat(timespec="seconds")),
+            aid=_text(a.id),
+            agent=_text(a.agent_id),
+            action=_text(f"{a.action} on {a.resource}"),
+            detail=_text(", ".join(f"{k}={v}" for k, v in sorted(a.detail.items()))),
+            until=_text(a.expires_at.isoformat(timespec="seconds")),
         )
         for a in approvals
     )
@@ -154,7 +161,7 @@ def console_router(console: ConsoleService, control: ControlPlane) -> APIRouter:
             start = await asyncio.to_thread(console.oidc_start, provider)
         except AuthError as exc:
             hint = f" ({exc.hint})" if exc.hint else ""
-            return _page("Corral console", f"<p>{html.escape(exc.message + hint)}</p>", 400)
+            return _page("Corral console", f"<p>{_text(exc.message + hint)}</p>", 400)
         answer = RedirectResponse(start.location, status_code=303, headers=_HEADERS)
         answer.set_cookie(
             LOGIN_STATE_COOKIE,
@@ -183,7 +190,7 @@ def console_router(console: ConsoleService, control: ControlPlane) -> APIRouter:
         except ConsoleLoginError as exc:
             answer: Response = _page(
                 "Corral console",
-                f'<p class="err">{html.escape(exc.message)}</p>'
+                f'<p class="err">{_text(exc.message)}</p>'
                 '<p><a href="/console/login">Sign in again</a></p>',
                 401,
             )
@@ -208,9 +215,9 @@ def console_router(console: ConsoleService, control: ControlPlane) -> APIRouter:
         rows = "".join(
             "<tr><td>{sid}</td><td>{pool}</td><td>{created}</td>"
             '<td><a href="/sessions/{sid}/viewer">view</a></td></tr>'.format(
-                sid=html.escape(s.id),
-                pool=html.escape(s.pool),
-                created=html.escape(s.created_at.isoformat(timespec="seconds")),
+                sid=_text(s.id),
+                pool=_text(s.pool),
+                created=_text(s.created_at.isoformat(timespec="seconds")),
             )
             for s in sessions
         )
@@ -223,7 +230,7 @@ def console_router(console: ConsoleService, control: ControlPlane) -> APIRouter:
             lambda: control.policy.list_approvals(principal=who, state=ApprovalState.PENDING)
         )
         body = (
-            f"<p>Signed in as {html.escape(who.id)}.</p>{table}{_approvals_table(approvals)}"
+            f"<p>Signed in as {_text(who.id)}.</p>{table}{_approvals_table(approvals)}"
             '<form method="post" action="/console/logout"><button>Sign out</button></form>'
         )
         return _page("Corral console", body)

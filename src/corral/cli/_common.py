@@ -8,15 +8,21 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
+from rich import table as rich_table
+from rich.console import Console, RenderableType
+from rich.markup import escape
+from rich.style import StyleType
+from rich.text import Text
 
+from corral.domain.text import visible
 from corral.errors import CorralError, InvalidInputError
 from corral.store import Store
 
 __all__ = [
+    "TextTable",
     "err_console",
     "handle_errors",
     "human_age",
@@ -24,6 +30,7 @@ __all__ = [
     "local_store",
     "out_console",
     "read_secret_file",
+    "safe",
 ]
 
 out_console = Console()
@@ -31,6 +38,33 @@ err_console = Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def safe(value: object) -> str:
+    """Untrusted text (from an agent, a PC, a server answer) for an f-string passed to a
+    console: its controls made visible (`corral.domain.text.visible`), its Rich markup escaped,
+    so it is printed exactly as it is and never styles, hides or breaks the line around it."""
+    return escape(visible(str(value)))
+
+
+class TextTable(rich_table.Table):
+    """A table whose string cells are plain text: never Rich markup, every control, bidi and
+    invisible character made visible, and long values folded onto more lines rather than cut
+    with an ellipsis, so a cell shows all of what it holds and nothing else."""
+
+    def __init__(self, *headers: str, **kwargs: Any) -> None:
+        super().__init__(*headers, **kwargs)
+        for column in self.columns:
+            column.overflow = "fold"
+
+    def add_row(
+        self,
+        *renderables: RenderableType | None,
+        style: StyleType | None = None,
+        end_section: bool = False,
+    ) -> None:
+        cells = [Text(visible(r)) if isinstance(r, str) else r for r in renderables]
+        super().add_row(*cells, style=style, end_section=end_section)
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -41,9 +75,10 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except CorralError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            # Messages may quote what a caller, an agent or a PC sent: shown as plain text.
+            err_console.print(f"[bold red]error:[/] {safe(exc.message)}", highlight=False)
             if exc.hint:
-                err_console.print(f"  [dim]hint:[/] {exc.hint}", highlight=False)
+                err_console.print(f"  [dim]hint:[/] {safe(exc.hint)}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")

@@ -24,6 +24,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ImageContent, TextContent
 from rich.console import Console
 
+from corral.cli._common import safe
 from corral.cli._http import DEFAULT_URL, credential_path, set_credential
 from corral.identity.http_auth import DPoPAuth, mcp_http_client
 
@@ -61,7 +62,7 @@ class _Agent:
     @staticmethod
     def step(started: float, label: str, detail: str = "") -> None:
         ms = (time.perf_counter() - started) * 1000
-        console.print(f"[dim]{ms:7.0f} ms[/]  [bold]{label}[/]  {detail}".rstrip())
+        console.print(f"[dim]{ms:7.0f} ms[/]  [bold]{label}[/]  {safe(detail)}".rstrip())
 
 
 def _check_reachable(url: str) -> None:
@@ -200,5 +201,5 @@ def demo(
             raise DemoError(f"no credential at {path}: pass --credential")
         asyncio.run(_run(url, pool, out, path))
     except DemoError as exc:
-        console.print(f"[bold red]demo failed:[/] {exc}")
+        console.print(f"[bold red]demo failed:[/] {safe(exc)}")
         raise typer.Exit(1) from None

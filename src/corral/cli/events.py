@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from corral.cli._common import (
+    TextTable,
     err_console,
     handle_errors,
     local_store,
@@ -57,8 +57,8 @@ def cli_events(store: Store) -> EventEmitter:
     return EventEmitter(store, issuer=_issuer(), keyring=_server_keyring)
 
 
-def _receiver_table(receivers: list[SsfReceiver]) -> Table:
-    table = Table("NAME", "ID", "ENDPOINT", "AUDIENCE", "EVENTS", "ENABLED", "AUTH HEADER")
+def _receiver_table(receivers: list[SsfReceiver]) -> TextTable:
+    table = TextTable("NAME", "ID", "ENDPOINT", "AUDIENCE", "EVENTS", "ENABLED", "AUTH HEADER")
     for r in receivers:
         table.add_row(
             r.name,
@@ -133,7 +133,7 @@ def outbox(
     with local_store() as store:
         names = {r.id: r.name for r in store.list_ssf_receivers()}
         entries = store.list_ssf_outbox(pending_only=pending, limit=limit)
-    table = Table("ID", "RECEIVER", "JTI", "STATUS", "ATTEMPTS", "CREATED", "NEXT TRY", "ERROR")
+    table = TextTable("ID", "RECEIVER", "JTI", "STATUS", "ATTEMPTS", "CREATED", "NEXT TRY", "ERROR")
     for e in entries:
         table.add_row(
             str(e.id),

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from corral.cli._common import (
+    TextTable,
     err_console,
     handle_errors,
     local_store,
@@ -45,16 +45,16 @@ def _uses(p: OidcProvider) -> str:
     return ", ".join(n for n, on in [*names, ("events", p.allow_events)] if on)
 
 
-def _providers_table(providers: list[OidcProvider]) -> Table:
-    table = Table("NAME", "ISSUER", "AUDIENCE", "KEYS", "CLIENT ID", "TRUSTED FOR")
+def _providers_table(providers: list[OidcProvider]) -> TextTable:
+    table = TextTable("NAME", "ISSUER", "AUDIENCE", "KEYS", "CLIENT ID", "TRUSTED FOR")
     for p in providers:
         keys = "pinned" if p.jwks is not None else (p.jwks_uri or "")
         table.add_row(p.name, p.issuer, p.audience, keys, p.client_id or "", _uses(p))
     return table
 
 
-def _subjects_table(subjects: list[FederatedSubject]) -> Table:
-    table = Table("PROVIDER", "SUBJECT", "KIND", "CORRAL ID", "LINKED")
+def _subjects_table(subjects: list[FederatedSubject]) -> TextTable:
+    table = TextTable("PROVIDER", "SUBJECT", "KIND", "CORRAL ID", "LINKED")
     for s in subjects:
         linked = s.created_at.isoformat(timespec="seconds")
         table.add_row(s.provider, s.subject, s.kind, s.principal_id, linked)
@@ -140,7 +140,7 @@ def show(name: str) -> None:
         ("trusted for", _uses(p)),
         ("created", p.created_at.isoformat(timespec="seconds") if p.created_at else ""),
     ]
-    table = Table("FIELD", "VALUE", show_header=False)
+    table = TextTable("FIELD", "VALUE", show_header=False)
     for field, value in rows:
         table.add_row(field, value)
     out_console.print(table)

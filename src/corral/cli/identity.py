@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from corral.cli._common import (
+    TextTable,
     err_console,
     handle_errors,
     local_store,
     out_console,
+    safe,
 )
 from corral.cli.events import cli_events
 from corral.domain.identity import Agent, AgentKey, User
@@ -48,8 +49,8 @@ def _directory() -> Iterator[Directory]:
         yield Directory(store, events=cli_events(store))  # CAEP events queued for the server
 
 
-def _user_table(users: list[User]) -> Table:
-    table = Table("NAME", "ID", "ROLES", "EMAIL", "ENABLED", "TOTP", "GROUPS")
+def _user_table(users: list[User]) -> TextTable:
+    table = TextTable("NAME", "ID", "ROLES", "EMAIL", "ENABLED", "TOTP", "GROUPS")
     for u in users:
         table.add_row(
             u.name,
@@ -63,8 +64,8 @@ def _user_table(users: list[User]) -> Table:
     return table
 
 
-def _agent_table(agents: list[Agent], names: dict[str, str]) -> Table:
-    table = Table("NAME", "ID", "ENABLED", "RISK", "SPONSORS", "GROUPS", "DISABLED BECAUSE")
+def _agent_table(agents: list[Agent], names: dict[str, str]) -> TextTable:
+    table = TextTable("NAME", "ID", "ENABLED", "RISK", "SPONSORS", "GROUPS", "DISABLED BECAUSE")
     for a in agents:
         table.add_row(
             a.name,
@@ -78,8 +79,8 @@ def _agent_table(agents: list[Agent], names: dict[str, str]) -> Table:
     return table
 
 
-def _key_table(keys: list[AgentKey]) -> Table:
-    table = Table("KID", "CREATED", "EXPIRES", "REVOKED")
+def _key_table(keys: list[AgentKey]) -> TextTable:
+    table = TextTable("KID", "CREATED", "EXPIRES", "REVOKED")
     for k in keys:
         table.add_row(
             k.kid,
@@ -155,7 +156,7 @@ def user_disable(name: str) -> None:
         agents = directory.disable_user(name)
         err_console.print(f"user {name} disabled")
         for agent in agents:
-            err_console.print(f"agent {agent.name} disabled: {agent.disabled_reason}")
+            err_console.print(f"agent {safe(agent.name)} disabled: {safe(agent.disabled_reason)}")
 
 
 @user_app.command("enable")
@@ -189,7 +190,7 @@ def user_roles(
         user, agents = directory.set_roles(name, role or [])
         out_console.print(_user_table([user]))
         for agent in agents:
-            err_console.print(f"agent {agent.name} disabled: {agent.disabled_reason}")
+            err_console.print(f"agent {safe(agent.name)} disabled: {safe(agent.disabled_reason)}")
 
 
 @user_app.command("revoke")
@@ -304,7 +305,7 @@ def sponsor_remove(name: str, user: str) -> None:
         agent = directory.remove_sponsor(name, user)
         _show_agents(directory, [agent])
     if not agent.enabled:
-        err_console.print(f"agent {name} is disabled: {agent.disabled_reason}")
+        err_console.print(f"agent {safe(name)} is disabled: {safe(agent.disabled_reason)}")
 
 
 @key_app.command("list")

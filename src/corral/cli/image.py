@@ -12,9 +12,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from corral.cli._common import err_console, handle_errors, human_age, human_size, out_console
+from corral.cli._common import (
+    TextTable,
+    err_console,
+    handle_errors,
+    human_age,
+    human_size,
+    out_console,
+    safe,
+)
 from corral.runtime.images import Image, ImageStore, build_image
 
 __all__ = ["app"]
@@ -39,7 +46,7 @@ def _progress_printer(title: str) -> Iterator[Callable[[str], None]]:
     with err_console.status(title) as status:
 
         def fancy(msg: str) -> None:
-            err_console.print(f"[dim]{msg}[/]", highlight=False)
+            err_console.print(f"[dim]{safe(msg)}[/]", highlight=False)
             status.update(f"{title}: {msg.split('] ', 1)[-1]}")
 
         yield fancy
@@ -98,7 +105,7 @@ def list_images() -> None:
     if not images:
         err_console.print("no images yet; build one with `corral image build desktop`")
         return
-    table = Table("NAME", "DIGEST", "SIZE", "AGE", "PACKAGES")
+    table = TextTable("NAME", "DIGEST", "SIZE", "AGE", "PACKAGES")
     for img in images:
         table.add_row(
             img.name,

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from corral.cli._common import err_console, handle_errors, human_age, out_console
+from corral.cli._common import TextTable, err_console, handle_errors, human_age, out_console, safe
 from corral.errors import InvalidInputError
 from corral.runtime.pcs import DEFAULT_SCREEN, PCRuntime
 
@@ -43,7 +42,7 @@ def list_() -> None:
     rt = PCRuntime()
     for pc_id in rt.reconcile():
         err_console.print(f"[yellow]cleaned up dead PC {pc_id}[/]")
-    table = Table("ID", "IMAGE", "SIZE", "STATUS", "PID", "AGE")
+    table = TextTable("ID", "IMAGE", "SIZE", "STATUS", "PID", "AGE")
     now = time.time()
     for pc in rt.list_pcs():
         table.add_row(
@@ -113,6 +112,7 @@ def destroy(pc_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 def health(pc_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Check that the PC's daemon and X server answer (exit 1 if not)."""
     result = PCRuntime().health(pc_id)
-    out_console.print(f"{pc_id}: {'healthy' if result.ok else 'UNHEALTHY'} ({result.detail})")
+    state = "healthy" if result.ok else "UNHEALTHY"
+    out_console.print(f"{safe(pc_id)}: {state} ({safe(result.detail)})")
     if not result.ok:
         raise typer.Exit(1)

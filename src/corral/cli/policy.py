@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from corral.cli._common import err_console, handle_errors, out_console
+from corral.cli._common import TextTable, err_console, handle_errors, out_console, safe
 from corral.cli._http import call, credential_option
 from corral.errors import InvalidInputError
 
@@ -48,7 +47,7 @@ def list_(
 ) -> None:
     """List the policies (name, state, who last changed it)."""
     found = call("GET", "/v1/policies")
-    table = Table("NAME", "ENABLED", "CREATED BY", "UPDATED", "FIRST LINE")
+    table = TextTable("NAME", "ENABLED", "CREATED BY", "UPDATED", "FIRST LINE")
     for p in found["policies"]:
         first = next((ln for ln in p["text"].splitlines() if ln.strip()), "")
         table.add_row(
@@ -82,7 +81,7 @@ def add(
         "/v1/policies",
         json={"name": name, "text": _read_text(file, text), "replace": replace},
     )
-    err_console.print(f"policy {added['name']} {'replaced' if replace else 'added'}")
+    err_console.print(f"policy {safe(added['name'])} {'replaced' if replace else 'added'}")
 
 
 @app.command()
@@ -115,7 +114,7 @@ def history(
     since: Annotated[int, typer.Option(help="from this policy-set version on")] = 0,
 ) -> None:
     """Every change to policies and pool assignments: version, what, who, when."""
-    table = Table("VERSION", "CHANGE", "SUBJECT", "BY", "AT")
+    table = TextTable("VERSION", "CHANGE", "SUBJECT", "BY", "AT")
     for c in call("GET", f"/v1/policies/changes?since={since}"):
         table.add_row(str(c["version"]), c["kind"], c["subject"], c["actor"], c["at"][:19])
     out_console.print(table)
@@ -155,16 +154,22 @@ def test(
         print(json.dumps(answer, indent=2))
     else:
         colour = "green" if answer["decision"] == "allow" else "red"
-        out_console.print(f"decision: [bold {colour}]{answer['decision']}[/]", highlight=False)
-        out_console.print(f"policies: {', '.join(answer['policies']) or '(none)'}")
-        out_console.print(f"errors:   {'; '.join(answer['errors']) or '(none)'}", highlight=False)
-        out_console.print(f"reason:   {answer['reason']}", highlight=False)
+        decision = safe(answer["decision"])
+        policies = safe(", ".join(answer["policies"]) or "(none)")
+        out_console.print(f"decision: [bold {colour}]{decision}[/]", highlight=False)
+        out_console.print(f"policies: {policies}")
+        out_console.print(
+            f"errors:   {safe('; '.join(answer['errors']) or '(none)')}", highlight=False
+        )
+        out_console.print(f"reason:   {safe(answer['reason'])}", highlight=False)
     if answer["decision"] != "allow":
         raise typer.Exit(1)
 
 
-def _approvals_table(found: list[dict[str, Any]]) -> Table:
-    table = Table("ID", "STATE", "AGENT", "ACTION", "RESOURCE", "DETAIL", "EXPIRES", "DECIDED BY")
+def _approvals_table(found: list[dict[str, Any]]) -> TextTable:
+    table = TextTable(
+        "ID", "STATE", "AGENT", "ACTION", "RESOURCE", "DETAIL", "EXPIRES", "DECIDED BY"
+    )
     for a in found:
         detail = " ".join(f"{k}={v}" for k, v in sorted(a["detail"].items()))
         table.add_row(
@@ -196,7 +201,7 @@ def approvals_list(
 def approve(approval_id: str) -> None:
     """Approve: the agent's identical request goes through until the approval expires."""
     done = call("POST", f"/v1/approvals/{approval_id}/approve")
-    err_console.print(f"approved {done['id']} (until {done['expires_at'][:19]})")
+    err_console.print(f"approved {safe(done['id'])} (until {safe(done['expires_at'][:19])})")
 
 
 @approvals_app.command()
@@ -204,4 +209,4 @@ def approve(approval_id: str) -> None:
 def deny(approval_id: str) -> None:
     """Deny: the agent's identical request is refused until the answer expires."""
     done = call("POST", f"/v1/approvals/{approval_id}/deny")
-    err_console.print(f"denied {done['id']}")
+    err_console.print(f"denied {safe(done['id'])}")

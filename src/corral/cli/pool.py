@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from corral.cli._common import err_console, handle_errors, out_console
+from corral.cli._common import TextTable, err_console, handle_errors, out_console
 from corral.cli._http import call, credential_option
 from corral.errors import InvalidInputError
 
@@ -30,19 +29,21 @@ def _row(pool: dict[str, Any]) -> list[str]:
         pool["size"],
         str(pool["warm"]),
         str(pool["max"]),
+        str(pool.get("max_sessions_per_agent", "")),
         *(str(counts.get(s, 0)) for s in _STATES),
         "deleting" if pool.get("deleting") else "",
     ]
 
 
-def _table(pools: list[dict[str, Any]]) -> Table:
-    table = Table(
+def _table(pools: list[dict[str, Any]]) -> TextTable:
+    table = TextTable(
         "NAME",
         "IMAGE",
         "REGION",
         "SIZE",
         "WARM",
         "MAX",
+        "PER AGENT",
         "READY",
         "IN USE",
         "BOOTING",
@@ -76,6 +77,13 @@ def create(
             "that cannot do proof of possession",
         ),
     ] = False,
+    max_sessions_per_agent: Annotated[
+        int | None,
+        typer.Option(
+            help="active sessions one agent may hold in this pool at once (default: half of "
+            "--max, at least 1)",
+        ),
+    ] = None,
 ) -> None:
     """Create a pool; the server starts warming its PCs at once."""
     pool = call(
@@ -91,6 +99,7 @@ def create(
             "idle_timeout_s": idle_timeout,
             "max_lifetime_s": max_lifetime,
             "allow_bearer": allow_bearer,
+            "max_sessions_per_agent": max_sessions_per_agent,
         },
     )
     out_console.print(_table([pool]))
@@ -156,7 +165,7 @@ def unassign(name: str, agent: AgentOpt = None, group: GroupOpt = None) -> None:
 @handle_errors
 def assignments(name: str) -> None:
     """Who pool NAME is assigned to."""
-    table = Table("POOL", "AGENT", "GROUP", "BY", "SINCE")
+    table = TextTable("POOL", "AGENT", "GROUP", "BY", "SINCE")
     for a in call("GET", f"/v1/pools/{name}/assignments"):
         table.add_row(
             a["pool"], a["agent"] or "", a["group"] or "", a["created_by"], a["created_at"][:19]

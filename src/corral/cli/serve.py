@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 import uvicorn
 
-from corral.cli._common import err_console, handle_errors
+from corral.cli._common import err_console, handle_errors, safe
 from corral.domain.models import PoolSpec
 from corral.errors import ImageNotFoundError, InvalidInputError
 from corral.runtime.images import ImageStore, build_image
@@ -26,7 +26,7 @@ def _ensure_image(name: str) -> None:
         ImageStore().get(name)
     except ImageNotFoundError:
         err_console.print(f"image {name!r} is missing: building it (first run only, minutes)")
-        build_image(name, progress=lambda msg: err_console.print(f"  {msg}"))
+        build_image(name, progress=lambda msg: err_console.print(f"  {safe(msg)}"))
 
 
 def _bootstrap_admin(store: Store, token_endpoint: str) -> Path | None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from corral.cli._common import err_console, handle_errors, out_console
+from corral.cli._common import TextTable, err_console, handle_errors, out_console, safe
 from corral.cli._http import call, credential_option
 
 app = typer.Typer(
@@ -15,8 +14,10 @@ app = typer.Typer(
 )
 
 
-def _table(sessions: list[dict[str, Any]]) -> Table:
-    table = Table("SESSION", "POOL", "PC", "STATE", "CREATED", "EXPIRES", "RELEASE REASON")
+def _table(sessions: list[dict[str, Any]]) -> TextTable:
+    table = TextTable(
+        "SESSION", "POOL", "PC", "STATE", "CREATED", "EXPIRES", "RELEASE REASON", "RELEASED BY"
+    )
     for s in sessions:
         table.add_row(
             s["session_id"],
@@ -26,6 +27,7 @@ def _table(sessions: list[dict[str, Any]]) -> Table:
             (s["created_at"] or "")[:19],
             (s["expires_at"] or "")[:19],
             s.get("release_reason") or "",
+            s.get("released_by") or "",
         )
     return table
 
@@ -45,7 +47,7 @@ def show(session_id: str) -> None:
     """Show one active session with its MCP and viewer URLs."""
     s = call("GET", f"/v1/sessions/{session_id}")
     out_console.print(_table([s]))
-    out_console.print(f"MCP URL:    {s['mcp_url']}\nviewer URL: {s['viewer_url']}")
+    out_console.print(f"MCP URL:    {safe(s['mcp_url'])}\nviewer URL: {safe(s['viewer_url'])}")
 
 
 @app.command()
@@ -53,4 +55,4 @@ def show(session_id: str) -> None:
 def release(session_id: str) -> None:
     """Release a session now; its PC is reset and returned to the pool."""
     s = call("DELETE", f"/v1/sessions/{session_id}")
-    err_console.print(f"released {s['session_id']} (PC {s['pc_id']} is being reset)")
+    err_console.print(f"released {safe(s['session_id'])} (PC {safe(s['pc_id'])} is being reset)")

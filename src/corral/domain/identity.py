@@ -34,6 +34,7 @@ __all__ = [
     "parse_roles",
     "reconcile_sponsorship",
     "remove_sponsor",
+    "risk_rank",
     "validate_email",
     "validate_name",
 ]
@@ -57,6 +58,14 @@ class Risk(StrEnum):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
+
+
+_RISK_ORDER = tuple(Risk)
+
+
+def risk_rank(risk: Risk) -> int:
+    """Order of the levels, none < low < medium < high (raising vs lowering)."""
+    return _RISK_ORDER.index(risk)
 
 
 _SPONSOR_ROLES = frozenset({Role.SPONSOR, Role.ADMIN})

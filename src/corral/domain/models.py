@@ -20,6 +20,7 @@ __all__ = [
     "PoolSpec",
     "Session",
     "SessionState",
+    "default_sessions_per_agent",
     "validate_pool_spec",
 ]
 
@@ -53,6 +54,24 @@ class PoolSpec:
     # accept plain bearer tokens (no proof of possession) for this pool's sessions: an admin's
     # opt-in for MCP clients that cannot do DPoP; off by default
     allow_bearer: bool = False
+    # active sessions one agent may hold in this pool at once, so one agent cannot take the
+    # whole pool; None (not given) means the default, half of `max` (at least one)
+    max_sessions_per_agent: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_sessions_per_agent is None:
+            object.__setattr__(self, "max_sessions_per_agent", default_sessions_per_agent(self.max))
+
+    @property
+    def agent_limit(self) -> int:
+        """The per-agent limit in force (always set once the spec exists)."""
+        limit = self.max_sessions_per_agent
+        return default_sessions_per_agent(self.max) if limit is None else limit
+
+
+def default_sessions_per_agent(max_pcs: int) -> int:
+    """Half the pool (at least one PC): one agent never holds a pool of two or more alone."""
+    return max(1, max_pcs // 2)
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,8 @@ class Session:
     release_reason: str | None = None
     #: the agent or user id that acquired it (None: made before owners were recorded)
     owner: str | None = None
+    #: who ended it: a user or agent id, or "system" (eviction, recovery, shutdown)
+    released_by: str | None = None
 
 
 def validate_pool_spec(spec: PoolSpec) -> PoolSpec:
@@ -111,6 +132,12 @@ def validate_pool_spec(spec: PoolSpec) -> PoolSpec:
         raise InvalidInputError("idle_timeout_s must be between 1 and 604800 seconds")
     if not 1 <= spec.max_lifetime_s <= 30 * 86400:
         raise InvalidInputError("max_lifetime_s must be between 1 and 2592000 seconds")
+    if not 1 <= spec.agent_limit <= spec.max:
+        raise InvalidInputError(
+            f"max_sessions_per_agent ({spec.max_sessions_per_agent}) must be between 1 and "
+            f"max ({spec.max})",
+            hint="omit it for the default: half the pool's max",
+        )
     if not spec.region or len(spec.region) > 64:
         raise InvalidInputError("region must be 1-64 characters")
     return spec

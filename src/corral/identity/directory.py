@@ -251,10 +251,12 @@ class Directory:
         """Removing the last sponsor disables the agent (reason "no sponsor")."""
         return self.store.remove_sponsor(agent, user)
 
-    def set_risk(self, agent: str, level: Risk | str) -> Agent:
+    def set_risk(self, agent: str, level: Risk | str, *, may_lower: bool = True) -> Agent:
+        """Set an agent's risk; `may_lower=False` takes only a raise (PermissionDeniedError
+        for a lower level, decided in the store's transaction)."""
         risk = level if isinstance(level, Risk) else parse_risk(level)
         previous = self.store.get_agent(agent).risk
-        changed = self.store.set_agent_risk(agent, risk)
+        changed = self.store.set_agent_risk(agent, risk, may_lower=may_lower)
         if changed.risk != previous:
             self._emit(
                 lambda at: caep.risk_level_change(

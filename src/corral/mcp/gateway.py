@@ -68,6 +68,8 @@ log = logging.getLogger("corral.mcp")
 
 BOUND: Final = "corral.session_id"  # Connection.state key: the session this MCP session holds
 RELEASE_ON_CLOSE: Final = "corral.release_on_close"  # Connection.state key: teardown pushed
+ACQUIRER: Final = "corral.acquirer"  # Connection.state key: the caller that bound the PC
+CLOSED_REASON: Final = "mcp_connection_closed"  # release reason when the connection ends
 LOCK: Final = "corral.lock"  # Connection.state key: serialises acquire_pc and release_pc
 
 INSTRUCTIONS = (
@@ -310,6 +312,7 @@ class GatewayMCP:
             principal=who,
         )
         conn.state[BOUND] = session.id
+        conn.state[ACQUIRER] = who
         if not conn.state.get(RELEASE_ON_CLOSE):
             conn.state[RELEASE_ON_CLOSE] = True
             conn.exit_stack.push_async_callback(self._release_on_close, conn)
@@ -341,6 +344,7 @@ class GatewayMCP:
 
     async def _release_locked(self, conn: Connection, who: Caller | None) -> CallToolResult:
         session_id = conn.state.pop(BOUND, None)
+        conn.state.pop(ACQUIRER, None)
         if session_id is None:
             return text_result("no PC is bound to this MCP session; nothing to release")
         session = await self.control.release(session_id, principal=who)
@@ -351,11 +355,18 @@ class GatewayMCP:
 
     async def _release_on_close(self, conn: Connection) -> None:
         session_id = conn.state.pop(BOUND, None)
+        acquirer = conn.state.pop(ACQUIRER, None)
         if session_id is None:
             return
         try:
-            # The MCP session is gone, and with it its caller: the server releases what it held.
-            await self.control.release(session_id, principal=SYSTEM)
+            # The MCP session is gone, and with it its caller: the server releases what it held,
+            # recorded as released by the agent whose connection it was, with the reason.
+            await self.control.release(
+                session_id,
+                CLOSED_REASON,
+                principal=SYSTEM,
+                on_behalf_of=acquirer if isinstance(acquirer, Caller) else None,
+            )
             log.info("MCP session %s closed: released %s", conn.session_id, session_id)
         except CorralError as exc:
             log.warning("MCP session closed; releasing %s failed: %s", session_id, exc)

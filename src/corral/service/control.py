@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from corral.access import Compliance, Controls, Decision
-from corral.domain.access import SYSTEM, Caller
+from corral.domain.access import SYSTEM, Caller, CallerKind
 from corral.domain.models import (
     PC,
     PCState,
@@ -299,7 +299,9 @@ class ControlPlane:
             ):
                 log.warning("recovery: PC %s is gone or half-made; removing it", pc.id)
                 if pc.session_id:
-                    self.store.release_session(pc.session_id, reason="pc_lost", now=utcnow())
+                    self.store.release_session(
+                        pc.session_id, reason="pc_lost", now=utcnow(), by=SYSTEM.id
+                    )
                 with contextlib.suppress(CorralError):
                     self.runtime.destroy(pc.id)
                 self.store.delete_pc(pc.id)
@@ -311,10 +313,10 @@ class ControlPlane:
             try:
                 pc = self.store.get_pc(session.pc_id)
             except NotFoundError:
-                self.store.release_session(session.id, reason="pc_lost", now=utcnow())
+                self.store.release_session(session.id, reason="pc_lost", now=utcnow(), by=SYSTEM.id)
                 continue
             if pc.state != PCState.IN_USE or pc.session_id != session.id:
-                self.store.release_session(session.id, reason="pc_lost", now=utcnow())
+                self.store.release_session(session.id, reason="pc_lost", now=utcnow(), by=SYSTEM.id)
 
     # -- pools -------------------------------------------------------------------------------
     async def create_pool(self, spec: PoolSpec, *, principal: Caller | None) -> PoolStatus:
@@ -373,7 +375,8 @@ class ControlPlane:
         """Bind a READY PC of `pool` to a new session owned by `principal`, waiting up to
         `wait_s` for one. The session's controls are fixed here: those of the policies that
         allowed it plus any the request asks for (`request["controls"]`)."""
-        owner = _caller(principal).id
+        caller = _caller(principal)
+        owner = caller.id
         requested = Controls.from_json((request or {}).get("controls"))
 
         def read_and_decide() -> tuple[Pool, Decision]:
@@ -393,7 +396,15 @@ class ControlPlane:
         self._waiting[pool] = self._waiting.get(pool, 0) + 1
         try:
             session = await self._acquire_loop(
-                pool, spec, idempotency_key, request_hash, wait, deadline, owner, controls
+                pool,
+                spec,
+                idempotency_key,
+                request_hash,
+                wait,
+                deadline,
+                owner,
+                controls,
+                limit_owner=caller.kind is CallerKind.AGENT,
             )
         finally:
             self._waiting[pool] -= 1
@@ -412,7 +423,12 @@ class ControlPlane:
         deadline: float,
         owner: str,
         controls: Controls,
+        *,
+        limit_owner: bool,
     ) -> SessionInfo:
+        """Claim a PC until the deadline. `limit_owner`: an agent is held to the pool's
+        `max_sessions_per_agent`, checked in the store's claim transaction (SessionLimitError,
+        at once: waiting would not free one of its own sessions)."""
         loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()
@@ -427,6 +443,7 @@ class ControlPlane:
                 now=now,
                 owner=owner,
                 controls=controls.to_json() if controls.any else None,
+                limit_owner=limit_owner,
             )
             if got is not None:
                 session, created = got
@@ -478,9 +495,18 @@ class ControlPlane:
         return [s for s in found if self._sees(s, caller)]
 
     async def release(
-        self, session_id: str, reason: str = "released", *, principal: Caller | None
+        self,
+        session_id: str,
+        reason: str = "released",
+        *,
+        principal: Caller | None,
+        on_behalf_of: Caller | None = None,
     ) -> SessionInfo:
-        """End the session now; the PC is reset (or replaced) in the background."""
+        """End the session now; the PC is reset (or replaced) in the background.
+
+        The record says who ended it: `principal`, or `on_behalf_of` when the server acts for
+        a caller who is gone (the gateway, when the MCP connection that acquired the session
+        closes: authorized as the server, recorded as released by that agent)."""
         try:
             known = await asyncio.to_thread(self.store.get_session, session_id)
         except NotFoundError:
@@ -490,13 +516,14 @@ class ControlPlane:
                 principal, "release", self.policy.session(known), deny=lambda _: _gone(session_id)
             )
         )
+        by = on_behalf_of or _caller(principal)
         released = await asyncio.to_thread(
-            self.store.release_session, session_id, reason=reason, now=utcnow()
+            self.store.release_session, session_id, reason=reason, now=utcnow(), by=by.id
         )
         self._forget(session_id)
         self._wake.set()
         if released is not None:
-            event = release_event(released, principal, reason)
+            event = release_event(released, by, reason)
             if event is not None and self.events is not None:
                 await asyncio.to_thread(self.events.emit, event)
             return released
@@ -731,7 +758,11 @@ class ControlPlane:
                 log.warning("PC %s vanished from the runtime", pc.id)
                 if pc.session_id:
                     await asyncio.to_thread(
-                        self.store.release_session, pc.session_id, reason="pc_lost", now=utcnow()
+                        self.store.release_session,
+                        pc.session_id,
+                        reason="pc_lost",
+                        now=utcnow(),
+                        by=SYSTEM.id,
                     )
                     self._forget(pc.session_id)
                 with contextlib.suppress(NotFoundError):
@@ -767,7 +798,11 @@ class ControlPlane:
             and pc.session_id
         ):
             await asyncio.to_thread(
-                self.store.release_session, pc.session_id, reason="pc_unhealthy", now=utcnow()
+                self.store.release_session,
+                pc.session_id,
+                reason="pc_unhealthy",
+                now=utcnow(),
+                by=SYSTEM.id,
             )
             self._forget(pc.session_id)
         self._wake.set()
@@ -833,7 +868,11 @@ class ControlPlane:
         if destroy_pcs:
             for session in await asyncio.to_thread(self.store.list_sessions, active_only=True):
                 await asyncio.to_thread(
-                    self.store.release_session, session.id, reason="shutdown", now=utcnow()
+                    self.store.release_session,
+                    session.id,
+                    reason="shutdown",
+                    now=utcnow(),
+                    by=SYSTEM.id,
                 )
             for pc in await asyncio.to_thread(self.store.list_pcs):
                 await self._destroy(pc)

@@ -6,7 +6,8 @@ for the action its `Power` maps to on the `Directory::"directory"` resource:
 | power | Cedar action | shipped policies allow |
 |---|---|---|
 | read (list, show) | `read_directory` | admins, security admins |
-| contain (disable, revoke tokens or keys, set risk) | `revoke_tokens` | admins, security admins |
+| contain (disable, revoke tokens or keys, raise risk) | `revoke_tokens` | admins, security admins |
+| lower an agent's risk (gives access back) | `revoke_tokens` and `manage_directory` | admins |
 | manage (create, delete, enable, roles, sponsors, keys, groups) | `manage_directory` | admins |
 
 Agents, sponsors, users without a role and every session token are refused (no policy permits
@@ -221,8 +222,15 @@ class DirectoryService:
         return self._view(agent)
 
     def set_risk(self, ref: str, level: Risk | str, *, principal: Caller | None) -> AgentView:
+        """Raising a risk takes access away (CONTAIN: security admins too); lowering it gives
+        access back, which only who may MANAGE the directory (admins) may do.
+
+        Steps: 1. the caller may contain at all; 2. policy says whether it may also manage
+        (lower); 3. the store compares the new level with the locked row's current one and
+        refuses a lower one without that right (no read-then-write race)."""
         caller = self._require(principal, Power.CONTAIN, "setting an agent's risk")
-        agent = self.directory.set_risk(ref, level)
+        may_lower = self.policy.authorize(caller, Power.MANAGE.value, _DIRECTORY).allowed
+        agent = self.directory.set_risk(ref, level, may_lower=may_lower)
         self._done(caller, f"agent {agent.id} risk set to {agent.risk.value}")
         return self._view(agent)
 

@@ -32,7 +32,7 @@ from sqlalchemy import (
 
 from corral.domain import identity as rules
 from corral.domain.identity import Agent, AgentKey, Group, Risk, Role, User, UserSecrets
-from corral.errors import ConflictError, NotFoundError
+from corral.errors import ConflictError, NotFoundError, PermissionDeniedError
 from corral.store._tables import (
     agent_groups,
     agent_keys,
@@ -432,8 +432,19 @@ def set_agent_enabled(
     return get_agent(conn, agent.id)
 
 
-def set_agent_risk(conn: Connection, ref: str, risk: Risk, now: datetime) -> Agent:
+def set_agent_risk(
+    conn: Connection, ref: str, risk: Risk, now: datetime, *, may_lower: bool = True
+) -> Agent:
+    """Set an agent's risk. Without `may_lower` only a raise (or the same level) is taken:
+    the comparison is made against the row locked here, so a detection that raised the risk
+    a moment ago is never undone by a caller who read the older, lower level."""
     agent = _agent(conn, _agent_row(conn, ref, "update"))
+    if not may_lower and rules.risk_rank(risk) < rules.risk_rank(agent.risk):
+        raise PermissionDeniedError(
+            f"lowering agent {agent.name!r}'s risk from {agent.risk.value} to {risk.value} is "
+            "not allowed: security admins may raise an agent's risk, never lower it",
+            hint="ask an admin (the manage_directory action) to lower it",
+        )
     _write_agent_state(conn, replace(agent, risk=risk), now)
     _bump(conn)
     return get_agent(conn, agent.id)

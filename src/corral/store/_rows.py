@@ -17,6 +17,7 @@ _SPEC_FIELDS = (
     "idle_timeout_s",
     "max_lifetime_s",
     "allow_bearer",
+    "max_sessions_per_agent",
 )
 
 
@@ -58,4 +59,5 @@ def session_from_row(row: RowMapping) -> Session:
         released_at=row["released_at"],
         release_reason=row["release_reason"],
         owner=row["owner"],
+        released_by=row["released_by"],
     )

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, exists, func, insert, select, update
 
 from corral.domain.models import PCState, Session, SessionState
-from corral.errors import ConflictError, NotFoundError
+from corral.errors import ConflictError, NotFoundError, SessionLimitError
 from corral.store._pools import lock_pool
 from corral.store._rows import session_from_row
 from corral.store._tables import pcs, pools, sessions
@@ -51,8 +51,12 @@ def acquire(
     request_hash: str,
     now: datetime,
     owner: str | None = None,
+    limit_owner: bool = False,
 ) -> tuple[Session, bool] | None:
     """Bind one READY PC of `pool` to a new session, or replay an idempotent request.
+
+    With `limit_owner` (an agent acquiring), `owner` may hold at most the pool's
+    `max_sessions_per_agent` active sessions in it; SessionLimitError past that.
 
     Runs inside one write transaction (BEGIN IMMEDIATE on SQLite, so writers take turns).
     """
@@ -81,8 +85,35 @@ def acquire(
             return session, False
     # 3. The pool must lend. Its row is share-locked, so marking it deleting waits for us and
     #    no session starts after the drain has begun.
-    if lock_pool(conn, pool, exclusive=False).deleting:
+    spec = lock_pool(conn, pool, exclusive=False)
+    if spec.deleting:
         raise ConflictError(f"pool {pool!r} is being deleted", hint="acquire from another pool")
+    # 3b. The per-agent limit, counted and claimed in this one transaction. SQLite: writers
+    #     already take turns (BEGIN IMMEDIATE). PostgreSQL: the pool row is only share-locked,
+    #     so one agent's acquires in this pool take turns on an advisory lock (other agents and
+    #     other pools do not wait), and each sees the sessions the one before it committed.
+    if limit_owner and owner is not None:
+        if postgres:
+            conn.execute(
+                select(
+                    func.pg_advisory_xact_lock(
+                        func.hashtextextended(f"corral-agent-limit:{pool}:{owner}", 0)
+                    )
+                )
+            )
+        held_now = conn.scalar(
+            select(func.count())
+            .select_from(sessions)
+            .where(sessions.c.owner == owner, sessions.c.state == _ACTIVE, sessions.c.pool == pool)
+        )
+        limit = spec.spec.agent_limit
+        if (held_now or 0) >= limit:
+            raise SessionLimitError(
+                f"agent {owner} already holds {held_now} session(s) in pool {pool!r}, its limit "
+                f"there (max_sessions_per_agent {limit})",
+                hint="release a session first (release_pc, or DELETE /v1/sessions/{id}); an "
+                "admin may raise the limit: corral pool create --max-sessions-per-agent N",
+            )
     # 4. Claim one READY PC that no active session holds. SKIP LOCKED lets concurrent acquires
     #    on PostgreSQL each take a different PC without waiting on each other; SQLite renders no
     #    lock clause and relies on the writer lock taken at BEGIN IMMEDIATE.
@@ -169,7 +200,7 @@ def touch_session(conn: Connection, session_id: str, now: datetime) -> None:
 
 
 def release_session(
-    conn: Connection, session_id: str, *, reason: str, now: datetime
+    conn: Connection, session_id: str, *, reason: str, now: datetime, by: str | None = None
 ) -> Session | None:
     """End an active session and send its PC to reset; None if it had already ended."""
     # 1. Lock the session row, so two releases cannot both see it active.
@@ -186,7 +217,12 @@ def release_session(
     conn.execute(
         update(sessions)
         .where(sessions.c.id == session_id)
-        .values(state=SessionState.RELEASED.value, released_at=now, release_reason=reason)
+        .values(
+            state=SessionState.RELEASED.value,
+            released_at=now,
+            release_reason=reason,
+            released_by=by,
+        )
     )
     # 3. Its PC goes to reset, only if it is still bound to this session (a PC quarantined or
     #    destroyed meanwhile keeps its state).

@@ -125,11 +125,14 @@ class Store:
         now: datetime,
         owner: str | None = None,
         controls: dict[str, object] | None = None,
+        limit_owner: bool = False,
     ) -> tuple[Session, bool] | None:
         """Bind a READY PC to a new session, replay an idempotent retry, or None if no PC is
         READY. A new session's `controls` are recorded in the same transaction, so it never
-        exists without them. A unique-constraint race (same key, or a PC claimed twice) is
-        retried: the retry sees the winner's commit and answers with its session."""
+        exists without them. `limit_owner`: hold `owner` to the pool's per-agent limit
+        (SessionLimitError past it), counted in the same transaction. A unique-constraint race
+        (same key, or a PC claimed twice) is retried: the retry sees the winner's commit and
+        answers with its session."""
 
         def acquire(c: Connection) -> tuple[Session, bool] | None:
             got = _sessions.acquire(
@@ -141,6 +144,7 @@ class Store:
                 request_hash=request_hash,
                 now=now,
                 owner=owner,
+                limit_owner=limit_owner,
             )
             if got is not None and got[1] and controls is not None:
                 _policies.set_session_controls(c, got[0].id, controls, now)
@@ -171,9 +175,13 @@ class Store:
     def touch_session(self, session_id: str, now: datetime) -> None:
         self._write(lambda c: _sessions.touch_session(c, session_id, now))
 
-    def release_session(self, session_id: str, *, reason: str, now: datetime) -> Session | None:
+    def release_session(
+        self, session_id: str, *, reason: str, now: datetime, by: str | None = None
+    ) -> Session | None:
+        """End an active session (None if it had already ended), recording `reason` and who
+        ended it (`by`: a user or agent id, or "system")."""
         return self._write(
-            lambda c: _sessions.release_session(c, session_id, reason=reason, now=now)
+            lambda c: _sessions.release_session(c, session_id, reason=reason, now=now, by=by)
         )
 
     def sessions_to_evict(self, now: datetime) -> list[tuple[Session, str]]:
@@ -286,8 +294,12 @@ class Store:
             )
         )
 
-    def set_agent_risk(self, ref: str, risk: Risk) -> Agent:
-        return self._write(lambda c: _directory.set_agent_risk(c, ref, risk, _now()))
+    def set_agent_risk(self, ref: str, risk: Risk, *, may_lower: bool = True) -> Agent:
+        """Set an agent's risk; without `may_lower`, PermissionDeniedError for a lower level
+        (decided against the locked row, in the write's own transaction)."""
+        return self._write(
+            lambda c: _directory.set_agent_risk(c, ref, risk, _now(), may_lower=may_lower)
+        )
 
     def add_sponsor(self, agent: str, user: str) -> Agent:
         try:

@@ -113,6 +113,8 @@ pools = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # plain bearer tokens (no DPoP) accepted for this pool's sessions (migration 0004)
     Column("allow_bearer", Boolean, nullable=False, default=False, server_default=false()),
+    # active sessions one agent may hold in this pool (migration 0008); None: the default
+    Column("max_sessions_per_agent", Integer, nullable=True),
 )
 
 pcs = Table(
@@ -146,6 +148,9 @@ sessions = Table(
     Column("release_reason", String(64), nullable=True),
     # the agent or user that acquired it (migration 0003); None for sessions made before
     Column("owner", String(32), nullable=True),
+    # who ended it: a user, an agent (its own release, or its MCP connection closing) or
+    # "system" (eviction, recovery, shutdown); None while active and for sessions before 0008
+    Column("released_by", String(32), nullable=True),
     CheckConstraint(_one_of("state", [s.value for s in SessionState]), name="state"),
     UniqueConstraint("pool", "idempotency_key"),
     Index(
@@ -157,6 +162,7 @@ sessions = Table(
     ),
     Index(None, "state"),
     Index(None, "owner"),
+    Index(None, "owner", "state"),  # the per-agent session limit (migration 0008)
 )
 
 # The directory (migration 0002). An agent is kept apart from users; it answers to sponsors.
