@@ -20,13 +20,14 @@ import stat
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Engine, Table, select, update
 
 from corral.errors import StoreSecurityError
 from corral.store._tables import oidc_providers, ssf_receivers, users
@@ -37,6 +38,7 @@ __all__ = [
     "StoreKeys",
     "key_ids_in_use",
     "reseal_all",
+    "scrub",
     "seal_on_start",
 ]
 
@@ -82,7 +84,7 @@ def _label(where: SealedColumn, row_id: str) -> str:
 
 @dataclass(frozen=True)
 class _Ring:
-    stamp: tuple[int, int, int]  # (inode, mtime ns, size) of the file it was read from
+    stamp: tuple[int, int, int, int]  # (inode, mtime, ctime, size) of the file it was read from
     keys: dict[str, AESGCM]
     raw: tuple[tuple[str, str, str], ...]  # (id, base64 key, created) in file order
     current: str
@@ -167,12 +169,12 @@ class StoreKeys:
 
     # -- the file --------------------------------------------------------------------------
 
-    def _stamp(self) -> tuple[int, int, int] | None:
+    def _stamp(self) -> tuple[int, int, int, int] | None:
         try:
             st = self.path.stat()
         except FileNotFoundError:
             return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return _stamp_of(st)
 
     def _load(self, *, create: bool) -> _Ring:
         ring = self._ring
@@ -225,7 +227,7 @@ class StoreKeys:
                 f"{self.path} is not a Corral store key file ({exc})",
                 hint=f"restore it from backup ({_ROTATE_HINT})",
             ) from None
-        return _Ring((st.st_ino, st.st_mtime_ns, st.st_size), keys, raw, raw[-1][0])
+        return _Ring(_stamp_of(st), keys, raw, raw[-1][0])
 
     def _write(self, raw: tuple[tuple[str, str, str], ...], *, replace: bool) -> None:
         """1. Write a temporary file created 0600 in the same folder, 2. flush it to disk,
@@ -253,6 +255,11 @@ class StoreKeys:
                     pass
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _stamp_of(st: os.stat_result) -> tuple[int, int, int, int]:
+    """Changes with any rewrite (new inode), write or chmod (ctime) of the file."""
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 def _now() -> str:
@@ -342,19 +349,20 @@ def seal_on_start(conn: Connection, keys: StoreKeys) -> int:
             hint=f"restore the key file that holds them ({_ROTATE_HINT})",
         )
     sealed = 0
-    for where in SEALED_COLUMNS:  # 3.
-        t = where.table
-        for row_id, value, legacy in list(_values(conn, where)):
-            plain = legacy if value is None else (value if kid_of(value) is None else None)
-            if plain is None and legacy is None:
-                continue
-            values: dict[str, str | None] = {}
-            if plain is not None:
-                values[where.column] = keys.seal(plain, where, row_id)
-                sealed += 1
-            if where.legacy is not None:
-                values[where.legacy] = None
-            conn.execute(update(t).where(t.c[where.id_column] == row_id).values(**values))
+    with _zeroing(conn):
+        for where in SEALED_COLUMNS:  # 3.
+            t = where.table
+            for row_id, value, legacy in list(_values(conn, where)):
+                plain = legacy if value is None else (value if kid_of(value) is None else None)
+                if plain is None and legacy is None:
+                    continue
+                values: dict[str, str | None] = {}
+                if plain is not None:
+                    values[where.column] = keys.seal(plain, where, row_id)
+                    sealed += 1
+                if where.legacy is not None:
+                    values[where.legacy] = None
+                conn.execute(update(t).where(t.c[where.id_column] == row_id).values(**values))
     return sealed
 
 
@@ -362,21 +370,53 @@ def reseal_all(conn: Connection, keys: StoreKeys) -> int:
     """Rotation step 2, in one transaction: open every sealed value and seal it again with the
     current key (row locks held until commit). Returns how many it resealed."""
     count = 0
-    for where in SEALED_COLUMNS:
-        t = where.table
-        id_col = t.c[where.id_column]
-        rows = conn.execute(
-            select(id_col, t.c[where.column])
-            .where(t.c[where.column].is_not(None))
-            .order_by(id_col)
-            .with_for_update()
-        ).all()
-        for row_id, value in rows:
-            plain = keys.open(value, where, str(row_id))
-            conn.execute(
-                update(t)
-                .where(id_col == row_id)
-                .values({where.column: keys.seal(plain, where, str(row_id))})
-            )
-            count += 1
+    with _zeroing(conn):
+        for where in SEALED_COLUMNS:
+            t = where.table
+            id_col = t.c[where.id_column]
+            rows = conn.execute(
+                select(id_col, t.c[where.column])
+                .where(t.c[where.column].is_not(None))
+                .order_by(id_col)
+                .with_for_update()
+            ).all()
+            for row_id, value in rows:
+                plain = keys.open(value, where, str(row_id))
+                conn.execute(
+                    update(t)
+                    .where(id_col == row_id)
+                    .values({where.column: keys.seal(plain, where, str(row_id))})
+                )
+                count += 1
     return count
+
+
+@contextmanager
+def _zeroing(conn: Connection) -> Iterator[None]:
+    """SQLite: while sealing, overwrite the bytes each update replaces with zeros, so an old
+    plaintext or old-key ciphertext does not linger in the file's free space."""
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        conn.exec_driver_sql("PRAGMA secure_delete=ON")
+    try:
+        yield
+    finally:
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA secure_delete=OFF")
+
+
+def scrub(engine: Engine) -> None:
+    """After sealing or resealing: drop the old versions of the rows the database still keeps.
+    SQLite: copy the WAL into the database and truncate it (its frames hold the old pages).
+    PostgreSQL: rewrite the three tables (VACUUM FULL), so the dead row versions go; its own
+    WAL segments are recycled by the server in time (docs/store.md)."""
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            raw.close()
+    elif engine.dialect.name == "postgresql":
+        names = ", ".join(f'"{w.table.name}"' for w in SEALED_COLUMNS)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"VACUUM FULL {names}")

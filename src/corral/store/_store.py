@@ -71,7 +71,8 @@ class Store:
         """Upgrade the schema, then seal any plaintext secret an older version left (and
         refuse to go on if sealed ones name a key the key file lacks): every start runs it."""
         migrate(self._engine)
-        self._write(lambda c: _secrets.seal_on_start(c, self.keys))
+        if self._write(lambda c: _secrets.seal_on_start(c, self.keys)):
+            _secrets.scrub(self._engine)
 
     def rotate_secrets_key(self, *, keep_old: bool = False) -> KeyRotation:
         """1. Add a new key to the key file (it seals from now on, in every process: they
@@ -79,6 +80,7 @@ class Store:
         transaction; 3. unless `keep_old`, drop the old keys no stored value names any more."""
         new_key = self.keys.add_key()
         resealed = self._write(lambda c: _secrets.reseal_all(c, self.keys))
+        _secrets.scrub(self._engine)
         retired: list[str] = []
         if not keep_old:
             in_use = set(self._read(_secrets.key_ids_in_use))
