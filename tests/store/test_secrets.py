@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from sqlalchemy import NullPool, create_engine, inspect, select, text, update
+from sqlalchemy import Column, NullPool, Table, create_engine, inspect, select, text, update
 
 from corral.domain.federation import OidcProvider
 from corral.domain.identity import Role
@@ -22,7 +22,7 @@ from corral.store._tables import oidc_providers, ssf_receivers, users
 JWKS = {
     "keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]
 }
-CLIENT_SECRET = "client-secret-6f1d0c9e2b7a4e58"
+CLIENT_SECRET = "client-secret-6f1d0c9e2b7a4e58"  # noqa: S105 (test data)
 HEADER_A = "Bearer push-token-a-93c1f7e0d2"
 HEADER_B = "Bearer push-token-b-17aa5e6c44"
 
@@ -67,7 +67,8 @@ def _raw(url: str) -> str:
     try:
         with engine.connect() as conn:
             for table in inspect(conn).get_table_names():
-                for row in conn.execute(text(f'SELECT * FROM "{table}"')):
+                query = text(f'SELECT * FROM "{table}"')  # noqa: S608 (names from the schema)
+                for row in conn.execute(query):
                     parts.append(repr(tuple(row)))
     finally:
         engine.dispose()
@@ -80,22 +81,21 @@ def _raw(url: str) -> str:
     return "\n".join(parts)
 
 
-def _set(url: str, table: object, key: str, row_id: str, **values: object) -> None:
+def _set(url: str, table: Table, key: str, row_id: str, **values: object) -> None:
     """Write a row behind the store's back, as someone with write access to the database."""
     engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as conn:
-            t = table
-            conn.execute(update(t).where(t.c[key] == row_id).values(**values))  # type: ignore[attr-defined]
+            conn.execute(update(table).where(table.c[key] == row_id).values(**values))
     finally:
         engine.dispose()
 
 
-def _get(url: str, column: object, key: object, row_id: str) -> str | None:
+def _get(url: str, column: Column[str], key: Column[str], row_id: str) -> str | None:
     engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            return conn.scalar(select(column).where(key == row_id))  # type: ignore[arg-type,call-overload]
+            return conn.scalar(select(column).where(key == row_id))
     finally:
         engine.dispose()
 
@@ -141,7 +141,7 @@ def test_swapped_ciphertexts_fail_closed(store: Store) -> None:
     with pytest.raises(StoreSecurityError, match="copied from another row"):
         store.get_user_secrets(mallory)
     # 3. A provider's client secret under another provider's name.
-    store.create_oidc_provider(_provider("evil", secret="x"))
+    store.create_oidc_provider(_provider("evil", secret="evil-secret"))  # noqa: S106
     sealed = _get(store.url, oidc_providers.c.client_secret, oidc_providers.c.name, "idp")
     _set(store.url, oidc_providers, "name", "evil", client_secret=sealed)
     with pytest.raises(StoreSecurityError, match="copied from another row"):
@@ -203,7 +203,7 @@ def test_a_wrong_key_file_refuses_to_start(store: Store, db_url: str, tmp_path: 
     _fill(store)
     other = Store(db_url, key_file=tmp_path / "elsewhere" / "secrets.key")
     try:
-        other.keys.current  # a key file of its own, not the one that sealed the rows
+        assert other.keys.current  # a key file of its own, not the one that sealed the rows
         with pytest.raises(StoreSecurityError, match="does not hold"):
             other.migrate()
     finally:

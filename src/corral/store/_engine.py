@@ -8,6 +8,7 @@ READ COMMITTED; the repositories lock the rows they change.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -63,10 +64,8 @@ def _sqlite_engine(url: str) -> Engine:
     if path is not None:
         # Create the file 0600 before SQLite does (it would use 0644 under the usual umask);
         # SQLite gives its -wal and -shm files the database file's mode.
-        try:
+        with contextlib.suppress(FileNotFoundError):  # no such folder: let SQLite say so
             os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        except FileNotFoundError:  # no such folder: let SQLite say so
-            pass
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S},

@@ -13,6 +13,7 @@ the keys nothing uses any more (docs/store.md).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Engine, Table, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Table, select, update
 
 from corral.errors import StoreSecurityError
 from corral.store._tables import oidc_providers, ssf_receivers, users
@@ -249,10 +250,8 @@ class StoreKeys:
             if replace:
                 os.replace(tmp, self.path)
             else:
-                try:
+                with contextlib.suppress(FileExistsError):  # created meanwhile: theirs wins
                     os.link(tmp, self.path)
-                except FileExistsError:
-                    pass
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -304,7 +303,7 @@ def _values(conn: Connection, where: SealedColumn) -> Iterator[tuple[str, str | 
     t = where.table
     cols = [t.c[where.id_column], t.c[where.column]]
     legacy = t.c[where.legacy] if where.legacy else None
-    present = t.c[where.column].is_not(None)
+    present: ColumnElement[bool] = t.c[where.column].is_not(None)
     if legacy is not None:
         cols.append(legacy)
         present = present | legacy.is_not(None)
