@@ -135,17 +135,21 @@ def test_swapped_ciphertexts_fail_closed(store: Store) -> None:
     with pytest.raises(StoreSecurityError):
         store.list_ssf_receivers()
     assert store.get_ssf_receiver(a).auth_header == HEADER_A
+    store.delete_ssf_receiver(b)  # the remedy: remove it (and add it again)
     # 2. Alice's TOTP seed into Mallory's row.
     sealed = _get(store.url, users.c.totp_secret_sealed, users.c.id, alice)
     _set(store.url, users, "id", mallory, totp_secret_sealed=sealed, totp_enabled=True)
     with pytest.raises(StoreSecurityError, match="copied from another row"):
         store.get_user_secrets(mallory)
+    store.set_user_totp(mallory, None, enabled=False)  # the remedy: enrol again
+    assert store.get_user_secrets(mallory).totp_secret is None
     # 3. A provider's client secret under another provider's name.
     store.create_oidc_provider(_provider("evil", secret="evil-secret"))  # noqa: S106
     sealed = _get(store.url, oidc_providers.c.client_secret, oidc_providers.c.name, "idp")
     _set(store.url, oidc_providers, "name", "evil", client_secret=sealed)
     with pytest.raises(StoreSecurityError, match="copied from another row"):
         store.get_oidc_provider("evil")
+    store.delete_oidc_provider("evil")
     # 4. A plaintext value written behind the store's back is refused, not used.
     _set(store.url, ssf_receivers, "id", a, auth_header="Bearer planted")
     with pytest.raises(StoreSecurityError, match="not sealed"):

@@ -52,8 +52,9 @@ def receiver_exists_error(name: str) -> ConflictError:
     )
 
 
-def _receiver(row: RowMapping, keys: StoreKeys) -> SsfReceiver:
-    header = row["auth_header"]
+def _receiver(row: RowMapping, keys: StoreKeys | None) -> SsfReceiver:
+    """With `keys` None the header is left out (not opened)."""
+    header = row["auth_header"] if keys is not None else None
     return SsfReceiver(
         id=row["id"],
         name=row["name"],
@@ -62,7 +63,7 @@ def _receiver(row: RowMapping, keys: StoreKeys) -> SsfReceiver:
         events=tuple(e for e in row["events"].split(",") if e),
         enabled=bool(row["enabled"]),
         created_at=row["created_at"],
-        auth_header=keys.open(header, AUTH_HEADER, row["id"]) if header else None,
+        auth_header=keys.open(header, AUTH_HEADER, row["id"]) if keys and header else None,
     )
 
 
@@ -97,8 +98,8 @@ def create_receiver(
     return get_receiver(conn, receiver_id, keys)
 
 
-def get_receiver(conn: Connection, ref: str, keys: StoreKeys) -> SsfReceiver:
-    """By id or name."""
+def get_receiver(conn: Connection, ref: str, keys: StoreKeys | None) -> SsfReceiver:
+    """By id or name; with `keys` None, without its authorization header."""
     query = select(ssf_receivers).where(or_(ssf_receivers.c.id == ref, ssf_receivers.c.name == ref))
     row = conn.execute(query).mappings().first()
     if row is None:
@@ -113,9 +114,10 @@ def list_receivers(conn: Connection, keys: StoreKeys) -> list[SsfReceiver]:
     return [_receiver(r, keys) for r in rows]
 
 
-def delete_receiver(conn: Connection, ref: str, keys: StoreKeys) -> SsfReceiver:
-    """Remove a receiver and its undelivered SETs (the outbox rows go with it)."""
-    receiver = get_receiver(conn, ref, keys)
+def delete_receiver(conn: Connection, ref: str) -> SsfReceiver:
+    """Remove a receiver and its undelivered SETs (the outbox rows go with it). Its header is
+    not opened, so a receiver whose sealed header no longer opens can still be removed."""
+    receiver = get_receiver(conn, ref, None)
     conn.execute(delete(ssf_outbox).where(ssf_outbox.c.receiver_id == receiver.id))
     conn.execute(delete(ssf_receivers).where(ssf_receivers.c.id == receiver.id))
     return receiver

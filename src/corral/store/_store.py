@@ -461,7 +461,7 @@ class Store:
 
     def delete_ssf_receiver(self, ref: str) -> SsfReceiver:
         """Remove a receiver with its undelivered SETs."""
-        return self._write(lambda c: _ssf.delete_receiver(c, ref, self.keys))
+        return self._write(lambda c: _ssf.delete_receiver(c, ref))
 
     def enqueue_ssf(self, items: Sequence[tuple[str, str, str]]) -> None:
         """Queue (receiver id, jti, signed SET) rows in one transaction, due at once."""
