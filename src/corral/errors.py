@@ -24,6 +24,7 @@ __all__ = [
     "PermissionDeniedError",
     "RuntimeFailureError",
     "SessionLimitError",
+    "StoreSecurityError",
 ]
 
 
@@ -158,3 +159,12 @@ class SessionGoneError(NotFoundError):
     """The session was released (or never existed): its URLs stop working at once."""
 
     code = "session_gone"
+
+
+class StoreSecurityError(CorralError):
+    """The store's files or sealed secrets are not safe to use: a data folder or file others
+    can read or that someone else owns, a missing store key, or a sealed value that does not
+    open (altered, or copied from another row). Corral refuses rather than go on without."""
+
+    exit_code = 10
+    code = "store_security"

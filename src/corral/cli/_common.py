@@ -19,10 +19,11 @@ from rich.text import Text
 
 from corral.domain.text import visible
 from corral.errors import CorralError, InvalidInputError
-from corral.store import Store
+from corral.store import Store, check_data_files
 
 __all__ = [
     "TextTable",
+    "check_data_folder",
     "err_console",
     "handle_errors",
     "human_age",
@@ -103,10 +104,24 @@ def human_age(seconds: float) -> str:
     return f"{seconds}s ago"
 
 
+def check_data_folder() -> None:
+    """At start: the data folder 0700 and its files 0600, owned by us; what was wider is
+    fixed and said so, what someone else owns is refused (corral.store._files)."""
+    from corral.config import paths
+    from corral.store._engine import default_url
+
+    check_data_files(
+        paths().data,
+        database_url=default_url(),
+        report=lambda msg: err_console.print(f"[yellow]{msg}[/]", highlight=False),
+    )
+
+
 @contextmanager
 def local_store() -> Iterator[Store]:
     """The server's database, opened directly (commands run by root on the server host),
     migrated first so a command works before the first `corral up`."""
+    check_data_folder()
     store = Store()
     try:
         store.migrate()

@@ -17,6 +17,7 @@ from corral.cli import (
     pool,
     serve,
     session,
+    store,
 )
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.add_typer(
 app.add_typer(identity.agent_app, name="agent", help="Agent identities, their sponsors and keys.")
 app.add_typer(events.app, name="events")
 app.add_typer(federation.app, name="federation", help="Trusted OpenID Connect providers.")
+app.add_typer(store.app, name="store")
 
 app.command()(serve.up)
 app.command()(demo.demo)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 import uvicorn
 
-from corral.cli._common import err_console, handle_errors, safe
+from corral.cli._common import check_data_folder, err_console, handle_errors, safe
 from corral.domain.models import PoolSpec
 from corral.errors import ImageNotFoundError, InvalidInputError
 from corral.runtime.images import ImageStore, build_image
@@ -95,6 +95,7 @@ def up(
     if default_pool:
         _ensure_image(image)
     base = f"http://{host}:{port}"
+    check_data_folder()  # before the store opens: fixes or refuses, and says so
     store = Store()
     keyring = SigningKeyring.load_or_create(paths().data / "signing-keys.json")
     # Shared Signals (docs/events.md): CAEP events out through the outbox, in at /ssf/events.

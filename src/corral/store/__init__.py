@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
-from corral.store._store import Store
+from corral.store._files import check_data_files
+from corral.store._store import KeyRotation, Store
 
-__all__ = ["Store"]
+__all__ = ["KeyRotation", "Store", "check_data_files"]

@@ -33,6 +33,7 @@ from sqlalchemy import (
 from corral.domain import identity as rules
 from corral.domain.identity import Agent, AgentKey, Group, Risk, Role, User, UserSecrets
 from corral.errors import ConflictError, NotFoundError, PermissionDeniedError
+from corral.store._secrets import TOTP, StoreKeys
 from corral.store._tables import (
     agent_groups,
     agent_keys,
@@ -195,11 +196,12 @@ def list_users(conn: Connection) -> list[User]:
     return _users(conn, list(conn.execute(select(users).order_by(users.c.name)).mappings()))
 
 
-def get_user_secrets(conn: Connection, ref: str) -> UserSecrets:
+def get_user_secrets(conn: Connection, ref: str, keys: StoreKeys) -> UserSecrets:
     row = _user_row(conn, ref)
+    sealed = row["totp_secret_sealed"] or row["totp_secret"]  # a plaintext one fails to open
     return UserSecrets(
         password_hash=row["password_hash"],
-        totp_secret=row["totp_secret"],
+        totp_secret=keys.open(sealed, TOTP, row["id"]) if sealed is not None else None,
         totp_enabled=bool(row["totp_enabled"]),
     )
 
@@ -215,13 +217,24 @@ def set_user_password(conn: Connection, ref: str, password_hash: str, now: datet
 
 
 def set_user_totp(
-    conn: Connection, ref: str, secret: str | None, *, enabled: bool, now: datetime
+    conn: Connection,
+    ref: str,
+    secret: str | None,
+    *,
+    enabled: bool,
+    now: datetime,
+    keys: StoreKeys,
 ) -> None:
     row = _user_row(conn, ref, "update")
     conn.execute(
         update(users)
         .where(users.c.id == row["id"])
-        .values(totp_secret=secret, totp_enabled=enabled and secret is not None, updated_at=now)
+        .values(
+            totp_secret=None,
+            totp_secret_sealed=keys.seal(secret, TOTP, row["id"]) if secret is not None else None,
+            totp_enabled=enabled and secret is not None,
+            updated_at=now,
+        )
     )
     _bump(conn)
 

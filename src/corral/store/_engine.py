@@ -8,11 +8,13 @@ READ COMMITTED; the repositories lock the rows they change.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -20,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from corral.config import paths
 
-__all__ = ["BUSY_TIMEOUT_S", "default_url", "make_engine", "transaction"]
+__all__ = ["BUSY_TIMEOUT_S", "default_url", "make_engine", "sqlite_path", "transaction"]
 
 BUSY_TIMEOUT_S = 10
 _WRITE = "corral_write"
@@ -32,8 +34,19 @@ def default_url() -> str:
     if url:
         return url
     data = paths().data
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     return f"sqlite:///{data}/corral.db"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other databases and in-memory ones)."""
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if name.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return Path(name)
 
 
 def make_engine(url: str) -> Engine:
@@ -47,6 +60,12 @@ def make_engine(url: str) -> Engine:
 
 
 def _sqlite_engine(url: str) -> Engine:
+    path = sqlite_path(url)
+    if path is not None:
+        # Create the file 0600 before SQLite does (it would use 0644 under the usual umask);
+        # SQLite gives its -wal and -shm files the database file's mode.
+        with contextlib.suppress(FileNotFoundError):  # no such folder: let SQLite say so
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S},

@@ -19,6 +19,7 @@ from corral.domain.federation import (
 )
 from corral.errors import ConflictError, NotFoundError
 from corral.store._directory import _agent_row, _bump, _user_row
+from corral.store._secrets import CLIENT_SECRET, StoreKeys
 from corral.store._tables import federated_subjects, oidc_providers
 
 __all__ = [
@@ -48,7 +49,8 @@ def provider_exists_error(name: str, issuer: str) -> ConflictError:
     )
 
 
-def _provider(row: RowMapping) -> OidcProvider:
+def _provider(row: RowMapping, keys: StoreKeys) -> OidcProvider:
+    secret = row["client_secret"]
     return OidcProvider(
         name=row["name"],
         issuer=row["issuer"],
@@ -56,7 +58,7 @@ def _provider(row: RowMapping) -> OidcProvider:
         jwks_uri=row["jwks_uri"],
         jwks=json.loads(row["jwks"]) if row["jwks"] else None,
         client_id=row["client_id"],
-        client_secret=row["client_secret"],
+        client_secret=keys.open(secret, CLIENT_SECRET, row["name"]) if secret else None,
         allow_console=bool(row["allow_console"]),
         allow_assertions=bool(row["allow_assertions"]),
         allow_events=bool(row["allow_events"]),
@@ -64,7 +66,9 @@ def _provider(row: RowMapping) -> OidcProvider:
     )
 
 
-def create_provider(conn: Connection, p: OidcProvider, now: datetime) -> OidcProvider:
+def create_provider(
+    conn: Connection, p: OidcProvider, now: datetime, keys: StoreKeys
+) -> OidcProvider:
     validate_provider(p)
     taken = conn.execute(
         select(oidc_providers.c.name).where(
@@ -81,7 +85,9 @@ def create_provider(conn: Connection, p: OidcProvider, now: datetime) -> OidcPro
             jwks_uri=p.jwks_uri,
             jwks=json.dumps(p.jwks) if p.jwks is not None else None,
             client_id=p.client_id,
-            client_secret=p.client_secret,
+            client_secret=(
+                keys.seal(p.client_secret, CLIENT_SECRET, p.name) if p.client_secret else None
+            ),
             allow_console=p.allow_console,
             allow_assertions=p.allow_assertions,
             allow_events=p.allow_events,
@@ -89,32 +95,36 @@ def create_provider(conn: Connection, p: OidcProvider, now: datetime) -> OidcPro
         )
     )
     _bump(conn)
-    return get_provider(conn, p.name)
+    return get_provider(conn, p.name, keys)
 
 
-def get_provider(conn: Connection, name: str) -> OidcProvider:
+def _provider_row(conn: Connection, name: str) -> RowMapping:
     row = conn.execute(select(oidc_providers).where(oidc_providers.c.name == name)).mappings()
     found = row.first()
     if found is None:
         raise _provider_not_found(f"named {name!r}")
-    return _provider(found)
+    return found
 
 
-def get_provider_by_issuer(conn: Connection, issuer: str) -> OidcProvider:
+def get_provider(conn: Connection, name: str, keys: StoreKeys) -> OidcProvider:
+    return _provider(_provider_row(conn, name), keys)
+
+
+def get_provider_by_issuer(conn: Connection, issuer: str, keys: StoreKeys) -> OidcProvider:
     query = select(oidc_providers).where(oidc_providers.c.issuer == issuer)
     found = conn.execute(query).mappings().first()
     if found is None:
         raise _provider_not_found(f"with issuer {issuer!r}")
-    return _provider(found)
+    return _provider(found, keys)
 
 
-def list_providers(conn: Connection) -> list[OidcProvider]:
+def list_providers(conn: Connection, keys: StoreKeys) -> list[OidcProvider]:
     rows = conn.execute(select(oidc_providers).order_by(oidc_providers.c.name)).mappings()
-    return [_provider(r) for r in rows]
+    return [_provider(r, keys) for r in rows]
 
 
 def delete_provider(conn: Connection, name: str) -> None:
-    get_provider(conn, name)
+    _provider_row(conn, name)
     conn.execute(delete(federated_subjects).where(federated_subjects.c.provider == name))
     conn.execute(delete(oidc_providers).where(oidc_providers.c.name == name))
     _bump(conn)
@@ -140,7 +150,7 @@ def link_subject(
     now: datetime,
 ) -> FederatedSubject:
     """Map `subject` at `provider` to a Corral user or agent (by id or name)."""
-    get_provider(conn, provider)
+    _provider_row(conn, provider)
     principal_id = (_user_row if kind == "user" else _agent_row)(conn, principal_ref)["id"]
     existing = resolve_subject(conn, provider, subject)
     if existing is not None:

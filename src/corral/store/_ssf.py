@@ -22,6 +22,7 @@ from corral.domain.events import (
     validate_receiver,
 )
 from corral.errors import ConflictError, NotFoundError
+from corral.store._secrets import AUTH_HEADER, StoreKeys
 from corral.store._tables import ssf_inbound, ssf_outbox, ssf_receivers
 
 __all__ = [
@@ -51,7 +52,9 @@ def receiver_exists_error(name: str) -> ConflictError:
     )
 
 
-def _receiver(row: RowMapping) -> SsfReceiver:
+def _receiver(row: RowMapping, keys: StoreKeys | None) -> SsfReceiver:
+    """With `keys` None the header is left out (not opened)."""
+    header = row["auth_header"] if keys is not None else None
     return SsfReceiver(
         id=row["id"],
         name=row["name"],
@@ -60,7 +63,7 @@ def _receiver(row: RowMapping) -> SsfReceiver:
         events=tuple(e for e in row["events"].split(",") if e),
         enabled=bool(row["enabled"]),
         created_at=row["created_at"],
-        auth_header=row["auth_header"],
+        auth_header=keys.open(header, AUTH_HEADER, row["id"]) if keys and header else None,
     )
 
 
@@ -73,6 +76,7 @@ def create_receiver(
     events: tuple[str, ...],
     auth_header: str | None,
     now: datetime,
+    keys: StoreKeys,
 ) -> SsfReceiver:
     validate_receiver(name, endpoint, audience, auth_header)
     wanted = parse_event_types(events)
@@ -86,33 +90,34 @@ def create_receiver(
             endpoint=endpoint,
             audience=audience,
             events=",".join(wanted),
-            auth_header=auth_header,
+            auth_header=keys.seal(auth_header, AUTH_HEADER, receiver_id) if auth_header else None,
             enabled=True,
             created_at=now,
         )
     )
-    return get_receiver(conn, receiver_id)
+    return get_receiver(conn, receiver_id, keys)
 
 
-def get_receiver(conn: Connection, ref: str) -> SsfReceiver:
-    """By id or name."""
+def get_receiver(conn: Connection, ref: str, keys: StoreKeys | None) -> SsfReceiver:
+    """By id or name; with `keys` None, without its authorization header."""
     query = select(ssf_receivers).where(or_(ssf_receivers.c.id == ref, ssf_receivers.c.name == ref))
     row = conn.execute(query).mappings().first()
     if row is None:
         raise NotFoundError(
             f"no receiver named {ref!r}", hint="corral events receivers list shows them"
         )
-    return _receiver(row)
+    return _receiver(row, keys)
 
 
-def list_receivers(conn: Connection) -> list[SsfReceiver]:
+def list_receivers(conn: Connection, keys: StoreKeys) -> list[SsfReceiver]:
     rows = conn.execute(select(ssf_receivers).order_by(ssf_receivers.c.name)).mappings()
-    return [_receiver(r) for r in rows]
+    return [_receiver(r, keys) for r in rows]
 
 
 def delete_receiver(conn: Connection, ref: str) -> SsfReceiver:
-    """Remove a receiver and its undelivered SETs (the outbox rows go with it)."""
-    receiver = get_receiver(conn, ref)
+    """Remove a receiver and its undelivered SETs (the outbox rows go with it). Its header is
+    not opened, so a receiver whose sealed header no longer opens can still be removed."""
+    receiver = get_receiver(conn, ref, None)
     conn.execute(delete(ssf_outbox).where(ssf_outbox.c.receiver_id == receiver.id))
     conn.execute(delete(ssf_receivers).where(ssf_receivers.c.id == receiver.id))
     return receiver

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from corral.config import paths
 from corral.domain.access import PrincipalStatus
 from corral.domain.events import OutboxEntry, SsfReceiver
 from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
@@ -24,14 +27,16 @@ from corral.store import (
     _pcs,
     _policies,
     _pools,
+    _secrets,
     _sessions,
     _ssf,
 )
 from corral.store._engine import default_url, make_engine, transaction
 from corral.store._hot import HotReads
 from corral.store._migrate import migrate
+from corral.store._secrets import StoreKeys
 
-__all__ = ["Store"]
+__all__ = ["KeyRotation", "Store"]
 
 T = TypeVar("T")
 _ACQUIRE_ATTEMPTS = 5
@@ -41,17 +46,46 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store:
-    """Thread-safe: every method runs in its own transaction on its own pooled connection."""
+@dataclass(frozen=True)
+class KeyRotation:
+    new_key: str
+    resealed: int  # stored secrets sealed again with the new key
+    retired: list[str]  # old keys dropped from the key file
 
-    def __init__(self, url: str | None = None) -> None:
+
+class Store:
+    """Thread-safe: every method runs in its own transaction on its own pooled connection.
+
+    Secrets (TOTP seeds, OIDC client secrets, push authorization headers) are sealed with the
+    keys in `key_file` (default `<data dir>/secrets.key`, created 0600 on first start).
+    """
+
+    def __init__(self, url: str | None = None, *, key_file: Path | None = None) -> None:
         self.url = url or default_url()
         self.dialect = make_url(self.url).get_backend_name()
         self._engine = make_engine(self.url)
         self._hot = HotReads(self._engine)
+        self.keys = StoreKeys(key_file or paths().data / "secrets.key")
 
     def migrate(self) -> None:
+        """Upgrade the schema, then seal any plaintext secret an older version left (and
+        refuse to go on if sealed ones name a key the key file lacks): every start runs it."""
         migrate(self._engine)
+        if self._write(lambda c: _secrets.seal_on_start(c, self.keys)):
+            _secrets.scrub(self._engine)
+
+    def rotate_secrets_key(self, *, keep_old: bool = False) -> KeyRotation:
+        """1. Add a new key to the key file (it seals from now on, in every process: they
+        re-read the file when it changes); 2. reseal every stored secret with it in one
+        transaction; 3. unless `keep_old`, drop the old keys no stored value names any more."""
+        new_key = self.keys.add_key()
+        resealed = self._write(lambda c: _secrets.reseal_all(c, self.keys))
+        _secrets.scrub(self._engine)
+        retired: list[str] = []
+        if not keep_old:
+            in_use = set(self._read(_secrets.key_ids_in_use))
+            retired = self.keys.retire(in_use)
+        return KeyRotation(new_key, resealed, retired)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -244,13 +278,17 @@ class Store:
         return self._read(_directory.list_users)
 
     def get_user_secrets(self, ref: str) -> UserSecrets:
-        return self._read(lambda c: _directory.get_user_secrets(c, ref))
+        return self._read(lambda c: _directory.get_user_secrets(c, ref, self.keys))
 
     def set_user_password(self, ref: str, password_hash: str) -> None:
         self._write(lambda c: _directory.set_user_password(c, ref, password_hash, _now()))
 
     def set_user_totp(self, ref: str, secret: str | None, *, enabled: bool) -> None:
-        self._write(lambda c: _directory.set_user_totp(c, ref, secret, enabled=enabled, now=_now()))
+        self._write(
+            lambda c: _directory.set_user_totp(
+                c, ref, secret, enabled=enabled, now=_now(), keys=self.keys
+            )
+        )
 
     def set_user_enabled(self, ref: str, enabled: bool) -> tuple[User, list[Agent]]:
         """Returns the user and the agents that disabling them left without a sponsor."""
@@ -370,17 +408,17 @@ class Store:
     def create_oidc_provider(self, provider: OidcProvider) -> OidcProvider:
         conflict = _federation.provider_exists_error(provider.name, provider.issuer)
         return self._write_unique(
-            lambda c: _federation.create_provider(c, provider, _now()), conflict
+            lambda c: _federation.create_provider(c, provider, _now(), self.keys), conflict
         )
 
     def get_oidc_provider(self, name: str) -> OidcProvider:
-        return self._read(lambda c: _federation.get_provider(c, name))
+        return self._read(lambda c: _federation.get_provider(c, name, self.keys))
 
     def get_oidc_provider_by_issuer(self, issuer: str) -> OidcProvider:
-        return self._read(lambda c: _federation.get_provider_by_issuer(c, issuer))
+        return self._read(lambda c: _federation.get_provider_by_issuer(c, issuer, self.keys))
 
     def list_oidc_providers(self) -> list[OidcProvider]:
-        return self._read(_federation.list_providers)
+        return self._read(lambda c: _federation.list_providers(c, self.keys))
 
     def delete_oidc_provider(self, name: str) -> None:
         self._write(lambda c: _federation.delete_provider(c, name))
@@ -422,15 +460,16 @@ class Store:
                 events=tuple(events),
                 auth_header=auth_header,
                 now=_now(),
+                keys=self.keys,
             ),
             _ssf.receiver_exists_error(name),
         )
 
     def get_ssf_receiver(self, ref: str) -> SsfReceiver:
-        return self._read(lambda c: _ssf.get_receiver(c, ref))
+        return self._read(lambda c: _ssf.get_receiver(c, ref, self.keys))
 
     def list_ssf_receivers(self) -> list[SsfReceiver]:
-        return self._read(_ssf.list_receivers)
+        return self._read(lambda c: _ssf.list_receivers(c, self.keys))
 
     def delete_ssf_receiver(self, ref: str) -> SsfReceiver:
         """Remove a receiver with its undelivered SETs."""

@@ -176,12 +176,14 @@ users = Table(
     Column("roles", String(128), nullable=False),  # sorted, comma-separated Role values
     Column("enabled", Boolean, nullable=False),
     Column("password_hash", Text, nullable=True),  # argon2id, never the password
-    Column("totp_secret", String(64), nullable=True),
+    Column("totp_secret", String(64), nullable=True),  # plaintext before 0009: sealed at start
     Column("totp_enabled", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     # tokens issued before this are refused (admin revoke, migration 0003)
     Column("tokens_revoked_before", UTCDateTime, nullable=True),
+    # the TOTP seed sealed with the store key (migration 0009, corral.store._secrets)
+    Column("totp_secret_sealed", Text, nullable=True),
 )
 
 groups = Table(
@@ -279,7 +281,7 @@ oidc_providers = Table(
     Column("jwks_uri", Text, nullable=True),  # fetched and cached; or
     Column("jwks", Text, nullable=True),  # a pinned JWKS (JSON)
     Column("client_id", String(255), nullable=True),  # for console logins (code flow + PKCE)
-    Column("client_secret", Text, nullable=True),
+    Column("client_secret", Text, nullable=True),  # sealed (corral.store._secrets)
     Column("allow_console", Boolean, nullable=False),
     Column("allow_assertions", Boolean, nullable=False),
     Column("allow_events", Boolean, nullable=False),
@@ -314,7 +316,8 @@ ssf_receivers = Table(
     Column("endpoint", Text, nullable=False),
     Column("audience", String(512), nullable=False),
     Column("events", Text, nullable=False),  # comma-separated event type URIs
-    Column("auth_header", Text, nullable=True),  # sent as Authorization on push, if set
+    # sent as Authorization on push, if set; sealed (corral.store._secrets)
+    Column("auth_header", Text, nullable=True),
     Column("enabled", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
