@@ -296,8 +296,8 @@ def test_approval_flow(world: World) -> None:
     p.add_policy("curl-needs-approval", CURL_NEEDS_APPROVAL, principal=world.admin)
     session = world.acquire("main", world.bot)
     pc = p.session(session, pc=True)
-    curl = {"command": "curl https://example.com"}
-    assert p.authorize(world.bot, "run_command", pc, args={"command": "ls"}).allowed
+    curl = {"argv": ["curl", "https://example.com"]}
+    assert p.authorize(world.bot, "run_command", pc, args={"argv": ["ls"]}).allowed
     with pytest.raises(ApprovalPendingError) as pending:
         p.require(world.bot, "run_command", pc, args=curl)
     approval_id = pending.value.approval_id
@@ -317,7 +317,7 @@ def test_approval_flow(world: World) -> None:
     assert allowed.allowed and allowed.approval_id == approval_id
     # the approval covers this request shape only
     with pytest.raises(ApprovalPendingError):
-        p.require(world.bot, "run_command", pc, args={"command": "curl https://other.test"})
+        p.require(world.bot, "run_command", pc, args={"argv": ["curl", "https://other.test"]})
     # and expires
     world.clock.now += timedelta(minutes=16)
     with pytest.raises(ApprovalPendingError) as later:
@@ -339,7 +339,7 @@ def test_unanswered_and_denied_approvals_expire(world: World) -> None:
     p = world.policy
     p.add_policy("curl-needs-approval", CURL_NEEDS_APPROVAL, principal=world.admin)
     pc = p.session(world.acquire("main", world.bot), pc=True)
-    curl = {"command": "curl https://example.com"}
+    curl = {"argv": ["curl", "https://example.com"]}
     with pytest.raises(ApprovalPendingError, match="waits for a sponsor") as first:
         p.require(world.bot, "run_command", pc, args=curl)
     assert "corral approvals approve " + first.value.approval_id in (first.value.hint or "")
@@ -399,7 +399,7 @@ async def test_wait_for_approval_returns_when_answered(world: World) -> None:
     p = world.policy
     p.add_policy("curl-needs-approval", CURL_NEEDS_APPROVAL, principal=world.admin)
     pc = p.session(world.acquire("main", world.bot), pc=True)
-    decision = p.authorize(world.bot, "run_command", pc, args={"command": "curl x"})
+    decision = p.authorize(world.bot, "run_command", pc, args={"argv": ["curl", "x"]})
     assert decision.approval_id
     approval_id = decision.approval_id
     waiting = asyncio.create_task(p.wait_for_approval(approval_id, 10))
