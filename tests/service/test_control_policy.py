@@ -234,7 +234,11 @@ async def test_a_held_action_can_wait_for_the_sponsor(gate: Gate) -> None:
     answering = asyncio.create_task(sponsor_answers("curl -x:0", False))
     with pytest.raises(PermissionDeniedError) as refused:
         await c.act(
-            mine.id, "run_command", {"argv": ["curl", "-x:0"]}, principal=gate.bot, approval_wait_s=10
+            mine.id,
+            "run_command",
+            {"argv": ["curl", "-x:0"]},
+            principal=gate.bot,
+            approval_wait_s=10,
         )
     await answering
     assert not isinstance(refused.value, ApprovalPendingError)

@@ -397,12 +397,13 @@ def _program(word: str, home: str) -> tuple[str, str]:
     return word, word
 
 
-def _command_args(argv: list[str], *, shell: bool, home: str) -> dict[str, Any]:
-    """program, program_path, argv, argc, command and shell of one command. `shell` is also
-    true when the program runs other programs named in its arguments (RUNS_OTHER_PROGRAMS):
-    then what runs cannot be read off the argv."""
-    out: dict[str, Any] = {"argv": list(dict.fromkeys(argv)), "argc": len(argv), "shell": shell}
-    if shell:
+def _command_args(argv: list[str], *, line: bool, home: str) -> dict[str, Any]:
+    """program, program_path, argv, argc, command and shell of one command: `argv`, or with
+    `line` a shell line (`argv[0]`, run by /bin/sh -c). `shell` is also true when the program
+    runs other programs named in its arguments (RUNS_OTHER_PROGRAMS): then what runs cannot be
+    read off the argv."""
+    out: dict[str, Any] = {"argv": list(dict.fromkeys(argv)), "argc": len(argv), "shell": line}
+    if line:
         out["command"] = argv[0] if len(argv) == 1 else shlex.join(argv)
         # best effort for the shell's first word: skip FOO=1 assignments
         words = []
@@ -423,9 +424,7 @@ def _command_args(argv: list[str], *, shell: bool, home: str) -> dict[str, Any]:
     return out
 
 
-def tool_args(
-    tool: str, args: Mapping[str, Any] | None, *, home: str = PC_HOME
-) -> dict[str, Any]:
+def tool_args(tool: str, args: Mapping[str, Any] | None, *, home: str = PC_HOME) -> dict[str, Any]:
     """The arguments policy may look at (the schema's ToolArgs): for run_command and launch_app
     the program, its path, the argv and whether a shell (or a program that runs others) decides
     what runs; for open_url the URL, its scheme and host as the browser parses them; for file
@@ -434,11 +433,11 @@ def tool_args(
     out: dict[str, Any] = {}
     if tool == "run_command":
         if isinstance(args.get("argv"), list) and args["argv"]:
-            out.update(_command_args([str(a) for a in args["argv"]], shell=False, home=home))
+            out.update(_command_args([str(a) for a in args["argv"]], line=False, home=home))
         elif isinstance(args.get("command"), str):
-            out.update(_command_args([args["command"]], shell=True, home=home))
+            out.update(_command_args([args["command"]], line=True, home=home))
     elif tool == "launch_app" and isinstance(args.get("command"), list) and args["command"]:
-        out.update(_command_args([str(a) for a in args["command"]], shell=False, home=home))
+        out.update(_command_args([str(a) for a in args["command"]], line=False, home=home))
     elif tool == "open_url" and isinstance(args.get("url"), str):
         out["url"] = args["url"]
         try:

@@ -149,7 +149,7 @@ SYSTEM_POLICIES: tuple[NamedPolicy, ...] = (
         'forbid (principal, action == Action::"open_url", resource)\n'
         "unless {\n  context has args && context.args has scheme &&\n"
         '  (["http", "https"].contains(context.args.scheme) ||\n'
-        "   (context has controls && context.controls.allow_schemes.contains(context.args.scheme)))\n"
-        "};",
+        "   (context has controls &&\n"
+        "    context.controls.allow_schemes.contains(context.args.scheme)))\n};",
     ),
 )

@@ -54,16 +54,19 @@ def parse_web_url(url: str) -> WebUrl:
     """Parse `url` the way the PC's browser (Chromium) does, with the WHATWG URL standard (the
     ada parser): `http://evil\\@allowed/` is host `evil`, `HTTP://ALLOWED./` is host `allowed`,
     percent-escapes and IDNA are decoded. InvalidInputError if the browser would not take it."""
-    if any(c in url for c in "\0\r\n") or not ada_url.check_url(url):
+    try:
+        if any(c in url for c in "\0\r\n"):
+            raise ValueError(url)
+        parsed = ada_url.parse_url(url, attributes=("protocol", "hostname", "href"))
+    except ValueError:
         raise InvalidInputError(
             f"{url[:200]!r} is not a valid URL",
             hint="give an absolute URL such as https://example.com/page",
-        )
-    parsed = ada_url.URL(url)
+        ) from None
     return WebUrl(
-        scheme=parsed.protocol.rstrip(":").lower(),
-        host=normalize_host(parsed.hostname),
-        href=parsed.href,
+        scheme=str(parsed["protocol"]).rstrip(":").lower(),
+        host=normalize_host(str(parsed["hostname"])),
+        href=str(parsed["href"]),
     )
 
 
