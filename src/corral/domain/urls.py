@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import ada_url
-
 from corral.errors import InvalidInputError
 
 __all__ = [
@@ -54,6 +52,8 @@ def parse_web_url(url: str) -> WebUrl:
     """Parse `url` the way the PC's browser (Chromium) does, with the WHATWG URL standard (the
     ada parser): `http://evil\\@allowed/` is host `evil`, `HTTP://ALLOWED./` is host `allowed`,
     percent-escapes and IDNA are decoded. InvalidInputError if the browser would not take it."""
+    import ada_url  # here, not at the top: the host CLI's start does not pay for it
+
     try:
         if any(c in url for c in "\0\r\n"):
             raise ValueError(url)
