@@ -497,11 +497,19 @@ def test_tool_args() -> None:
     assert tool_args("run_command", {"command": "/usr/bin/curl -s 'x y'"}) == {
         "command": "/usr/bin/curl -s 'x y'",
         "program": "curl",
+        "program_path": "/usr/bin/curl",
+        "argv": ["/usr/bin/curl", "-s", "x y"],
+        "argc": 3,
+        "shell": True,
     }
     assert tool_args("run_command", {"command": "echo 'unbalanced"})["program"] == "echo"
     assert tool_args("launch_app", {"command": ["/usr/bin/xterm", "-e", "top"]}) == {
         "program": "xterm",
+        "program_path": "/usr/bin/xterm",
+        "argv": ["/usr/bin/xterm", "-e", "top"],
+        "argc": 3,
         "command": "/usr/bin/xterm -e top",
+        "shell": True,  # a terminal runs what -e names
     }
     assert (
         tool_args("open_url", {"url": "https://Docs.Example.com:8443/a"})["host"]

@@ -354,9 +354,12 @@ def test_allowed_hosts(server: Server, sponsors: Sponsors) -> None:
             if opened.is_error:
                 assert _error(opened)["code"] == "unsupported", _text(opened)
                 assert "no browser" in _text(opened)
-            # Only open_url is restricted: the rest of the session is not read-only.
+            # The session is not read-only, but a shell could step around allowed_hosts
+            # (`chromium URL`, curl): run_command is refused unless a permit allows it alongside.
+            shot = await call("screenshot", max_width=320)
+            assert not shot.is_error, _text(shot)
             ran = await call("run_command", command="echo free")
-            assert not ran.is_error, _text(ran)
+            assert "system-session-controls-hold" in _error(ran)["message"], _text(ran)
             released = await call("release_pc")
             assert not released.is_error, _text(released)
 

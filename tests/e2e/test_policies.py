@@ -49,7 +49,7 @@ def test_add_test_remove_through_rest(server: Server) -> None:
             "principal": 'User::"admin"',
             "action": 'Action::"run_command"',
             "resource": 'PC::"nowhere"',
-            "context": {"args": {"program": "curl"}},
+            "context": {"args": {"program": "curl", "shell": False}},
         },
     )
     assert test.status_code == 200, test.text

@@ -29,6 +29,19 @@ def test_run_argv_captures_output_and_exit_code(client: Client) -> None:
     assert 0 < result["duration_ms"] < 5000
 
 
+def test_run_argv_never_goes_through_a_shell(client: Client, tmp_path: Path) -> None:
+    """argv mode (run_command's `argv`) execs the program itself: shell syntax in an argument is
+    plain text, so no `;`, `|`, `$(...)` or `*` can start a second program."""
+    marker = tmp_path / "ran"
+    words = ["a; touch " + str(marker), "| touch " + str(marker), "$(touch " + str(marker) + ")"]
+    result = client.call("run", argv=["echo", *words, "$HOME", "*"])
+    assert result["exit_code"] == 0
+    assert result["stdout"] == " ".join([*words, "$HOME", "*"]) + "\n"
+    assert not marker.exists()
+    # FOO=1 as argv[0] is a program name, not an assignment
+    assert client.error("run", argv=["FOO=1", "true"]).code == "not_found"
+
+
 def test_run_shell_stdin_env_cwd(client: Client, pcd: Daemon, tmp_path: Path) -> None:
     result = client.sh(
         'printf "%s|%s|%s|" "$FOO" "$DISPLAY" "$HOME"; pwd; cat',

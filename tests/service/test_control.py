@@ -59,7 +59,8 @@ class FakeClient:
             rt.in_flight += 1
             rt.max_in_flight = max(rt.max_in_flight, rt.in_flight)
         try:
-            name, _, delay = (shell or "").partition(":")
+            line = shell if shell is not None else " ".join(argv or [])
+            name, _, delay = line.partition(":")
             time.sleep(float(delay or 0))
             rt.ran.append(name)
         finally:

@@ -13,7 +13,12 @@ import pytest
 from corral.domain.access import Caller, CallerKind
 from corral.domain.identity import Risk, Role
 from corral.domain.models import PoolSpec
-from corral.errors import ApprovalPendingError, PermissionDeniedError, SessionGoneError
+from corral.errors import (
+    ApprovalPendingError,
+    InvalidInputError,
+    PermissionDeniedError,
+    SessionGoneError,
+)
 from corral.service.control import ControlPlane
 from corral.store import Store
 from tests.service.test_control import FakeRuntime
@@ -141,10 +146,35 @@ async def test_session_controls_are_fixed_at_acquire(gate: Gate) -> None:
     asked = await c.acquire(
         "p", wait_s=5, request={"controls": {"no_clipboard": True}}, principal=gate.other
     )
-    await c.act(asked.id, "run_command", {"command": "fine:0"}, principal=gate.other)
     with pytest.raises(PermissionDeniedError, match="system-session-no-clipboard"):
         await c.act(asked.id, "get_clipboard", {}, principal=gate.other)
+    # a shell would step around the control (xclip -o): refused in that session too
+    with pytest.raises(PermissionDeniedError, match="system-session-controls-hold"):
+        await c.act(asked.id, "run_command", {"argv": ["xclip:0"]}, principal=gate.other)
+    assert gate.runtime.ran == []
+    # unless a permit of the acquire allows it alongside the controls
+    await c.release(asked.id, principal=gate.other)
+    c.policy.add_policy(
+        "other-commands-alongside",
+        '@allow_alongside("run_command")\n'
+        'permit (principal == Agent::"other", action == Action::"acquire", resource);',
+        principal=gate.admin,
+    )
+    alongside = await c.acquire(
+        "p", wait_s=5, request={"controls": {"no_clipboard": True}}, principal=gate.other
+    )
+    await c.act(alongside.id, "run_command", {"command": "fine:0"}, principal=gate.other)
+    with pytest.raises(PermissionDeniedError, match="system-session-no-clipboard"):
+        await c.act(alongside.id, "get_clipboard", {}, principal=gate.other)
     assert gate.runtime.ran == ["fine"]
+    # an acquire request cannot grant itself the exemption
+    with pytest.raises(InvalidInputError, match="allow_alongside"):
+        await c.acquire(
+            "p",
+            wait_s=5,
+            request={"controls": {"no_clipboard": True, "allow_alongside": ["run_command"]}},
+            principal=gate.bot,
+        )
 
 
 async def test_an_action_held_for_approval(gate: Gate) -> None:
@@ -160,10 +190,10 @@ async def test_an_action_held_for_approval(gate: Gate) -> None:
     )
     mine = await c.acquire("p", wait_s=5, principal=gate.bot)
     with pytest.raises(ApprovalPendingError) as held:
-        await c.act(mine.id, "run_command", {"command": "curl:0"}, principal=gate.bot)
+        await c.act(mine.id, "run_command", {"argv": ["curl:0"]}, principal=gate.bot)
     assert gate.runtime.ran == []
     c.policy.decide_approval(held.value.approval_id, approve=True, principal=gate.sam)
-    await c.act(mine.id, "run_command", {"command": "curl:0"}, principal=gate.bot)
+    await c.act(mine.id, "run_command", {"argv": ["curl:0"]}, principal=gate.bot)
     assert gate.runtime.ran == ["curl"]
 
 
@@ -196,7 +226,7 @@ async def test_a_held_action_can_wait_for_the_sponsor(gate: Gate) -> None:
 
     answering = asyncio.create_task(sponsor_answers("curl:0", True))
     result = await c.act(
-        mine.id, "run_command", {"command": "curl:0"}, principal=gate.bot, approval_wait_s=10
+        mine.id, "run_command", {"argv": ["curl:0"]}, principal=gate.bot, approval_wait_s=10
     )
     await answering
     assert result is not None and gate.runtime.ran == ["curl"]
@@ -204,7 +234,11 @@ async def test_a_held_action_can_wait_for_the_sponsor(gate: Gate) -> None:
     answering = asyncio.create_task(sponsor_answers("curl -x:0", False))
     with pytest.raises(PermissionDeniedError) as refused:
         await c.act(
-            mine.id, "run_command", {"command": "curl -x:0"}, principal=gate.bot, approval_wait_s=10
+            mine.id,
+            "run_command",
+            {"argv": ["curl", "-x:0"]},
+            principal=gate.bot,
+            approval_wait_s=10,
         )
     await answering
     assert not isinstance(refused.value, ApprovalPendingError)
@@ -212,7 +246,7 @@ async def test_a_held_action_can_wait_for_the_sponsor(gate: Gate) -> None:
         await c.act(
             mine.id,
             "run_command",
-            {"command": "curl -y:0"},
+            {"argv": ["curl", "-y:0"]},
             principal=gate.bot,
             approval_wait_s=0.3,
         )

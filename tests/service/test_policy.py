@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from corral.access import Controls, EntityRef
+from corral.access import Controls, Decision, EntityRef
 from corral.domain.access import SYSTEM, Caller, CallerKind
 from corral.domain.identity import Risk, Role
 from corral.domain.models import PCState, PoolSpec, Session
@@ -296,8 +297,8 @@ def test_approval_flow(world: World) -> None:
     p.add_policy("curl-needs-approval", CURL_NEEDS_APPROVAL, principal=world.admin)
     session = world.acquire("main", world.bot)
     pc = p.session(session, pc=True)
-    curl = {"command": "curl https://example.com"}
-    assert p.authorize(world.bot, "run_command", pc, args={"command": "ls"}).allowed
+    curl = {"argv": ["curl", "https://example.com"]}
+    assert p.authorize(world.bot, "run_command", pc, args={"argv": ["ls"]}).allowed
     with pytest.raises(ApprovalPendingError) as pending:
         p.require(world.bot, "run_command", pc, args=curl)
     approval_id = pending.value.approval_id
@@ -317,7 +318,7 @@ def test_approval_flow(world: World) -> None:
     assert allowed.allowed and allowed.approval_id == approval_id
     # the approval covers this request shape only
     with pytest.raises(ApprovalPendingError):
-        p.require(world.bot, "run_command", pc, args={"command": "curl https://other.test"})
+        p.require(world.bot, "run_command", pc, args={"argv": ["curl", "https://other.test"]})
     # and expires
     world.clock.now += timedelta(minutes=16)
     with pytest.raises(ApprovalPendingError) as later:
@@ -339,7 +340,7 @@ def test_unanswered_and_denied_approvals_expire(world: World) -> None:
     p = world.policy
     p.add_policy("curl-needs-approval", CURL_NEEDS_APPROVAL, principal=world.admin)
     pc = p.session(world.acquire("main", world.bot), pc=True)
-    curl = {"command": "curl https://example.com"}
+    curl = {"argv": ["curl", "https://example.com"]}
     with pytest.raises(ApprovalPendingError, match="waits for a sponsor") as first:
         p.require(world.bot, "run_command", pc, args=curl)
     assert "corral approvals approve " + first.value.approval_id in (first.value.hint or "")
@@ -399,7 +400,7 @@ async def test_wait_for_approval_returns_when_answered(world: World) -> None:
     p = world.policy
     p.add_policy("curl-needs-approval", CURL_NEEDS_APPROVAL, principal=world.admin)
     pc = p.session(world.acquire("main", world.bot), pc=True)
-    decision = p.authorize(world.bot, "run_command", pc, args={"command": "curl x"})
+    decision = p.authorize(world.bot, "run_command", pc, args={"argv": ["curl", "x"]})
     assert decision.approval_id
     approval_id = decision.approval_id
     waiting = asyncio.create_task(p.wait_for_approval(approval_id, 10))
@@ -415,3 +416,158 @@ async def test_wait_for_approval_returns_when_answered(world: World) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# -- issue 9, section 5: controls and policy arguments mean what they say ---------------------
+
+NO_CURL = (
+    'forbid (principal, action in [Action::"run_command", Action::"launch_app"], resource)\n'
+    'when { context has args && context.args has program && context.args.program == "curl" };'
+)
+NO_SSH_KEYS = (
+    'forbid (principal, action in [Action::"read_file", Action::"write_file"], resource)\n'
+    "when { context has args && context.args has path &&\n"
+    '  context.args.path like "/home/user/.ssh/*" };'
+)
+
+
+def _why(decision: Decision) -> tuple[str, ...]:
+    return decision.policies
+
+
+def test_controls_hold_against_the_tools_that_step_around_them(world: World) -> None:
+    """A shell or `chromium URL` would read the clipboard, move files out or open any host."""
+    p = world.policy
+    cases = {
+        "no_clipboard": Controls(no_clipboard=True),
+        "no_file_transfer": Controls(no_file_transfer=True),
+        "allowed_hosts": Controls(allowed_hosts=("allowed.example",)),
+    }
+    owners = ((world.bot, "main"), (world.other, "gpu"), (world.admin, "gpu"))
+    for (name, controls), (caller, pool) in zip(cases.items(), owners, strict=True):
+        session = world.acquire(pool, caller)
+        p.fix_controls(session.id, controls)
+        pc = p.session(session, pc=True)
+        for tool, args in (
+            ("run_command", {"argv": ["xclip", "-o"]}),
+            ("run_command", {"command": "base64 ~/secret"}),
+            ("launch_app", {"command": ["chromium", "http://other.example/"]}),
+        ):
+            for who in (caller, world.admin):  # controls bind admins too
+                denied = p.authorize(who, tool, pc, args=args)
+                assert not denied.allowed, (name, tool)
+                assert "system-session-controls-hold" in _why(denied), (name, denied)
+        # a program with no arguments stays (its window takes only mouse and keyboard)
+        assert p.authorize(caller, "launch_app", pc, args={"command": ["xterm"]}).allowed
+        with pytest.raises(PermissionDeniedError, match="allow_alongside"):
+            p.require(caller, "run_command", pc, args={"argv": ["xclip", "-o"]})
+    # without controls nothing changes
+    free = p.session(world.acquire("main", world.other), pc=True)
+    assert p.authorize(world.other, "run_command", free, args={"argv": ["ls"]}).allowed
+
+
+def test_a_permit_may_allow_the_tools_alongside_the_controls(world: World) -> None:
+    p = world.policy
+    p.add_policy(
+        "team-commands-alongside",
+        '@allow_alongside("run_command")\n'
+        'permit (principal in Group::"team", action == Action::"acquire", resource);',
+        principal=world.admin,
+    )
+    decision = p.authorize(world.bot, "acquire", p.pool("main"))
+    controls = p.acquire_controls(decision, Controls(no_clipboard=True))
+    assert controls.allow_alongside == ("run_command",)
+    session = world.acquire("main", world.bot)
+    p.fix_controls(session.id, controls)
+    fresh = PolicyService(world.store)  # the exemption is stored with the controls
+    pc = fresh.session(session, pc=True)
+    assert fresh.authorize(world.bot, "run_command", pc, args={"argv": ["ls"]}).allowed
+    assert not fresh.authorize(world.bot, "get_clipboard", pc).allowed
+    launched = fresh.authorize(world.bot, "launch_app", pc, args={"command": ["chromium", "x"]})
+    assert not launched.allowed  # only what the permit names
+    with pytest.raises(InvalidInputError, match="@allow_alongside"):
+        p.add_policy(
+            "typo",
+            '@allow_alongside("run_comand")\n'
+            'permit (principal in Group::"team", action == Action::"acquire", resource);',
+            principal=world.admin,
+        )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"command": "curl https://x/"},
+        {"command": "FOO=1 curl https://x/"},
+        {"command": "/usr/bin/env curl https://x/"},
+        {"command": "sh -c 'curl https://x/'"},
+        {"command": "true | curl https://x/"},
+        {"command": "c''url https://x/"},
+        {"argv": ["curl", "https://x/"]},
+        {"argv": ["/usr/bin/curl", "https://x/"]},
+        {"argv": ["/usr/bin/../bin/curl", "https://x/"]},
+        {"argv": ["/usr/bin/env", "curl", "https://x/"]},
+        {"argv": ["sh", "-c", "curl https://x/"]},
+        {"argv": ["xargs", "curl"]},
+    ],
+)
+def test_a_program_rule_holds_against_every_spelling(world: World, args: dict[str, Any]) -> None:
+    p = world.policy
+    pc = p.session(world.acquire("main", world.bot), pc=True)
+    assert p.authorize(world.bot, "run_command", pc, args={"command": "ls"}).allowed
+    p.add_policy("no-curl", NO_CURL, principal=world.admin)
+    denied = p.authorize(world.bot, "run_command", pc, args=args)
+    assert not denied.allowed, denied
+    assert set(_why(denied)) & {"no-curl", "system-program-rules-need-argv"}, denied
+    # the program itself, named in argv, runs; a shell line no longer does
+    assert p.authorize(world.bot, "run_command", pc, args={"argv": ["ls", "-l"]}).allowed
+    shell = p.authorize(world.bot, "run_command", pc, args={"command": "ls"})
+    assert _why(shell) == ("system-program-rules-need-argv",)
+    with pytest.raises(PermissionDeniedError, match="argv"):
+        p.require(world.bot, "run_command", pc, args={"command": "ls"})
+    # the rule gone, shell mode is back
+    p.remove_policy("no-curl", principal=world.admin)
+    assert p.authorize(world.bot, "run_command", pc, args={"command": "ls"}).allowed
+
+
+@pytest.mark.parametrize(
+    "path", [".ssh/id_rsa", "~/.ssh/id_rsa", "/home/user/.ssh/id_rsa", "./.ssh//id_rsa"]
+)
+def test_a_path_rule_holds_for_home_relative_paths(world: World, path: str) -> None:
+    p = world.policy
+    p.add_policy("no-ssh-keys", NO_SSH_KEYS, principal=world.admin)
+    pc = p.session(world.acquire("main", world.bot), pc=True)
+    denied = p.authorize(world.bot, "read_file", pc, args={"path": path})
+    assert not denied.allowed and _why(denied) == ("no-ssh-keys",)
+    assert p.authorize(world.bot, "read_file", pc, args={"path": "notes.txt"}).allowed
+
+
+def test_open_url_takes_web_schemes_and_the_browsers_host(world: World) -> None:
+    p = world.policy
+    pc = p.session(world.acquire("main", world.bot), pc=True)
+    for url in ("file:///etc/passwd", "javascript:alert(1)", "data:text/html,x", "about:blank"):
+        denied = p.authorize(world.bot, "open_url", pc, args={"url": url})
+        assert _why(denied) == ("system-open-url-web-schemes",), url
+    assert p.authorize(world.bot, "open_url", pc, args={"url": "https://x.example/"}).allowed
+    # allowed_hosts sees the host the browser will connect to
+    other = world.acquire("gpu", world.other)
+    p.fix_controls(other.id, Controls(allowed_hosts=("allowed",)))
+    pc2 = p.session(other, pc=True)
+    for url in ("http://evil\\@allowed/", "http://allowed@evil/", "http://evil/?allowed"):
+        denied = p.authorize(world.other, "open_url", pc2, args={"url": url})
+        assert "system-session-allowed-hosts" in _why(denied), url
+    for url in ("HTTP://ALLOWED./", "http://Allowed/x"):
+        assert p.authorize(world.other, "open_url", pc2, args={"url": url}).allowed, url
+    # another scheme needs a permit of the acquire to say so
+    p.add_policy(
+        "team-files-in-browser",
+        '@allow_schemes("file")\n'
+        'permit (principal in Group::"team", action == Action::"acquire", resource);',
+        principal=world.admin,
+    )
+    granted = p.acquire_controls(p.authorize(world.bot, "acquire", p.pool("main")))
+    third = world.acquire("main", world.admin)
+    p.fix_controls(third.id, granted)
+    pc3 = p.session(third, pc=True)
+    assert p.authorize(world.admin, "open_url", pc3, args={"url": "file:///tmp/a.html"}).allowed
+    assert not p.authorize(world.admin, "open_url", pc3, args={"url": "javascript:1"}).allowed

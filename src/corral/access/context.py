@@ -16,16 +16,22 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from typing import Any
-from urllib.parse import urlsplit
 
 from corral.access.engine import EntityRef
 from corral.access.schema import RISK_SCORES
 from corral.domain.identity import Agent, Group, Risk, User
 from corral.domain.models import Pool, Session
+from corral.domain.urls import normalize_host_name, parse_web_url
 from corral.errors import InvalidInputError
 
 __all__ = [
+    "BYPASS_TOOLS",
     "CONTROL_FLAGS",
+    "PC_HOME",
+    "PC_PATH",
+    "PROGRAM_ATTRS",
+    "RUNS_OTHER_PROGRAMS",
+    "WEB_SCHEMES",
     "Compliance",
     "Controls",
     "DirectoryView",
@@ -34,12 +40,44 @@ __all__ = [
     "build_context",
     "directory_records",
     "pool_record",
+    "reads_program",
     "request_digest",
     "session_records",
     "tool_args",
 ]
 
 CONTROL_FLAGS = ("read_only", "no_clipboard", "no_file_transfer")
+#: tools that can step around no_clipboard, no_file_transfer and allowed_hosts (a shell can run
+#: xclip or base64, a program started with arguments can be `chromium URL`): refused in a session
+#: with any of those controls unless a permit of its acquire says `@allow_alongside(...)`
+BYPASS_TOOLS = ("run_command", "launch_app")
+#: the schemes open_url takes without a permit's `@allow_schemes(...)`
+WEB_SCHEMES = ("http", "https")
+#: the desktop user's home in Corral's images: relative and `~` paths start there (as in pcd)
+PC_HOME = "/home/user"
+#: the PATH of every PC (corral.runtime.oci): where pcd finds a program given by bare name
+PC_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
+#: the context.args attributes that describe the program: a stored policy that reads any of
+#: them "restricts programs", and then commands whose program cannot be known are refused
+PROGRAM_ATTRS = frozenset({"program", "program_path", "argv", "command"})
+#: programs whose arguments name another program to run (shells, launchers, interpreters,
+#: terminals): with them the program a policy sees is not the one that runs, so they count as
+#: `shell` (refused while a policy restricts programs)
+RUNS_OTHER_PROGRAMS = frozenset(
+    {
+        # shells
+        "sh", "bash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "busybox", "toybox",
+        # launchers
+        "env", "nice", "nohup", "timeout", "stdbuf", "setsid", "ionice", "chrt", "taskset",
+        "xargs", "time", "sudo", "su", "runuser", "doas", "flock", "script", "watch", "unbuffer",
+        "strace", "ltrace", "gdb", "parallel", "find", "unshare", "nsenter", "chroot", "setpriv",
+        "systemd-run", "dbus-launch", "xdg-open", "x-terminal-emulator", "xterm", "uxterm",
+        "gnome-terminal", "konsole", "xfce4-terminal", "lxterminal", "st", "urxvt",
+        # interpreters
+        "python", "python3", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh", "wish",
+        "awk", "gawk", "mawk", "nawk", "expect", "vim", "vi", "nvim", "emacs", "ed", "sed",
+    }
+)  # fmt: skip
 
 
 def _ref(kind: str, ident: str) -> dict[str, Any]:
@@ -183,16 +221,23 @@ class Compliance:
 class Controls:
     """Session controls, fixed at acquire: what the session may never do, whoever asks.
 
-    `allowed_hosts` None means any host; a tuple (maybe empty) restricts open_url to those hosts.
+    `allowed_hosts` None means any host; a tuple (maybe empty) restricts open_url to those hosts
+    (normalised: lowercase, IDNA, no trailing dot).
+    `allow_alongside` and `allow_schemes` are exemptions only a permit of the acquire grants
+    (`@allow_alongside("run_command launch_app")`, `@allow_schemes("file about")`): the bypass
+    tools in a session with controls, and open_url schemes besides http and https.
     """
 
     read_only: bool = False
     no_clipboard: bool = False
     no_file_transfer: bool = False
     allowed_hosts: tuple[str, ...] | None = None
+    allow_alongside: tuple[str, ...] = ()
+    allow_schemes: tuple[str, ...] = ()
 
     def merge(self, other: Controls) -> Controls:
-        """Both sets of restrictions at once: flags add up, host lists intersect."""
+        """Both sets of restrictions at once: flags add up, host lists intersect; exemptions
+        (each granted by a permit) add up."""
         if self.allowed_hosts is None:
             hosts = other.allowed_hosts
         elif other.allowed_hosts is None:
@@ -204,6 +249,8 @@ class Controls:
             self.no_clipboard or other.no_clipboard,
             self.no_file_transfer or other.no_file_transfer,
             hosts,
+            tuple(sorted({*self.allow_alongside, *other.allow_alongside})),
+            tuple(sorted({*self.allow_schemes, *other.allow_schemes})),
         )
 
     @property
@@ -217,22 +264,35 @@ class Controls:
             "no_file_transfer": self.no_file_transfer,
             "restrict_hosts": self.allowed_hosts is not None,
             "allowed_hosts": sorted(self.allowed_hosts or ()),
+            "allow_alongside": sorted(self.allow_alongside),
+            "allow_schemes": sorted(self.allow_schemes),
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The stored and shown form; the exemptions appear only when a permit granted them."""
+        out: dict[str, Any] = {
             "read_only": self.read_only,
             "no_clipboard": self.no_clipboard,
             "no_file_transfer": self.no_file_transfer,
             "allowed_hosts": list(self.allowed_hosts) if self.allowed_hosts is not None else None,
         }
+        if self.allow_alongside:
+            out["allow_alongside"] = list(self.allow_alongside)
+        if self.allow_schemes:
+            out["allow_schemes"] = list(self.allow_schemes)
+        return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> Controls:
-        """From an acquire request or the store; unknown keys are refused, not ignored."""
+    def from_json(cls, data: Mapping[str, Any] | None, *, stored: bool = False) -> Controls:
+        """From an acquire request or (`stored`) the store; unknown keys are refused, not
+        ignored. An acquire request cannot grant itself exemptions: only the store (which got
+        them from permits) holds them."""
         if not data:
             return cls()
-        unknown = set(data) - {*CONTROL_FLAGS, "allowed_hosts"}
+        known = {*CONTROL_FLAGS, "allowed_hosts"}
+        if stored:
+            known |= {"allow_alongside", "allow_schemes"}
+        unknown = set(data) - known
         if unknown:
             raise InvalidInputError(
                 f"unknown session control(s): {', '.join(sorted(unknown))}",
@@ -252,16 +312,19 @@ class Controls:
         return cls(
             **flags,
             allowed_hosts=(
-                tuple(sorted({h.strip().lower() for h in hosts if h.strip()}))
+                tuple(sorted({normalize_host_name(h) for h in hosts if h.strip()}))
                 if hosts is not None
                 else None
             ),
+            allow_alongside=tuple(sorted(str(t) for t in data.get("allow_alongside") or ())),
+            allow_schemes=tuple(sorted(str(t) for t in data.get("allow_schemes") or ())),
         )
 
     @classmethod
     def from_annotations(cls, annotations: Mapping[str, str]) -> Controls:
         """A permit's grant controls: `@controls("read_only no_clipboard")` and
-        `@allowed_hosts("example.com docs.example.com")`."""
+        `@allowed_hosts("example.com docs.example.com")`; and its exemptions:
+        `@allow_alongside("run_command launch_app")`, `@allow_schemes("file about")`."""
         words = annotations.get("controls", "").replace(",", " ").split()
         unknown = set(words) - set(CONTROL_FLAGS)
         if unknown:
@@ -270,15 +333,25 @@ class Controls:
                 hint=f"use {', '.join(CONTROL_FLAGS)}",
             )
         hosts = annotations.get("allowed_hosts")
+        alongside = annotations.get("allow_alongside", "").replace(",", " ").split()
+        if set(alongside) - set(BYPASS_TOOLS):
+            raise InvalidInputError(
+                f"unknown tool(s) in @allow_alongside: "
+                f"{', '.join(sorted(set(alongside) - set(BYPASS_TOOLS)))}",
+                hint=f"use {', '.join(BYPASS_TOOLS)}",
+            )
+        schemes = annotations.get("allow_schemes", "").replace(",", " ").split()
         return cls(
             read_only="read_only" in words,
             no_clipboard="no_clipboard" in words,
             no_file_transfer="no_file_transfer" in words,
             allowed_hosts=(
-                tuple(sorted({h.lower() for h in hosts.replace(",", " ").split()}))
+                tuple(sorted({normalize_host_name(h) for h in hosts.replace(",", " ").split()}))
                 if hosts is not None
                 else None
             ),
+            allow_alongside=tuple(sorted(set(alongside))),
+            allow_schemes=tuple(sorted({x.lower().rstrip(":") for x in schemes})),
         )
 
 
@@ -297,39 +370,107 @@ class RequestFacts:
         return replace(self, now=now)
 
 
-def _normpath(path: str) -> str:
+def _normpath(path: str, home: str = PC_HOME) -> str:
+    """A path as pcd resolves it (corral.pcd.safepath): `~` and relative paths start at the
+    home folder; then lexically normalised, so `.ssh/id_rsa`, `~/.ssh/id_rsa` and
+    `/home/user/./.ssh/id_rsa` all read `/home/user/.ssh/id_rsa`."""
+    if path == "~" or path.startswith("~/"):
+        path = home + path[1:]
+    elif not path.startswith("/"):
+        path = home.rstrip("/") + "/" + path
     normal = posixpath.normpath(path)
     return normal[1:] if normal.startswith("//") else normal
 
 
-def tool_args(tool: str, args: Mapping[str, Any] | None) -> dict[str, str]:
-    """The arguments policy may look at: the program for run_command and launch_app, the host
-    (and URL) for open_url, the normalised path for file tools."""
-    args = args or {}
-    out: dict[str, str] = {}
-    if tool == "run_command" and isinstance(args.get("command"), str):
-        command = args["command"]
-        out["command"] = command
+def _is_assignment(word: str) -> bool:
+    name, eq, _ = word.partition("=")
+    return bool(eq) and name.replace("_", "a").isalnum() and not name[:1].isdigit()
+
+
+def _program(word: str, home: str) -> tuple[str, str]:
+    """(program, program_path) of an argv[0]: a word with a slash is a path (relative ones start
+    at home, as pcd's working directory), normalised; a bare word is looked up by pcd on the
+    PC's PATH (PC_PATH: system folders only the image writes), and program_path is the word."""
+    if "/" in word:
+        path = posixpath.normpath(word if word.startswith("/") else f"{home}/{word}")
+        return posixpath.basename(path), path
+    return word, word
+
+
+def _command_args(argv: list[str], *, line: bool, home: str) -> dict[str, Any]:
+    """program, program_path, argv, argc, command and shell of one command: `argv`, or with
+    `line` a shell line (`argv[0]`, run by /bin/sh -c). `shell` is also true when the program
+    runs other programs named in its arguments (RUNS_OTHER_PROGRAMS): then what runs cannot be
+    read off the argv."""
+    out: dict[str, Any] = {"argv": list(dict.fromkeys(argv)), "argc": len(argv), "shell": line}
+    if line:
+        out["command"] = argv[0] if len(argv) == 1 else shlex.join(argv)
+        # best effort for the shell's first word: skip FOO=1 assignments
+        words = []
         try:
-            words = shlex.split(command)
-        except ValueError:  # unbalanced quotes: the shell will refuse it; use the first word
-            words = command.split()
-        if words:
-            out["program"] = posixpath.basename(words[0])
-    elif tool == "launch_app" and isinstance(args.get("command"), list) and args["command"]:
-        argv = [str(a) for a in args["command"]]
-        out["program"] = posixpath.basename(argv[0])
+            words = shlex.split(argv[0])
+        except ValueError:  # unbalanced quotes: the shell will refuse it
+            words = argv[0].split()
+        out["argv"] = list(dict.fromkeys(words))
+        out["argc"] = len(words)
+        first = next((w for w in words if not _is_assignment(w)), "")
+        argv = [first] if first else []
+    else:
         out["command"] = shlex.join(argv)
+    if argv and argv[0]:
+        out["program"], out["program_path"] = _program(argv[0], home)
+        if out["program"] in RUNS_OTHER_PROGRAMS:
+            out["shell"] = True
+    return out
+
+
+def tool_args(tool: str, args: Mapping[str, Any] | None, *, home: str = PC_HOME) -> dict[str, Any]:
+    """The arguments policy may look at (the schema's ToolArgs): for run_command and launch_app
+    the program, its path, the argv and whether a shell (or a program that runs others) decides
+    what runs; for open_url the URL, its scheme and host as the browser parses them; for file
+    tools the path as pcd resolves it."""
+    args = args or {}
+    out: dict[str, Any] = {}
+    if tool == "run_command":
+        if isinstance(args.get("argv"), list) and args["argv"]:
+            out.update(_command_args([str(a) for a in args["argv"]], line=False, home=home))
+        elif isinstance(args.get("command"), str):
+            out.update(_command_args([args["command"]], line=True, home=home))
+    elif tool == "launch_app" and isinstance(args.get("command"), list) and args["command"]:
+        out.update(_command_args([str(a) for a in args["command"]], line=False, home=home))
     elif tool == "open_url" and isinstance(args.get("url"), str):
         out["url"] = args["url"]
         try:
-            host = urlsplit(args["url"]).hostname
-        except ValueError:
-            host = None
-        out["host"] = (host or "").lower()
+            parsed = parse_web_url(args["url"])
+        except InvalidInputError:  # not a URL: no scheme, no host (refused by the system)
+            out["scheme"], out["host"] = "", ""
+        else:
+            out["scheme"], out["host"] = parsed.scheme, parsed.host
     if isinstance(args.get("path"), str):
-        out["path"] = _normpath(args["path"])
+        out["path"] = _normpath(args["path"], home)
     return out
+
+
+def _reads_program(node: Any) -> bool:
+    if isinstance(node, dict):
+        dot = node.get(".")
+        if (
+            isinstance(dot, dict)
+            and dot.get("attr") in PROGRAM_ATTRS
+            and dot.get("left") == {".": {"left": {"Var": "context"}, "attr": "args"}}
+        ):
+            return True
+        return any(_reads_program(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_reads_program(v) for v in node)
+    return False
+
+
+def reads_program(statements: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether any of these policies (Cedar's JSON form) reads `context.args.program` (or
+    program_path, argv, command): such a policy restricts programs, and a command whose program
+    a shell decides would step around it. Read once per policy-set version."""
+    return any(_reads_program(est.get("conditions", [])) for est in statements)
 
 
 def _ip(value: str) -> dict[str, Any]:
@@ -344,9 +485,11 @@ def build_context(
     approved: bool = False,
     pc: Compliance | None = None,
     controls: Controls | None = None,
-    args: Mapping[str, str] | None = None,
+    args: Mapping[str, Any] | None = None,
+    program_rules: bool = False,
 ) -> dict[str, Any]:
-    """The context record of one request (see the schema's `Context` type)."""
+    """The context record of one request (see the schema's `Context` type). `program_rules`:
+    some stored policy reads the program of a command (see PROGRAM_ATTRS)."""
     now = facts.now.astimezone(UTC)
     ctx: dict[str, Any] = {
         "risk": risk.value,
@@ -357,6 +500,7 @@ def build_context(
         "token_binding": facts.binding,
         "session_token": facts.session_token,
         "approved": approved,
+        "program_rules": program_rules,
     }
     if facts.client_ip:
         # not an IP address (say a unix socket peer): the policy sees no address
@@ -372,7 +516,7 @@ def build_context(
 
 
 def request_digest(
-    principal: EntityRef, action: str, resource: EntityRef, args: Mapping[str, str] | None
+    principal: EntityRef, action: str, resource: EntityRef, args: Mapping[str, Any] | None
 ) -> str:
     """What an approval is for: the same principal, action, resource and tool arguments."""
     body = json.dumps(

@@ -6,8 +6,12 @@ Two kinds:
   or their groups and act only in their own sessions, sponsors watch and approve for their agents,
   and a high-risk agent gets nothing.
 - SYSTEM_POLICIES are not stored and cannot be removed: the session controls fixed at acquire
-  (a promise made to whoever set them) and the admins' right to read and change policies (so a
-  bad change can always be undone through the API).
+  (a promise made to whoever set them, held against every tool that could step around them),
+  what the policy context can vouch for (a command whose program a shell decides is refused
+  while a policy restricts programs; open_url takes http and https only) and the admins' right
+  to read and change policies (so a bad change can always be undone through the API). Where a
+  system policy can be lifted, the lift is an exemption a permit of the session's acquire grants
+  (`@allow_alongside`, `@allow_schemes`), recorded with the session's controls.
 """
 
 from __future__ import annotations
@@ -113,5 +117,39 @@ SYSTEM_POLICIES: tuple[NamedPolicy, ...] = (
         "when {\n  context has controls && context.controls.restrict_hosts &&\n"
         "  !(context has args && context.args has host &&\n"
         "    context.controls.allowed_hosts.contains(context.args.host))\n};",
+    ),
+    NamedPolicy(
+        "system-session-controls-hold",
+        "// A session with no_clipboard, no_file_transfer or allowed_hosts refuses the tools that\n"
+        "// step around them (a shell runs xclip or base64, `chromium URL` opens any host) unless\n"
+        '// a permit of its acquire says @allow_alongside("run_command launch_app").\n'
+        'forbid (principal, action in [Action::"run_command", Action::"launch_app"], resource)\n'
+        "when {\n  context has controls &&\n"
+        "  (context.controls.no_clipboard || context.controls.no_file_transfer ||\n"
+        "   context.controls.restrict_hosts) &&\n"
+        '  ((action == Action::"run_command" &&\n'
+        '    !context.controls.allow_alongside.contains("run_command")) ||\n'
+        '   (action == Action::"launch_app" &&\n'
+        '    !context.controls.allow_alongside.contains("launch_app") &&\n'
+        "    !(context has args && context.args has argc && context.args.argc <= 1)))\n};",
+    ),
+    NamedPolicy(
+        "system-program-rules-need-argv",
+        "// While a stored policy reads the program (context.args.program, program_path, argv or\n"
+        "// command), a command whose program a shell or launcher decides is refused: give\n"
+        "// run_command an argv naming the program itself.\n"
+        'forbid (principal, action in [Action::"run_command", Action::"launch_app"], resource)\n'
+        "when {\n  context.program_rules &&\n"
+        "  !(context has args && context.args has shell && !context.args.shell)\n};",
+    ),
+    NamedPolicy(
+        "system-open-url-web-schemes",
+        "// open_url opens http and https URLs; another scheme (file, javascript, data, about)\n"
+        '// only where a permit of the session\'s acquire says @allow_schemes("file").\n'
+        'forbid (principal, action == Action::"open_url", resource)\n'
+        "unless {\n  context has args && context.args has scheme &&\n"
+        '  (["http", "https"].contains(context.args.scheme) ||\n'
+        "   (context has controls &&\n"
+        "    context.controls.allow_schemes.contains(context.args.scheme)))\n};",
     ),
 )

@@ -18,8 +18,9 @@ Entities and what they mean to a policy writer:
 - `Directory`, `Policy`, `AuditLog`, `Image`: the administered collections (one entity each).
 
 Context (the same shape for every action, see `Context` below): risk, time, client address,
-token binding, the PC's compliance, the session's controls, selected tool arguments and whether a
-sponsor approved this exact request.
+token binding, the PC's compliance, the session's controls, selected tool arguments, whether a
+sponsor approved this exact request, and whether some stored policy restricts programs
+(`program_rules`, see corral.access.context.PROGRAM_ATTRS).
 """
 
 from __future__ import annotations
@@ -101,11 +102,18 @@ type Controls = {
   no_clipboard: Bool,
   no_file_transfer: Bool,
   restrict_hosts: Bool,
-  allowed_hosts: Set<String>
+  allowed_hosts: Set<String>,
+  allow_alongside: Set<String>,
+  allow_schemes: Set<String>
 };
 type ToolArgs = {
   program?: String,
+  program_path?: String,
+  argv?: Set<String>,
+  argc?: Long,
+  shell?: Bool,
   command?: String,
+  scheme?: String,
   host?: String,
   url?: String,
   path?: String
@@ -119,6 +127,7 @@ type Context = {
   token_binding: String,
   session_token: Bool,
   approved: Bool,
+  program_rules: Bool,
   client_ip?: ipaddr,
   pc?: Compliance,
   controls?: Controls,

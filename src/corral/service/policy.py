@@ -51,6 +51,7 @@ from corral.access import (
     build_context,
     directory_records,
     pool_record,
+    reads_program,
     request_digest,
     session_records,
     tool_args,
@@ -132,6 +133,8 @@ class _Snapshot:
     entities: cedarpy.Entities
     policies: CompiledPolicies
     load_error: str | None = None
+    #: some policy reads the program of a command (the context's `program_rules`)
+    program_rules: bool = False
 
 
 class _Lru(OrderedDict[Any, Any]):
@@ -168,6 +171,24 @@ def denial_hint(decision: Decision, controls: Controls | None) -> str | None:
         return "this session has no clipboard (fixed when it was acquired)"
     if "system-session-no-file-transfer" in found:
         return "this session may not read or write files (fixed when it was acquired)"
+    if "system-session-controls-hold" in found:
+        return (
+            "this session has no_clipboard, no_file_transfer or allowed_hosts (fixed when it was "
+            "acquired); run_command and launch_app with arguments could step around them, so "
+            "they are refused unless the pool's permit says "
+            '@allow_alongside("run_command launch_app")'
+        )
+    if "system-program-rules-need-argv" in found:
+        return (
+            "a policy restricts which programs run, and a shell (or a program that runs others, "
+            "such as env, xargs or python3) would decide what really runs: call run_command "
+            'with argv naming the program itself, e.g. {"argv": ["ls", "-l"]}'
+        )
+    if "system-open-url-web-schemes" in found:
+        return (
+            "open_url opens http and https URLs only (another scheme needs the pool's permit "
+            'to say @allow_schemes("file")); check the URL is complete, e.g. https://host/'
+        )
     return None
 
 
@@ -219,9 +240,11 @@ class PolicyService:
                 view, entities = snap.view, snap.entities
             if snap is None or snap.versions[1] != versions[1]:
                 policies, error = self._compile(versions[1])
+                program_rules = reads_program(policies.statements.values())
             else:
                 policies, error = snap.policies, snap.load_error
-            self._snapshot = _Snapshot(versions, view, entities, policies, error)
+                program_rules = snap.program_rules
+            self._snapshot = _Snapshot(versions, view, entities, policies, error, program_rules)
             return self._snapshot
 
     def _compile(self, version: int) -> tuple[CompiledPolicies, str | None]:
@@ -359,6 +382,7 @@ class PolicyService:
                 pc=compliance,
                 controls=controls,
                 args=context_args,
+                program_rules=snap.program_rules,
             )
             return self.engine.decide(
                 snap.policies, principal, action, target.ref, context, entities
@@ -383,7 +407,7 @@ class PolicyService:
         principal: EntityRef,
         action: str,
         target: Target,
-        args: Mapping[str, str] | None,
+        args: Mapping[str, Any] | None,
         now: datetime,
         held: Decision,
         approved: Decision,
@@ -399,7 +423,7 @@ class PolicyService:
                     action=action,
                     resource=str(target.ref),
                     digest=digest,
-                    detail=dict(args or {}),
+                    detail={k: v for k, v in (args or {}).items() if isinstance(v, str)},
                     state=ApprovalState.PENDING,
                     requested_at=now,
                     expires_at=now + self.approval_wait,
@@ -472,7 +496,9 @@ class PolicyService:
     def fix_controls(self, session_id: str, controls: Controls) -> Controls:
         """Record a new session's controls; they hold for its whole life (a replayed acquire
         keeps those of the first). Returns the controls in force."""
-        fixed = Controls.from_json(self.store.set_session_controls(session_id, controls.to_json()))
+        fixed = Controls.from_json(
+            self.store.set_session_controls(session_id, controls.to_json()), stored=True
+        )
         with self._lock:
             self._controls.put(session_id, fixed)
         return fixed
@@ -481,7 +507,7 @@ class PolicyService:
         with self._lock:
             found = self._controls.get(session_id)
         if found is None:
-            found = Controls.from_json(self.store.session_controls(session_id))
+            found = Controls.from_json(self.store.session_controls(session_id), stored=True)
             with self._lock:
                 self._controls.put(session_id, found)
         return found
@@ -500,7 +526,11 @@ class PolicyService:
                 f"policy names starting with {SYSTEM_PREFIX!r} are reserved for system policies",
                 hint="choose another name",
             )
-        self.engine.parse(NamedPolicy(name, text))
+        parsed = self.engine.parse(NamedPolicy(name, text))
+        for est in parsed.values():  # @controls, @allowed_hosts, @allow_* must be usable
+            Controls.from_annotations(
+                {str(k): str(v) for k, v in est.get("annotations", {}).items()}
+            )
 
     def list_policies(self, *, principal: Caller | None) -> list[StoredPolicy]:
         self._admin(principal, "read_policies", self.collection("Policy", "all"))
@@ -558,7 +588,11 @@ class PolicyService:
         snap = self._current()
         target = self._target_for_test(resource)
         agent = snap.view.agent_named(principal.id) if principal.type == "Agent" else None
-        ctx = build_context(risk=agent.risk if agent else Risk.NONE, facts=RequestFacts(self.now()))
+        ctx = build_context(
+            risk=agent.risk if agent else Risk.NONE,
+            facts=RequestFacts(self.now()),
+            program_rules=snap.program_rules,
+        )
         overrides = dict(context or {})
         if isinstance(overrides.get("client_ip"), str):
             overrides["client_ip"] = {"__extn": {"fn": "ip", "arg": overrides["client_ip"]}}

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from corral.domain.urls import parse_web_url
 from corral.errors import InvalidInputError
 from corral.runtime.client import PcdClient
 
@@ -128,12 +129,33 @@ class PressKeysArgs(_Args):
 
 
 class RunCommandArgs(_Args):
-    command: str = Field(
+    command: str | None = Field(
+        None,
         min_length=1,
         max_length=MAX_TEXT,
-        description="shell command line, run by /bin/sh -c as the desktop user",
+        description="shell command line, run by /bin/sh -c as the desktop user "
+        "(refused while a policy restricts programs: use argv then)",
+    )
+    argv: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="program and arguments, run without a shell, e.g. ['ls', '-l', '/tmp']",
     )
     timeout_s: float = Field(30, gt=0, le=600, description="seconds before it is killed")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RunCommandArgs:
+        if (self.command is None) == (self.argv is None):
+            raise ValueError("give exactly one of command (a shell line) or argv (a list)")
+        if self.argv is not None and (
+            not self.argv[0] or any(len(a) > MAX_TEXT or "\0" in a for a in self.argv)
+        ):
+            raise ValueError(
+                f"argv[0] must name a program; no argument may hold NUL or exceed {MAX_TEXT} "
+                "characters"
+            )
+        return self
 
 
 class PathArgs(_Args):
@@ -165,7 +187,11 @@ class LaunchArgs(_Args):
 
 
 class UrlArgs(_Args):
-    url: str = Field(min_length=1, max_length=8192, description="http(s), file or about URL")
+    url: str = Field(
+        min_length=1,
+        max_length=8192,
+        description="an http or https URL (other schemes only where a policy allows them)",
+    )
 
 
 class WaitArgs(_Args):
@@ -252,7 +278,10 @@ def _press_keys(c: PcdClient, s: ScreenSpace, a: PressKeysArgs) -> ToolResult:
 
 
 def _run_command(c: PcdClient, s: ScreenSpace, a: RunCommandArgs) -> ToolResult:
-    r = c.run(shell=a.command, timeout_s=a.timeout_s)
+    if a.argv is not None:
+        r = c.run(argv=a.argv, timeout_s=a.timeout_s)  # exec'd by pcd, no shell
+    else:
+        r = c.run(shell=a.command, timeout_s=a.timeout_s)
     status = "timed out and was killed" if r.timed_out else f"exit code {r.exit_code}"
     text = f"{status}\n--- stdout ---\n{r.stdout}\n--- stderr ---\n{r.stderr}"
     return ToolResult(
@@ -318,8 +347,11 @@ def _launch_app(c: PcdClient, s: ScreenSpace, a: LaunchArgs) -> ToolResult:
 
 
 def _open_url(c: PcdClient, s: ScreenSpace, a: UrlArgs) -> ToolResult:
-    c.open_url(a.url)
-    return _ok(f"opened {a.url}")
+    # The browser gets the URL as serialised by the same WHATWG parser policy decided on, so
+    # the host it connects to is the host policy saw.
+    url = parse_web_url(a.url).href
+    c.open_url(url)
+    return _ok(f"opened {url}")
 
 
 def _wait(c: PcdClient, s: ScreenSpace, a: WaitArgs) -> ToolResult:
@@ -375,8 +407,9 @@ TOOLS: dict[str, Tool] = {
         ),
         Tool(
             "run_command",
-            "Run a shell command in the PC as the desktop user and return its exit "
-            "code, stdout and stderr (each cut at 1 MiB; killed after timeout_s, default 30 s).",
+            "Run a command in the PC as the desktop user and return its exit code, stdout and "
+            "stderr (each cut at 1 MiB; killed after timeout_s, default 30 s). Give argv "
+            "(program and arguments, no shell) or command (a shell line for /bin/sh -c).",
             RunCommandArgs,
             _run_command,
         ),
@@ -418,7 +451,11 @@ TOOLS: dict[str, Tool] = {
             True,
         ),
         Tool(
-            "open_url", "Open a URL in the PC's browser (desktop image).", UrlArgs, _open_url, True
+            "open_url",
+            "Open an http(s) URL in the PC's browser (desktop image).",
+            UrlArgs,
+            _open_url,
+            True,
         ),
         Tool("wait", "Wait some seconds (at most 60) for the screen to settle.", WaitArgs, _wait),
     )
