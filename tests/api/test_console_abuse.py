@@ -4,6 +4,7 @@ outlives the process that recorded it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyotp
@@ -13,18 +14,18 @@ from starlette.testclient import TestClient
 from corral.api.app import create_app
 from corral.service.auth import AuthService, RateLimit
 from corral.service.console import ConsoleSettings
-from tests.api.test_console import BASE, COOKIE, PASSWORD, Env
+from tests.api.test_console import BASE, COOKIE, Env
 from tests.oidc_mock import AUTHLIB_WARNINGS
 
 pytestmark = AUTHLIB_WARNINGS
 
-FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+FULL_WIDTH = {ord("0") + i: 0xFF10 + i for i in range(10)}  # full-width digits, U+FF10 to U+FF19
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
+def env(tmp_path: Path) -> Iterator[Env]:
     e = Env(tmp_path)
-    yield e  # type: ignore[misc]
+    yield e
     e.store.close()
 
 

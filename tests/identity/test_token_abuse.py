@@ -86,9 +86,7 @@ def test_bearer_tokens_only_for_agents_assigned_to_a_bearer_pool(env: Env) -> No
     admin_cred = env.directory.create_user_credential(admin.id, TOKEN_URL)
     other = env.directory.create_agent("other", sponsors=["alice"], token_endpoint=TOKEN_URL)
     forged = env.form(
-        client_assertion=client_assertion(
-            env.agent_id, TOKEN_URL, DPoPKey.generate().private_jwk()
-        )
+        client_assertion=client_assertion(env.agent_id, TOKEN_URL, DPoPKey.generate().private_jwk())
     )
     # An unauthenticated caller's answer, before any pool accepts bearer tokens ...
     before = _no_proof(env, forged)
