@@ -219,8 +219,10 @@ def test_login_attempts_are_limited_per_account_whatever_they_claim(server: Serv
 
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server behind a proxy at 127.0.0.6: it alone may say who the client is."""
-    srv = Server("sqlite", tmp_path_factory.mktemp("e2e-proxied"), ("--trusted-proxy", "127.0.0.6"))
+    """A server behind a proxy at 127.0.0.6 (it alone may say who the client is), demanding
+    server-issued DPoP nonces."""
+    args = ("--trusted-proxy", "127.0.0.6", "--dpop-nonce")
+    srv = Server("sqlite", tmp_path_factory.mktemp("e2e-proxied"), args)
     srv.start()
     yield srv
     srv.close()
@@ -238,3 +240,21 @@ def test_a_trusted_proxy_names_the_client(proxied: Server, tmp_path: Path) -> No
     with _from(proxied, "127.0.0.6", DPoPAuth.from_credential(agent_file)) as via_proxy:
         assert via_proxy.get("/v1/pools/q", headers=office).status_code == 200
         assert via_proxy.get("/v1/pools/q").status_code == 403  # the proxy's own address
+
+
+def test_server_nonces_are_demanded_and_clients_follow_them(proxied: Server) -> None:
+    # The fixture's own clients already got tokens and made requests through the nonce
+    # round trips (token endpoint and resource); a proof without a nonce is refused with one.
+    auth = DPoPAuth.from_credential(proxied.agent_file)
+    token = auth.tokens.get()
+    url = f"{proxied.url}/v1/pools"
+    proof = auth.tokens.key.proof("GET", url, access_token=token)
+    r = proxied.anon.get("/v1/pools", headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+    assert r.status_code == 401 and 'error="use_dpop_nonce"' in r.headers["WWW-Authenticate"]
+    nonce = r.headers["DPoP-Nonce"]
+    proof = auth.tokens.key.proof("GET", url, access_token=token, nonce=nonce)
+    r = proxied.anon.get("/v1/pools", headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+    assert r.status_code == 200, r.text
+    assert r.headers["DPoP-Nonce"]  # the nonce to use next
+    with proxied.client(proxied.agent_file) as agent:
+        assert agent.get("/v1/pools").status_code == 200
