@@ -59,8 +59,8 @@ class ConsoleLoginError(AuthError):
 @dataclass(frozen=True)
 class ConsoleSettings:
     """`session_lifetime`: how long a console session lives (it also ends on logout, disable
-    and revoke). Login attempts are limited per user name and per address: guessing a password
-    gets a handful of tries, then one every ten seconds."""
+    and revoke). Login attempts are limited per account (user id) and per address: guessing
+    a password gets a handful of tries, then one every ten seconds."""
 
     session_lifetime: float = DEFAULT_SESSION_LIFETIME
     per_user: RateLimit = RateLimit(rate=0.1, burst=5)  # noqa: RUF009 (frozen)
@@ -165,7 +165,7 @@ class ConsoleService:
         """A console session for a user who knows the password (and the TOTP code, when
         TOTP is enabled for them); ConsoleLoginError, the same for every reason, if not.
 
-        Steps: 1. rate limits per address and per user name, before any hashing; 2. the
+        Steps: 1. rate limits per address and per account, before any hashing; 2. the
         password (argon2id; an unknown user costs the same hash time); 3. the TOTP code, used
         once; 4. a session for that user.
         """
