@@ -60,8 +60,10 @@ def _free_port() -> int:
 class Server:
     """One `corral up` child process and its private state; restartable (kill -9 tests)."""
 
-    def __init__(self, dialect: str, tmp: Path) -> None:
+    def __init__(self, dialect: str, tmp: Path, args: tuple[str, ...] = ()) -> None:
         self.dialect = dialect
+        #: more `corral up` options (e.g. --trusted-proxy)
+        self.args = args
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state = Path(f"/run/corral-e2e-{os.getpid()}-{secrets.token_hex(3)}")
@@ -96,6 +98,7 @@ class Server:
                     "--port",
                     str(self.port),
                     "--no-default-pool",
+                    *self.args,
                 ],
                 env=self.env,
                 stdin=subprocess.DEVNULL,

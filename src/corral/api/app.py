@@ -401,6 +401,7 @@ def create_app(
             keyring=auth.keyring,
             issuer=auth.issuer,
             access=AccessEvaluator(control.store),
+            dpop_settings=auth.dpop_settings,
             console=ConsoleCookieAuth(console) if console is not None else None,
         )
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)

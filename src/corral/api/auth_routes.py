@@ -7,6 +7,7 @@ Thin: it reads the form-encoded request (RFC 6749 section 4.4) and the DPoP head
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -94,6 +95,11 @@ def auth_router(auth: AuthService) -> APIRouter:
             )
         except AuthError as exc:
             return _error_answer(exc)
+        nonces = auth.dpop_settings.nonces
+        if nonces is not None:  # RFC 9449 8.2: the nonce to use next
+            return JSONResponse(
+                answer, headers={**_NO_STORE, "DPoP-Nonce": nonces.current(time.time())}
+            )
         return JSONResponse(answer, headers=_NO_STORE)
 
     @router.get("/.well-known/jwks.json", tags=["auth"])

@@ -13,12 +13,13 @@ import base64
 import binascii
 import json
 import re
+import time
 from dataclasses import replace
 from typing import Any
 
 import anyio.to_thread
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.api.console_auth import ConsoleCookieAuth
 from corral.domain.access import Caller
@@ -119,7 +120,20 @@ class Authenticate:
         if client and caller.address is None:
             caller = replace(caller, address=str(client[0]))
         scope.setdefault("state", {})[PRINCIPAL] = caller
-        await self.app(scope, receive, send)
+        nonces = self.dpop_settings.nonces
+        if nonces is None:
+            await self.app(scope, receive, send)
+            return
+        # Server nonces on: every answer names the nonce to use next (RFC 9449 section 8.2),
+        # so clients move to the new one before theirs expires.
+        header = (b"dpop-nonce", nonces.current(time.time()).encode("ascii"))
+
+        async def send_with_nonce(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_nonce)
 
     def _authenticate(self, scope: Scope) -> Caller:
         """The steps, numbered as in docs/authentication.md ("Request authentication")."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from ipaddress import ip_network
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
@@ -46,6 +47,22 @@ def _bootstrap_admin(store: Store, token_endpoint: str) -> Path | None:
     return write_credential(path, cred, overwrite=True)
 
 
+def proxy_settings(trusted: list[str]) -> dict[str, Any]:
+    """uvicorn's forwarded-header settings: believe X-Forwarded-For/-Proto only from the
+    proxies the operator named (uvicorn's own default trusts loopback, so any local process
+    could claim any client address to policies and rate limits)."""
+    networks = []
+    for value in trusted:
+        try:
+            networks.append(str(ip_network(value.strip(), strict=False)))
+        except ValueError:
+            raise InvalidInputError(
+                f"--trusted-proxy {value!r} is not an IP address or CIDR",
+                hint="give the proxy's address, e.g. --trusted-proxy 10.0.0.5 or 10.0.0.0/24",
+            ) from None
+    return {"proxy_headers": bool(networks), "forwarded_allow_ips": networks}
+
+
 @handle_errors
 def up(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -72,12 +89,24 @@ def up(
             max=300,
         ),
     ] = 0.0,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a reverse proxy (address or CIDR) whose X-Forwarded-For/-Proto to believe; "
+            "repeatable. Default: none, the client address is the TCP peer",
+        ),
+    ] = None,
+    dpop_nonce: Annotated[
+        bool,
+        typer.Option(help="demand server-issued DPoP nonces in every proof (RFC 9449 section 8)"),
+    ] = False,
 ) -> None:
     """Serve Corral (REST, MCP) until Ctrl-C; first run builds the default image and pool."""
     from corral.api.app import create_app
     from corral.config import paths
     from corral.identity.directory import Directory
     from corral.identity.keys import SigningKeyring
+    from corral.identity.nonces import NonceSource
     from corral.runtime.pcs import PCRuntime
     from corral.service.auth import AuthService
     from corral.service.console import ConsoleSettings
@@ -92,6 +121,7 @@ def up(
             f"refusing to listen on {host}: Corral serves plain HTTP (no TLS yet)",
             hint="keep the default 127.0.0.1, or pass --insecure-listen behind a TLS proxy",
         )
+    proxy = proxy_settings(trusted_proxy or [])
     if default_pool:
         _ensure_image(image)
     base = f"http://{host}:{port}"
@@ -103,7 +133,13 @@ def up(
     emitter = EventEmitter(store, issuer=base, keyring=lambda: keyring, on_queued=delivery.wake)
     control = ControlPlane(store, PCRuntime(), events=emitter, approval_wait_s=approval_wait)
     admin_file = _bootstrap_admin(store, f"{base}/v1/token")
-    auth = AuthService(store, keyring, issuer=base, token_url=f"{base}/v1/token")
+    auth = AuthService(
+        store,
+        keyring,
+        issuer=base,
+        token_url=f"{base}/v1/token",
+        nonces=NonceSource() if dpop_nonce else None,
+    )
     receiver = EventReceiver(
         store,
         Directory(store, events=emitter),
@@ -146,4 +182,4 @@ def up(
     if admin_file is not None:
         err_console.print(f"  admin credential written to {admin_file} (keep it secret)")
     err_console.print("Ctrl-C stops Corral and destroys its PCs.")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", **proxy)

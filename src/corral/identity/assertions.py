@@ -145,7 +145,9 @@ def verify_client_assertion(
         raise _fail(f"lives longer than {settings.max_lifetime:.0f} s")
 
     # 10. jti is used once per client, remembered until the assertion expires anyway.
-    if not replay.first_use(f"assertion:{client_id}:{jti}", expires_at=exp + leeway, now=now):
+    if not replay.first_use(
+        f"assertion:{client_id}:{jti}", expires_at=exp + leeway, now=now, owner=client_id
+    ):
         raise _fail("this assertion was already used (jti replayed)")
     key, kid = signer
     return VerifiedClient(client_id=client_id, key_thumbprint=key.thumbprint(), kid=kid)

@@ -24,6 +24,7 @@ from corral.identity.passwords import (
     TotpEnrolment,
     hash_password,
     new_totp,
+    normalize_totp_code,
     verify_password,
     verify_totp,
 )
@@ -193,7 +194,7 @@ class Directory:
         secret = self.store.get_user_secrets(ref).totp_secret
         if secret is None:
             raise InvalidInputError("no TOTP enrolment to confirm", hint="enrol first")
-        if not verify_totp(secret, code, self._clock().timestamp()):
+        if not verify_totp(secret, normalize_totp_code(code) or "", self._clock().timestamp()):
             raise InvalidInputError("wrong TOTP code", hint="check the authenticator's clock")
         user = self.store.get_user(ref)
         self.store.set_user_totp(user.id, secret, enabled=True)
@@ -204,7 +205,9 @@ class Directory:
         )
 
     def check_totp(self, ref: str, code: str) -> bool:
-        """A console login's second factor; passes trivially while TOTP is not enabled."""
+        """A console login's second factor; passes trivially while TOTP is not enabled.
+        `code` must be spelled as `normalize_totp_code` returns it (the caller keys its
+        replay check on that same spelling)."""
         secrets = self.store.get_user_secrets(ref)
         if not secrets.totp_enabled:
             return True

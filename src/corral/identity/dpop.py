@@ -16,7 +16,14 @@ from corral.identity.errors import InvalidDPoPProofError, UseDPoPNonceError
 from corral.identity.nonces import NonceSource
 from corral.identity.replay import ReplayGuard
 
-__all__ = ["DPOP_TYP", "DPoPSettings", "verify_dpop_proof"]
+__all__ = [
+    "DPOP_TYP",
+    "CheckedProof",
+    "DPoPSettings",
+    "check_dpop_proof",
+    "record_dpop_proof",
+    "verify_dpop_proof",
+]
 
 DPOP_TYP = "dpop+jwt"
 
@@ -35,6 +42,16 @@ class DPoPSettings:
     nonces: NonceSource | None = None
 
 
+@dataclass(frozen=True)
+class CheckedProof:
+    """A proof that passed every check but single use: its key's thumbprint, its `jti`, and
+    until when that jti must be remembered."""
+
+    jkt: str
+    jti: str
+    expires_at: float
+
+
 def _fail(message: str) -> InvalidDPoPProofError:
     return InvalidDPoPProofError(f"DPoP proof refused: {message}")
 
@@ -48,8 +65,44 @@ def verify_dpop_proof(
     now: float,
     access_token: str | None = None,
     settings: DPoPSettings = DPoPSettings(),
+    owner: str = "",
 ) -> str:
-    """Check `proof` for a request of `method` to `url`; return its key's RFC 7638 thumbprint.
+    """Check `proof` for a request of `method` to `url` and record its jti in `owner`'s share
+    of `replay`; return its key's RFC 7638 thumbprint.
+
+    `access_token` is the token the request presents (its hash must be the proof's `ath`).
+    `owner` is the authenticated identity the request is for (the token's subject).
+    """
+    checked = check_dpop_proof(
+        proof, method=method, url=url, now=now, access_token=access_token, settings=settings
+    )
+    record_dpop_proof(checked, replay=replay, now=now, owner=owner)
+    return checked.jkt
+
+
+def record_dpop_proof(
+    checked: CheckedProof, *, replay: ReplayGuard, now: float, owner: str
+) -> None:
+    """Step 12: the proof's jti is used once per key, remembered until step 9 would refuse the
+    proof anyway. Call it only once `owner` is authenticated, so nobody can fill another's
+    share (or anyone's) with proofs of requests that fail."""
+    if not replay.first_use(
+        f"dpop:{checked.jkt}:{checked.jti}", expires_at=checked.expires_at, now=now, owner=owner
+    ):
+        raise _fail("this proof was already used (jti replayed)")
+
+
+def check_dpop_proof(
+    proof: str | None,
+    *,
+    method: str,
+    url: str,
+    now: float,
+    access_token: str | None = None,
+    settings: DPoPSettings = DPoPSettings(),
+) -> CheckedProof:
+    """Steps 1 to 11 for a request of `method` to `url`: everything but single use, which
+    `record_dpop_proof` adds once the caller is authenticated.
 
     `access_token` is the token the request presents (its hash must be the proof's `ath`); pass
     None at the token endpoint, where no token exists yet.
@@ -116,12 +169,9 @@ def verify_dpop_proof(
     #     the client is told to retry with a fresh nonce.
     if settings.nonces is not None and not settings.nonces.check(claims.get("nonce"), now):
         raise UseDPoPNonceError(
-            "this server requires a DPoP nonce", nonce=settings.nonces.issue(now)
+            "this server requires a DPoP nonce", nonce=settings.nonces.current(now)
         )
 
-    # 12. jti is used once per key: recorded last, only for proofs that passed every check,
-    #     and remembered until step 9 would refuse the proof anyway.
-    jkt = key.thumbprint()
-    if not replay.first_use(f"dpop:{jkt}:{jti}", expires_at=iat + settings.max_age, now=now):
-        raise _fail("this proof was already used (jti replayed)")
-    return jkt
+    # 12. (record_dpop_proof) jti is used once per key: recorded last, only for proofs that
+    #     passed every check, and remembered until step 9 would refuse the proof anyway.
+    return CheckedProof(jkt=key.thumbprint(), jti=jti, expires_at=iat + settings.max_age)

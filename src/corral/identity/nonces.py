@@ -30,6 +30,7 @@ class NonceSource:
             raise ValueError("a nonce secret needs at least 32 bytes")
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self.lifetime = lifetime
+        self._current: tuple[float, str] = (float("-inf"), "")
 
     def __repr__(self) -> str:
         return f"NonceSource(lifetime={self.lifetime})"
@@ -40,6 +41,16 @@ class NonceSource:
     def issue(self, now: float) -> str:
         body = _STAMP.pack(int(now)) + secrets.token_bytes(_RANDOM_BYTES)
         return base64.urlsafe_b64encode(body + self._mac(body)).rstrip(b"=").decode("ascii")
+
+    def current(self, now: float) -> str:
+        """The nonce to hand out now: one for every caller, rotated every third of its
+        lifetime, so a client that takes each new DPoP-Nonce header never sees its nonce
+        expire, and answering with it costs no signing per request."""
+        since, nonce = self._current
+        if not since <= now < since + self.lifetime / 3:
+            nonce = self.issue(now)
+            self._current = (now, nonce)
+        return nonce
 
     def check(self, nonce: object, now: float) -> bool:
         """True if `nonce` is one of ours and not older than `lifetime` (nor from the future)."""

@@ -6,6 +6,7 @@ it. Neither appears in any repr, so a stray log line or traceback cannot leak on
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ __all__ = [
     "check_password_policy",
     "hash_password",
     "new_totp",
+    "normalize_totp_code",
     "verify_password",
     "verify_totp",
 ]
@@ -68,10 +70,22 @@ def new_totp(account: str) -> TotpEnrolment:
     return TotpEnrolment(secret=secret, uri=uri)
 
 
+_TOTP_CODE = re.compile(r"[0-9]{6}")
+
+
+def normalize_totp_code(code: str) -> str | None:
+    """The one spelling of a TOTP code: six ASCII digits, with the spaces people type between
+    groups ("123 456") taken out; None for anything else. `str.isdigit` (and pyotp's NFKC
+    comparison) would take full-width or other Unicode digits too, so one code could be
+    spelled several ways, each a different replay key: only this spelling is ever used."""
+    compact = code.strip(" \t").replace(" ", "")
+    return compact if _TOTP_CODE.fullmatch(compact) else None
+
+
 def verify_totp(secret: str | None, code: str, now: float | None = None) -> bool:
-    """A 6-digit code for the current 30 s step, or one step either side (clock drift)."""
-    code = code.strip().replace(" ", "")
-    if not secret or not code.isdigit() or len(code) != 6:
+    """A 6-digit code for the current 30 s step, or one step either side (clock drift).
+    Pass the code as `normalize_totp_code` returned it; any other spelling is refused."""
+    if not secret or normalize_totp_code(code) != code:
         return False
     for_time = int(time.time() if now is None else now)
     return bool(pyotp.TOTP(secret).verify(code, for_time=for_time, valid_window=1))

@@ -114,6 +114,7 @@ def verify_request(
             now=now,
             access_token=token,
             settings=dpop_settings,
+            owner=claims.subject,  # authenticated by the token's signature (step 2)
         )
         # 5. Key binding: the proof was signed by the key the token is bound to.
         if not hmac.compare_digest(jkt.encode(), claims.jkt.encode()):

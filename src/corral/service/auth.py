@@ -25,7 +25,12 @@ from corral.domain.identity import Agent, Risk, User
 from corral.errors import NotFoundError
 from corral.identity.assertions import CLIENT_ASSERTION_TYPE, verify_client_assertion
 from corral.identity.directory import Directory
-from corral.identity.dpop import DPoPSettings, verify_dpop_proof
+from corral.identity.dpop import (
+    CheckedProof,
+    DPoPSettings,
+    check_dpop_proof,
+    record_dpop_proof,
+)
 from corral.identity.errors import AuthError, InvalidClientError, InvalidDPoPProofError
 from corral.identity.keys import SigningKeyring
 from corral.identity.nonces import NonceSource
@@ -176,7 +181,8 @@ class AuthService:
         self.token_url = token_url
         self.lifetime = lifetime
         self._replay: ReplayGuard = replay if replay is not None else ReplayCache()
-        self._dpop = DPoPSettings(nonces=nonces)
+        #: proof checking of the token endpoint and, through create_app, of every request
+        self.dpop_settings = self._dpop = DPoPSettings(nonces=nonces)
         self._per_client = TokenBuckets(client_limit)
         self._per_address = TokenBuckets(address_limit)
         self._clock = clock
@@ -235,8 +241,22 @@ class AuthService:
             "session_token_expires_in": issued.expires_in,
         }
 
-    def _bearer_allowed_somewhere(self) -> bool:
-        return any(pool.spec.allow_bearer for pool in self.store.list_pools())
+    async def _bind(
+        self, proof: CheckedProof | None, client: Agent | User, now: float
+    ) -> str | None:
+        """The key the token is bound to: the proof's, recorded now in the client's share of
+        the replay cache. Without a proof, None (a bearer token) only for an agent assigned
+        to a pool whose admin opted into bearer tokens; never for a user. The refusal is the
+        same whatever the pools are, and comes only after client authentication, so nobody
+        learns from it whether any pool accepts bearer tokens."""
+        if proof is not None:
+            record_dpop_proof(proof, replay=self._replay, now=now, owner=client.id)
+            return proof.jkt
+        if isinstance(client, Agent):
+            pools = await asyncio.to_thread(self.store.bearer_pools_of_agent, client.id)
+            if pools:
+                return None
+        raise InvalidDPoPProofError("DPoP proof refused: the request has no DPoP header")
 
     async def token(
         self,
@@ -269,22 +289,16 @@ class AuthService:
         if not client_id or len(client_id) > 256:
             raise InvalidRequestError("the client_id parameter is missing")
 
-        # 4. The DPoP proof: made for POST to this endpoint's public URL, just now, once; no
-        #    access token exists yet (so no ath); a nonce only when the server demands them.
-        #    Its key is what the token will be bound to.
-        #    Without a proof the token is a bearer token, issued only while some pool
-        #    accepts them (an admin's opt-in); everything else refuses it.
+        # 4. The DPoP proof: made for POST to this endpoint's public URL, just now; no access
+        #    token exists yet (so no ath); a nonce only when the server demands them. Its key
+        #    is what the token will be bound to. Its jti is recorded only in step 8, once the
+        #    client is known: unauthenticated requests leave nothing behind.
         if method != "POST":
             raise InvalidRequestError("the token endpoint takes POST only")
-        jkt: str | None = None
-        if dpop_header is not None or not await asyncio.to_thread(self._bearer_allowed_somewhere):
-            jkt = verify_dpop_proof(
-                dpop_header,
-                method=method,
-                url=self.token_url,
-                replay=self._replay,
-                now=now,
-                settings=self._dpop,
+        proof: CheckedProof | None = None
+        if dpop_header is not None:
+            proof = check_dpop_proof(
+                dpop_header, method=method, url=self.token_url, now=now, settings=self._dpop
             )
 
         # 4b. Federation: an assertion whose `iss` is a trusted OIDC provider's issuer is a
@@ -294,7 +308,7 @@ class AuthService:
             self.federation.exchange_assertion, assertion, form.get("client_id"), self._replay, now
         )
         if external is not None:
-            return self._federated_answer(external.principal_id, jkt, now)
+            return self._federated_answer(external.principal_id, proof, now)
 
         # 5. The client: an agent of the directory, by id, with its keys that are neither
         #    revoked nor expired. An unknown client has no keys, so it fails step 6 exactly as
@@ -325,8 +339,10 @@ class AuthService:
             raise InvalidClientError(f"agent {agent.id} is at high risk")
 
         # 8. Per-client rate limit, charged to authenticated requests only, so nobody can use
-        #    up an agent's allowance by sending requests in its name.
+        #    up an agent's allowance by sending requests in its name. Then the proof's jti, in
+        #    this client's own share of the replay cache.
         _limited(self._per_client, agent.id, "for this client", time.monotonic())
+        jkt = await self._bind(proof, agent, now)
 
         # 9. A short-lived token for the agent, bound to the proof key (cnf.jkt), or a bearer
         #    token when no proof came (step 4).
@@ -346,16 +362,20 @@ class AuthService:
             "expires_in": issued.expires_in,
         }
 
-    def _federated_answer(self, principal_id: str, jkt: str | None, now: float) -> dict[str, Any]:
+    def _federated_answer(
+        self, principal_id: str, proof: CheckedProof | None, now: float
+    ) -> dict[str, Any]:
         """Steps 8 and 9 for a verified workload token (whose identity is already checked
         enabled and below high risk): the per-client limit, then the usual bound token. A
         workload token never buys a bearer token, even while some pool accepts them."""
-        if jkt is None:
+        if proof is None:
             raise InvalidDPoPProofError(
                 "a workload identity token is exchanged only with a DPoP proof",
                 hint="send a DPoP header (and a fresh token from your platform)",
             )
         _limited(self._per_client, principal_id, "for this client", time.monotonic())
+        record_dpop_proof(proof, replay=self._replay, now=now, owner=principal_id)
+        jkt = proof.jkt
         issued = issue_access_token(
             self.keyring,
             issuer=self.issuer,

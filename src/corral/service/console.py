@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from corral.domain.access import Caller, CallerKind
@@ -33,7 +34,7 @@ from corral.identity.console import (
 from corral.identity.directory import Directory
 from corral.identity.errors import AuthError, InvalidTokenError
 from corral.identity.keys import SigningKeyring
-from corral.identity.passwords import verify_password
+from corral.identity.passwords import normalize_totp_code, verify_password
 from corral.identity.replay import ReplayCache, ReplayGuard
 from corral.identity.tokens import IssuedToken, VerifiedTokenCache
 from corral.service.access import AccessEvaluator
@@ -58,8 +59,8 @@ class ConsoleLoginError(AuthError):
 @dataclass(frozen=True)
 class ConsoleSettings:
     """`session_lifetime`: how long a console session lives (it also ends on logout, disable
-    and revoke). Login attempts are limited per user name and per address: guessing a password
-    gets a handful of tries, then one every ten seconds."""
+    and revoke). Login attempts are limited per account (user id) and per address: guessing
+    a password gets a handful of tries, then one every ten seconds."""
 
     session_lifetime: float = DEFAULT_SESSION_LIFETIME
     per_user: RateLimit = RateLimit(rate=0.1, burst=5)  # noqa: RUF009 (frozen)
@@ -76,26 +77,44 @@ class OidcStart:
 
 
 class _EndedSessions:
-    """Console sessions logged out before they expire, remembered until they would have
-    expired. Per process (like the replay cache); full means logouts are refused, never that
-    an ended session comes back."""
+    """Console sessions logged out before they expire, until they would have expired.
 
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._ended: dict[str, float] = {}
-        self._max = max_entries
+    Kept in the store (so a restart does not bring a logged-out session back) and mirrored in
+    memory, read from the store once at first use, so the check on each console request is a
+    set lookup, not a store round trip. A logout is written to the store before it counts.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._ended: dict[str, float] | None = None
+        self._prune_at = 1024
         self._lock = threading.Lock()
 
-    def end(self, token_id: str, expires_at: float, now: float) -> None:
+    def _loaded(self) -> dict[str, float]:
+        if self._ended is None:
+            with self._lock:
+                if self._ended is None:
+                    self._ended = {
+                        token_id: at.timestamp()
+                        for token_id, at in self._store.live_console_logouts()
+                    }
+        return self._ended
+
+    def end(self, token_id: str, user_id: str, expires_at: float, now: float) -> None:
+        ended = self._loaded()
+        # 1. The store first: once the browser is told it is logged out, a restart agrees.
+        self._store.end_console_session(token_id, user_id, datetime.fromtimestamp(expires_at, UTC))
+        # 2. Then this process's view, pruned of sessions that have expired anyway.
         with self._lock:
-            if len(self._ended) >= self._max:
-                self._ended = {k: v for k, v in self._ended.items() if v > now}
-            if len(self._ended) >= self._max:
-                raise ConsoleLoginError("too many console sessions ended recently; retry shortly")
-            self._ended[token_id] = expires_at
+            ended[token_id] = expires_at
+            if len(ended) >= self._prune_at:
+                live = {k: v for k, v in ended.items() if v > now}
+                ended.clear()
+                ended.update(live)
+                self._prune_at = max(1024, 2 * len(ended))
 
     def __contains__(self, token_id: str) -> bool:
-        with self._lock:
-            return token_id in self._ended
+        return token_id in self._loaded()
 
 
 class ConsoleService:
@@ -122,7 +141,7 @@ class ConsoleService:
         self._replay: ReplayGuard = replay if replay is not None else ReplayCache()
         self._per_user = TokenBuckets(settings.per_user)
         self._per_address = TokenBuckets(settings.per_address)
-        self._ended = _EndedSessions()
+        self._ended = _EndedSessions(store)
         self._cache = VerifiedTokenCache()
         self._clock = clock
 
@@ -146,42 +165,54 @@ class ConsoleService:
         """A console session for a user who knows the password (and the TOTP code, when
         TOTP is enabled for them); ConsoleLoginError, the same for every reason, if not.
 
-        Steps: 1. rate limits per address and per user name, before any hashing; 2. the
+        Steps: 1. rate limits per address and per account, before any hashing; 2. the
         password (argon2id; an unknown user costs the same hash time); 3. the TOTP code, used
         once; 4. a session for that user.
         """
         now = self._clock()
         name = username.strip().lower()[:MAX_FIELD_CHARS]
-        # 1. Rate limits (RateLimitedError: the browser is told to wait, not why it failed).
-        for buckets, key in ((self._per_address, address or "-"), (self._per_user, name or "-")):
-            wait = buckets.take(key, time.monotonic())
-            if wait > 0:
-                raise RateLimitedError("too many sign-in attempts", max(1, math.ceil(wait)))
+        # 1a. Per address (the TCP peer, or what a trusted proxy forwarded: never a header
+        #     anyone can write), before any lookup or hashing.
+        self._limit(self._per_address, address or "-")
         if not name or not password or len(password) > MAX_FIELD_CHARS or len(code) > 16:
             raise ConsoleLoginError(GENERIC_FAILURE)
-        # 2. The password; a disabled user never passes.
+        # The code's one spelling (six ASCII digits), used by both the check and the replay
+        # key below; anything else is no code at all.
+        totp_code = normalize_totp_code(code) or ""
         try:
             user = self.directory.get_user(name)
-            ok = self.directory.check_password(user.id, password)
         except NotFoundError:
+            user = None
+        # 1b. Per account: keyed by the user's id, so the id and the name of one account
+        #     share one allowance; an unknown name has its own, as if it existed.
+        self._limit(self._per_user, f"user:{user.id}" if user else f"name:{name}")
+        # 2. The password; a disabled user never passes.
+        if user is None:
             verify_password(None, password)  # same cost as a real check: names stay private
             _log.info("console login refused: unknown user")
-            raise ConsoleLoginError(GENERIC_FAILURE) from None
-        if not ok:
+            raise ConsoleLoginError(GENERIC_FAILURE)
+        if not self.directory.check_password(user.id, password):
             _log.info("console login refused for %s: wrong password or disabled", user.id)
             raise ConsoleLoginError(GENERIC_FAILURE)
         # 3. The second factor, when the user has one; a code works once.
-        if not self.directory.check_totp(user.id, code):
+        if not self.directory.check_totp(user.id, totp_code):
             _log.info("console login refused for %s: wrong TOTP code", user.id)
             raise ConsoleLoginError(GENERIC_FAILURE)
         if user.totp_enabled and not self._replay.first_use(
-            f"totp:{user.id}:{code.strip()}", expires_at=now + 120, now=now
+            f"totp:{user.id}:{totp_code}", expires_at=now + 120, now=now, owner=user.id
         ):
             _log.info("console login refused for %s: TOTP code reused", user.id)
             raise ConsoleLoginError(GENERIC_FAILURE)
         # 4. The session.
         _log.info("console login for %s (password)", user.id)
         return self._session(user.id, now)
+
+    @staticmethod
+    def _limit(buckets: TokenBuckets, key: str) -> None:
+        """RateLimitedError (429 with Retry-After) when `key` has no attempt left."""
+        wait = buckets.take(key, time.monotonic())
+        if wait > 0:
+            raise RateLimitedError("too many sign-in attempts", max(1, math.ceil(wait)))
 
     # -- OIDC login --------------------------------------------------------------------------
 
@@ -306,4 +337,4 @@ class ConsoleService:
             )
         except InvalidTokenError:
             return  # nothing live to end
-        self._ended.end(claims.token_id, claims.expires_at, now)
+        self._ended.end(claims.token_id, claims.subject, claims.expires_at, now)

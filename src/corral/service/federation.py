@@ -156,7 +156,10 @@ class FederationService:
             digest = hashlib.sha256(assertion.encode()).hexdigest()
             seen = f"federated:{provider.issuer}:sha256:{digest}"
         if not replay.first_use(
-            seen, expires_at=identity.expires_at + self.settings.leeway, now=now
+            seen,
+            expires_at=identity.expires_at + self.settings.leeway,
+            now=now,
+            owner=identity.principal_id,
         ):
             raise InvalidClientError("external token refused: it was already used")
         return identity

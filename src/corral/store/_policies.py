@@ -29,6 +29,7 @@ from corral.domain.policy import (
 from corral.errors import ConflictError, NotFoundError
 from corral.store import _directory, _pools
 from corral.store._tables import (
+    agent_groups,
     agents,
     approvals,
     directory_state,
@@ -37,6 +38,7 @@ from corral.store._tables import (
     policy_changes,
     policy_state,
     pool_assignments,
+    pools,
     session_controls,
 )
 
@@ -45,6 +47,7 @@ __all__ = [
     "add_policy",
     "approval_for",
     "assign_pool",
+    "bearer_pools_of_agent",
     "create_approval",
     "decide_approval",
     "expire_approvals",
@@ -305,6 +308,22 @@ def unassign_pool(
         return False
     _log(conn, ChangeKind.UNASSIGN, f"pool/{pool} {kind}/{name}", actor, now)
     return True
+
+
+def bearer_pools_of_agent(conn: Connection, agent_id: str) -> list[str]:
+    mine = select(agent_groups.c.group_id).where(agent_groups.c.agent_id == agent_id)
+    query = (
+        select(pools.c.name)
+        .select_from(pool_assignments.join(pools, pools.c.name == pool_assignments.c.pool))
+        .where(
+            pools.c.allow_bearer.is_(True),
+            pools.c.deleting.is_(False),
+            (pool_assignments.c.agent_id == agent_id) | pool_assignments.c.group_id.in_(mine),
+        )
+        .distinct()
+        .order_by(pools.c.name)
+    )
+    return [r[0] for r in conn.execute(query)]
 
 
 def list_assignments(conn: Connection, pool: str | None = None) -> list[PoolAssignment]:

@@ -22,6 +22,7 @@ from corral.domain.policy import Approval, ApprovalState, PolicyChange, PoolAssi
 from corral.errors import ConflictError
 from corral.store import (
     _access,
+    _console,
     _directory,
     _federation,
     _pcs,
@@ -583,6 +584,21 @@ class Store:
 
     def pool_assignments(self, pool: str | None = None) -> list[PoolAssignment]:
         return self._read(lambda c: _policies.list_assignments(c, pool))
+
+    def bearer_pools_of_agent(self, agent_id: str) -> list[str]:
+        """The pools accepting bearer tokens that are assigned to the agent (by id) or to one
+        of its groups: whether the token endpoint may issue it a bearer token."""
+        return self._read(lambda c: _policies.bearer_pools_of_agent(c, agent_id))
+
+    # console logouts
+
+    def end_console_session(self, token_id: str, user_id: str, expires_at: datetime) -> None:
+        self._write(
+            lambda c: _console.end_console_session(c, token_id, user_id, expires_at, _now())
+        )
+
+    def live_console_logouts(self) -> list[tuple[str, datetime]]:
+        return self._read(lambda c: _console.live_console_logouts(c, _now()))
 
     def create_approval(self, approval: Approval) -> Approval:
         return self._write(lambda c: _policies.create_approval(c, approval))

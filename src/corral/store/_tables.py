@@ -39,6 +39,7 @@ __all__ = [
     "agent_sponsors",
     "agents",
     "approvals",
+    "console_logouts",
     "directory_state",
     "federated_subjects",
     "groups",
@@ -437,4 +438,15 @@ session_controls = Table(
     ),
     Column("controls", Text, nullable=False),  # JSON (corral.access.Controls)
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Console sessions ended by logout before they expire (migration 0006): kept so a restart
+# does not bring them back; rows past `expires_at` are useless and pruned on the next logout.
+console_logouts = Table(
+    "console_logouts",
+    metadata,
+    Column("token_id", String(64), primary_key=True),
+    Column("user_id", String(32), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index(None, "expires_at"),
 )
