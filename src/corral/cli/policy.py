@@ -83,6 +83,10 @@ def add(
         json={"name": name, "text": _read_text(file, text), "replace": replace},
     )
     err_console.print(f"policy {added['name']} {'replaced' if replace else 'added'}")
+    for note in added.get("notes", []):  # names are stored as the ids decisions match
+        err_console.print(f"note: {note}", markup=False, highlight=False)
+    for warning in added.get("warnings", []):
+        err_console.print(f"warning: {warning}", markup=False, highlight=False)
 
 
 @app.command()

@@ -30,9 +30,8 @@ def _policies_by_id() -> None:
     which a policy decision matches (issue 9): without this an upgraded `forbid` naming
     `Agent::"bot"` would match nothing and stop holding. Done once, here, so a later entity
     with a deleted one's name never inherits its policies. Each change is logged."""
-    from datetime import UTC, datetime
-
     import logging
+    from datetime import UTC, datetime
 
     from corral.access.engine import PolicyError
     from corral.access.rewrite import DirectoryNames, rewrite_names
