@@ -180,7 +180,7 @@ def test_a_new_group_with_a_deleted_groups_name_inherits_nothing(world: World) -
     assert not world.may(carl, "acquire", "gpu")
     # the old group's policy now names an id nothing has: `policy add` would warn about it
     found = p.rewrite(store.get_policy("contractors-gpu").text)
-    assert [str(r) for r in found.unknown][0].startswith('Group::"g-')
+    assert next(str(r) for r in found.unknown).startswith('Group::"g-')
 
 
 def test_policy_add_warns_about_what_matches_nothing(world: World) -> None:
