@@ -191,7 +191,12 @@ def test_decision_names_the_determining_policies(
 ) -> None:
     ctx = build_context(risk=Risk.HIGH, facts=RequestFacts(now=T0))
     denied = engine.decide(
-        shipped, EntityRef("Agent", "a-rogue"), "acquire", EntityRef("Pool", "default"), ctx, entities
+        shipped,
+        EntityRef("Agent", "a-rogue"),
+        "acquire",
+        EntityRef("Pool", "default"),
+        ctx,
+        entities,
     )
     assert not denied.allowed and denied.forbidden
     assert denied.policies == ("high-risk-agents-blocked",)

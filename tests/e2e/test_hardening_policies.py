@@ -92,7 +92,7 @@ class Signed:
         url = self.server.url + path
         proof = self.auth.tokens.key.proof(method, url, access_token=self.token)
         signed = {"Authorization": f"DPoP {self.token}", "DPoP": proof, **(headers or {})}
-        return httpx.request(method, url, headers=signed, timeout=90, **kw)
+        return httpx.request(method, url, headers=signed, timeout=330, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +275,7 @@ def test_a_call_waiting_for_approval_does_not_run_once_disabled(
                 signed.send,
                 "POST",
                 f"/v1/sessions/{session_id}/actions/run_command",
-                headers={"Prefer": "wait=60"},
+                headers={"Prefer": "wait=300"},
                 json={"command": "echo ran"},
             )
             deadline = time.monotonic() + 30
@@ -290,7 +290,7 @@ def test_a_call_waiting_for_approval_does_not_run_once_disabled(
             disabled = server.corral("agent", "disable", "agent-waiter")
             assert disabled.returncode == 0, disabled.stderr
             _approve(server, setup, found[0]["id"])
-            answer = waiting.result(timeout=90)
+            answer = waiting.result(timeout=330)
         assert answer.status_code == 401, answer.text
         assert answer.json()["error"]["code"] == "identity_disabled"
         record = server.http.get("/v1/approvals?state=all").json()

@@ -198,9 +198,11 @@ def approvals_list(
 @approvals_app.command()
 @handle_errors
 def approve(approval_id: str) -> None:
-    """Approve: the agent's identical request goes through until the approval expires."""
+    """Approve: the agent's identical request goes through once (or as often as the policy
+    that held it allows) until the approval expires."""
     done = call("POST", f"/v1/approvals/{approval_id}/approve")
-    err_console.print(f"approved {done['id']} (until {done['expires_at'][:19]})")
+    uses = "any number of times" if done.get("max_uses") is None else f"{done['max_uses']} time(s)"
+    err_console.print(f"approved {done['id']} ({uses}, until {done['expires_at'][:19]})")
 
 
 @approvals_app.command()

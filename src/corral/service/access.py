@@ -50,9 +50,12 @@ class AccessEvaluator:
         disabled, revoked or raised to high risk meanwhile does not get to run it."""
         if caller.kind is CallerKind.SYSTEM:
             return
-        if caller.issued_at is None:  # not from a token (only the server's own code)
+        if caller.issued_at is None:
+            # Not from a token (only the server's own code makes such a Caller): what the
+            # directory says of it, if it knows it (as `authorize` describes such a caller).
             status = self.store.principal_status(caller.id)
-            self._status_ok(status)
+            if status is not None:
+                self._status_ok(status)
             return
         self._check(caller.id, caller.issued_at, caller.session_id)
 
