@@ -234,13 +234,15 @@ def test_refused_tokens_say_why(server: Server, tmp_path: Path) -> None:
     own message and code (the challenge's OAuth error stays invalid_token)."""
     credential = tmp_path / "refused.json"
     server.make_agent("agent-refused", credential)
+    # (revoking last: a token issued in the same second as a revoke is refused too)
     for command, code, message in (
         (("disable", "agent-refused"), "identity_disabled", "the identity is disabled"),
-        (("revoke", "agent-refused"), "token_revoked", "revoked"),
         (("risk", "agent-refused", "high"), "identity_high_risk", "at high risk"),
+        (("revoke", "agent-refused"), "token_revoked", "revoked"),
     ):
         signed = Signed(server, credential)
-        assert signed.send("GET", "/v1/pools").status_code == 200
+        works = signed.send("GET", "/v1/pools")
+        assert works.status_code == 200, works.text
         changed = server.corral("agent", *command)
         assert changed.returncode == 0, changed.stderr
         refused = signed.send("GET", "/v1/pools")
