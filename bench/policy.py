@@ -114,7 +114,8 @@ def _world(folder: Path) -> tuple[Store, PolicyService, Caller, Caller]:
     store.create_pool(PoolSpec(name="pool-0", image="minimal", max=20))
     store.add_pc("pool-0", "pc-bench", PCState.READY)
     for policy in _admin_policies(POLICIES - len(DEFAULT_POLICIES)):
-        store.add_policy(policy.name, policy.text, actor="bench")
+        # stored as `corral policy add` stores them: names of agents and groups as their ids
+        store.add_policy(policy.name, service.rewrite(policy.text).text, actor="bench")
     agent = Caller(CallerKind.AGENT, agents[0].id, jkt="thumbprint")
     now = datetime.now(UTC)
     got = store.acquire(

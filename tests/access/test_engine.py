@@ -61,8 +61,8 @@ AGENTS = [
 GROUPS = [Group("g-team", "team", T0)]
 VIEW = DirectoryView.of(USERS, AGENTS, GROUPS)
 POOLS = {
-    "default": (Pool(PoolSpec("default", "minimal"), T0), PoolAssignments(groups=("team",))),
-    "gpu": (Pool(PoolSpec("gpu", "desktop"), T0), PoolAssignments(agents=("other",))),
+    "default": (Pool(PoolSpec("default", "minimal"), T0), PoolAssignments(groups=("g-team",))),
+    "gpu": (Pool(PoolSpec("gpu", "desktop"), T0), PoolAssignments(agents=("a-other",))),
     "closed": (Pool(PoolSpec("closed", "minimal"), T0), PoolAssignments()),
 }
 
@@ -95,12 +95,12 @@ def entities(engine: PolicyEngine) -> cedarpy.Entities:
     for s in SESSIONS.values():
         owner = VIEW.principal(s.owner or "")
         agent = VIEW.agents.get(s.owner or "")
-        records += session_records(s, owner, VIEW.sponsor_names(agent) if agent else ())
+        records += session_records(s, owner, VIEW.sponsor_ids(agent) if agent else ())
     return engine.entities(records)
 
 
 def _risk(principal: EntityRef) -> Risk:
-    agent = VIEW.agent_named(principal.id) if principal.type == "Agent" else None
+    agent = VIEW.agents.get(principal.id) if principal.type == "Agent" else None
     return agent.risk if agent else Risk.NONE
 
 
@@ -120,8 +120,9 @@ def decide(
     return decision.allowed
 
 
-BOT, OTHER, ROGUE = 'Agent::"bot"', 'Agent::"other"', 'Agent::"rogue"'
-ALICE, SAM, SEC, EVE = 'User::"alice"', 'User::"sam"', 'User::"sec"', 'User::"eve"'
+# entities are the directory's ids (names are the `name` attribute)
+BOT, OTHER, ROGUE = 'Agent::"a-bot"', 'Agent::"a-other"', 'Agent::"a-rogue"'
+ALICE, SAM, SEC, EVE = 'User::"u-alice"', 'User::"u-sam"', 'User::"u-sec"', 'User::"u-eve"'
 MATRIX = [
     # acquire: assigned pools only (to the agent or one of its groups); admins anything
     (BOT, "acquire", 'Pool::"default"', True),
@@ -157,8 +158,8 @@ MATRIX = [
     (BOT, "observe", 'Session::"s-other"', False),
     (BOT, "observe", 'Session::"s-bot"', True),  # its own
     # approvals: the agent's sponsors
-    (SAM, "approve", 'Agent::"bot"', True),
-    (EVE, "approve", 'Agent::"bot"', False),
+    (SAM, "approve", BOT, True),
+    (EVE, "approve", BOT, False),
     # administration: admins; security admins read
     (ALICE, "create_pool", 'Pool::"new"', True),
     (ALICE, "manage_directory", 'Directory::"directory"', True),
@@ -190,18 +191,23 @@ def test_decision_names_the_determining_policies(
 ) -> None:
     ctx = build_context(risk=Risk.HIGH, facts=RequestFacts(now=T0))
     denied = engine.decide(
-        shipped, EntityRef("Agent", "rogue"), "acquire", EntityRef("Pool", "default"), ctx, entities
+        shipped,
+        EntityRef("Agent", "a-rogue"),
+        "acquire",
+        EntityRef("Pool", "default"),
+        ctx,
+        entities,
     )
     assert not denied.allowed and denied.forbidden
     assert denied.policies == ("high-risk-agents-blocked",)
     assert "denied by high-risk-agents-blocked" in denied.reason
     ctx = build_context(risk=Risk.NONE, facts=RequestFacts(now=T0))
     allowed = engine.decide(
-        shipped, EntityRef("Agent", "bot"), "acquire", EntityRef("Pool", "default"), ctx, entities
+        shipped, EntityRef("Agent", "a-bot"), "acquire", EntityRef("Pool", "default"), ctx, entities
     )
     assert allowed.allowed and allowed.policies == ("agents-acquire-assigned-pools",)
     nobody = engine.decide(
-        shipped, EntityRef("Agent", "bot"), "acquire", EntityRef("Pool", "gpu"), ctx, entities
+        shipped, EntityRef("Agent", "a-bot"), "acquire", EntityRef("Pool", "gpu"), ctx, entities
     )
     assert not nobody.allowed and not nobody.forbidden and nobody.policies == ()
     assert nobody.reason == "denied: no policy permits it"
@@ -211,7 +217,7 @@ def test_risk_in_context_decides(
     engine: PolicyEngine, shipped: CompiledPolicies, entities: cedarpy.Entities
 ) -> None:
     """The forbid reads the request's risk: the same agent at high risk is refused."""
-    who, pc = EntityRef("Agent", "bot"), EntityRef("PC", "pc-bot")
+    who, pc = EntityRef("Agent", "a-bot"), EntityRef("PC", "pc-bot")
     for risk, expected in [(Risk.NONE, True), (Risk.MEDIUM, True), (Risk.HIGH, False)]:
         ctx = build_context(risk=risk, facts=RequestFacts(now=T0))
         assert engine.decide(shipped, who, "screenshot", pc, ctx, entities).allowed is expected
@@ -238,7 +244,7 @@ def test_forbid_overrides_permit(engine: PolicyEngine, entities: cedarpy.Entitie
         ],
         version=2,
     )
-    who, pc = EntityRef("Agent", "bot"), EntityRef("PC", "pc-bot")
+    who, pc = EntityRef("Agent", "a-bot"), EntityRef("PC", "pc-bot")
     for command, expected in [
         ("ls -l", True),
         ("curl http://x", False),
@@ -307,7 +313,7 @@ def test_session_controls(
     expected: bool,
 ) -> None:
     """Controls bind everyone acting in the session, admins included."""
-    for who in (EntityRef("Agent", "bot"), EntityRef("User", "alice")):
+    for who in (EntityRef("Agent", "a-bot"), EntityRef("User", "u-alice")):
         ctx = build_context(
             risk=Risk.NONE,
             facts=RequestFacts(now=T0),
@@ -340,7 +346,7 @@ def test_context_facts_reach_policies(engine: PolicyEngine, entities: cedarpy.En
         ],
         version=3,
     )
-    who, pc = EntityRef("Agent", "bot"), EntityRef("PC", "pc-bot")
+    who, pc = EntityRef("Agent", "a-bot"), EntityRef("PC", "pc-bot")
 
     def ok(facts: RequestFacts, compliance: Compliance | None = None) -> bool:
         ctx = build_context(risk=Risk.NONE, facts=facts, pc=compliance)
@@ -462,7 +468,7 @@ def test_engine_fails_closed(
     engine: PolicyEngine, shipped: CompiledPolicies, entities: cedarpy.Entities
 ) -> None:
     ctx = build_context(risk=Risk.NONE, facts=RequestFacts(now=T0))
-    who, pool = EntityRef("User", "alice"), EntityRef("Pool", "default")
+    who, pool = EntityRef("User", "u-alice"), EntityRef("Pool", "default")
     unknown = engine.decide(shipped, who, "fly", pool, ctx, entities)
     assert not unknown.allowed and unknown.errors
     # strict: a context that does not match the schema is an error, hence a denial, even for
@@ -470,7 +476,7 @@ def test_engine_fails_closed(
     broken = engine.decide(shipped, who, "acquire", pool, {**ctx, "risk": 3}, entities, strict=True)
     assert not broken.allowed and broken.errors
     # not strict: a badly typed attribute a policy reads is an evaluation error: denied too
-    bot, pc = EntityRef("Agent", "bot"), EntityRef("PC", "pc-bot")
+    bot, pc = EntityRef("Agent", "a-bot"), EntityRef("PC", "pc-bot")
     assert engine.decide(shipped, bot, "screenshot", pc, ctx, entities).allowed
     typo = engine.decide(shipped, bot, "screenshot", pc, {**ctx, "risk_score": "3"}, entities)
     assert not typo.allowed and typo.errors
@@ -550,7 +556,7 @@ def test_built_contexts_fit_the_schema(
         args=tool_args("open_url", {"url": "https://a.test/x", "path": "/tmp/x"}),
     )
     minimal = build_context(risk=Risk.NONE, facts=RequestFacts(now=T0))
-    bot, pc = EntityRef("Agent", "bot"), EntityRef("PC", "pc-bot")
+    bot, pc = EntityRef("Agent", "a-bot"), EntityRef("PC", "pc-bot")
     for ctx in (everything, minimal):
         for name in TOOLS:
             decision = engine.decide(shipped, bot, name, pc, ctx, entities, strict=True)

@@ -18,6 +18,11 @@ from corral.identity import (
     UseDPoPNonceError,
     VerifiedTokenCache,
 )
+from corral.identity.errors import (
+    IdentityDisabledError,
+    IdentityHighRiskError,
+    TokenRevokedError,
+)
 from tests.identity.helpers import NOW, URL, World, craft, parts
 
 
@@ -183,6 +188,28 @@ def test_revocation_check_failure_fails_closed(world: World) -> None:
     for check in (broken, sloppy):
         proof = world.proof(token)
         refused(world, InvalidTokenError, "invalid_token", token, proof, revocation=check)
+
+
+def test_a_refusal_of_the_revocation_check_keeps_its_reason(world: World) -> None:
+    """The attack on clarity (issue 9): after `corral agent disable` the check refuses with
+    "the identity is disabled", and a broad `except` answered "revocation state unavailable"
+    instead. Each refusal reaches the caller as it is, with its own code; the OAuth error in
+    the challenge stays `invalid_token`."""
+    token = world.token().access_token
+    for error, code, message in (
+        (IdentityDisabledError, "identity_disabled", "the identity is disabled"),
+        (TokenRevokedError, "token_revoked", "revoked"),
+        (IdentityHighRiskError, "identity_high_risk", "the identity is at high risk"),
+    ):
+
+        def check(claims: AccessTokenClaims, e: type[AuthError] = error, m: str = message) -> bool:
+            raise e(f"access token refused: {m}")
+
+        with pytest.raises(error) as info:
+            world.call(token, world.proof(token), revocation=check)
+        assert info.value.code == code and info.value.error == "invalid_token"
+        assert info.value.message == f"access token refused: {message}"
+        assert "unavailable" not in info.value.message
 
 
 def test_nonce_required_then_accepted(world: World) -> None:

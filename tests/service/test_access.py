@@ -78,3 +78,26 @@ def test_a_change_in_one_worker_counts_on_the_next_check_in_another(
     worker_b.set_user_enabled(sponsor.id, False)  # a disabled sponsor sponsors nobody
     with pytest.raises(InvalidTokenError, match="disabled"):
         check.evaluate(fresh, jkt="k")
+
+
+def test_each_refusal_has_its_own_message_and_code(stores: tuple[Store, Store]) -> None:
+    """Disabled, revoked, at high risk and unknown identities are each refused saying so."""
+    store, _ = stores
+    sponsor = store.create_user("sponsor", roles={Role.SPONSOR})
+    check = AccessEvaluator(store)
+    cases = (
+        (lambda a: store.set_agent_enabled(a, False), "identity_disabled", "is disabled"),
+        (store.revoke_tokens, "token_revoked", "revoked"),
+        (lambda a: store.set_agent_risk(a, Risk.HIGH), "identity_high_risk", "at high risk"),
+    )
+    for i, (change, code, message) in enumerate(cases):
+        agent = store.create_agent(f"bot{i}", sponsors=[sponsor.id])
+        claims = _claims(agent.id, issued_at=time.time() - 5)
+        check.evaluate(claims, jkt="k")
+        change(agent.id)
+        with pytest.raises(InvalidTokenError, match=message) as refused:
+            check.evaluate(claims, jkt="k")
+        assert refused.value.code == code and refused.value.error == "invalid_token"
+    with pytest.raises(InvalidTokenError, match="no longer exists") as unknown:
+        check.evaluate(_claims("a-0123456789abcdef"), jkt="k")
+    assert unknown.value.code == "identity_unknown"

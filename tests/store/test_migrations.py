@@ -67,3 +67,47 @@ def test_concurrent_migrations_take_turns(db_url: str) -> None:
     for s in stores:
         s.close()
     assert errors == []
+
+
+def test_upgrade_names_the_entities_of_stored_policies_by_id(db_url: str) -> None:
+    """Entities are ids now (issue 9): a policy stored before, naming an agent and a group by
+    name, is rewritten once by the upgrade (and logged), or its forbid would match nothing."""
+    from alembic import command
+
+    from corral.domain.identity import Role
+    from corral.domain.policy import ChangeKind
+
+    store = Store(db_url)
+    store.migrate()
+    try:
+        store.create_user("sam", roles=[Role.SPONSOR])
+        bot = store.create_agent("bot", sponsors=["sam"])
+        team = store.create_group("team")
+        text = (
+            "// by name, as written before ids\n"
+            'forbid (principal == Agent::"bot", action, resource)\n'
+            'when { principal in Group::"team" || principal == Agent::"gone" };'
+        )
+        store.add_policy("by-name", text, actor="admin")
+        engine = create_engine(db_url)
+        try:
+            with engine.begin() as conn:
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                command.downgrade(cfg, "0005")
+        finally:
+            engine.dispose()
+        store.migrate()
+        upgraded = store.get_policy("by-name").text
+        assert upgraded == text.replace('Agent::"bot"', f'Agent::"{bot.id}"').replace(
+            'Group::"team"', f'Group::"{team.id}"'
+        )
+        last = store.policy_changes()[-1]
+        assert (last.kind, last.subject, last.actor, last.text) == (
+            ChangeKind.REPLACE,
+            "by-name",
+            "system",
+            upgraded,
+        )
+    finally:
+        store.close()

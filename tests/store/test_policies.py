@@ -4,6 +4,7 @@ session controls."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -125,6 +126,7 @@ def _approval(agent_id: str, now: datetime, ident: str = "ap-1", digest: str = "
         expires_at=now + timedelta(minutes=15),
         session_id="ses-1",
         policies=("curl-needs-approval",),
+        window_s=600,  # an answer stands 10 minutes
     )
 
 
@@ -141,19 +143,41 @@ def test_approval_lifecycle(store: Store) -> None:
     assert store.list_approvals(agent_ids=["a-nobody"]) == []
 
     later = now + timedelta(minutes=5)
-    approved = store.decide_approval(
-        "ap-1", approve=True, by="u-sam", now=later, valid_for=timedelta(minutes=10)
-    )
+    approved = store.decide_approval("ap-1", approve=True, by="u-sam", now=later)
     assert approved.state is ApprovalState.APPROVED and approved.decided_by == "u-sam"
     assert approved.expires_at == later + timedelta(minutes=10)
     with pytest.raises(ConflictError, match="already approved"):
-        store.decide_approval("ap-1", approve=False, by="u-sam", now=later, valid_for=timedelta(0))
+        store.decide_approval("ap-1", approve=False, by="u-sam", now=later)
     assert store.approval_for(agent.id, "d1", later + timedelta(minutes=9)) is not None
     assert store.approval_for(agent.id, "d1", later + timedelta(minutes=10)) is None
     assert store.expire_approvals(later + timedelta(minutes=10)) == 1
     assert store.get_approval("ap-1").state is ApprovalState.EXPIRED
     with pytest.raises(NotFoundError):
         store.get_approval("ap-nope")
+
+
+def test_an_approval_is_used_once_by_default(store: Store) -> None:
+    """Single use: the first identical request spends it (a conditional update, so two racing
+    requests do not both get the last use); then it no longer counts and the next one asks
+    again. With `max_uses` None (a policy's window), any number within the window."""
+    store.create_user("sam", roles=[Role.SPONSOR])
+    agent = store.create_agent("bot", sponsors=["sam"])
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    store.create_approval(_approval(agent.id, now))
+    assert not store.use_approval("ap-1", now)  # pending: nothing to use
+    store.decide_approval("ap-1", approve=True, by="u-sam", now=now)
+    assert store.use_approval("ap-1", now)
+    assert not store.use_approval("ap-1", now)
+    used = store.get_approval("ap-1")
+    assert used.uses == 1 and used.max_uses == 1 and used.used_up
+    assert store.approval_for(agent.id, "d1", now) is None
+
+    window = replace(_approval(agent.id, now, "ap-2", "d2"), max_uses=None)
+    store.create_approval(window)
+    store.decide_approval("ap-2", approve=True, by="u-sam", now=now)
+    assert all(store.use_approval("ap-2", now) for _ in range(3))
+    assert store.get_approval("ap-2").uses == 3
+    assert not store.use_approval("ap-2", now + timedelta(minutes=10))  # the window is over
 
 
 def test_pending_approval_expires_unanswered(store: Store) -> None:
@@ -163,9 +187,7 @@ def test_pending_approval_expires_unanswered(store: Store) -> None:
     store.create_approval(_approval(agent.id, now))
     too_late = now + timedelta(minutes=16)
     with pytest.raises(ConflictError, match="already expired"):
-        store.decide_approval(
-            "ap-1", approve=True, by="u-sam", now=too_late, valid_for=timedelta(minutes=10)
-        )
+        store.decide_approval("ap-1", approve=True, by="u-sam", now=too_late)
     assert store.get_approval("ap-1").state is ApprovalState.EXPIRED
 
 

@@ -1,11 +1,13 @@
 """Pure builders: Corral's records into Cedar entities, and a request's facts into its context.
 
-No I/O: the service reads the store and hands the records in. Entity ids are names (users,
-agents, groups, pools; a session's and PC's own ids), so policies read like `Agent::"bot"`.
+No I/O: the service reads the store and hands the records in. Users, agents and groups are
+entities of their stable ids (`Agent::"a-1f2e..."`, the name is the `name` attribute), so a
+policy means one identity for its whole life; pools are their names, sessions and PCs their ids.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -18,6 +20,7 @@ from ipaddress import ip_address
 from typing import Any
 
 from corral.access.engine import EntityRef
+from corral.access.rewrite import DirectoryNames
 from corral.access.schema import RISK_SCORES
 from corral.domain.identity import Agent, Group, Risk, User
 from corral.domain.models import Pool, Session
@@ -37,6 +40,7 @@ __all__ = [
     "DirectoryView",
     "PoolAssignments",
     "RequestFacts",
+    "approval_preview",
     "build_context",
     "directory_records",
     "pool_record",
@@ -90,7 +94,7 @@ def _uid(kind: str, ident: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class DirectoryView:
-    """The directory as one request check needs it: names by id, and every principal's record."""
+    """The directory as one request check needs it: records by id, group ids by name."""
 
     users: Mapping[str, User]
     agents: Mapping[str, Agent]
@@ -105,10 +109,22 @@ class DirectoryView:
     def principal(self, ident: str) -> EntityRef | None:
         """The entity of the user or agent with id `ident` (None if unknown)."""
         if ident in self.agents:
-            return EntityRef("Agent", self.agents[ident].name)
+            return EntityRef("Agent", ident)
         if ident in self.users:
-            return EntityRef("User", self.users[ident].name)
+            return EntityRef("User", ident)
         return None
+
+    def group_ids(self, names: Iterable[str]) -> list[str]:
+        """The ids of the groups named (members are recorded by name; names are unique)."""
+        found = {g.name: g.id for g in self.groups.values()}
+        return sorted(found[n] for n in names if n in found)
+
+    def names(self) -> DirectoryNames:
+        return DirectoryNames.of(
+            agents=((a.id, a.name) for a in self.agents.values()),
+            users=((u.id, u.name) for u in self.users.values()),
+            groups=((g.id, g.name) for g in self.groups.values()),
+        )
 
     def agent_named(self, name: str) -> Agent | None:
         return next((a for a in self.agents.values() if a.name == name), None)
@@ -116,8 +132,8 @@ class DirectoryView:
     def user_named(self, name: str) -> User | None:
         return next((u for u in self.users.values() if u.name == name), None)
 
-    def sponsor_names(self, agent: Agent) -> list[str]:
-        return sorted(self.users[s].name for s in agent.sponsors if s in self.users)
+    def sponsor_ids(self, agent: Agent) -> list[str]:
+        return sorted(s for s in agent.sponsors if s in self.users)
 
 
 def directory_records(view: DirectoryView) -> list[dict[str, Any]]:
@@ -127,31 +143,37 @@ def directory_records(view: DirectoryView) -> list[dict[str, Any]]:
     and a policy may look at it.
     """
     records: list[dict[str, Any]] = [
-        {"uid": _uid("Group", g.name), "attrs": {}, "parents": []} for g in view.groups.values()
+        {"uid": _uid("Group", g.id), "attrs": {"name": g.name}, "parents": []}
+        for g in view.groups.values()
     ]
     roles = sorted({r.value for u in view.users.values() for r in u.roles})
     records += [{"uid": _uid("Role", r), "attrs": {}, "parents": []} for r in roles]
     for user in view.users.values():
-        groups = sorted(user.groups)
+        groups = view.group_ids(user.groups)
         records.append(
             {
-                "uid": _uid("User", user.name),
-                "attrs": {"enabled": user.enabled, "groups": [_ref("Group", g) for g in groups]},
+                "uid": _uid("User", user.id),
+                "attrs": {
+                    "name": user.name,
+                    "enabled": user.enabled,
+                    "groups": [_ref("Group", g) for g in groups],
+                },
                 "parents": [_uid("Group", g) for g in groups]
                 + [_uid("Role", r.value) for r in sorted(user.roles)],
             }
         )
     for agent in view.agents.values():
-        groups = sorted(agent.groups)
+        groups = view.group_ids(agent.groups)
         records.append(
             {
-                "uid": _uid("Agent", agent.name),
+                "uid": _uid("Agent", agent.id),
                 "attrs": {
+                    "name": agent.name,
                     "enabled": agent.enabled,
                     "risk": agent.risk.value,
                     "risk_score": RISK_SCORES[agent.risk.value],
                     "groups": [_ref("Group", g) for g in groups],
-                    "sponsors": [_ref("User", s) for s in view.sponsor_names(agent)],
+                    "sponsors": [_ref("User", s) for s in view.sponsor_ids(agent)],
                 },
                 "parents": [_uid("Group", g) for g in groups],
             }
@@ -161,7 +183,7 @@ def directory_records(view: DirectoryView) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class PoolAssignments:
-    """Who may acquire from a pool under the default policy: agent and group names."""
+    """Who may acquire from a pool under the default policy: agent and group ids."""
 
     agents: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
@@ -185,7 +207,7 @@ def session_records(
     session: Session, owner: EntityRef | None, sponsors: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
     """The Session (child of its owner) and its PC (child of the session); `sponsors` are the
-    owner agent's sponsors' names."""
+    owner agent's sponsors' ids."""
     pool = _ref("Pool", session.pool)
     return [
         {
@@ -518,9 +540,67 @@ def build_context(
 def request_digest(
     principal: EntityRef, action: str, resource: EntityRef, args: Mapping[str, Any] | None
 ) -> str:
-    """What an approval is for: the same principal, action, resource and tool arguments."""
+    """What an approval is for: the same principal, action, resource and every argument of
+    the request in its canonical form (the tool's validated arguments, defaults filled in),
+    content included, so approving one text approves no other."""
     body = json.dumps(
-        [str(principal), action, str(resource), dict(sorted((args or {}).items()))],
+        [str(principal), action, str(resource), dict(args or {})],
         separators=(",", ":"),
+        sort_keys=True,
     )
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+PREVIEW_CHARS = 300  # of a text shown to a sponsor; longer ones are cut, with size and hash
+PREVIEW_LINES = 5  # first lines of a file's content shown
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "..."
+
+
+def approval_preview(
+    tool: str, args: Mapping[str, Any], policy_args: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """What a sponsor reads before answering: the arguments policy saw, and every argument of
+    the request, long text cut with its size and hash (typed or clipboard text: the text; a
+    file: its path, size in bytes and first lines). The approval covers the full arguments
+    (`request_digest`), so the hash names exactly what was approved."""
+    out: dict[str, str] = {k: _cut(v) for k, v in (policy_args or {}).items()}
+    for key, value in sorted(args.items()):
+        if value is None or key in out:
+            continue
+        if tool == "write_file" and key == "content" and isinstance(value, str):
+            data: bytes
+            if args.get("base64"):
+                try:
+                    data = base64.b64decode(value, validate=True)
+                except ValueError:
+                    data = value.encode()
+            else:
+                data = value.encode()
+            out["size"] = f"{len(data)} bytes"
+            out["content_sha256"] = _sha256(data)
+            try:
+                lines = data.decode("utf-8").splitlines()
+            except UnicodeDecodeError:
+                out["first_lines"] = "(binary)"
+            else:
+                shown = "\n".join(lines[:PREVIEW_LINES])
+                more = len(lines) > PREVIEW_LINES
+                out["first_lines"] = _cut(shown) + (" ..." if more else "")
+            continue
+        if isinstance(value, str):
+            out[key] = _cut(value)
+            if len(value) > PREVIEW_CHARS or key == "text":
+                out[f"{key}_chars"] = str(len(value))
+                out[f"{key}_sha256"] = _sha256(value.encode())
+        elif isinstance(value, bool | int | float):
+            out[key] = json.dumps(value)
+        else:
+            out[key] = _cut(json.dumps(value, ensure_ascii=False))
+    return out

@@ -1,6 +1,8 @@
 """The Corral Cedar schema: who may ask (principals), about what (resources), to do what (actions).
 
-No namespace: policies say `Agent::"bot"`, `Pool::"default"`, `Action::"run_command"`. One action
+No namespace: policies say `Agent::"a-1f2e..."`, `Pool::"default"`, `Action::"run_command"`.
+Users, agents and groups are entities of their stable ids, with the name as the `name`
+attribute (names written in a policy are stored as ids, see `corral.access.rewrite`). One action
 per computer tool; the tool names come from the tool catalogue the caller passes in (the service
 layer hands over `corral.service.tools.TOOLS`), so a new or renamed tool never drifts from policy.
 
@@ -135,12 +137,16 @@ type Context = {
 };
 
 entity Role;
-entity Group in [Group];
+entity Group in [Group] = {
+  name: String
+};
 entity User in [Group, Role] = {
+  name: String,
   enabled: Bool,
   groups: Set<Group>
 };
 entity Agent in [Group] = {
+  name: String,
   enabled: Bool,
   risk: String,
   risk_score: Long,

@@ -23,6 +23,7 @@ from corral.errors import (
     RuntimeFailureError,
     UnavailableError,
 )
+from corral.identity.errors import AuthError
 
 __all__ = ["STATUS", "error_response", "install_error_handlers", "status_for"]
 
@@ -42,6 +43,8 @@ STATUS: tuple[tuple[type[CorralError], int], ...] = (
 
 
 def status_for(exc: CorralError) -> int:
+    if isinstance(exc, AuthError):  # an identity refused after the request was authenticated
+        return exc.status  # (a call that waited and was checked again)
     for cls, status in STATUS:
         if isinstance(exc, cls):
             return status
@@ -55,6 +58,8 @@ def error_response(exc: CorralError) -> JSONResponse:
     if isinstance(exc, ApprovalPendingError):
         body["error"]["approval_id"] = exc.approval_id
     headers = {}
+    if isinstance(exc, AuthError):
+        headers.update(exc.headers())
     if isinstance(exc, UnavailableError):
         headers["Retry-After"] = str(exc.retry_after_s)
     return JSONResponse(body, status_code=status_for(exc), headers=headers)

@@ -73,10 +73,13 @@ def include_policies(app: FastAPI, policy: PolicyService) -> None:
 
     @app.post("/v1/policies", status_code=201)
     async def add_policy(body: PolicyBody, who: Principal) -> dict[str, Any]:
-        added = await asyncio.to_thread(
-            lambda: policy.add_policy(body.name, body.text, principal=who, replace=body.replace)
+        added, rewritten = await asyncio.to_thread(
+            lambda: policy.add_policy_explained(
+                body.name, body.text, principal=who, replace=body.replace
+            )
         )
-        return added.to_json()
+        # notes: names stored as ids; warnings: entities that match nothing in the directory
+        return {**added.to_json(), "notes": rewritten.notes(), "warnings": rewritten.warnings()}
 
     @app.get("/v1/policies/changes")
     async def changes(who: Principal, since: int = 0) -> list[dict[str, Any]]:

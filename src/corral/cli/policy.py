@@ -82,6 +82,10 @@ def add(
         json={"name": name, "text": _read_text(file, text), "replace": replace},
     )
     err_console.print(f"policy {safe(added['name'])} {'replaced' if replace else 'added'}")
+    for note in added.get("notes", []):  # names are stored as the ids decisions match
+        err_console.print(f"note: {note}", markup=False, highlight=False)
+    for warning in added.get("warnings", []):
+        err_console.print(f"warning: {warning}", markup=False, highlight=False)
 
 
 @app.command()
@@ -199,9 +203,12 @@ def approvals_list(
 @approvals_app.command()
 @handle_errors
 def approve(approval_id: str) -> None:
-    """Approve: the agent's identical request goes through until the approval expires."""
+    """Approve: the agent's identical request goes through once (or as often as the policy
+    that held it allows) until the approval expires."""
     done = call("POST", f"/v1/approvals/{approval_id}/approve")
-    err_console.print(f"approved {safe(done['id'])} (until {safe(done['expires_at'][:19])})")
+    uses = "any number of times" if done.get("max_uses") is None else f"{done['max_uses']} time(s)"
+    until = safe(done["expires_at"][:19])
+    err_console.print(f"approved {safe(done['id'])} ({uses}, until {until})")
 
 
 @approvals_app.command()

@@ -47,6 +47,9 @@ class Caller:
     jkt: str | None = None
     #: the client's network address as the server saw it (policy context `client_ip`)
     address: str | None = None
+    #: when the token of this request was issued (epoch seconds; None for the server's own
+    #: callers): a call that waited is checked again against revocations made meanwhile
+    issued_at: float | None = None
 
     @property
     def is_admin(self) -> bool:

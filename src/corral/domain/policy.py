@@ -79,19 +79,24 @@ class PolicyChange:
 
 @dataclass(frozen=True)
 class PoolAssignment:
-    """Pool `pool` is assigned to the agent or the group (exactly one is set); names."""
+    """Pool `pool` is assigned to the agent or the group (exactly one is set): names to show,
+    ids to decide with (a group re-created under a deleted one's name is not assigned)."""
 
     pool: str
     agent: str | None
     group: str | None
     created_by: str
     created_at: datetime
+    agent_id: str | None = None
+    group_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "pool": self.pool,
             "agent": self.agent,
             "group": self.group,
+            "agent_id": self.agent_id,
+            "group_id": self.group_id,
             "created_by": self.created_by,
             "created_at": self.created_at.isoformat(),
         }
@@ -108,8 +113,11 @@ class ApprovalState(StrEnum):
 class Approval:
     """A request a policy held for a sponsor's answer.
 
-    It covers exactly one request shape (`digest`: agent, action, resource and the tool arguments
-    policy saw); an approved one lets identical requests through until `expires_at`.
+    It covers exactly one request (`digest`: agent, action, resource and every tool argument,
+    content included); `detail` is what the sponsor was shown (the arguments, long content as
+    a preview with its size and hash). An approved one lets `max_uses` identical requests
+    through (one by default; None: any number) until `expires_at`, which an answer sets to
+    `window_s` after it.
     """
 
     id: str
@@ -125,9 +133,16 @@ class Approval:
     policies: tuple[str, ...] = ()  # the forbids that asked for approval
     decided_by: str | None = None
     decided_at: datetime | None = None
+    uses: int = 0  # identical requests it let through so far
+    max_uses: int | None = 1
+    window_s: int = 15 * 60
 
     def live(self, now: datetime) -> bool:
         return now < self.expires_at and self.state is not ApprovalState.EXPIRED
+
+    @property
+    def used_up(self) -> bool:
+        return self.max_uses is not None and self.uses >= self.max_uses
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,4 +158,8 @@ class Approval:
             "expires_at": self.expires_at.isoformat(),
             "decided_by": self.decided_by,
             "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            "uses": self.uses,
+            "max_uses": self.max_uses,
+            "window_s": self.window_s,
+            "used_up": self.used_up,
         }

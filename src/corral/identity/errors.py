@@ -13,12 +13,17 @@ from corral.errors import CorralError
 __all__ = [
     "SUPPORTED_ALGS",
     "AuthError",
+    "IdentityDisabledError",
+    "IdentityHighRiskError",
+    "IdentityUnknownError",
     "InvalidClientError",
     "InvalidDPoPProofError",
     "InvalidTokenError",
     "MissingCredentialsError",
     "ReplayCacheFullError",
+    "SessionEndedError",
     "SetRefusedError",
+    "TokenRevokedError",
     "UseDPoPNonceError",
 ]
 
@@ -40,10 +45,13 @@ class AuthError(CorralError):
     error: str | None = "invalid_request"
     status = 401
     token_endpoint_status = 400
+    #: the answer body's `code` when it says more than the OAuth `error` (which stays the
+    #: RFC's, in the WWW-Authenticate challenge)
+    reason: str | None = None
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message, hint)
-        self.code = self.error or "unauthenticated"
+        self.code = self.reason or self.error or "unauthenticated"
 
     def www_authenticate(self, scheme: str = "DPoP") -> str:
         """The `WWW-Authenticate` value for a resource server's 401 answer."""
@@ -75,6 +83,36 @@ class InvalidTokenError(AuthError):
     """The access token is malformed, forged, expired, for someone else, unbound or revoked."""
 
     error = "invalid_token"
+
+
+class IdentityUnknownError(InvalidTokenError):
+    """The token's subject no longer exists in the directory (deleted)."""
+
+    reason = "identity_unknown"
+
+
+class IdentityDisabledError(InvalidTokenError):
+    """The token's subject is disabled (by an admin, or an agent that lost its last sponsor)."""
+
+    reason = "identity_disabled"
+
+
+class IdentityHighRiskError(InvalidTokenError):
+    """The token's subject is an agent at high risk: it gets nothing until its risk is lowered."""
+
+    reason = "identity_high_risk"
+
+
+class TokenRevokedError(InvalidTokenError):
+    """The token was issued before an admin revoked the identity's tokens."""
+
+    reason = "token_revoked"
+
+
+class SessionEndedError(InvalidTokenError):
+    """A session token whose session has ended (or never existed, or is someone else's)."""
+
+    reason = "session_ended"
 
 
 class InvalidDPoPProofError(AuthError):

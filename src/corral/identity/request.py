@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.identity.dpop import DPoPSettings, verify_dpop_proof
-from corral.identity.errors import InvalidTokenError, MissingCredentialsError
+from corral.identity.errors import AuthError, InvalidTokenError, MissingCredentialsError
 from corral.identity.keys import SigningKeyring
 from corral.identity.replay import ReplayGuard
 from corral.identity.tokens import (
@@ -124,9 +124,12 @@ def verify_request(
         raise InvalidTokenError("access token refused: a DPoP-bound token needs the DPoP scheme")
 
     # 6. Revocation state and identity status, read on every request; an error in the check
-    #    is a refusal, never a pass.
+    #    is a refusal, never a pass. A refusal the check explains (revoked, disabled, at high
+    #    risk...) is passed on as it is: the caller learns the real reason.
     try:
         live = revocation(claims)
+    except AuthError:
+        raise
     except Exception as exc:
         raise InvalidTokenError("access token refused: revocation state unavailable") from exc
     if live is not True:

@@ -53,6 +53,7 @@ from corral.errors import (
 from corral.identity.caep import EventSink
 from corral.runtime.client import PcdClient
 from corral.runtime.pcs import Health, PCRuntime
+from corral.service.access import AccessEvaluator
 from corral.service.events import release_event
 from corral.service.policy import PolicyService, Target
 from corral.service.tools import ScreenSpace, ToolResult, parse_args
@@ -144,6 +145,8 @@ class ControlPlane:
         self.approval_wait_s = approval_wait_s
         self.events = events  # CAEP session-revoked when an admin or eviction ends a session
         self.policy = PolicyService(store)  # authorize(): the one enforcement point (issue 5)
+        #: a call that waited is checked again against the directory and revocations
+        self.access = AccessEvaluator(store)
         self._live: dict[str, _Live] = {}
         self._booting: dict[str, int] = {}  # pool -> PCs being booted by this process
         self._changed = asyncio.Event()  # a PC became ready / a release happened
@@ -549,7 +552,10 @@ class ControlPlane:
 
         A call a policy holds for a sponsor's approval waits up to `approval_wait_s` (default
         the server's) for the answer, outside the session's lock, then runs once approved or
-        is refused; still unanswered, it raises ApprovalPendingError with the approval's id."""
+        is refused; still unanswered, it raises ApprovalPendingError with the approval's id.
+        A call that waited (for the answer, or for the session's lock) is checked again
+        against the directory and revocations first: an identity disabled, revoked or raised
+        to high risk meanwhile does not get to run it."""
         wait = self.approval_wait_s if approval_wait_s is None else approval_wait_s
         wait = max(0.0, min(wait, MAX_APPROVAL_WAIT_S))
         try:
@@ -560,7 +566,7 @@ class ControlPlane:
             answer = await self.policy.wait_for_approval(pending.approval_id, wait)
             if answer.state is ApprovalState.PENDING:
                 raise
-        return await self._act(session_id, tool, args, principal=principal)
+        return await self._act(session_id, tool, args, principal=principal, waited=True)
 
     async def _act(
         self,
@@ -569,11 +575,17 @@ class ControlPlane:
         args: dict[str, Any] | None,
         *,
         principal: Caller | None,
+        waited: bool = False,
     ) -> ToolResult:
-        _caller(principal)
+        caller = _caller(principal)
         spec, parsed = parse_args(tool, args)
         live = self._live.setdefault(session_id, _Live())
+        waited = waited or live.lock.locked()  # queued behind another action of the session
         async with live.lock:  # taken before any await: requests keep their arrival order
+            # 1. A call that waited is checked again, as authentication checked it when it
+            #    arrived: disabled, revoked or at high risk meanwhile, it does not run.
+            if waited:
+                await asyncio.to_thread(self.access.recheck, caller)
             try:
                 session = await asyncio.to_thread(self._active_session, session_id, principal)
             except SessionGoneError:

@@ -48,6 +48,7 @@ from corral.access import (
     PoolAssignments,
     RequestFacts,
     ToolAction,
+    approval_preview,
     build_context,
     directory_records,
     pool_record,
@@ -57,9 +58,10 @@ from corral.access import (
     tool_args,
     validate_policy_name,
 )
+from corral.access.rewrite import Rewritten, rewrite_names
 from corral.access.schema import SESSION_ACTIONS
 from corral.domain.access import Caller, CallerKind
-from corral.domain.identity import Risk
+from corral.domain.identity import Risk, Role
 from corral.domain.models import Pool, Session
 from corral.domain.policy import (
     Approval,
@@ -75,7 +77,7 @@ from corral.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from corral.service.tools import TOOLS
+from corral.service.tools import TOOLS, parse_args
 from corral.store import Store
 
 __all__ = ["PolicyService", "Target", "denial_hint", "tool_actions"]
@@ -84,7 +86,9 @@ log = logging.getLogger("corral.policy")
 
 SYSTEM_PREFIX = "system-"
 APPROVAL_WAIT_S = 15 * 60  # how long a sponsor has to answer
-APPROVAL_VALID_S = 15 * 60  # how long an answer stands
+APPROVAL_VALID_S = 15 * 60  # how long an answer stands (unless a policy says otherwise)
+APPROVAL_MAX_USES = 1000  # @approval_uses("N") at most
+APPROVAL_MAX_WINDOW_S = 24 * 3600  # @approval_window("SECONDS") at most
 _CACHE = 2048
 
 
@@ -148,6 +152,54 @@ class _Lru(OrderedDict[Any, Any]):
         while len(self) > self.size:
             self.popitem(last=False)
         return value
+
+
+def _positive(name: str, value: str, most: int) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = 0
+    if not 1 <= number <= most:
+        raise InvalidInputError(
+            f"@{name}({value!r}) is not a whole number from 1 to {most}",
+            hint=f'write e.g. @{name}("{min(most, 3)}")',
+        )
+    return number
+
+
+def approval_terms(
+    annotations: Iterable[Mapping[str, str]], default_window_s: int
+) -> tuple[int | None, int]:
+    """(uses, window in seconds) of an approval the forbids with these annotations ask for.
+
+    Single use, standing `default_window_s` after the answer, unless the policies say:
+    `@approval_uses("N")` lets N identical requests through; `@approval_window("S")` makes
+    the answer stand S seconds, and alone (no use count) lets any number through within them.
+    Several forbids: the strictest of each."""
+    uses: list[int] = []
+    windows: list[int] = []
+    for found in annotations:
+        if "approval_uses" in found:
+            uses.append(_positive("approval_uses", found["approval_uses"], APPROVAL_MAX_USES))
+        if "approval_window" in found:
+            windows.append(
+                _positive("approval_window", found["approval_window"], APPROVAL_MAX_WINDOW_S)
+            )
+    window = min(windows) if windows else default_window_s
+    if uses:
+        return min(uses), window
+    return (None if windows else 1), window
+
+
+def _canonical_args(action: str, args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A tool's arguments as the tool runs them (validated, defaults filled in): what an
+    approval covers, whatever order or defaults the caller sent."""
+    if action in TOOLS:
+        try:
+            return dict(parse_args(action, dict(args or {}))[1].model_dump(mode="json"))
+        except CorralError:
+            pass
+    return dict(args or {})
 
 
 def denial_hint(decision: Decision, controls: Controls | None) -> str | None:
@@ -273,7 +325,7 @@ class PolicyService:
             session = target.session
             owner = snap.view.principal(session.owner) if session.owner else None
             agent = snap.view.agents.get(session.owner or "")
-            sponsors = snap.view.sponsor_names(agent) if agent else []
+            sponsors = snap.view.sponsor_ids(agent) if agent else []
             records = session_records(session, owner, sponsors)
             if extra:
                 return self.engine.extend(snap.entities, [*records, *extra])
@@ -292,8 +344,8 @@ class PolicyService:
             return Target(EntityRef("Pool", name))
         found = self.store.pool_assignments(name)
         assigned = PoolAssignments(
-            agents=tuple(a.agent for a in found if a.agent),
-            groups=tuple(a.group for a in found if a.group),
+            agents=tuple(a.agent_id for a in found if a.agent_id),
+            groups=tuple(a.group_id for a in found if a.group_id),
         )
         return Target(EntityRef("Pool", name), (pool_record(pool, assigned),))
 
@@ -307,9 +359,9 @@ class PolicyService:
     def collection(kind: Literal["Directory", "Policy", "AuditLog", "Image"], name: str) -> Target:
         return Target(EntityRef(kind, name))
 
-    def _agent_target(self, agent_id: str) -> Target:
-        agent = self._current().view.agents.get(agent_id)
-        return Target(EntityRef("Agent", agent.name if agent else agent_id))
+    @staticmethod
+    def _agent_target(agent_id: str) -> Target:
+        return Target(EntityRef("Agent", agent_id))
 
     # -- the one enforcement function ----------------------------------------------------------
     def authorize(
@@ -398,42 +450,91 @@ class PolicyService:
         if not with_approval.allowed:
             return decision
         return self._approval(
-            agent.id, principal, action, target, context_args, facts.now, decision, with_approval
+            snap,
+            agent.id,
+            principal,
+            action,
+            target,
+            args,
+            context_args,
+            facts.now,
+            decision,
+            with_approval,
         )
 
     def _approval(
         self,
+        snap: _Snapshot,
         agent_id: str,
         principal: EntityRef,
         action: str,
         target: Target,
         args: Mapping[str, Any] | None,
+        policy_args: Mapping[str, str] | None,
         now: datetime,
         held: Decision,
         approved: Decision,
     ) -> Decision:
-        digest = request_digest(principal, action, target.ref, args)
+        """The answer to a request only a sponsor's approval would allow (`held` now,
+        `approved` with the approval):
+        1. The approval covers this exact request: principal, action, resource and every
+           argument in canonical form (content by hash; `request_digest`).
+        2. An approved one that has uses left lets it through and counts the use (a
+           conditional update: two requests racing for the last use do not both win).
+        3. Else a pending (or denied) one of the same request answers; none: a new pending
+           one is recorded with what the sponsor reads (`approval_preview`) and the terms the
+           holding forbids set (single use by default)."""
+        canonical = _canonical_args(action, args)
+        digest = request_digest(principal, action, target.ref, canonical)
         found = self.store.approval_for(agent_id, digest, now)
+        if found is not None and found.state is ApprovalState.APPROVED:
+            if self.store.use_approval(found.id, now):
+                return replace(approved, approval_id=found.id, approval_state=found.state.value)
+            found = None  # its last use went to another request: ask again
         if found is None:
-            found = self.store.create_approval(
-                Approval(
-                    id=f"ap-{secrets.token_hex(8)}",
-                    agent_id=agent_id,
-                    session_id=target.session.id if target.session else None,
-                    action=action,
-                    resource=str(target.ref),
-                    digest=digest,
-                    detail={k: v for k, v in (args or {}).items() if isinstance(v, str)},
-                    state=ApprovalState.PENDING,
-                    requested_at=now,
-                    expires_at=now + self.approval_wait,
-                    policies=held.policies,
-                )
+            found = self._new_approval(
+                snap, agent_id, principal, action, target, canonical, policy_args, now, held
             )
-            log.info("approval %s requested by %s for %s", found.id, principal, action)
-        if found.state is ApprovalState.APPROVED:
-            return replace(approved, approval_id=found.id, approval_state=found.state.value)
         return replace(held, approval_id=found.id, approval_state=found.state.value)
+
+    def _new_approval(
+        self,
+        snap: _Snapshot,
+        agent_id: str,
+        principal: EntityRef,
+        action: str,
+        target: Target,
+        canonical: Mapping[str, Any],
+        policy_args: Mapping[str, str] | None,
+        now: datetime,
+        held: Decision,
+    ) -> Approval:
+        default_window = int(self.approval_valid.total_seconds())
+        try:
+            max_uses, window_s = approval_terms(
+                (snap.policies.annotations.get(pid, {}) for pid in held.policies), default_window
+            )
+        except InvalidInputError:  # a bad annotation (stored before it was checked): strictest
+            max_uses, window_s = 1, default_window
+        found = self.store.create_approval(
+            Approval(
+                id=f"ap-{secrets.token_hex(8)}",
+                agent_id=agent_id,
+                session_id=target.session.id if target.session else None,
+                action=action,
+                resource=str(target.ref),
+                digest=request_digest(principal, action, target.ref, canonical),
+                detail=approval_preview(action, canonical, policy_args),
+                state=ApprovalState.PENDING,
+                requested_at=now,
+                expires_at=now + self.approval_wait,
+                policies=held.policies,
+                max_uses=max_uses,
+                window_s=window_s,
+            )
+        )
+        log.info("approval %s requested by %s for %s", found.id, principal, action)
+        return found
 
     def require(
         self,
@@ -531,6 +632,9 @@ class PolicyService:
             Controls.from_annotations(
                 {str(k): str(v) for k, v in est.get("annotations", {}).items()}
             )
+        default = int(self.approval_valid.total_seconds())
+        for statement in parsed.values():  # approval terms must make sense before they count
+            approval_terms([statement.get("annotations") or {}], default)
 
     def list_policies(self, *, principal: Caller | None) -> list[StoredPolicy]:
         self._admin(principal, "read_policies", self.collection("Policy", "all"))
@@ -547,11 +651,29 @@ class PolicyService:
     def add_policy(
         self, name: str, text: str, *, principal: Caller | None, replace: bool = False
     ) -> StoredPolicy:
+        return self.add_policy_explained(name, text, principal=principal, replace=replace)[0]
+
+    def add_policy_explained(
+        self, name: str, text: str, *, principal: Caller | None, replace: bool = False
+    ) -> tuple[StoredPolicy, Rewritten]:
+        """Add (or replace) a policy; users, agents and groups it names by name are stored by
+        their ids (the notes say which), and entities that match nothing are warned about."""
         who = self._admin(principal, "manage_policies", self.collection("Policy", name))
         self.validate(name, text)
-        added = self.store.add_policy(name, text, actor=who.id, replace=replace)
+        rewritten = self.rewrite(text)
+        added = self.store.add_policy(name, rewritten.text, actor=who.id, replace=replace)
         log.info("policy %s %s by %s", name, "replaced" if replace else "added", who.id)
-        return added
+        return added, rewritten
+
+    def rewrite(self, text: str) -> Rewritten:
+        """`text` naming directory entities by id; what was renamed and what matches nothing
+        (users, agents, groups, pools and roles)."""
+        snap = self._current()
+        others = {
+            "Pool": {p.name for p in self.store.list_pools()},
+            "Role": {r.value for r in Role},
+        }
+        return rewrite_names(text, snap.view.names(), others)
 
     def remove_policy(self, name: str, *, principal: Caller | None) -> StoredPolicy:
         who = self._admin(principal, "manage_policies", self.collection("Policy", name))
@@ -586,8 +708,13 @@ class PolicyService:
         """
         self._admin(caller, "read_policies", self.collection("Policy", "all"))
         snap = self._current()
+        # The principal (and an Agent resource) as enforcement sees it: the entity of its id,
+        # whether written by id or by its name.
+        names = snap.view.names()
+        principal = names.resolve(principal) or principal
+        resource = names.resolve(resource) or resource
         target = self._target_for_test(resource)
-        agent = snap.view.agent_named(principal.id) if principal.type == "Agent" else None
+        agent = snap.view.agents.get(principal.id) if principal.type == "Agent" else None
         ctx = build_context(
             risk=agent.risk if agent else Risk.NONE,
             facts=RequestFacts(self.now()),
@@ -680,7 +807,7 @@ class PolicyService:
         target = self._agent_target(found.agent_id)
         who = self._admin(principal, "approve", target)
         decided = self.store.decide_approval(
-            approval_id, approve=approve, by=who.id, now=self.now(), valid_for=self.approval_valid
+            approval_id, approve=approve, by=who.id, now=self.now()
         )
         log.info("approval %s %s by %s", approval_id, decided.state.value, who.id)
         return decided

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, and_, delete, insert, or_, select, update
 
 from corral.domain.policy import (
     Approval,
@@ -64,6 +64,7 @@ __all__ = [
     "set_policy_enabled",
     "set_session_controls",
     "unassign_pool",
+    "use_approval",
     "version",
     "versions",
 ]
@@ -334,6 +335,8 @@ def list_assignments(conn: Connection, pool: str | None = None) -> list[PoolAssi
             groups.c.name.label("group"),
             pool_assignments.c.created_by,
             pool_assignments.c.created_at,
+            pool_assignments.c.agent_id,
+            pool_assignments.c.group_id,
         )
         .select_from(
             pool_assignments.outerjoin(
@@ -345,7 +348,15 @@ def list_assignments(conn: Connection, pool: str | None = None) -> list[PoolAssi
     if pool is not None:
         query = query.where(pool_assignments.c.pool == pool)
     return [
-        PoolAssignment(r["pool"], r["agent"], r["group"], r["created_by"], r["created_at"])
+        PoolAssignment(
+            r["pool"],
+            r["agent"],
+            r["group"],
+            r["created_by"],
+            r["created_at"],
+            r["agent_id"],
+            r["group_id"],
+        )
         for r in conn.execute(query).mappings()
     ]
 
@@ -368,6 +379,9 @@ def _approval(row: RowMapping) -> Approval:
         expires_at=row["expires_at"],
         decided_by=row["decided_by"],
         decided_at=row["decided_at"],
+        uses=int(row["uses"]),
+        max_uses=None if row["max_uses"] is None else int(row["max_uses"]),
+        window_s=int(row["window_s"]),
     )
 
 
@@ -385,6 +399,9 @@ def create_approval(conn: Connection, approval: Approval) -> Approval:
             state=approval.state.value,
             requested_at=approval.requested_at,
             expires_at=approval.expires_at,
+            uses=approval.uses,
+            max_uses=approval.max_uses,
+            window_s=approval.window_s,
         )
     )
     return approval
@@ -400,7 +417,8 @@ def get_approval(conn: Connection, approval_id: str) -> Approval:
 
 
 def approval_for(conn: Connection, agent_id: str, digest: str, now: datetime) -> Approval | None:
-    """The newest approval of this request shape that has not expired (any state but expired)."""
+    """The newest approval of this exact request that still counts: not expired, and not an
+    approval whose uses are spent (the next identical request asks again)."""
     row = (
         conn.execute(
             select(approvals)
@@ -409,6 +427,7 @@ def approval_for(conn: Connection, agent_id: str, digest: str, now: datetime) ->
                 approvals.c.digest == digest,
                 approvals.c.state != ApprovalState.EXPIRED.value,
                 approvals.c.expires_at > now,
+                or_(approvals.c.max_uses.is_(None), approvals.c.uses < approvals.c.max_uses),
             )
             .order_by(approvals.c.requested_at.desc(), approvals.c.id)
             .limit(1)
@@ -433,6 +452,24 @@ def list_approvals(
     return [_approval(r) for r in conn.execute(query).mappings()]
 
 
+def use_approval(conn: Connection, approval_id: str, now: datetime) -> bool:
+    """Count one use of an approved, unexpired approval that has uses left; False if it has
+    none (spent by a concurrent request, or expired). Conditional, so two requests racing for
+    the last use do not both get it."""
+    return bool(
+        conn.execute(
+            update(approvals)
+            .where(
+                approvals.c.id == approval_id,
+                approvals.c.state == ApprovalState.APPROVED.value,
+                approvals.c.expires_at > now,
+                or_(approvals.c.max_uses.is_(None), approvals.c.uses < approvals.c.max_uses),
+            )
+            .values(uses=approvals.c.uses + 1)
+        ).rowcount
+    )
+
+
 def expire_approvals(conn: Connection, now: datetime) -> int:
     """Mark every approval past its expiry as expired; how many were."""
     return int(
@@ -454,9 +491,8 @@ def decide_approval(
     approve: bool,
     by: str,
     now: datetime,
-    valid_for: timedelta,
 ) -> Approval:
-    """Answer a pending approval; it then stands (approved or denied) for `valid_for`.
+    """Answer a pending approval; it then stands (approved or denied) for its `window_s`.
 
     Only a pending, unexpired approval can be answered, once: the update is conditional, so two
     sponsors answering at once do not both win.
@@ -478,7 +514,12 @@ def decide_approval(
                 approvals.c.state == ApprovalState.PENDING.value,
             )
         )
-        .values(state=state.value, decided_by=by, decided_at=now, expires_at=now + valid_for)
+        .values(
+            state=state.value,
+            decided_by=by,
+            decided_at=now,
+            expires_at=now + timedelta(seconds=found.window_s),
+        )
     ).rowcount
     if not changed:
         raise ConflictError(f"approval {approval_id} was answered meanwhile")

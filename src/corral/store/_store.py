@@ -615,14 +615,16 @@ class Store:
         return self._read(lambda c: _policies.list_approvals(c, state=state, agent_ids=agent_ids))
 
     def decide_approval(
-        self, approval_id: str, *, approve: bool, by: str, now: datetime, valid_for: timedelta
+        self, approval_id: str, *, approve: bool, by: str, now: datetime
     ) -> Approval:
         self.expire_approvals(now)  # committed on its own: an answer too late still expires it
         return self._write(
-            lambda c: _policies.decide_approval(
-                c, approval_id, approve=approve, by=by, now=now, valid_for=valid_for
-            )
+            lambda c: _policies.decide_approval(c, approval_id, approve=approve, by=by, now=now)
         )
+
+    def use_approval(self, approval_id: str, now: datetime) -> bool:
+        """Count one use of an approved approval; False if it has none left."""
+        return self._write(lambda c: _policies.use_approval(c, approval_id, now))
 
     def expire_approvals(self, now: datetime) -> int:
         return self._write(lambda c: _policies.expire_approvals(c, now))

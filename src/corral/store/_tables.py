@@ -422,6 +422,11 @@ approvals = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("decided_by", String(64), nullable=True),
     Column("decided_at", UTCDateTime, nullable=True),
+    # single use by default; a policy may allow N uses (max_uses) or any number (NULL) within
+    # the window an answer stands (window_s)
+    Column("uses", Integer, nullable=False, server_default="0"),
+    Column("max_uses", Integer, nullable=True, server_default="1"),
+    Column("window_s", Integer, nullable=False, server_default="900"),
     CheckConstraint(_one_of("state", [s.value for s in ApprovalState]), name="state"),
     Index(None, "agent_id", "digest"),
     Index(None, "state"),
