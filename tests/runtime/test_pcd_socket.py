@@ -183,3 +183,33 @@ def test_the_host_socket_is_out_of_reach_and_its_descriptor_cannot_be_stolen(
         assert len(tries) >= 4, found  # tini and pcd, both ways
         assert "ok" not in tries.values(), found
     assert rt.health(target.id).ok
+
+
+# Open pcd's memory from inside the PC (found by review: agents run as pcd's user).
+PEEK = r"""
+import json, os
+for pid in os.listdir("/proc"):
+    if not pid.isdigit() or pid == str(os.getpid()):
+        continue
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        continue
+    if b"tini" in argv[0] or not any(b"corral-pcd" in a for a in argv[:3]):
+        continue
+    try:
+        with open(f"/proc/{pid}/mem", "rb") as mem:
+            print(json.dumps({"pid": pid, "opened": True}))
+    except PermissionError as exc:
+        print(json.dumps({"pid": pid, "opened": False, "error": str(exc)}))
+"""
+
+
+def test_pcd_memory_cannot_be_opened_from_inside_the_pc(rt: PCRuntime, target: PCInfo) -> None:
+    with rt.client(target.id) as client:
+        seen = [json.loads(line) for line in _run(client, ["python3", "-c", PEEK]).splitlines()]
+        assert len(seen) == 1, seen  # found pcd (and only it)
+        assert seen[0]["opened"] is False, seen
+        # control: the agent's own processes stay dumpable, so the check above is not vacuous
+        own = _run(client, ["python3", "-c", "open('/proc/self/mem', 'rb'); print('ok')"])
+        assert own.strip() == "ok"

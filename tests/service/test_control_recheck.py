@@ -133,9 +133,7 @@ async def test_a_call_waiting_for_approval_does_not_run_once_refused(
     answering = asyncio.create_task(meanwhile())
     error, code = CHANGES[change]
     with pytest.raises(error) as refused:
-        await c.act(
-            mine.id, "run_command", {"command": "curl:0"}, principal=bot, approval_wait_s=10
-        )
+        await c.act(mine.id, "run_command", {"argv": ["curl:0"]}, principal=bot, approval_wait_s=10)
     await answering
     assert refused.value.code == code
     assert gate.runtime.ran == []

@@ -457,8 +457,11 @@ def test_controls_hold_against_the_tools_that_step_around_them(world: World) -> 
                 denied = p.authorize(who, tool, pc, args=args)
                 assert not denied.allowed, (name, tool)
                 assert "system-session-controls-hold" in _why(denied), (name, denied)
-        # a program with no arguments stays (its window takes only mouse and keyboard)
-        assert p.authorize(caller, "launch_app", pc, args={"command": ["xterm"]}).allowed
+        # a program with no arguments stays (its window takes only mouse and keyboard), but
+        # not a bare terminal or browser: typed commands and URLs would step around the controls
+        assert p.authorize(caller, "launch_app", pc, args={"command": ["xclock"]}).allowed
+        for bare in (["xterm"], ["chromium"], ["x-www-browser"], ["/tmp/xclock"]):
+            assert not p.authorize(caller, "launch_app", pc, args={"command": bare}).allowed
         with pytest.raises(PermissionDeniedError, match="allow_alongside"):
             p.require(caller, "run_command", pc, args={"argv": ["xclip", "-o"]})
     # without controls nothing changes
@@ -509,6 +512,12 @@ def test_a_permit_may_allow_the_tools_alongside_the_controls(world: World) -> No
         {"argv": ["/usr/bin/env", "curl", "https://x/"]},
         {"argv": ["sh", "-c", "curl https://x/"]},
         {"argv": ["xargs", "curl"]},
+        # found by review: versioned interpreters, launchers, and a copy named otherwise
+        {"argv": ["python3.11", "-c", "import os; os.system('curl https://x/')"]},
+        {"argv": ["perl5.36.0", "-e", "system('curl https://x/')"]},
+        {"argv": ["dbus-run-session", "--", "curl", "https://x/"]},
+        {"argv": ["tar", "cf", "/dev/null", "--checkpoint-action=exec=curl https://x/", "."]},
+        {"argv": ["/tmp/ls", "https://x/"]},
     ],
 )
 def test_a_program_rule_holds_against_every_spelling(world: World, args: dict[str, Any]) -> None:
@@ -525,6 +534,9 @@ def test_a_program_rule_holds_against_every_spelling(world: World, args: dict[st
     assert _why(shell) == ("system-program-rules-need-argv",)
     with pytest.raises(PermissionDeniedError, match="argv"):
         p.require(world.bot, "run_command", pc, args={"command": "ls"})
+    # a copy outside the system folders is not the program its name says (cp /bin/sh /tmp/ls)
+    copy = p.authorize(world.bot, "run_command", pc, args={"argv": ["/tmp/ls", "-l"]})
+    assert _why(copy) == ("system-program-rules-need-argv",)
     # the rule gone, shell mode is back
     p.remove_policy("no-curl", principal=world.admin)
     assert p.authorize(world.bot, "run_command", pc, args={"command": "ls"}).allowed

@@ -65,7 +65,7 @@ def test_the_sponsor_reads_what_it_approves(world: World) -> None:
     content = "".join(f"line {i}\n" for i in range(1, 9))
     wrote = _held(p, world.bot, "write_file", pc, path="notes/todo.txt", content=content)
     detail = world.store.get_approval(wrote).detail
-    assert detail["path"] == "notes/todo.txt"
+    assert detail["path"] == "/home/user/notes/todo.txt"  # as pcd resolves it
     assert detail["size"] == f"{len(content)} bytes"
     assert detail["first_lines"] == "line 1\nline 2\nline 3\nline 4\nline 5 ..."
     assert detail["content_sha256"] == hashlib.sha256(content.encode()).hexdigest()

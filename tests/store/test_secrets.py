@@ -17,6 +17,7 @@ from corral.errors import StoreSecurityError
 from corral.identity.passwords import new_totp
 from corral.store import Store
 from corral.store._engine import sqlite_path
+from corral.store._secrets import SEALED_COLUMNS
 from corral.store._tables import oidc_providers, ssf_receivers, users
 
 JWKS = {
@@ -194,6 +195,10 @@ def test_a_missing_key_file_is_a_clear_error(store: Store, db_url: str) -> None:
     key_file.unlink()
     with pytest.raises(StoreSecurityError, match="missing"):
         store.get_user_secrets(user_id)
+    # a write while running does not quietly start a new key either
+    with pytest.raises(StoreSecurityError, match="missing"):
+        store.keys.seal("new secret", SEALED_COLUMNS[0], "row-1")
+    assert not key_file.exists()
     again = Store(db_url, key_file=key_file)
     try:
         with pytest.raises(StoreSecurityError, match=r"missing, and 4 secret\(s\)"):
@@ -207,7 +212,9 @@ def test_a_wrong_key_file_refuses_to_start(store: Store, db_url: str, tmp_path: 
     _fill(store)
     other = Store(db_url, key_file=tmp_path / "elsewhere" / "secrets.key")
     try:
-        assert other.keys.current  # a key file of its own, not the one that sealed the rows
+        assert (
+            other.keys.create_if_missing()
+        )  # a key file of its own, not the one that sealed the rows
         with pytest.raises(StoreSecurityError, match="does not hold"):
             other.migrate()
     finally:

@@ -32,7 +32,10 @@ SHOWN = (
             "plain ascii, [brackets] and \\ backslashes",
             "plain ascii, [brackets] and \\ backslashes",
         ),
-        ("ünïcödé 日本語 emoji 🙂 nbsp\u00a0", "ünïcödé 日本語 emoji 🙂 nbsp\u00a0"),
+        ("ünïcödé 日本語 emoji 🙂", "ünïcödé 日本語 emoji 🙂"),
+        # spaces that pass for a plain one, variation selectors, blank and private glyphs
+        ("nbsp\u00a0em\u2003ideo\u3000", "nbsp\\xa0em\\u2003ideo\\u3000"),
+        ("x\ufe0fy\U000e0100\u17b4\u2800\ue000", "x\\ufe0fy\\U000e0100\\u17b4\\u2800\\ue000"),
         ("\x00\x07\x08\t\r\n\x7f", "\\x00\\x07\\x08\\x09\\x0d\\x0a\\x7f"),
         ("\x1b]8;;https://x\x07", "\\x1b]8;;https://x\\x07"),  # an OSC 8 hyperlink
         ("\x9b31m", "\\x9b31m"),  # the one-byte C1 CSI

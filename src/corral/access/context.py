@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import posixpath
+import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -80,8 +81,21 @@ RUNS_OTHER_PROGRAMS = frozenset(
         # interpreters
         "python", "python3", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh", "wish",
         "awk", "gawk", "mawk", "nawk", "expect", "vim", "vi", "nvim", "emacs", "ed", "sed",
+        # programs that run a command or open anything from their options or their input
+        "dbus-run-session", "tar", "zip", "git", "make", "ssh", "rsync", "less", "more", "man",
+        "xdotool", "openbox", "startx", "xinit",
+        # browsers: a bare one still takes any typed URL
+        "chromium", "chromium-browser", "x-www-browser", "www-browser", "sensible-browser",
+        "firefox", "firefox-esr",
     }
 )  # fmt: skip
+#: versioned interpreter names (python3.11, perl5.36.0, ...): they run other programs too
+_VERSIONED_INTERPRETER = re.compile(r"(python|perl|ruby|php|lua|node|tclsh|wish)[0-9.]*")
+
+
+def runs_other_programs(program: str) -> bool:
+    """Whether what `program` runs is decided by its arguments or input, not by its name."""
+    return program in RUNS_OTHER_PROGRAMS or _VERSIONED_INTERPRETER.fullmatch(program) is not None
 
 
 def _ref(kind: str, ident: str) -> dict[str, Any]:
@@ -415,7 +429,11 @@ def _program(word: str, home: str) -> tuple[str, str]:
     PC's PATH (PC_PATH: system folders only the image writes), and program_path is the word."""
     if "/" in word:
         path = posixpath.normpath(word if word.startswith("/") else f"{home}/{word}")
-        return posixpath.basename(path), path
+        if posixpath.dirname(path) in PC_PATH:
+            return posixpath.basename(path), path
+        # outside the system folders (a copy in /tmp named `ls`): the name proves nothing, so
+        # the program is its whole path, which no rule on a bare name matches
+        return path, path
     return word, word
 
 
@@ -441,8 +459,8 @@ def _command_args(argv: list[str], *, line: bool, home: str) -> dict[str, Any]:
         out["command"] = shlex.join(argv)
     if argv and argv[0]:
         out["program"], out["program_path"] = _program(argv[0], home)
-        if out["program"] in RUNS_OTHER_PROGRAMS:
-            out["shell"] = True
+        if runs_other_programs(out["program"]) or "/" in out["program"]:
+            out["shell"] = True  # what runs is decided by arguments, input or an unknown file
     return out
 
 
@@ -564,13 +582,16 @@ def _cut(text: str) -> str:
 
 
 def approval_preview(
-    tool: str, args: Mapping[str, Any], policy_args: Mapping[str, str] | None = None
+    tool: str, args: Mapping[str, Any], policy_args: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
     """What a sponsor reads before answering: the arguments policy saw, and every argument of
     the request, long text cut with its size and hash (typed or clipboard text: the text; a
     file: its path, size in bytes and first lines). The approval covers the full arguments
     (`request_digest`), so the hash names exactly what was approved."""
-    out: dict[str, str] = {k: _cut(v) for k, v in (policy_args or {}).items()}
+    out: dict[str, str] = {  # policy sees argv, argc and shell too: shown as JSON
+        k: _cut(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
+        for k, v in (policy_args or {}).items()
+    }
     for key, value in sorted(args.items()):
         if value is None or key in out:
             continue

@@ -121,7 +121,8 @@ SYSTEM_POLICIES: tuple[NamedPolicy, ...] = (
     NamedPolicy(
         "system-session-controls-hold",
         "// A session with no_clipboard, no_file_transfer or allowed_hosts refuses the tools that\n"
-        "// step around them (a shell runs xclip or base64, `chromium URL` opens any host) unless\n"
+        "// step around them (a shell runs xclip or base64, `chromium URL` opens any host; a bare\n"
+        "// terminal or browser takes typed commands and URLs) unless\n"
         '// a permit of its acquire says @allow_alongside("run_command launch_app").\n'
         'forbid (principal, action in [Action::"run_command", Action::"launch_app"], resource)\n'
         "when {\n  context has controls &&\n"
@@ -131,7 +132,8 @@ SYSTEM_POLICIES: tuple[NamedPolicy, ...] = (
         '    !context.controls.allow_alongside.contains("run_command")) ||\n'
         '   (action == Action::"launch_app" &&\n'
         '    !context.controls.allow_alongside.contains("launch_app") &&\n'
-        "    !(context has args && context.args has argc && context.args.argc <= 1)))\n};",
+        "    !(context has args && context.args has argc && context.args.argc <= 1 &&\n"
+        "      context.args has shell && !context.args.shell)))\n};",
     ),
     NamedPolicy(
         "system-program-rules-need-argv",

@@ -15,11 +15,19 @@ import unicodedata
 __all__ = ["visible"]
 
 # Categories shown as escapes: control (C0, DEL, C1), format (bidi controls, zero-width
-# characters, tag characters), surrogates (from undecodable bytes), line and paragraph separators.
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# characters, tag characters), surrogates (from undecodable bytes), private use and unassigned
+# code points (no agreed glyph), line and paragraph separators, and spaces other than the ASCII
+# one (NBSP, the em/en spaces, U+3000: they pass for a plain space).
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
 # Letters and marks that draw nothing, used to hide or spoof text (Hangul fillers, the combining
-# grapheme joiner, the Mongolian vowel separator in older Unicode versions).
-_INVISIBLE = frozenset({0x034F, 0x115F, 0x1160, 0x180E, 0x3164, 0xFFA0})
+# grapheme joiner, the Mongolian vowel separator and free variation selectors, the Khmer
+# inherent vowels, the blank Braille pattern).
+_INVISIBLE = frozenset(
+    {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180E, 0x180F, 0x2800}
+    | {0x3164, 0xFFA0}
+    | set(range(0xFE00, 0xFE10))  # variation selectors
+    | set(range(0xE0100, 0xE01F0))  # variation selectors supplement
+)
 
 
 def _escape(ch: str) -> str:
@@ -44,7 +52,7 @@ def visible(text: str, *, keep_newlines: bool = False) -> str:
         if ch == "\n" and keep_newlines:
             out.append(ch)
         elif ord(ch) in _INVISIBLE or (
-            not ch.isprintable() and unicodedata.category(ch) in _ESCAPED_CATEGORIES
+            ch != " " and unicodedata.category(ch) in _ESCAPED_CATEGORIES
         ):
             out.append(_escape(ch))
         else:

@@ -76,8 +76,22 @@ def child_env(display: str) -> dict[str, str]:
     return env
 
 
+def _not_dumpable() -> None:
+    """Agents run as pcd's own user, so without this they could open /proc/<pcd>/mem and make
+    the real pcd answer what they like (or take its listener). Non-dumpable, pcd's /proc files
+    belong to root of the PC's user namespace and ptrace-class access needs CAP_SYS_PTRACE,
+    which nothing in a PC has. Children reset it at exec, so what pcd starts is unaffected."""
+    import ctypes
+
+    pr_set_dumpable = 4
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        raise SystemExit(f"pcd: prctl(PR_SET_DUMPABLE, 0) failed: errno {ctypes.get_errno()}")
+
+
 def main(argv: list[str] | None = None) -> None:
     t0 = time.monotonic()
+    _not_dumpable()
     options = parse_argv(sys.argv[1:] if argv is None else argv)
     try:
         geometry = xvfb.parse_geometry(options["geometry"])

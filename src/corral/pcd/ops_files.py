@@ -16,7 +16,7 @@ from .safepath import DIR_FLAGS, Target, is_symlink, open_parent, parse, step_er
 
 DEFAULT_READ = 16 << 20
 MAX_READ = 64 << 20
-MAX_ENTRIES = 100_000
+MAX_ENTRIES = 10_000
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 
 Result = tuple[dict[str, Any], bytes]

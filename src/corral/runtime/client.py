@@ -43,7 +43,7 @@ _MAX_HEADER = 1 << 20  # an answer header of any op with no bigger promise
 _PCD_DEFAULT_READ, _PCD_MAX_READ = 16 << 20, 64 << 20  # read_file max_bytes
 _PCD_DEFAULT_OUTPUT, _PCD_MAX_OUTPUT = 1 << 20, 16 << 20  # run max_output, per stream
 _PCD_MAX_CLIPBOARD = 16 << 20
-_PCD_MAX_ENTRIES, _NAME_MAX = 100_000, 255  # list_dir
+_PCD_MAX_ENTRIES, _NAME_MAX = 10_000, 255  # list_dir (a hostile header costs ~20x its size parsed)
 _LIST_HEADER = 64 << 20  # processes, list_windows: lists pcd does not cap itself
 _MAX_SCREEN = (7680, 4320)  # the largest screen a PC can have (pcs._SCREEN_LIMITS)
 

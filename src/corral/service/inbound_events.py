@@ -32,7 +32,7 @@ from corral.domain.access import SYSTEM
 from corral.domain.events import CREDENTIAL_CHANGE, RISK_LEVEL_CHANGE, SESSION_REVOKED
 from corral.domain.federation import FederatedSubject, OidcProvider
 from corral.domain.identity import Risk
-from corral.errors import NotFoundError, SessionGoneError
+from corral.errors import NotFoundError, PermissionDeniedError, SessionGoneError
 from corral.identity.caep import (
     DEFAULT_MAX_AGE,
     KeysFor,
@@ -203,7 +203,10 @@ class EventReceiver:
         agent = await asyncio.to_thread(self.directory.get_agent, link.principal_id)
         if _RISK_ORDER.index(wanted) <= _RISK_ORDER.index(agent.risk):
             return f"risk stays {agent.risk.value}"
-        await asyncio.to_thread(self.directory.set_risk, agent.id, wanted)
+        try:  # the store compares again under its lock: a raise made meanwhile stands
+            await asyncio.to_thread(self.directory.set_risk, agent.id, wanted, may_lower=False)
+        except PermissionDeniedError:
+            return "risk stays (raised meanwhile)"
         return f"risk raised to {wanted.value}"
 
 

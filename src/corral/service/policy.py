@@ -470,7 +470,7 @@ class PolicyService:
         action: str,
         target: Target,
         args: Mapping[str, Any] | None,
-        policy_args: Mapping[str, str] | None,
+        policy_args: Mapping[str, Any] | None,
         now: datetime,
         held: Decision,
         approved: Decision,
@@ -505,7 +505,7 @@ class PolicyService:
         action: str,
         target: Target,
         canonical: Mapping[str, Any],
-        policy_args: Mapping[str, str] | None,
+        policy_args: Mapping[str, Any] | None,
         now: datetime,
         held: Decision,
     ) -> Approval:

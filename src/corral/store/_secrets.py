@@ -109,7 +109,10 @@ class StoreKeys:
     # -- sealing ---------------------------------------------------------------------------
 
     def seal(self, value: str, where: SealedColumn, row_id: str) -> str:
-        ring = self._load(create=True)
+        # Never create the key file here: one that vanished while running must stop writes,
+        # not start a new key that leaves every earlier secret unreadable (seal_on_start
+        # creates it, at start only).
+        ring = self._load(create=False)
         nonce = secrets.token_bytes(_NONCE)
         box = ring.keys[ring.current].encrypt(
             nonce, value.encode("utf-8"), _aad(ring.current, where, row_id)
@@ -137,6 +140,10 @@ class StoreKeys:
 
     @property
     def current(self) -> str:
+        return self._load(create=False).current
+
+    def create_if_missing(self) -> str:
+        """The current key id, making the key file first if there is none (start only)."""
         return self._load(create=True).current
 
     def key_ids(self) -> list[str]:
@@ -339,7 +346,7 @@ def seal_on_start(conn: Connection, keys: StoreKeys) -> int:
             "the database are sealed with it",
             hint=f"restore the key file from backup before starting ({_ROTATE_HINT})",
         )
-    known = set(keys.key_ids()) if keys.exists() else {keys.current}
+    known = set(keys.key_ids()) if keys.exists() else {keys.create_if_missing()}
     unknown = sorted(set(used) - known)
     if unknown:  # 2.
         raise StoreSecurityError(
