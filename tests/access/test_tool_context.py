@@ -166,6 +166,7 @@ def test_run_command_takes_argv_or_a_shell_line() -> None:
         "ls",
         "-l",
     ]
+    bad: dict[str, Any]
     for bad in ({}, {"argv": ["ls"], "command": "ls"}, {"argv": []}, {"argv": [""]}):
         with pytest.raises(InvalidInputError, match="run_command"):
             parse_args("run_command", bad)

@@ -757,7 +757,7 @@ async def test_gateway_tools_ask_authorize_and_obey_a_denial(world: World) -> No
 
         for tool, args in TOOL_ARGS.items():
             ops = len(world.runtime.ops)
-            with gate.watch(me, lambda action, tool=tool: action == tool) as asked:
+            with gate.watch(me, tool.__eq__) as asked:  # denies just `tool`
                 refused = await call(s, tool, args)
             assert _refused(refused), f"{tool}: {text(refused)}"
             assert asked.actions == {"read_session", tool}
@@ -819,7 +819,7 @@ async def test_session_server_tools_ask_authorize_and_obey_a_denial(world: World
         assert {t.name for t in (await s.list_tools()).tools} == set(TOOLS)
         for tool, args in TOOL_ARGS.items():
             ops = len(world.runtime.ops)
-            with gate.watch(me, lambda action, tool=tool: action == tool) as asked:
+            with gate.watch(me, tool.__eq__) as asked:  # denies just `tool`
                 refused = await call(s, tool, args)
             assert _refused(refused), f"{tool}: {text(refused)}"
             assert asked.actions == {"read_session", tool}

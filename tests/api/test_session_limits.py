@@ -8,8 +8,18 @@ from corral.domain.models import PCState, PoolSpec
 from .conftest import Client, Env
 
 
-def _pool(env: Env, admin: Client, name: str, n: int, **fields: int) -> None:
-    env.store.create_pool(PoolSpec(name=name, image="minimal", warm=0, max=n, **fields))
+def _pool(
+    env: Env, admin: Client, name: str, n: int, max_sessions_per_agent: int | None = None
+) -> None:
+    env.store.create_pool(
+        PoolSpec(
+            name=name,
+            image="minimal",
+            warm=0,
+            max=n,
+            max_sessions_per_agent=max_sessions_per_agent,
+        )
+    )
     for i in range(n):
         env.store.add_pc(name, f"pc-{name}-{i}", PCState.READY)
     assigned = admin("POST", f"/v1/pools/{name}/assignments", json={"agent": "bot"})

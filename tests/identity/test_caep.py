@@ -147,11 +147,17 @@ def test_corral_set_round_trip() -> None:
     }
     # a receiver holding Corral's JWKS verifies it
     seen: set[tuple[str, str]] = set()
+
+    def remember(issuer: str, jti: str) -> bool:
+        new = (issuer, jti) not in seen
+        seen.add((issuer, jti))
+        return new
+
     got = caep.verify_set(
         token,
         audience="rcv",
         provider_for=lambda iss: corral_as_provider(ring),
-        remember=lambda i, j: (i, j) not in seen and not seen.add((i, j)),
+        remember=remember,
         now=NOW,
     )
     assert got.type == RISK_LEVEL_CHANGE and got.subject["sub"] == "a-1" and got.jti == "j1"
@@ -238,7 +244,9 @@ def test_3_alg_none_and_hmac(idp: Idp) -> None:
         idp, craft({"typ": "secevent+jwt", "alg": "none", "kid": "k1"}, claims), "invalid_request"
     )
     # HMAC with the provider's public key as the secret: the classic confusion attack
-    secret = idp.key.as_dict(private=False)["x"].encode()
+    x = idp.key.as_dict(private=False)["x"]
+    assert isinstance(x, str)
+    secret = x.encode()
     forged = hmac_craft({"typ": "secevent+jwt", "alg": "HS256", "kid": "k1"}, claims, secret)
     assert "not allowed" in refused(idp, forged, "invalid_request")
     assert idp.seen == set()
@@ -304,7 +312,7 @@ def test_10_events(idp: Idp) -> None:
         RISK_LEVEL_CHANGE: {"current_level": "HIGH"},
         SESSION_REVOKED: {},
     }
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"events": two},
         {"events": {}},
         {"events": None},

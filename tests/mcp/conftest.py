@@ -7,13 +7,14 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvicorn
 from starlette.applications import Starlette
 
 from corral.mcp import mount_mcp
+from corral.service.control import ControlPlane
 from tests.mcp.fakes import FakeControl
 
 
@@ -45,7 +46,8 @@ class Served:
 async def serve(**mount_options: Any) -> AsyncIterator[Served]:
     control = FakeControl()
     app = Starlette()
-    mcp_lifespan = mount_mcp(app, control, **mount_options)
+    # FakeControl has the ControlPlane methods the MCP layer calls, not its type
+    mcp_lifespan = mount_mcp(app, cast(ControlPlane, control), **mount_options)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

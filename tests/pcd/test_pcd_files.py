@@ -7,7 +7,7 @@ import stat
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pcd_harness import PKG_PARENT, Client, Daemon
@@ -179,7 +179,10 @@ def test_error_mapping_for_a_full_disk() -> None:
     """ENOSPC/EDQUOT cannot be provoked without root; check the mapping write_file uses."""
     sys.path.insert(0, str(PKG_PARENT))
     try:
-        from pcd.errors import from_oserror
+        if TYPE_CHECKING:  # the same file, which mypy knows by its package name
+            from corral.pcd.errors import from_oserror
+        else:  # imported top-level, as a PC's python imports it
+            from pcd.errors import from_oserror
     finally:
         sys.path.remove(str(PKG_PARENT))
     import errno

@@ -105,7 +105,7 @@ def test_screenshot_matches_what_x_returns(client: Client, pcd: Daemon, recorder
 def test_screenshot_scales_to_fit(
     client: Client, limits: dict[str, int], size: tuple[int, int], scale: float
 ) -> None:
-    meta, png = client.call_blob("screenshot", **limits)
+    meta, png = client.call_blob("screenshot", b"", **limits)
     assert png_size(png) == size
     assert (meta["width"], meta["height"]) == size
     assert (meta["screen_width"], meta["screen_height"]) == (1280, 800)

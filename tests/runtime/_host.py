@@ -23,7 +23,7 @@ class HostSnapshot:
 
 
 def _cgroup_dirs() -> frozenset[str]:
-    found = set()
+    found: set[str] = set()
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         corral = hierarchy / "corral"
         if corral.is_dir():

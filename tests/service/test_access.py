@@ -5,7 +5,7 @@ next check, with no cache to expire."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -85,7 +85,7 @@ def test_each_refusal_has_its_own_message_and_code(stores: tuple[Store, Store]) 
     store, _ = stores
     sponsor = store.create_user("sponsor", roles={Role.SPONSOR})
     check = AccessEvaluator(store)
-    cases = (
+    cases: tuple[tuple[Callable[[str], object], str, str], ...] = (
         (lambda a: store.set_agent_enabled(a, False), "identity_disabled", "is disabled"),
         (store.revoke_tokens, "token_revoked", "revoked"),
         (lambda a: store.set_agent_risk(a, Risk.HIGH), "identity_high_risk", "at high risk"),

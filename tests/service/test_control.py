@@ -60,7 +60,7 @@ class FakeClient:
             rt.max_in_flight = max(rt.max_in_flight, rt.in_flight)
         try:
             line = shell if shell is not None else " ".join(argv or [])
-            name, _, delay = line.partition(":")
+            name, _sep, delay = line.partition(":")
             time.sleep(float(delay or 0))
             rt.ran.append(name)
         finally:

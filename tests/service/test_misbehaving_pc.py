@@ -25,7 +25,7 @@ from corral.service import control as control_module
 from corral.service.control import HEALTH_THREADS, RUNTIME_THREADS, ControlPlane
 from corral.store import Store
 
-from .test_control import ADMIN, FakeRuntime
+from .test_control import ADMIN, FakeClient, FakeRuntime, _Info
 
 pytestmark = pytest.mark.anyio
 
@@ -109,12 +109,16 @@ class HostileRuntime(FakeRuntime):
         self.hostile: dict[str, Path] = {}
         self.resets = 0
 
-    def reset(self, pc_id: str) -> object:
+    def reset(self, pc_id: str) -> _Info:
         with self.lock:
             self.resets += 1
         return super().reset(pc_id)
 
-    def client(self, pc_id: str, timeout: float = 30.0) -> object:
+    # The point of this fake: hostile PCs get the real PcdClient where FakeRuntime hands out
+    # FakeClients (the plane takes either; DesktopRuntime in tests/api does the same).
+    def client(  # type: ignore[override]
+        self, pc_id: str, timeout: float = 30.0
+    ) -> FakeClient | PcdClient:
         path = self.hostile.get(pc_id)
         if path is None:
             return super().client(pc_id, timeout)

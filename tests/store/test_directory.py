@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 
@@ -191,7 +192,7 @@ def test_groups(store: Store, alice: str) -> None:
 
 def test_every_access_change_bumps_the_version(store: Store, alice: str, bob: str) -> None:
     store.create_agent("bot", sponsors=["alice", "bob"], key=_key("k1"))
-    changes = [
+    changes: list[Callable[[], object]] = [
         lambda: store.set_agent_risk("bot", Risk.HIGH),
         lambda: store.set_agent_enabled("bot", False),
         lambda: store.remove_sponsor("bot", "bob"),
@@ -243,8 +244,8 @@ def test_concurrent_sponsor_removals_leave_no_enabled_orphan(store: Store) -> No
         agent = store.create_agent(f"bot{round_}", sponsors=["s1", "s2"])
         errors = _at_once(
             [
-                lambda a=agent.id: store.remove_sponsor(a, "s1"),
-                lambda a=agent.id: store.remove_sponsor(a, "s2"),
+                partial(store.remove_sponsor, agent.id, "s1"),
+                partial(store.remove_sponsor, agent.id, "s2"),
             ]
         )
         assert errors == []
@@ -262,7 +263,7 @@ def test_concurrent_disable_and_removal_leave_no_enabled_orphan(store: Store) ->
         errors = _at_once(
             [
                 lambda: store.set_user_enabled("s1", False),
-                lambda a=agent.id: store.remove_sponsor(a, "s2"),
+                partial(store.remove_sponsor, agent.id, "s2"),
             ]
         )
         assert errors == []
