@@ -116,6 +116,13 @@ class Store:
         with self.transaction() as uow:
             return fn(uow.connection)
 
+    def _write_unique(self, fn: Callable[[Connection], T], conflict: ConflictError) -> T:
+        """`_write`, a unique-name race read as `conflict` (repositories use `_unique`)."""
+        try:
+            return self._write(fn)
+        except IntegrityError as e:
+            raise conflict from e
+
     # pools
 
     def create_pool(self, spec: PoolSpec) -> Pool:
