@@ -1,10 +1,15 @@
-"""The store: pools, PCs and sessions on SQLite or PostgreSQL, one transaction per call."""
+"""The store: pools, PCs and sessions on SQLite or PostgreSQL.
+
+`Store.transaction()` is the unit of work (several repositories, one transaction); every other
+method is a thin wrapper that opens one and calls one repository method.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -20,31 +25,17 @@ from corral.domain.identity import Agent, AgentKey, Group, Risk, Role, User, Use
 from corral.domain.models import PC, PCState, Pool, PoolSpec, Session
 from corral.domain.policy import Approval, ApprovalState, PolicyChange, PoolAssignment, StoredPolicy
 from corral.errors import ConflictError
-from corral.store import (
-    _access,
-    _console,
-    _directory,
-    _federation,
-    _pcs,
-    _policies,
-    _pools,
-    _secrets,
-    _sessions,
-    _ssf,
-)
-from corral.store._engine import default_url, make_engine, transaction
+from corral.store import _secrets
+from corral.store._engine import default_url, make_engine
 from corral.store._hot import HotReads
 from corral.store._migrate import migrate
 from corral.store._secrets import StoreKeys
+from corral.store._uow import UnitOfWork, check_no_open_unit_of_work, unit_of_work
 
 __all__ = ["KeyRotation", "Store"]
 
 T = TypeVar("T")
 _ACQUIRE_ATTEMPTS = 5
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -55,7 +46,8 @@ class KeyRotation:
 
 
 class Store:
-    """Thread-safe: every method runs in its own transaction on its own pooled connection.
+    """Thread-safe: every unit of work (and so every method) runs on its own pooled
+    connection, so one `Store` is shared by all threads.
 
     Secrets (TOTP seeds, OIDC client secrets, push authorization headers) are sealed with the
     keys in `key_file` (default `<data dir>/secrets.key`, created 0600 on first start).
@@ -68,11 +60,31 @@ class Store:
         self._hot = HotReads(self._engine)
         self.keys = StoreKeys(key_file or paths().data / "secrets.key")
 
+    def transaction(self, *, write: bool = True) -> AbstractContextManager[UnitOfWork]:
+        """A unit of work: its repositories (`uow.pools`, `uow.sessions`, `uow.policies`, ...)
+        share one transaction, committed when the block ends normally and rolled back when
+        an exception leaves it. `write=False` for reads only (on SQLite it then takes no write
+        lock; a write through it is refused). One at a time per thread or task: opening
+        another, or calling a Store method, inside it raises `UnitOfWorkError`.
+
+            with store.transaction() as uow:
+                got = uow.sessions.acquire(pool, ...)
+                if got is not None:
+                    uow.policies.set_session_controls(got[0].id, controls)
+        """
+        return unit_of_work(self._engine, self.keys, database=self.url, write=write)
+
+    def _reading(self) -> AbstractContextManager[UnitOfWork]:
+        return unit_of_work(self._engine, self.keys, database=self.url, write=False)
+
     def migrate(self) -> None:
         """Upgrade the schema, then seal any plaintext secret an older version left (and
         refuse to go on if sealed ones name a key the key file lacks): every start runs it."""
+        check_no_open_unit_of_work(self.url)
         migrate(self._engine)
-        if self._write(lambda c: _secrets.seal_on_start(c, self.keys)):
+        with self.transaction() as uow:
+            sealed = uow.secrets.seal_on_start()
+        if sealed:
             _secrets.scrub(self._engine)
 
     def rotate_secrets_key(self, *, keep_old: bool = False) -> KeyRotation:
@@ -80,11 +92,13 @@ class Store:
         re-read the file when it changes); 2. reseal every stored secret with it in one
         transaction; 3. unless `keep_old`, drop the old keys no stored value names any more."""
         new_key = self.keys.add_key()
-        resealed = self._write(lambda c: _secrets.reseal_all(c, self.keys))
+        with self.transaction() as uow:
+            resealed = uow.secrets.reseal_all()
         _secrets.scrub(self._engine)
         retired: list[str] = []
         if not keep_old:
-            in_use = set(self._read(_secrets.key_ids_in_use))
+            with self._reading() as uow:
+                in_use = set(uow.secrets.key_ids_in_use())
             retired = self.keys.retire(in_use)
         return KeyRotation(new_key, resealed, retired)
 
@@ -92,60 +106,72 @@ class Store:
         self._engine.dispose()
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
-        with transaction(self._engine, write=False) as conn:
-            return fn(conn)
+        """`fn` on the connection of a read-only unit of work (for store code that has no
+        repository method yet; prefer one)."""
+        with self._reading() as uow:
+            return fn(uow.connection)
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
-        with transaction(self._engine, write=True) as conn:
-            return fn(conn)
+        """`fn` on the connection of a writing unit of work (as `_read`)."""
+        with self.transaction() as uow:
+            return fn(uow.connection)
+
+    def _write_unique(self, fn: Callable[[Connection], T], conflict: ConflictError) -> T:
+        """`_write`, a unique-name race read as `conflict` (repositories use `_unique`)."""
+        try:
+            return self._write(fn)
+        except IntegrityError as e:
+            raise conflict from e
 
     # pools
 
     def create_pool(self, spec: PoolSpec) -> Pool:
-        try:
-            return self._write(lambda c: _pools.create_pool(c, spec, _now()))
-        except IntegrityError as e:  # created concurrently
-            raise _pools.pool_exists_error(spec.name) from e
+        with self.transaction() as uow:
+            return uow.pools.create(spec)
 
     def get_pool(self, name: str) -> Pool:
-        return self._read(lambda c: _pools.get_pool(c, name))
+        with self._reading() as uow:
+            return uow.pools.get(name)
 
     def list_pools(self) -> list[Pool]:
-        return self._read(_pools.list_pools)
+        with self._reading() as uow:
+            return uow.pools.list()
 
     def set_pool_deleting(self, name: str) -> Pool:
-        return self._write(lambda c: _pools.set_pool_deleting(c, name))
+        with self.transaction() as uow:
+            return uow.pools.set_deleting(name)
 
     def delete_pool(self, name: str) -> None:
-        self._write(lambda c: _pools.delete_pool(c, name))
+        with self.transaction() as uow:
+            uow.pools.delete(name)
 
     # PCs
 
     def add_pc(self, pool: str, pc_id: str, state: PCState = PCState.BOOTING) -> PC:
-        try:
-            return self._write(lambda c: _pcs.add_pc(c, pool, pc_id, state, _now()))
-        except IntegrityError as e:  # same id added concurrently, or the pool just went
-            self.get_pool(pool)
-            raise _pcs.pc_exists_error(pc_id) from e
+        with self.transaction() as uow:
+            return uow.pcs.add(pool, pc_id, state)
 
     def get_pc(self, pc_id: str) -> PC:
-        return self._read(lambda c: _pcs.get_pc(c, pc_id))
+        with self._reading() as uow:
+            return uow.pcs.get(pc_id)
 
     def list_pcs(self, pool: str | None = None, state: PCState | None = None) -> list[PC]:
-        return self._read(lambda c: _pcs.list_pcs(c, pool, state))
+        with self._reading() as uow:
+            return uow.pcs.list(pool, state)
 
     def set_pc_state(
         self, pc_id: str, state: PCState, *, expect: PCState | None = None, detail: str = ""
     ) -> bool:
-        return self._write(
-            lambda c: _pcs.set_pc_state(c, pc_id, state, expect=expect, detail=detail, now=_now())
-        )
+        with self.transaction() as uow:
+            return uow.pcs.set_state(pc_id, state, expect=expect, detail=detail)
 
     def delete_pc(self, pc_id: str) -> None:
-        self._write(lambda c: _pcs.delete_pc(c, pc_id))
+        with self.transaction() as uow:
+            uow.pcs.delete(pc_id)
 
     def pc_counts(self, pool: str) -> dict[PCState, int]:
-        return self._read(lambda c: _pcs.pc_counts(c, pool))
+        with self._reading() as uow:
+            return uow.pcs.counts(pool)
 
     # sessions
 
@@ -161,34 +187,33 @@ class Store:
         owner: str | None = None,
         controls: dict[str, object] | None = None,
         limit_owner: bool = False,
+        then: Callable[[UnitOfWork, Session], None] | None = None,
     ) -> tuple[Session, bool] | None:
         """Bind a READY PC to a new session, replay an idempotent retry, or None if no PC is
         READY. A new session's `controls` are recorded in the same transaction, so it never
-        exists without them. `limit_owner`: hold `owner` to the pool's per-agent limit
-        (SessionLimitError past it), counted in the same transaction. A unique-constraint race
-        (same key, or a PC claimed twice) is retried: the retry sees the winner's commit and
-        answers with its session."""
-
-        def acquire(c: Connection) -> tuple[Session, bool] | None:
-            got = _sessions.acquire(
-                c,
-                pool,
-                session_id=session_id,
-                expires_at=expires_at,
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-                now=now,
-                owner=owner,
-                limit_owner=limit_owner,
-            )
-            if got is not None and got[1] and controls is not None:
-                _policies.set_session_controls(c, got[0].id, controls, now)
-            return got
-
+        exists without them; so are the writes of `then(uow, session)`, called for a new
+        session only (it raising undoes the acquire). `limit_owner`: hold `owner` to the
+        pool's per-agent limit (SessionLimitError past it), counted in the same transaction.
+        A unique-constraint race (same key, or a PC claimed twice) is retried in a new unit of
+        work: the retry sees the winner's commit and answers with its session."""
         attempt = 1
         while True:
             try:
-                return self._write(acquire)
+                with self.transaction() as uow:
+                    got = uow.sessions.acquire(
+                        pool,
+                        session_id=session_id,
+                        expires_at=expires_at,
+                        idempotency_key=idempotency_key,
+                        request_hash=request_hash,
+                        now=now,
+                        owner=owner,
+                        controls=controls,
+                        limit_owner=limit_owner,
+                    )
+                    if then is not None and got is not None and got[1]:
+                        then(uow, got[0])
+                    return got
             except IntegrityError as e:
                 if attempt == _ACQUIRE_ATTEMPTS:
                     raise ConflictError(
@@ -198,63 +223,60 @@ class Store:
                 attempt += 1
 
     def get_session(self, session_id: str) -> Session:
-        return self._read(lambda c: _sessions.get_session(c, session_id))
+        with self._reading() as uow:
+            return uow.sessions.get(session_id)
 
     def list_sessions(
         self, *, active_only: bool = False, pool: str | None = None, owner: str | None = None
     ) -> list[Session]:
-        return self._read(
-            lambda c: _sessions.list_sessions(c, active_only=active_only, pool=pool, owner=owner)
-        )
+        with self._reading() as uow:
+            return uow.sessions.list(active_only=active_only, pool=pool, owner=owner)
 
     def touch_session(self, session_id: str, now: datetime) -> None:
-        self._write(lambda c: _sessions.touch_session(c, session_id, now))
+        with self.transaction() as uow:
+            uow.sessions.touch(session_id, now)
 
     def release_session(
         self, session_id: str, *, reason: str, now: datetime, by: str | None = None
     ) -> Session | None:
         """End an active session (None if it had already ended), recording `reason` and who
         ended it (`by`: a user or agent id, or "system")."""
-        return self._write(
-            lambda c: _sessions.release_session(c, session_id, reason=reason, now=now, by=by)
-        )
+        with self.transaction() as uow:
+            return uow.sessions.release(session_id, reason=reason, now=now, by=by)
 
     def sessions_to_evict(self, now: datetime) -> list[tuple[Session, str]]:
-        return self._read(lambda c: _sessions.sessions_to_evict(c, now))
+        with self._reading() as uow:
+            return uow.sessions.to_evict(now)
 
     # directory: users, agents, sponsors, groups, agent keys
 
     def identity_version(self) -> int:
         """A counter bumped by every directory change; a request check that remembers it can
         tell on the next request whether anything that decides access changed."""
-        return self._read(_directory.version)
+        with self._reading() as uow:
+            return uow.directory.version()
 
     def principal_status(self, subject: str) -> PrincipalStatus | None:
-        """The agent or user a token names (by id only), as it stands now; None if unknown."""
+        """The agent or user a token names (by id only), as it stands now; None if unknown.
+        On every request: a single statement outside any unit of work (`_hot.py`)."""
         return self._hot.principal_status(subject)
 
     def revoke_tokens(self, ref: str) -> str:
         """Refuse the tokens issued so far to the agent or user `ref`; returns its id."""
-        return self._write(lambda c: _access.revoke_tokens(c, ref, _now()))
+        with self.transaction() as uow:
+            return uow.access.revoke_tokens(ref)
 
     def admin_exists(self) -> bool:
-        return self._read(_access.admin_exists)
+        with self._reading() as uow:
+            return uow.access.admin_exists()
 
     def add_user_key(self, user: str, key: AgentKey) -> None:
-        self._write_unique(
-            lambda c: _access.add_user_key(c, user, key, _now()),
-            ConflictError(f"key {key.kid!r} is already registered"),
-        )
+        with self.transaction() as uow:
+            uow.access.add_user_key(user, key)
 
     def list_user_keys(self, user: str) -> list[AgentKey]:
-        return self._read(lambda c: _access.list_user_keys(c, user))
-
-    def _write_unique(self, fn: Callable[[Connection], T], conflict: ConflictError) -> T:
-        """A write whose unique name may be taken concurrently: that race reads as `conflict`."""
-        try:
-            return self._write(fn)
-        except IntegrityError as e:
-            raise conflict from e
+        with self._reading() as uow:
+            return uow.access.list_user_keys(user)
 
     def create_user(
         self,
@@ -264,44 +286,42 @@ class Store:
         email: str | None = None,
         password_hash: str | None = None,
     ) -> User:
-        return self._write_unique(
-            lambda c: _directory.create_user(
-                c, name, roles=roles, email=email, password_hash=password_hash, now=_now()
-            ),
-            _directory.user_exists_error(name),
-        )
+        with self.transaction() as uow:
+            return uow.directory.create_user(
+                name, roles=roles, email=email, password_hash=password_hash
+            )
 
     def get_user(self, ref: str) -> User:
         """By id or name."""
-        return self._read(lambda c: _directory.get_user(c, ref))
+        with self._reading() as uow:
+            return uow.directory.get_user(ref)
 
     def list_users(self) -> list[User]:
-        return self._read(_directory.list_users)
+        with self._reading() as uow:
+            return uow.directory.list_users()
 
     def get_user_secrets(self, ref: str) -> UserSecrets:
-        return self._read(lambda c: _directory.get_user_secrets(c, ref, self.keys))
+        with self._reading() as uow:
+            return uow.directory.get_user_secrets(ref)
 
     def set_user_password(self, ref: str, password_hash: str) -> None:
-        self._write(lambda c: _directory.set_user_password(c, ref, password_hash, _now()))
+        with self.transaction() as uow:
+            uow.directory.set_user_password(ref, password_hash)
 
     def set_user_totp(self, ref: str, secret: str | None, *, enabled: bool) -> None:
-        self._write(
-            lambda c: _directory.set_user_totp(
-                c, ref, secret, enabled=enabled, now=_now(), keys=self.keys
-            )
-        )
+        with self.transaction() as uow:
+            uow.directory.set_user_totp(ref, secret, enabled=enabled)
 
     def set_user_enabled(self, ref: str, enabled: bool) -> tuple[User, list[Agent]]:
         """Returns the user and the agents that disabling them left without a sponsor."""
-        return self._write(
-            lambda c: _directory.set_user_enabled(c, ref, enabled=enabled, now=_now())
-        )
+        with self.transaction() as uow:
+            return uow.directory.set_user_enabled(ref, enabled)
 
     def set_user_roles(self, ref: str, roles: Iterable[Role]) -> tuple[User, list[Agent]]:
         """Replace the roles; returns the user and the agents that losing the sponsor role left
         without an able sponsor (now disabled). Refused if no enabled admin would remain."""
-        wanted = frozenset(roles)
-        return self._write(lambda c: _directory.set_user_roles(c, ref, wanted, _now()))
+        with self.transaction() as uow:
+            return uow.directory.set_user_roles(ref, roles)
 
     def create_agent(
         self,
@@ -312,133 +332,121 @@ class Store:
         key: AgentKey | None = None,
     ) -> Agent:
         """An agent with its sponsors (ids or names), groups and first public key, atomically."""
-        return self._write_unique(
-            lambda c: _directory.create_agent(
-                c, name, sponsors=sponsors, group_refs=groups, key=key, now=_now()
-            ),
-            _directory.agent_exists_error(name),
-        )
+        with self.transaction() as uow:
+            return uow.directory.create_agent(name, sponsors=sponsors, groups=groups, key=key)
 
     def get_agent(self, ref: str) -> Agent:
         """By id (the client id) or name."""
-        return self._read(lambda c: _directory.get_agent(c, ref))
+        with self._reading() as uow:
+            return uow.directory.get_agent(ref)
 
     def list_agents(self) -> list[Agent]:
-        return self._read(_directory.list_agents)
+        with self._reading() as uow:
+            return uow.directory.list_agents()
 
     def set_agent_enabled(self, ref: str, enabled: bool, *, reason: str | None = None) -> Agent:
-        return self._write(
-            lambda c: _directory.set_agent_enabled(
-                c, ref, enabled=enabled, reason=reason, now=_now()
-            )
-        )
+        with self.transaction() as uow:
+            return uow.directory.set_agent_enabled(ref, enabled, reason=reason)
 
     def set_agent_risk(self, ref: str, risk: Risk, *, may_lower: bool = True) -> Agent:
         """Set an agent's risk; without `may_lower`, PermissionDeniedError for a lower level
         (decided against the locked row, in the write's own transaction)."""
-        return self._write(
-            lambda c: _directory.set_agent_risk(c, ref, risk, _now(), may_lower=may_lower)
-        )
+        with self.transaction() as uow:
+            return uow.directory.set_agent_risk(ref, risk, may_lower=may_lower)
 
     def add_sponsor(self, agent: str, user: str) -> Agent:
-        try:
-            return self._write(lambda c: _directory.add_sponsor(c, agent, user, _now()))
-        except IntegrityError as e:  # added concurrently
-            raise ConflictError(f"user {user!r} already sponsors agent {agent!r}") from e
+        with self.transaction() as uow:
+            return uow.directory.add_sponsor(agent, user)
 
     def remove_sponsor(self, agent: str, user: str) -> Agent:
         """Removing the last able sponsor disables the agent in the same transaction."""
-        return self._write(lambda c: _directory.remove_sponsor(c, agent, user, _now()))
+        with self.transaction() as uow:
+            return uow.directory.remove_sponsor(agent, user)
 
     def add_agent_key(self, agent: str, key: AgentKey) -> AgentKey:
-        return self._write_unique(
-            lambda c: _directory.add_agent_key(c, agent, key, _now()),
-            ConflictError(f"key {key.kid!r} is already registered"),
-        )
+        with self.transaction() as uow:
+            return uow.directory.add_agent_key(agent, key)
 
     def list_agent_keys(self, agent: str) -> list[AgentKey]:
-        return self._read(lambda c: _directory.list_agent_keys(c, agent))
+        with self._reading() as uow:
+            return uow.directory.list_agent_keys(agent)
 
     def revoke_agent_key(self, agent: str, kid: str) -> AgentKey:
-        return self._write(lambda c: _directory.revoke_agent_key(c, agent, kid, _now()))
+        with self.transaction() as uow:
+            return uow.directory.revoke_agent_key(agent, kid)
 
     def rotate_agent_key(self, agent: str, key: AgentKey, *, old_expires_at: datetime) -> AgentKey:
         """Add `key`; the agent's other live keys expire at `old_expires_at` at the latest."""
-        return self._write_unique(
-            lambda c: _directory.rotate_agent_key(
-                c, agent, key, old_expires_at=old_expires_at, now=_now()
-            ),
-            ConflictError(f"key {key.kid!r} is already registered"),
-        )
+        with self.transaction() as uow:
+            return uow.directory.rotate_agent_key(agent, key, old_expires_at=old_expires_at)
 
     def create_group(self, name: str, description: str = "") -> Group:
-        return self._write_unique(
-            lambda c: _directory.create_group(c, name, description, _now()),
-            _directory.group_exists_error(name),
-        )
+        with self.transaction() as uow:
+            return uow.directory.create_group(name, description)
 
     def get_group(self, ref: str) -> Group:
-        return self._read(lambda c: _directory.get_group(c, ref))
+        with self._reading() as uow:
+            return uow.directory.get_group(ref)
 
     def list_groups(self) -> list[Group]:
-        return self._read(_directory.list_groups)
+        with self._reading() as uow:
+            return uow.directory.list_groups()
 
     def delete_group(self, ref: str) -> None:
-        self._write(lambda c: _directory.delete_group(c, ref))
+        with self.transaction() as uow:
+            uow.directory.delete_group(ref)
 
     def group_members(self, ref: str) -> tuple[list[str], list[str]]:
         """Names of the group's users and of its agents."""
-        return self._read(lambda c: _directory.group_members(c, ref))
+        with self._reading() as uow:
+            return uow.directory.group_members(ref)
 
     def set_group_member(
         self, group: str, kind: Literal["user", "agent"], member: str, *, present: bool
     ) -> None:
         """Add (`present`) or remove a user or agent; idempotent."""
-        try:
-            self._write(
-                lambda c: _directory.set_group_member(
-                    c, group, kind=kind, member_ref=member, member=present, now=_now()
-                )
-            )
-        except IntegrityError:  # added concurrently: it is a member, as asked
-            if not present:
-                raise
+        with self.transaction() as uow:
+            uow.directory.set_group_member(group, kind, member, present=present)
 
     # federation
 
     def create_oidc_provider(self, provider: OidcProvider) -> OidcProvider:
-        conflict = _federation.provider_exists_error(provider.name, provider.issuer)
-        return self._write_unique(
-            lambda c: _federation.create_provider(c, provider, _now(), self.keys), conflict
-        )
+        with self.transaction() as uow:
+            return uow.federation.create_provider(provider)
 
     def get_oidc_provider(self, name: str) -> OidcProvider:
-        return self._read(lambda c: _federation.get_provider(c, name, self.keys))
+        with self._reading() as uow:
+            return uow.federation.get_provider(name)
 
     def get_oidc_provider_by_issuer(self, issuer: str) -> OidcProvider:
-        return self._read(lambda c: _federation.get_provider_by_issuer(c, issuer, self.keys))
+        with self._reading() as uow:
+            return uow.federation.get_provider_by_issuer(issuer)
 
     def list_oidc_providers(self) -> list[OidcProvider]:
-        return self._read(lambda c: _federation.list_providers(c, self.keys))
+        with self._reading() as uow:
+            return uow.federation.list_providers()
 
     def delete_oidc_provider(self, name: str) -> None:
-        self._write(lambda c: _federation.delete_provider(c, name))
+        with self.transaction() as uow:
+            uow.federation.delete_provider(name)
 
     def link_subject(
         self, provider: str, subject: str, kind: PrincipalKind, principal: str
     ) -> FederatedSubject:
-        return self._write(
-            lambda c: _federation.link_subject(c, provider, subject, kind, principal, _now())
-        )
+        with self.transaction() as uow:
+            return uow.federation.link_subject(provider, subject, kind, principal)
 
     def unlink_subject(self, provider: str, subject: str) -> None:
-        self._write(lambda c: _federation.unlink_subject(c, provider, subject))
+        with self.transaction() as uow:
+            uow.federation.unlink_subject(provider, subject)
 
     def resolve_subject(self, provider: str, subject: str) -> FederatedSubject | None:
-        return self._read(lambda c: _federation.resolve_subject(c, provider, subject))
+        with self._reading() as uow:
+            return uow.federation.resolve_subject(provider, subject)
 
     def list_subjects(self, provider: str | None = None) -> list[FederatedSubject]:
-        return self._read(lambda c: _federation.list_subjects(c, provider))
+        with self._reading() as uow:
+            return uow.federation.list_subjects(provider)
 
     # shared signals: receivers, outbox, inbound jtis
 
@@ -452,71 +460,68 @@ class Store:
         auth_header: str | None = None,
     ) -> SsfReceiver:
         """A push receiver subscribed to `events` (short names or URIs; empty: all)."""
-        return self._write_unique(
-            lambda c: _ssf.create_receiver(
-                c,
-                name=name,
-                endpoint=endpoint,
-                audience=audience,
-                events=tuple(events),
-                auth_header=auth_header,
-                now=_now(),
-                keys=self.keys,
-            ),
-            _ssf.receiver_exists_error(name),
-        )
+        with self.transaction() as uow:
+            return uow.events.create_receiver(
+                name, endpoint=endpoint, audience=audience, events=events, auth_header=auth_header
+            )
 
     def get_ssf_receiver(self, ref: str) -> SsfReceiver:
-        return self._read(lambda c: _ssf.get_receiver(c, ref, self.keys))
+        with self._reading() as uow:
+            return uow.events.get_receiver(ref)
 
     def list_ssf_receivers(self) -> list[SsfReceiver]:
-        return self._read(lambda c: _ssf.list_receivers(c, self.keys))
+        with self._reading() as uow:
+            return uow.events.list_receivers()
 
     def delete_ssf_receiver(self, ref: str) -> SsfReceiver:
         """Remove a receiver with its undelivered SETs."""
-        return self._write(lambda c: _ssf.delete_receiver(c, ref))
+        with self.transaction() as uow:
+            return uow.events.delete_receiver(ref)
 
     def enqueue_ssf(self, items: Sequence[tuple[str, str, str]]) -> None:
         """Queue (receiver id, jti, signed SET) rows in one transaction, due at once."""
-        self._write(lambda c: _ssf.enqueue(c, list(items), _now()))
+        with self.transaction() as uow:
+            uow.events.enqueue(items)
 
     def claim_ssf_due(
         self, now: datetime, *, lease: timedelta, limit: int = 50
     ) -> list[OutboxEntry]:
         """Due SETs, each claimed for `lease` so no other process pushes it meanwhile. Polled
         often: finding nothing due is a read, and writes nothing."""
-        due = self._read(lambda c: _ssf.due(c, now, limit))
+        with self._reading() as uow:
+            due = uow.events.due(now, limit=limit)
         if not due:
             return []
-        return self._write(lambda c: _ssf.claim(c, due, now, lease))
+        with self.transaction() as uow:
+            return uow.events.claim(due, now, lease=lease)
 
     def mark_ssf_delivered(self, entry_id: int, now: datetime) -> None:
-        self._write(lambda c: _ssf.mark_delivered(c, entry_id, now))
+        with self.transaction() as uow:
+            uow.events.mark_delivered(entry_id, now)
 
     def mark_ssf_failed(self, entry_id: int, error: str, next_attempt_at: datetime) -> None:
         """Count a failed push, keep why (never the token), and when to try again."""
-        self._write(lambda c: _ssf.mark_failed(c, entry_id, error, next_attempt_at))
+        with self.transaction() as uow:
+            uow.events.mark_failed(entry_id, error, next_attempt_at)
 
     def list_ssf_outbox(self, *, pending_only: bool = False, limit: int = 100) -> list[OutboxEntry]:
-        return self._read(lambda c: _ssf.list_outbox(c, pending_only=pending_only, limit=limit))
+        with self._reading() as uow:
+            return uow.events.list_outbox(pending_only=pending_only, limit=limit)
 
     def remember_ssf_inbound(self, issuer: str, jti: str) -> bool:
         """Record a received SET's jti; False if this issuer sent it before (in any process)."""
-        try:
-            self._write(lambda c: _ssf.remember_inbound(c, issuer, jti, _now()))
-        except IntegrityError:
-            return False
-        return True
+        with self.transaction() as uow:
+            return uow.events.remember_inbound(issuer, jti)
 
     def forget_ssf_inbound(self, issuer: str, jti: str) -> None:
         """Undo `remember_ssf_inbound` when the event could not be acted on, so a retry works."""
-        self._write(lambda c: _ssf.forget_inbound(c, issuer, jti))
+        with self.transaction() as uow:
+            uow.events.forget_inbound(issuer, jti)
 
     def prune_ssf(self, *, outbox_before: datetime, inbound_before: datetime) -> tuple[int, int]:
         """Drop finished outbox rows and old inbound jtis; returns how many of each."""
-        return self._write(
-            lambda c: _ssf.prune(c, outbox_before=outbox_before, inbound_before=inbound_before)
-        )
+        with self.transaction() as uow:
+            return uow.events.prune(outbox_before=outbox_before, inbound_before=inbound_before)
 
     # policies, pool assignments, approvals, session controls (issue 5)
 
@@ -524,124 +529,121 @@ class Store:
         """(directory version, policy-set version) in one read: a policy decision's cached
         inputs are still good while both are unchanged.
 
-        Read on every authorized request, so it skips the query builder and the explicit
-        transaction (one SELECT of two single-row tables is consistent on its own): about
-        10 us instead of 150 us on SQLite.
+        Read on every authorized request, so it skips the query builder and the unit of work
+        (one SELECT of two single-row tables is consistent on its own): about 10 us instead
+        of 150 us on SQLite.
         """
         return self._hot.access_versions()
 
     def policy_version(self) -> int:
-        return self._read(_policies.version)
+        with self._reading() as uow:
+            return uow.policies.version()
 
     def list_policies(self) -> list[StoredPolicy]:
-        return self._read(_policies.list_policies)
+        with self._reading() as uow:
+            return uow.policies.list()
 
     def get_policy(self, name: str) -> StoredPolicy:
-        return self._read(lambda c: _policies.get_policy(c, name))
+        with self._reading() as uow:
+            return uow.policies.get(name)
 
     def add_policy(
         self, name: str, text: str, *, actor: str, replace: bool = False
     ) -> StoredPolicy:
         """Add a (validated) policy, or replace the text of an existing one; logged, versioned."""
-        return self._write_unique(
-            lambda c: _policies.add_policy(
-                c, name, text, actor=actor, now=_now(), replace_=replace
-            ),
-            _policies.policy_exists_error(name),
-        )
+        with self.transaction() as uow:
+            return uow.policies.add(name, text, actor=actor, replace=replace)
 
     def remove_policy(self, name: str, *, actor: str) -> StoredPolicy:
-        return self._write(lambda c: _policies.remove_policy(c, name, actor=actor, now=_now()))
+        with self.transaction() as uow:
+            return uow.policies.remove(name, actor=actor)
 
     def set_policy_enabled(self, name: str, enabled: bool, *, actor: str) -> StoredPolicy:
-        return self._write(
-            lambda c: _policies.set_policy_enabled(c, name, enabled, actor=actor, now=_now())
-        )
+        with self.transaction() as uow:
+            return uow.policies.set_enabled(name, enabled, actor=actor)
 
     def seed_policies(self, defaults: Sequence[tuple[str, str]], *, actor: str) -> bool:
         """Install the shipped policies if they never were; True if this call did."""
-        return self._write(lambda c: _policies.seed_policies(c, defaults, actor=actor, now=_now()))
+        with self.transaction() as uow:
+            return uow.policies.seed(defaults, actor=actor)
 
     def policy_changes(self, *, since: int = 0, limit: int = 200) -> list[PolicyChange]:
-        return self._read(lambda c: _policies.list_changes(c, since=since, limit=limit))
+        with self._reading() as uow:
+            return uow.policies.changes(since=since, limit=limit)
 
     def assign_pool(
         self, pool: str, kind: Literal["agent", "group"], ref: str, *, actor: str
     ) -> bool:
-        try:
-            return self._write(
-                lambda c: _policies.assign_pool(c, pool, kind, ref, actor=actor, now=_now())
-            )
-        except IntegrityError:  # assigned concurrently: it is assigned, as asked
-            return False
+        with self.transaction() as uow:
+            return uow.policies.assign_pool(pool, kind, ref, actor=actor)
 
     def unassign_pool(
         self, pool: str, kind: Literal["agent", "group"], ref: str, *, actor: str
     ) -> bool:
-        return self._write(
-            lambda c: _policies.unassign_pool(c, pool, kind, ref, actor=actor, now=_now())
-        )
+        with self.transaction() as uow:
+            return uow.policies.unassign_pool(pool, kind, ref, actor=actor)
 
     def pool_assignments(self, pool: str | None = None) -> list[PoolAssignment]:
-        return self._read(lambda c: _policies.list_assignments(c, pool))
+        with self._reading() as uow:
+            return uow.policies.assignments(pool)
 
     def bearer_pools_of_agent(self, agent_id: str) -> list[str]:
         """The pools accepting bearer tokens that are assigned to the agent (by id) or to one
         of its groups: whether the token endpoint may issue it a bearer token."""
-        return self._read(lambda c: _policies.bearer_pools_of_agent(c, agent_id))
+        with self._reading() as uow:
+            return uow.policies.bearer_pools_of_agent(agent_id)
 
     # console logouts
 
     def end_console_session(self, token_id: str, user_id: str, expires_at: datetime) -> None:
-        self._write(
-            lambda c: _console.end_console_session(c, token_id, user_id, expires_at, _now())
-        )
+        with self.transaction() as uow:
+            uow.console.end_session(token_id, user_id, expires_at)
 
     def live_console_logouts(self) -> list[tuple[str, datetime]]:
-        return self._read(lambda c: _console.live_console_logouts(c, _now()))
+        with self._reading() as uow:
+            return uow.console.live_logouts()
 
     def create_approval(self, approval: Approval) -> Approval:
-        return self._write(lambda c: _policies.create_approval(c, approval))
+        with self.transaction() as uow:
+            return uow.policies.create_approval(approval)
 
     def get_approval(self, approval_id: str) -> Approval:
-        return self._read(lambda c: _policies.get_approval(c, approval_id))
+        with self._reading() as uow:
+            return uow.policies.get_approval(approval_id)
 
     def approval_for(self, agent_id: str, digest: str, now: datetime) -> Approval | None:
-        return self._read(lambda c: _policies.approval_for(c, agent_id, digest, now))
+        with self._reading() as uow:
+            return uow.policies.approval_for(agent_id, digest, now)
 
     def list_approvals(
         self, *, state: ApprovalState | None = None, agent_ids: Sequence[str] | None = None
     ) -> list[Approval]:
-        return self._read(lambda c: _policies.list_approvals(c, state=state, agent_ids=agent_ids))
+        with self._reading() as uow:
+            return uow.policies.list_approvals(state=state, agent_ids=agent_ids)
 
     def decide_approval(
         self, approval_id: str, *, approve: bool, by: str, now: datetime
     ) -> Approval:
         self.expire_approvals(now)  # committed on its own: an answer too late still expires it
-        return self._write(
-            lambda c: _policies.decide_approval(c, approval_id, approve=approve, by=by, now=now)
-        )
+        with self.transaction() as uow:
+            return uow.policies.decide_approval(approval_id, approve=approve, by=by, now=now)
 
     def use_approval(self, approval_id: str, now: datetime) -> bool:
         """Count one use of an approved approval; False if it has none left."""
-        return self._write(lambda c: _policies.use_approval(c, approval_id, now))
+        with self.transaction() as uow:
+            return uow.policies.use_approval(approval_id, now)
 
     def expire_approvals(self, now: datetime) -> int:
-        return self._write(lambda c: _policies.expire_approvals(c, now))
+        with self.transaction() as uow:
+            return uow.policies.expire_approvals(now)
 
     def set_session_controls(
         self, session_id: str, controls: dict[str, object]
     ) -> dict[str, object]:
         """Fix a session's controls; returns those in force (the first ones recorded)."""
-        try:
-            return self._write(
-                lambda c: _policies.set_session_controls(c, session_id, controls, _now())
-            )
-        except IntegrityError:  # recorded concurrently: that record wins
-            found = self.session_controls(session_id)
-            if found is None:
-                raise
-            return found
+        with self.transaction() as uow:
+            return uow.policies.set_session_controls(session_id, controls)
 
     def session_controls(self, session_id: str) -> dict[str, object] | None:
-        return self._read(lambda c: _policies.get_session_controls(c, session_id))
+        with self._reading() as uow:
+            return uow.policies.session_controls(session_id)
