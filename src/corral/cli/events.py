@@ -11,7 +11,7 @@ import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,11 +23,12 @@ from corral.cli._common import (
     out_console,
     read_secret_file,
 )
-from corral.config import paths
-from corral.domain.events import SsfReceiver, event_short_name
-from corral.identity.keys import SigningKeyring
-from corral.service.events import EventEmitter
-from corral.store import Store
+
+if TYPE_CHECKING:  # the store, crypto and the event service load when a command runs
+    from corral.domain.events import SsfReceiver
+    from corral.identity.keys import SigningKeyring
+    from corral.service.events import EventEmitter
+    from corral.store import Store
 
 __all__ = ["app", "cli_events"]
 
@@ -45,6 +46,9 @@ def _issuer() -> str:
 def _server_keyring() -> SigningKeyring | None:
     """The server's keyring from the data folder; None (never a new one) if there is none,
     since SETs signed by keys the server does not publish could not be verified."""
+    from corral.config import paths
+    from corral.identity.keys import SigningKeyring
+
     path = paths().data / "signing-keys.json"
     if not path.exists():
         log.warning("no signing keys at %s: run `corral up` once on this host", path)
@@ -54,10 +58,14 @@ def _server_keyring() -> SigningKeyring | None:
 
 def cli_events(store: Store) -> EventEmitter:
     """The event sink of CLI commands: SETs queued in the store for the server to push."""
+    from corral.service.events import EventEmitter
+
     return EventEmitter(store, issuer=_issuer(), keyring=_server_keyring)
 
 
 def _receiver_table(receivers: list[SsfReceiver]) -> TextTable:
+    from corral.domain.events import event_short_name
+
     table = TextTable("NAME", "ID", "ENDPOINT", "AUDIENCE", "EVENTS", "ENABLED", "AUTH HEADER")
     for r in receivers:
         table.add_row(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,9 +21,10 @@ from corral.cli._common import (
     out_console,
     read_secret_file,
 )
-from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
 from corral.errors import InvalidInputError
-from corral.identity.federation import check_public_jwks
+
+if TYPE_CHECKING:  # the federation code (crypto, HTTP) loads when a command runs
+    from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
 
 __all__ = ["app"]
 
@@ -33,6 +34,8 @@ app = typer.Typer(
 
 
 def _read_jwks(path: Path) -> dict[str, object]:
+    from corral.identity.federation import check_public_jwks
+
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -95,6 +98,8 @@ def add(
         )
     if client_secret_file is not None and client_id is None:
         raise InvalidInputError("a client secret needs --client-id")
+    from corral.domain.federation import OidcProvider
+
     provider = OidcProvider(
         name=name,
         issuer=issuer,

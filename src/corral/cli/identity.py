@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,10 +24,11 @@ from corral.cli._common import (
     out_console,
     safe,
 )
-from corral.cli.events import cli_events
-from corral.domain.identity import Agent, AgentKey, User
 from corral.errors import ConflictError, InvalidInputError
-from corral.identity.directory import Directory, write_credential
+
+if TYPE_CHECKING:  # the directory (store, crypto, argon2) loads when a command runs
+    from corral.domain.identity import Agent, AgentKey, User
+    from corral.identity.directory import Directory
 
 __all__ = ["agent_app", "user_app"]
 
@@ -43,8 +44,17 @@ def _token_endpoint() -> str:
     return os.environ.get("CORRAL_URL", "http://127.0.0.1:8420").rstrip("/") + "/v1/token"
 
 
+def write_credential(path: Path, credential: dict[str, Any], *, overwrite: bool) -> Path:
+    from corral.identity import directory
+
+    return directory.write_credential(path, credential, overwrite=overwrite)
+
+
 @contextmanager
 def _directory() -> Iterator[Directory]:
+    from corral.cli.events import cli_events
+    from corral.identity.directory import Directory
+
     with local_store() as store:
         yield Directory(store, events=cli_events(store))  # CAEP events queued for the server
 

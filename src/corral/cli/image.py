@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,7 +22,9 @@ from corral.cli._common import (
     out_console,
     safe,
 )
-from corral.runtime.images import Image, ImageStore, build_image
+
+if TYPE_CHECKING:
+    from corral.runtime.images import Image
 
 __all__ = ["app"]
 
@@ -68,6 +70,8 @@ def build(
     ] = False,
 ) -> None:
     """Build an image from its recipe (needs root; cached, so rebuilding is quick)."""
+    from corral.runtime.images import build_image
+
     started = time.time()
     with _progress_printer(f"building {name}") as progress:
         img = build_image(name, recipe, progress=progress, force=force, refresh=refresh)
@@ -101,6 +105,8 @@ def _age(img: Image) -> str:
 @handle_errors
 def list_images() -> None:
     """List the current version of every image."""
+    from corral.runtime.images import ImageStore
+
     images = ImageStore().list()
     if not images:
         err_console.print("no images yet; build one with `corral image build desktop`")

@@ -8,12 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import uvicorn
 
 from corral.cli._common import check_data_folder, err_console, handle_errors, safe
-from corral.domain.models import PoolSpec
-from corral.errors import ImageNotFoundError, InvalidInputError
-from corral.runtime.images import ImageStore, build_image
+from corral.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from corral.store import Store
@@ -23,6 +20,9 @@ DEFAULT_POOL = "default"
 
 
 def _ensure_image(name: str) -> None:
+    from corral.errors import ImageNotFoundError
+    from corral.runtime.images import ImageStore, build_image
+
     try:
         ImageStore().get(name)
     except ImageNotFoundError:
@@ -102,8 +102,11 @@ def up(
     ] = False,
 ) -> None:
     """Serve Corral (REST, MCP) until Ctrl-C; first run builds the default image and pool."""
+    import uvicorn
+
     from corral.api.app import create_app
     from corral.config import paths
+    from corral.domain.models import PoolSpec
     from corral.identity.directory import Directory
     from corral.identity.keys import SigningKeyring
     from corral.identity.nonces import NonceSource
