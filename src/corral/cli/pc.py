@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from corral.cli._common import TextTable, err_console, handle_errors, human_age, out_console, safe
+from corral.cli._common import (
+    OutputFormat,
+    OutputOption,
+    TextTable,
+    err_console,
+    handle_errors,
+    human_age,
+    out_console,
+    print_json,
+    progress,
+    safe,
+)
 from corral.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -39,7 +51,7 @@ def boot(
 ) -> None:
     """Boot a PC and print its id once its desktop is ready."""
     start = time.perf_counter()
-    with err_console.status(f"booting a {size} PC from {image}..."):
+    with progress(f"booting a {size} PC from {image}"):
         pc = _runtime().boot(image, size=size, screen=screen)
     err_console.print(f"[green]ready[/] in {(time.perf_counter() - start) * 1000:.0f} ms")
     print(pc.id)
@@ -47,11 +59,26 @@ def boot(
 
 @app.command("list")
 @handle_errors
-def list_() -> None:
+def list_(output: OutputOption = OutputFormat.table) -> None:
     """List the PCs on this host (cleans up PCs whose processes died)."""
     rt = _runtime()
     for pc_id in rt.reconcile():
         err_console.print(f"[yellow]cleaned up dead PC {pc_id}[/]")
+    if output is OutputFormat.json:
+        print_json(
+            [
+                {
+                    "id": pc.id,
+                    "image": pc.image,
+                    "size": pc.size,
+                    "status": pc.status,
+                    "pid": pc.pid,
+                    "created_at": datetime.fromtimestamp(pc.created_at, UTC),
+                }
+                for pc in rt.list_pcs()
+            ]
+        )
+        return
     table = TextTable("ID", "IMAGE", "SIZE", "STATUS", "PID", "AGE")
     now = time.time()
     for pc in rt.list_pcs():
