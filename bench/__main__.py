@@ -1,10 +1,10 @@
-"""`python -m bench [runtime|control|identity|policy]`: run benchmarks, print their tables."""
+"""`python -m bench [runtime|control|identity|policy|cli]`: run benchmarks, print their tables."""
 
 import sys
 
-from bench import control, identity, policy, runtime
+from bench import cli, control, identity, policy, runtime
 
-which = sys.argv[1:] or ["runtime", "control", "identity"]
+which = sys.argv[1:] or ["runtime", "control", "identity", "cli"]
 status = 0
 for name in which:
     print(f"\n== {name} ==", flush=True)
@@ -13,5 +13,6 @@ for name in which:
         "control": control.main,
         "identity": identity.main,
         "policy": policy.main,
+        "cli": cli.main,
     }[name]()
 sys.exit(status)

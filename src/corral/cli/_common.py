@@ -1,41 +1,84 @@
-"""What every CLI command shares: error reporting and consoles."""
+"""What every CLI command shares: error reporting, consoles, `--output`, progress.
+
+Imported by every command module, so it stays light: nothing here imports the store, HTTP,
+crypto or pydantic at module level (`corral --help` must start fast;
+tests/unit/test_cli_startup.py).
+"""
 
 from __future__ import annotations
 
+import enum
 import functools
+import json
+import os
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich import table as rich_table
-from rich.console import Console, RenderableType
+from rich.console import Console, ConsoleDimensions, RenderableType
 from rich.markup import escape
 from rich.style import StyleType
 from rich.text import Text
 
 from corral.domain.text import visible
 from corral.errors import CorralError, InvalidInputError
-from corral.store import Store, check_data_files
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+    from corral.store import Store
 
 __all__ = [
+    "OutputFormat",
+    "OutputOption",
+    "Progress",
     "TextTable",
     "check_data_folder",
+    "emit",
     "err_console",
     "handle_errors",
     "human_age",
     "human_size",
+    "interactive",
     "local_store",
     "out_console",
+    "print_json",
+    "progress",
     "read_secret_file",
     "safe",
 ]
 
-out_console = Console()
-err_console = Console(stderr=True)
+#: Width used when the output is not a terminal: wide enough that no table column is ever
+#: folded or cut, so `corral ... | grep` and `> file` see every value on its row's line.
+UNBOUNDED_WIDTH = 1 << 20
+
+
+class _Console(Console):
+    """A console that sizes itself to the terminal only when it writes to one; piped or
+    redirected, lines are never wrapped (Rich would otherwise use the width of whatever
+    terminal stdin or $COLUMNS names, and fold long cells onto more lines)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if not self.is_terminal:
+            return ConsoleDimensions(UNBOUNDED_WIDTH, 25)
+        return super().size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+out_console = _Console()
+err_console = _Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -108,6 +151,7 @@ def check_data_folder() -> None:
     """At start: the data folder 0700 and its files 0600, owned by us; what was wider is
     fixed and said so, what someone else owns is refused (corral.store._files)."""
     from corral.config import paths
+    from corral.store import check_data_files
     from corral.store._engine import default_url
 
     check_data_files(
@@ -121,6 +165,8 @@ def check_data_folder() -> None:
 def local_store() -> Iterator[Store]:
     """The server's database, opened directly (commands run by root on the server host),
     migrated first so a command works before the first `corral up`."""
+    from corral.store import Store
+
     check_data_folder()
     store = Store()
     try:
@@ -142,3 +188,115 @@ def read_secret_file(path: Path, what: str) -> str:
     if not text or "\n" in text:
         raise InvalidInputError(f"{path} must hold the {what} on one line")
     return text
+
+
+class OutputFormat(enum.StrEnum):
+    """What a list or show command prints on stdout."""
+
+    table = "table"
+    json = "json"
+
+
+OutputOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--output",
+        case_sensitive=False,
+        help="table (for people, the default) or json (for scripts: stable keys, see docs/cli.md)",
+    ),
+]
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def print_json(value: object) -> None:
+    """`--output json`: one JSON document on stdout and nothing else (messages and progress
+    go to stderr). ASCII only, so controls, bidi and invisible characters an agent or a PC
+    put in a value arrive escaped (\\u202e), never raw on a terminal."""
+    sys.stdout.write(json.dumps(value, indent=2, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def emit(output: OutputFormat, data: object, table: Callable[[], RenderableType]) -> None:
+    """Print `data` as JSON, or the table made from it (built only when needed)."""
+    if output is OutputFormat.json:
+        print_json(data)
+    else:
+        out_console.print(table())
+
+
+def interactive() -> bool:
+    """Live progress only for a person at a terminal; CI and pipes get plain lines."""
+    return err_console.is_terminal and os.environ.get("CI", "").lower() not in ("1", "true")
+
+
+@dataclass
+class Progress:
+    """A long operation's progress, always on stderr (stdout stays the command's answer, a
+    JSON document with --output json). At a terminal: one live status line that `update`
+    rewrites, with `log` lines kept above it. Elsewhere: plain lines, an `update` printed only
+    when its text changes, so a log or CI job shows each state once."""
+
+    title: str
+    _status: Status | None = None
+    _last: str | None = None
+    _started: float = 0.0
+
+    def start(self) -> Progress:
+        self._started = time.monotonic()
+        if interactive():
+            self._status = err_console.status(safe(self.title))
+            self._status.start()
+        else:
+            self._plain(self.title)
+        return self
+
+    def update(self, message: str) -> None:
+        """The current state (transient on a terminal)."""
+        if message == self._last:
+            return
+        self._last = message
+        if self._status is not None:
+            self._status.update(f"{safe(self.title)}: {safe(message)}")
+        else:
+            self._plain(f"{self.title}: {message}")
+
+    def log(self, message: str) -> None:
+        """A line worth keeping (a build step), and the current state."""
+        if self._status is not None:
+            err_console.print(f"[dim]{safe(message)}[/]", highlight=False)
+            self._status.update(f"{safe(self.title)}: {safe(message.split('] ', 1)[-1])}")
+        else:
+            self._plain(message)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    @staticmethod
+    def _plain(line: str) -> None:
+        print(visible(line), file=sys.stderr, flush=True)
+
+
+@contextmanager
+def progress(title: str) -> Iterator[Progress]:
+    """`with progress("building desktop") as p: ... p.log(step) ... p.update(state)`."""
+    shown = Progress(title).start()
+    try:
+        yield shown
+    finally:
+        shown.stop()

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
-from corral.config import paths
 from corral.errors import CorralError, InvalidInputError, RuntimeFailureError
-from corral.identity.http_auth import DPoPAuth
+
+if TYPE_CHECKING:  # httpx and the DPoP signer load when a request is sent, not for --help
+    from corral.identity.http_auth import DPoPAuth
 
 __all__ = ["DEFAULT_URL", "call", "credential_path", "set_credential"]
 
@@ -33,10 +33,16 @@ def credential_path() -> Path:
     if _chosen is not None:
         return _chosen
     env = os.environ.get("CORRAL_CREDENTIAL")
-    return Path(env) if env else paths().data / "admin.json"
+    if env:
+        return Path(env)
+    from corral.config import paths
+
+    return paths().data / "admin.json"
 
 
 def _auth() -> DPoPAuth:
+    from corral.identity.http_auth import DPoPAuth
+
     path = credential_path()
     if not path.exists():
         raise InvalidInputError(
@@ -58,6 +64,8 @@ def call(
 ) -> Any:
     """Send one signed request; return the decoded JSON, or raise a CorralError carrying the
     server's message."""
+    import httpx
+
     try:
         with httpx.Client(auth=_auth(), timeout=timeout) as client:
             response = client.request(method, url + path, json=json, headers=headers)

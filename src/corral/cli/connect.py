@@ -12,22 +12,19 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import anyio
-import mcp_types as types
 import typer
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel.server import Server
-from mcp.server.stdio import stdio_server
-from mcp.shared.exceptions import MCPError
 
-from corral import __version__
 from corral.cli._common import handle_errors
 from corral.errors import CorralError
-from corral.identity.http_auth import AgentCredential, DPoPAuth, TokenSource, mcp_http_client
+
+if TYPE_CHECKING:  # the MCP SDK loads when the bridge runs, not for `corral --help`
+    import mcp_types as types
+    from mcp import ClientSession
+    from mcp.server.context import ServerRequestContext
+
+    from corral.identity.http_auth import AgentCredential
 
 __all__ = ["connect", "serve"]
 
@@ -36,6 +33,8 @@ log = logging.getLogger("corral.connect")
 
 
 def _tool_error(message: str) -> types.CallToolResult:
+    import mcp_types as types
+
     return types.CallToolResult(content=[types.TextContent(text=message)], is_error=True)
 
 
@@ -48,12 +47,17 @@ class _Proxy:
     async def list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        import mcp_types as types
+
         listed = await self.upstream.list_tools(params=params)
         return types.ListToolsResult(tools=listed.tools, next_cursor=listed.next_cursor)
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        import mcp_types as types
+        from mcp.shared.exceptions import MCPError
+
         request = types.CallToolRequest(
             params=types.CallToolRequestParams(name=params.name, arguments=params.arguments)
         )
@@ -80,6 +84,14 @@ async def serve(credential: AgentCredential, url: str) -> None:
     start with a clear message; 2. open the gateway MCP session (one PC binding lives in it);
     3. serve the stdio client. Closing stdin ends the gateway session, which releases its PC.
     """
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.server.lowlevel.server import Server
+    from mcp.server.stdio import stdio_server
+
+    from corral import __version__
+    from corral.identity.http_auth import DPoPAuth, TokenSource, mcp_http_client
+
     tokens = TokenSource(credential)
     await tokens.aget()  # 1.
     gateway = url.rstrip("/") + "/mcp"
@@ -121,4 +133,8 @@ def connect(
     )
     for noisy in ("httpx", "httpx2", "mcp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    import anyio
+
+    from corral.identity.http_auth import AgentCredential
+
     anyio.run(serve, AgentCredential.load(credential), url)

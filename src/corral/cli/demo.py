@@ -14,19 +14,18 @@ import contextlib
 import socket
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, ImageContent, TextContent
 from rich.console import Console
 
 from corral.cli._common import safe
 from corral.cli._http import DEFAULT_URL, credential_path, set_credential
-from corral.identity.http_auth import DPoPAuth, mcp_http_client
+
+if TYPE_CHECKING:  # the MCP SDK loads when the demo runs, not for `corral --help`
+    from mcp import ClientSession
+    from mcp_types import CallToolResult
 
 __all__ = ["demo"]
 
@@ -42,6 +41,8 @@ class DemoError(Exception):
 
 
 def _text(result: CallToolResult) -> str:
+    from mcp_types import TextContent
+
     return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
@@ -52,6 +53,8 @@ class _Agent:
         self.session = session
 
     async def call(self, tool: str, args: dict[str, Any] | None = None) -> CallToolResult:
+        from mcp_types import CallToolResult
+
         result = await self.session.call_tool(tool, args or {})
         if not isinstance(result, CallToolResult):
             raise DemoError(f"{tool}: unexpected answer {type(result).__name__}")
@@ -113,6 +116,8 @@ async def _read_back(agent: _Agent) -> str:
 
 
 async def _play(agent: _Agent, pool: str, out: Path) -> None:
+    from mcp_types import ImageContent
+
     t = time.perf_counter()
     pools = (await agent.call("list_pools")).structured_content or {}
     names = [str(p["name"]) for p in pools.get("pools", [])]
@@ -156,6 +161,12 @@ async def _play(agent: _Agent, pool: str, out: Path) -> None:
 
 
 async def _run(url: str, pool: str, out: Path, credential: Path) -> None:
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared.exceptions import MCPError
+
+    from corral.identity.http_auth import DPoPAuth, mcp_http_client
+
     endpoint = f"{url}/mcp"
     started = time.perf_counter()
     try:

@@ -11,23 +11,28 @@ import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from corral.cli._common import (
+    OutputFormat,
+    OutputOption,
     TextTable,
+    emit,
     err_console,
     handle_errors,
     local_store,
     out_console,
+    print_json,
     read_secret_file,
 )
-from corral.config import paths
-from corral.domain.events import SsfReceiver, event_short_name
-from corral.identity.keys import SigningKeyring
-from corral.service.events import EventEmitter
-from corral.store import Store
+
+if TYPE_CHECKING:  # the store, crypto and the event service load when a command runs
+    from corral.domain.events import SsfReceiver
+    from corral.identity.keys import SigningKeyring
+    from corral.service.events import EventEmitter
+    from corral.store import Store
 
 __all__ = ["app", "cli_events"]
 
@@ -45,6 +50,9 @@ def _issuer() -> str:
 def _server_keyring() -> SigningKeyring | None:
     """The server's keyring from the data folder; None (never a new one) if there is none,
     since SETs signed by keys the server does not publish could not be verified."""
+    from corral.config import paths
+    from corral.identity.keys import SigningKeyring
+
     path = paths().data / "signing-keys.json"
     if not path.exists():
         log.warning("no signing keys at %s: run `corral up` once on this host", path)
@@ -54,10 +62,14 @@ def _server_keyring() -> SigningKeyring | None:
 
 def cli_events(store: Store) -> EventEmitter:
     """The event sink of CLI commands: SETs queued in the store for the server to push."""
+    from corral.service.events import EventEmitter
+
     return EventEmitter(store, issuer=_issuer(), keyring=_server_keyring)
 
 
 def _receiver_table(receivers: list[SsfReceiver]) -> TextTable:
+    from corral.domain.events import event_short_name
+
     table = TextTable("NAME", "ID", "ENDPOINT", "AUDIENCE", "EVENTS", "ENABLED", "AUTH HEADER")
     for r in receivers:
         table.add_row(
@@ -70,6 +82,22 @@ def _receiver_table(receivers: list[SsfReceiver]) -> TextTable:
             "set" if r.auth_header else "",
         )
     return table
+
+
+def _receiver_json(r: SsfReceiver) -> dict[str, Any]:
+    """--output json (docs/cli.md); the authorization header is a secret: only whether set."""
+    from corral.domain.events import event_short_name
+
+    return {
+        "id": r.id,
+        "name": r.name,
+        "endpoint": r.endpoint,
+        "audience": r.audience,
+        "events": [event_short_name(e) for e in r.events],
+        "enabled": r.enabled,
+        "auth_header_set": r.auth_header is not None,
+        "created_at": r.created_at,
+    }
 
 
 @receivers_app.command("add")
@@ -104,10 +132,11 @@ def receivers_add(
 
 @receivers_app.command("list")
 @handle_errors
-def receivers_list() -> None:
+def receivers_list(output: OutputOption = OutputFormat.table) -> None:
     """List the receivers and the event types each gets."""
     with local_store() as store:
-        out_console.print(_receiver_table(store.list_ssf_receivers()))
+        found = store.list_ssf_receivers()
+    emit(output, [_receiver_json(r) for r in found], lambda: _receiver_table(found))
 
 
 @receivers_app.command("remove")
@@ -128,11 +157,31 @@ def _when(value: datetime | None) -> str:
 def outbox(
     pending: Annotated[bool, typer.Option(help="only SETs still to be delivered")] = False,
     limit: Annotated[int, typer.Option(help="at most this many, newest first", min=1)] = 50,
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """Show the deliveries of Corral's events: delivered, pending (with the next try) or failed."""
     with local_store() as store:
         names = {r.id: r.name for r in store.list_ssf_receivers()}
         entries = store.list_ssf_outbox(pending_only=pending, limit=limit)
+    if output is OutputFormat.json:  # never the signed SET itself (`token`)
+        print_json(
+            [
+                {
+                    "id": e.id,
+                    "receiver": names.get(e.receiver_id, e.receiver_id),
+                    "receiver_id": e.receiver_id,
+                    "jti": e.jti,
+                    "status": e.status,
+                    "attempts": e.attempts,
+                    "created_at": e.created_at,
+                    "next_attempt_at": e.next_attempt_at if e.status == "pending" else None,
+                    "delivered_at": e.delivered_at,
+                    "last_error": e.last_error,
+                }
+                for e in entries
+            ]
+        )
+        return
     table = TextTable("ID", "RECEIVER", "JTI", "STATUS", "ATTEMPTS", "CREATED", "NEXT TRY", "ERROR")
     for e in entries:
         table.add_row(

@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from corral.cli._common import (
+    OutputFormat,
+    OutputOption,
     TextTable,
+    emit,
     err_console,
     handle_errors,
     local_store,
     out_console,
+    print_json,
     read_secret_file,
 )
-from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
 from corral.errors import InvalidInputError
-from corral.identity.federation import check_public_jwks
+
+if TYPE_CHECKING:  # the federation code (crypto, HTTP) loads when a command runs
+    from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
 
 __all__ = ["app"]
 
@@ -33,6 +38,8 @@ app = typer.Typer(
 
 
 def _read_jwks(path: Path) -> dict[str, object]:
+    from corral.identity.federation import check_public_jwks
+
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -59,6 +66,33 @@ def _subjects_table(subjects: list[FederatedSubject]) -> TextTable:
         linked = s.created_at.isoformat(timespec="seconds")
         table.add_row(s.provider, s.subject, s.kind, s.principal_id, linked)
     return table
+
+
+def _provider_json(p: OidcProvider) -> dict[str, Any]:
+    """--output json (docs/cli.md): never the client secret, only whether one is set."""
+    return {
+        "name": p.name,
+        "issuer": p.issuer,
+        "audience": p.audience,
+        "jwks_uri": p.jwks_uri,
+        "pinned_keys": len(p.jwks.get("keys", [])) if p.jwks is not None else None,
+        "client_id": p.client_id,
+        "client_secret_set": bool(p.client_secret),
+        "allow_console": p.allow_console,
+        "allow_assertions": p.allow_assertions,
+        "allow_events": p.allow_events,
+        "created_at": p.created_at,
+    }
+
+
+def _subject_json(s: FederatedSubject) -> dict[str, Any]:
+    return {
+        "provider": s.provider,
+        "subject": s.subject,
+        "kind": s.kind,
+        "principal_id": s.principal_id,
+        "created_at": s.created_at,
+    }
 
 
 @app.command("add")
@@ -95,6 +129,8 @@ def add(
         )
     if client_secret_file is not None and client_id is None:
         raise InvalidInputError("a client secret needs --client-id")
+    from corral.domain.federation import OidcProvider
+
     provider = OidcProvider(
         name=name,
         issuer=issuer,
@@ -116,19 +152,23 @@ def add(
 
 @app.command("list")
 @handle_errors
-def list_providers() -> None:
+def list_providers(output: OutputOption = OutputFormat.table) -> None:
     """List the trusted providers."""
     with local_store() as store:
-        out_console.print(_providers_table(store.list_oidc_providers()))
+        found = store.list_oidc_providers()
+    emit(output, [_provider_json(p) for p in found], lambda: _providers_table(found))
 
 
 @app.command("show")
 @handle_errors
-def show(name: str) -> None:
+def show(name: str, output: OutputOption = OutputFormat.table) -> None:
     """Show one provider (never its client secret) and its linked subjects."""
     with local_store() as store:
         p = store.get_oidc_provider(name)
         subjects = store.list_subjects(name)
+    if output is OutputFormat.json:
+        print_json({**_provider_json(p), "subjects": [_subject_json(s) for s in subjects]})
+        return
     rows = [
         ("name", p.name),
         ("issuer", p.issuer),
@@ -185,9 +225,13 @@ def unlink(name: str, subject: str) -> None:
 
 @app.command("subjects")
 @handle_errors
-def subjects(name: Annotated[str | None, typer.Argument(help="only this provider")] = None) -> None:
+def subjects(
+    name: Annotated[str | None, typer.Argument(help="only this provider")] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
     """List linked subjects."""
     with local_store() as store:
         if name is not None:
             store.get_oidc_provider(name)  # an unknown provider is an error, not an empty list
-        out_console.print(_subjects_table(store.list_subjects(name)))
+        found = store.list_subjects(name)
+    emit(output, [_subject_json(s) for s in found], lambda: _subjects_table(found))

@@ -10,24 +10,28 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from corral.cli._common import (
+    OutputFormat,
+    OutputOption,
     TextTable,
     err_console,
     handle_errors,
     local_store,
     out_console,
+    print_json,
     safe,
 )
-from corral.cli.events import cli_events
-from corral.domain.identity import Agent, AgentKey, User
 from corral.errors import ConflictError, InvalidInputError
-from corral.identity.directory import Directory, write_credential
+
+if TYPE_CHECKING:  # the directory (store, crypto, argon2) loads when a command runs
+    from corral.domain.identity import Agent, AgentKey, User
+    from corral.identity.directory import Directory
 
 __all__ = ["agent_app", "user_app"]
 
@@ -43,8 +47,17 @@ def _token_endpoint() -> str:
     return os.environ.get("CORRAL_URL", "http://127.0.0.1:8420").rstrip("/") + "/v1/token"
 
 
+def write_credential(path: Path, credential: dict[str, Any], *, overwrite: bool) -> Path:
+    from corral.identity import directory
+
+    return directory.write_credential(path, credential, overwrite=overwrite)
+
+
 @contextmanager
 def _directory() -> Iterator[Directory]:
+    from corral.cli.events import cli_events
+    from corral.identity.directory import Directory
+
     with local_store() as store:
         yield Directory(store, events=cli_events(store))  # CAEP events queued for the server
 
@@ -96,6 +109,49 @@ def _show_agents(directory: Directory, agents: list[Agent]) -> None:
     out_console.print(_agent_table(agents, names))
 
 
+# --output json: the same keys as the REST directory API (docs/cli.md)
+
+
+def _user_json(u: User) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "name": u.name,
+        "email": u.email,
+        "roles": sorted(r.value for r in u.roles),
+        "enabled": u.enabled,
+        "totp_enabled": u.totp_enabled,
+        "groups": list(u.groups),
+        "created_at": u.created_at,
+    }
+
+
+def _agent_json(a: Agent, names: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "client_id": a.client_id,
+        "name": a.name,
+        "enabled": a.enabled,
+        "disabled_reason": a.disabled_reason,
+        "risk": a.risk.value,
+        "sponsors": [{"id": s, "name": names.get(s)} for s in a.sponsors],
+        "groups": list(a.groups),
+        "created_at": a.created_at,
+    }
+
+
+def _key_json(k: AgentKey) -> dict[str, Any]:
+    kty, crv = k.public_jwk.get("kty"), k.public_jwk.get("crv")
+    return {
+        "kid": k.kid,
+        "kty": kty if isinstance(kty, str) else None,
+        "crv": crv if isinstance(crv, str) else None,
+        "created_at": k.created_at,
+        "expires_at": k.expires_at,
+        "revoked_at": k.revoked_at,
+        "usable": k.usable(datetime.now(UTC)),
+    }
+
+
 def _read_password() -> str:
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
@@ -142,10 +198,14 @@ def user_create(
 
 @user_app.command("list")
 @handle_errors
-def user_list() -> None:
+def user_list(output: OutputOption = OutputFormat.table) -> None:
     """List users."""
     with _directory() as directory:
-        out_console.print(_user_table(directory.list_users()))
+        users = directory.list_users()
+    if output is OutputFormat.json:
+        print_json([_user_json(u) for u in users])
+    else:
+        out_console.print(_user_table(users))
 
 
 @user_app.command("disable")
@@ -169,10 +229,14 @@ def user_enable(name: str) -> None:
 
 @user_app.command("show")
 @handle_errors
-def user_show(name: str) -> None:
+def user_show(name: str, output: OutputOption = OutputFormat.table) -> None:
     """Show one user (never a password hash or TOTP secret)."""
     with _directory() as directory:
-        out_console.print(_user_table([directory.get_user(name)]))
+        user = directory.get_user(name)
+    if output is OutputFormat.json:
+        print_json(_user_json(user))
+    else:
+        out_console.print(_user_table([user]))
 
 
 @user_app.command("roles")
@@ -237,18 +301,27 @@ def agent_create(
 
 @agent_app.command("list")
 @handle_errors
-def agent_list() -> None:
+def agent_list(output: OutputOption = OutputFormat.table) -> None:
     """List agents with their sponsors, risk and state."""
     with _directory() as directory:
+        if output is OutputFormat.json:
+            names = {u.id: u.name for u in directory.list_users()}
+            print_json([_agent_json(a, names) for a in directory.list_agents()])
+            return
         _show_agents(directory, directory.list_agents())
 
 
 @agent_app.command("show")
 @handle_errors
-def agent_show(name: str) -> None:
+def agent_show(name: str, output: OutputOption = OutputFormat.table) -> None:
     """Show one agent with its sponsors, groups, risk, state and keys (public halves only)."""
     with _directory() as directory:
         agent = directory.get_agent(name)
+        if output is OutputFormat.json:
+            names = {u.id: u.name for u in directory.list_users()}
+            keys = [_key_json(k) for k in directory.agent_keys(agent.id)]
+            print_json({**_agent_json(agent, names), "keys": keys})
+            return
         _show_agents(directory, [agent])
         out_console.print(_key_table(directory.agent_keys(agent.id)))
 
@@ -310,11 +383,14 @@ def sponsor_remove(name: str, user: str) -> None:
 
 @key_app.command("list")
 @handle_errors
-def key_list(name: str) -> None:
+def key_list(name: str, output: OutputOption = OutputFormat.table) -> None:
     """List an agent's public keys."""
     with _directory() as directory:
         keys = directory.agent_keys(name)
-    out_console.print(_key_table(keys))
+    if output is OutputFormat.json:
+        print_json([_key_json(k) for k in keys])
+    else:
+        out_console.print(_key_table(keys))
 
 
 @key_app.command("rotate")

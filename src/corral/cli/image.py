@@ -2,54 +2,32 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from corral.cli._common import (
+    OutputFormat,
+    OutputOption,
     TextTable,
     err_console,
     handle_errors,
     human_age,
     human_size,
     out_console,
-    safe,
+    print_json,
+    progress,
 )
-from corral.runtime.images import Image, ImageStore, build_image
+
+if TYPE_CHECKING:
+    from corral.runtime.images import Image
 
 __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, help="Build and list PC images.")
-
-
-def _interactive() -> bool:
-    """Spinners only for a person at a terminal; CI and pipes get plain lines."""
-    return err_console.is_terminal and os.environ.get("CI", "").lower() not in ("1", "true")
-
-
-@contextmanager
-def _progress_printer(title: str) -> Iterator[Callable[[str], None]]:
-    if not _interactive():
-
-        def plain(msg: str) -> None:
-            print(msg, file=sys.stderr, flush=True)
-
-        yield plain
-        return
-    with err_console.status(title) as status:
-
-        def fancy(msg: str) -> None:
-            err_console.print(f"[dim]{safe(msg)}[/]", highlight=False)
-            status.update(f"{title}: {msg.split('] ', 1)[-1]}")
-
-        yield fancy
 
 
 @app.command()
@@ -68,9 +46,11 @@ def build(
     ] = False,
 ) -> None:
     """Build an image from its recipe (needs root; cached, so rebuilding is quick)."""
+    from corral.runtime.images import build_image
+
     started = time.time()
-    with _progress_printer(f"building {name}") as progress:
-        img = build_image(name, recipe, progress=progress, force=force, refresh=refresh)
+    with progress(f"building {name}") as shown:  # stderr: a live line, or plain lines
+        img = build_image(name, recipe, progress=shown.log, force=force, refresh=refresh)
     m = img.manifest
     built = _built_at(img)
     how = (
@@ -99,9 +79,26 @@ def _age(img: Image) -> str:
 
 @app.command("list")
 @handle_errors
-def list_images() -> None:
+def list_images(output: OutputOption = OutputFormat.table) -> None:
     """List the current version of every image."""
+    from corral.runtime.images import ImageStore
+
     images = ImageStore().list()
+    if output is OutputFormat.json:
+        print_json(
+            [
+                {
+                    "name": img.name,
+                    "digest": img.digest,
+                    "size_bytes": int(img.manifest.get("size_bytes", 0)),
+                    "built_at": img.manifest.get("built_at"),
+                    "packages": len(img.manifest.get("packages", [])),
+                    "path": str(img.path),
+                }
+                for img in images
+            ]
+        )
+        return
     if not images:
         err_console.print("no images yet; build one with `corral image build desktop`")
         return

@@ -10,7 +10,17 @@ from typing import Annotated, Any
 
 import typer
 
-from corral.cli._common import TextTable, err_console, handle_errors, out_console, safe
+from corral.cli._common import (
+    OutputFormat,
+    OutputOption,
+    TextTable,
+    emit,
+    err_console,
+    handle_errors,
+    out_console,
+    print_json,
+    safe,
+)
 from corral.cli._http import call, credential_option
 from corral.errors import InvalidInputError
 
@@ -44,9 +54,13 @@ def _read_text(file: str | None, text: str | None) -> str:
 @handle_errors
 def list_(
     system: Annotated[bool, typer.Option(help="also list the built-in system policies")] = False,
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """List the policies (name, state, who last changed it)."""
     found = call("GET", "/v1/policies")
+    if output is OutputFormat.json:
+        print_json({**found, "system": found["system"] if system else []})
+        return
     table = TextTable("NAME", "ENABLED", "CREATED BY", "UPDATED", "FIRST LINE")
     for p in found["policies"]:
         first = next((ln for ln in p["text"].splitlines() if ln.strip()), "")
@@ -62,9 +76,13 @@ def list_(
 
 @app.command()
 @handle_errors
-def show(name: str) -> None:
-    """Print one policy's Cedar text."""
-    print(call("GET", f"/v1/policies/{name}")["text"])
+def show(name: str, output: OutputOption = OutputFormat.table) -> None:
+    """Print one policy's Cedar text (with --output json, the policy with its state)."""
+    policy = call("GET", f"/v1/policies/{name}")
+    if output is OutputFormat.json:
+        print_json(policy)
+        return
+    print(policy["text"])
 
 
 @app.command()
@@ -116,12 +134,18 @@ def disable(name: str) -> None:
 @handle_errors
 def history(
     since: Annotated[int, typer.Option(help="from this policy-set version on")] = 0,
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """Every change to policies and pool assignments: version, what, who, when."""
-    table = TextTable("VERSION", "CHANGE", "SUBJECT", "BY", "AT")
-    for c in call("GET", f"/v1/policies/changes?since={since}"):
-        table.add_row(str(c["version"]), c["kind"], c["subject"], c["actor"], c["at"][:19])
-    out_console.print(table)
+    changes = call("GET", f"/v1/policies/changes?since={since}")
+
+    def table() -> TextTable:
+        table = TextTable("VERSION", "CHANGE", "SUBJECT", "BY", "AT")
+        for c in changes:
+            table.add_row(str(c["version"]), c["kind"], c["subject"], c["actor"], c["at"][:19])
+        return table
+
+    emit(output, changes, table)
 
 
 @app.command()
@@ -195,9 +219,11 @@ def approvals_list(
     state: Annotated[
         str, typer.Option(help="pending, approved, denied, expired or all")
     ] = "pending",
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """The requests of your agents (all, for an admin) waiting for an answer."""
-    out_console.print(_approvals_table(call("GET", f"/v1/approvals?state={state}")))
+    found = call("GET", f"/v1/approvals?state={state}")
+    emit(output, found, lambda: _approvals_table(found))
 
 
 @approvals_app.command()

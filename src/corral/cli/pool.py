@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
 
-from corral.cli._common import TextTable, err_console, handle_errors, out_console
+from corral.cli._common import (
+    OutputFormat,
+    OutputOption,
+    TextTable,
+    emit,
+    err_console,
+    handle_errors,
+    progress,
+)
 from corral.cli._http import call, credential_option
-from corral.errors import InvalidInputError
+from corral.errors import InvalidInputError, UnavailableError
 
 app = typer.Typer(
     help="Create, list, show and delete pools of PCs.",
@@ -18,6 +27,7 @@ app = typer.Typer(
 
 
 _STATES = ("ready", "in_use", "booting", "resetting", "quarantined")
+_POLL_S = 0.5  # the REST API has no change feed yet: --wait asks again this often
 
 
 def _row(pool: dict[str, Any]) -> list[str]:
@@ -84,6 +94,16 @@ def create(
             "--max, at least 1)",
         ),
     ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="return once the warm PCs are ready, showing progress on stderr"
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="with --wait: seconds to wait at most", min=1)
+    ] = 600.0,
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """Create a pool; the server starts warming its PCs at once."""
     pool = call(
@@ -102,21 +122,46 @@ def create(
             "max_sessions_per_agent": max_sessions_per_agent,
         },
     )
-    out_console.print(_table([pool]))
+    if wait:
+        pool = _wait_warm(pool, timeout)
+    emit(output, pool, lambda: _table([pool]))
+
+
+def _wait_warm(pool: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Ask for the pool until its `warm` PCs are ready; progress on stderr only."""
+    name, want = pool["name"], int(pool["warm"])
+    deadline = time.monotonic() + timeout
+    with progress(f"pool {name}: warming {want} PC(s)") as shown:
+        while True:
+            counts = pool.get("counts", {})
+            ready = int(counts.get("ready", 0))
+            shown.update(f"{ready}/{want} ready, {counts.get('booting', 0)} booting")
+            if ready >= want:
+                return pool
+            if time.monotonic() > deadline:
+                raise UnavailableError(
+                    f"pool {name}: {ready} of {want} warm PCs ready after {timeout:g} s",
+                    hint=f"the pool exists and keeps warming: see `corral pool show {name}` "
+                    "and the server's log",
+                )
+            time.sleep(_POLL_S)
+            pool = call("GET", f"/v1/pools/{name}")
 
 
 @app.command("list")
 @handle_errors
-def list_() -> None:
+def list_(output: OutputOption = OutputFormat.table) -> None:
     """List pools with their PC counts."""
-    out_console.print(_table(call("GET", "/v1/pools")))
+    pools = call("GET", "/v1/pools")
+    emit(output, pools, lambda: _table(pools))
 
 
 @app.command()
 @handle_errors
-def show(name: str) -> None:
+def show(name: str, output: OutputOption = OutputFormat.table) -> None:
     """Show one pool."""
-    out_console.print(_table([call("GET", f"/v1/pools/{name}")]))
+    pool = call("GET", f"/v1/pools/{name}")
+    emit(output, pool, lambda: _table([pool]))
 
 
 @app.command()
@@ -163,11 +208,16 @@ def unassign(name: str, agent: AgentOpt = None, group: GroupOpt = None) -> None:
 
 @app.command()
 @handle_errors
-def assignments(name: str) -> None:
+def assignments(name: str, output: OutputOption = OutputFormat.table) -> None:
     """Who pool NAME is assigned to."""
-    table = TextTable("POOL", "AGENT", "GROUP", "BY", "SINCE")
-    for a in call("GET", f"/v1/pools/{name}/assignments"):
-        table.add_row(
-            a["pool"], a["agent"] or "", a["group"] or "", a["created_by"], a["created_at"][:19]
-        )
-    out_console.print(table)
+    found = call("GET", f"/v1/pools/{name}/assignments")
+
+    def table() -> TextTable:
+        table = TextTable("POOL", "AGENT", "GROUP", "BY", "SINCE")
+        for a in found:
+            table.add_row(
+                a["pool"], a["agent"] or "", a["group"] or "", a["created_by"], a["created_at"][:19]
+            )
+        return table
+
+    emit(output, found, table)

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import uvicorn
 
-from corral.cli._common import check_data_folder, err_console, handle_errors, safe
-from corral.domain.models import PoolSpec
-from corral.errors import ImageNotFoundError, InvalidInputError
-from corral.runtime.images import ImageStore, build_image
+from corral.cli._common import Progress, check_data_folder, err_console, handle_errors, progress
+from corral.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from corral.store import Store
 
 DEFAULT_IMAGE = "desktop"
@@ -23,11 +22,43 @@ DEFAULT_POOL = "default"
 
 
 def _ensure_image(name: str) -> None:
+    from corral.errors import ImageNotFoundError
+    from corral.runtime.images import ImageStore, build_image
+
     try:
         ImageStore().get(name)
     except ImageNotFoundError:
-        err_console.print(f"image {name!r} is missing: building it (first run only, minutes)")
-        build_image(name, progress=lambda msg: err_console.print(f"  {safe(msg)}"))
+        with progress(f"image {name} is missing: building it (first run only, minutes)") as shown:
+            build_image(name, progress=shown.log)
+
+
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app cannot start
+
+
+def _serve(config: uvicorn.Config, base: str) -> None:
+    """uvicorn.run, plus progress on stderr while the control plane starts (store migration,
+    PC recovery, the default pool) and one line once Corral answers."""
+    import uvicorn
+
+    starting = Progress("starting Corral: store, PC recovery, pools")
+
+    class Announcing(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            starting.stop()
+            if not self.should_exit:
+                err_console.print(f"[green]ready[/] on {base} in {starting.elapsed():.1f} s")
+
+    server = Announcing(config)
+    starting.start()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        starting.stop()
+    if not server.started:
+        raise typer.Exit(STARTUP_FAILURE)
 
 
 def _bootstrap_admin(store: Store, token_endpoint: str) -> Path | None:
@@ -102,8 +133,11 @@ def up(
     ] = False,
 ) -> None:
     """Serve Corral (REST, MCP) until Ctrl-C; first run builds the default image and pool."""
+    import uvicorn
+
     from corral.api.app import create_app
     from corral.config import paths
+    from corral.domain.models import PoolSpec
     from corral.identity.directory import Directory
     from corral.identity.keys import SigningKeyring
     from corral.identity.nonces import NonceSource
@@ -182,4 +216,4 @@ def up(
     if admin_file is not None:
         err_console.print(f"  admin credential written to {admin_file} (keep it secret)")
     err_console.print("Ctrl-C stops Corral and destroys its PCs.")
-    uvicorn.run(app, host=host, port=port, log_level="warning", **proxy)
+    _serve(uvicorn.Config(app, host=host, port=port, log_level="warning", **proxy), base)

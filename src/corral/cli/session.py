@@ -6,7 +6,17 @@ from typing import Annotated, Any
 
 import typer
 
-from corral.cli._common import TextTable, err_console, handle_errors, out_console, safe
+from corral.cli._common import (
+    OutputFormat,
+    OutputOption,
+    TextTable,
+    emit,
+    err_console,
+    handle_errors,
+    out_console,
+    print_json,
+    safe,
+)
 from corral.cli._http import call, credential_option
 
 app = typer.Typer(
@@ -36,16 +46,21 @@ def _table(sessions: list[dict[str, Any]]) -> TextTable:
 @handle_errors
 def list_(
     all_: Annotated[bool, typer.Option("--all", help="include released sessions")] = False,
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """List active sessions (or all with --all)."""
-    out_console.print(_table(call("GET", f"/v1/sessions?active={'false' if all_ else 'true'}")))
+    found = call("GET", f"/v1/sessions?active={'false' if all_ else 'true'}")
+    emit(output, found, lambda: _table(found))
 
 
 @app.command()
 @handle_errors
-def show(session_id: str) -> None:
+def show(session_id: str, output: OutputOption = OutputFormat.table) -> None:
     """Show one active session with its MCP and viewer URLs."""
     s = call("GET", f"/v1/sessions/{session_id}")
+    if output is OutputFormat.json:
+        print_json(s)
+        return
     out_console.print(_table([s]))
     out_console.print(f"MCP URL:    {safe(s['mcp_url'])}\nviewer URL: {safe(s['viewer_url'])}")
 
