@@ -2,12 +2,16 @@
 
 Measures acquire from a warm pool (floor: an HTTP round trip to /healthz on the same server),
 release until the PC is ready again, screenshot and click round trips through MCP (floor: the
-same through REST), and a pool of 10 from zero to ready.
+same through REST), a pool of 10 from zero to ready, and the gateway's tool calls: `click`,
+`run_command true` and `screenshot` through `/mcp` with the official MCP client and a DPoP proof
+on every request, each beside the same action's pcd round trip (the pcd client straight on the
+PC's socket; for the screenshot, the in-process grab inside the PC as `bench runtime` does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -21,7 +25,9 @@ from pathlib import Path
 import httpx
 
 from bench._stats import Row, render, summarize, time_ms
+from bench.runtime import GRAB_FLOOR
 from corral.identity.http_auth import DPoPAuth, mcp_http_client
+from corral.runtime.pcs import PCRuntime
 
 RUNS = int(os.environ.get("CORRAL_BENCH_RUNS", "20"))
 IMAGE = os.environ.get("CORRAL_BENCH_IMAGE", "minimal")
@@ -63,6 +69,89 @@ async def _mcp_round_trips(url: str, runs: int, auth: DPoPAuth) -> tuple[list[fl
             await session.call_tool("click", {"x": 100, "y": 100})
             clicks.append((time.perf_counter() - start) * 1000)
     return shots, clicks
+
+
+async def _gateway_round_trips(url: str, runs: int, auth: DPoPAuth) -> dict[str, list[float]]:
+    """click, run_command true and screenshot through the gateway at /mcp (the official MCP
+    client; DPoP proof on every request), on the PC that `acquire_pc` lent this MCP session."""
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    calls: dict[str, tuple[dict[str, object], int]] = {
+        "click": ({"x": 100, "y": 100}, runs * 5),
+        "run_command": ({"command": ["true"]}, runs * 2),
+        "screenshot": ({}, runs * 2),
+    }
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    async with (
+        mcp_http_client(auth) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        acquired = await session.call_tool("acquire_pc", {"pool": "ten"})
+        if acquired.is_error:
+            raise RuntimeError(f"acquire_pc failed: {acquired.content}")
+        pc_id = (acquired.structured_content or {})["pc_id"]
+        for name, (args, n) in calls.items():
+            await session.call_tool(name, args)  # warm: connection to the PC, code paths
+            for _ in range(n):
+                start = time.perf_counter()
+                answer = await session.call_tool(name, args)
+                out[name].append((time.perf_counter() - start) * 1000)
+                if answer.is_error:
+                    raise RuntimeError(f"{name} failed: {answer.content}")
+        _GATEWAY_PC.append(pc_id)
+        await session.call_tool("release_pc", {})
+    return out
+
+
+_GATEWAY_PC: list[str] = []
+
+
+def _pcd_floors(state: Path, pc_id: str, runs: int) -> dict[str, list[float]]:
+    """The same actions through the pcd client straight on the PC's socket (this process is
+    root, like the server, and reads the server's runtime state)."""
+    with PCRuntime(state).client(pc_id) as client:
+        client.click(100, 100)
+        client.run(["true"])
+        grab = client.run(["python3", "-c", GRAB_FLOOR.format(runs=runs * 2)])
+        return {
+            "click": time_ms(lambda: client.click(100, 100), runs * 5),
+            "run_command": time_ms(lambda: client.run(["true"]), runs * 2),
+            "screenshot": json.loads(grab.stdout),
+        }
+
+
+def _gateway_rows(base: str, state: Path, auth: DPoPAuth) -> list[Row]:
+    gateway = asyncio.run(_gateway_round_trips(f"{base}/mcp", RUNS, auth))
+    floors = _pcd_floors(state, _GATEWAY_PC.pop(), RUNS)
+    rows = [
+        summarize(
+            "gateway /mcp: click",
+            gateway["click"],
+            floor=floors["click"],
+            target="p50 <= floor + 2 ms, <= 3 ms",
+            ok=lambda m, p, f: f is not None and m <= f + 2 and m <= 3,
+        ),
+        summarize(
+            "gateway /mcp: run_command true",
+            gateway["run_command"],
+            floor=floors["run_command"],
+            target="p50 <= floor + 2 ms, <= 4 ms",
+            ok=lambda m, p, f: f is not None and m <= f + 2 and m <= 4,
+        ),
+    ]
+    rows.append(
+        summarize(
+            "gateway /mcp: screenshot",
+            gateway["screenshot"],
+            floor=floors["screenshot"],
+            target="p50 <= 1.3x floor",
+            ok=lambda m, p, f: f is not None and m <= 1.3 * f,
+        )
+    )
+    return rows
 
 
 def main() -> int:
@@ -178,6 +267,8 @@ def main() -> int:
             summarize("click round trip (MCP)", clicks, floor=rest_click, target="floor: REST")
         )
         release_all()
+        _wait_counts(http, "ten", 10)
+        rows.extend(_gateway_rows(base, state, auth))
         print(render(rows))
         print(f"acquire p99: {_p99(acq):.1f} ms; floor = GET /healthz on the same server")
         return 0
