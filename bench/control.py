@@ -31,6 +31,8 @@ from corral.runtime.pcs import PCRuntime
 
 RUNS = int(os.environ.get("CORRAL_BENCH_RUNS", "20"))
 IMAGE = os.environ.get("CORRAL_BENCH_IMAGE", "minimal")
+#: "gateway": only the gateway rows (a pool of 2), for quick before/after runs
+ONLY = os.environ.get("CORRAL_BENCH_ONLY", "")
 
 
 def _free_port() -> int:
@@ -79,7 +81,7 @@ async def _gateway_round_trips(url: str, runs: int, auth: DPoPAuth) -> dict[str,
 
     calls: dict[str, tuple[dict[str, object], int]] = {
         "click": ({"x": 100, "y": 100}, runs * 5),
-        "run_command": ({"command": ["true"]}, runs * 2),
+        "run_command": ({"argv": ["true"]}, runs * 2),
         "screenshot": ({}, runs * 2),
     }
     out: dict[str, list[float]] = {name: [] for name in calls}
@@ -190,6 +192,11 @@ def main() -> int:
             time.sleep(0.05)
         auth = DPoPAuth.from_credential(tmp / "admin.json")  # written by the first `corral up`
         http = httpx.Client(base_url=base, timeout=60, auth=auth)
+        if ONLY == "gateway":
+            http.post("/v1/pools", json={"name": "ten", "image": IMAGE, "warm": 1, "max": 2})
+            _wait_counts(http, "ten", 1)
+            print(render(_gateway_rows(base, state, auth)))
+            return 0
         floor = time_ms(lambda: http.get("/healthz"), RUNS * 2)
 
         start = time.perf_counter()
