@@ -73,9 +73,14 @@ async def _mcp_round_trips(url: str, runs: int, auth: DPoPAuth) -> tuple[list[fl
     return shots, clicks
 
 
-async def _gateway_round_trips(url: str, runs: int, auth: DPoPAuth) -> dict[str, list[float]]:
+async def _gateway_round_trips(
+    url: str, state: Path, runs: int, auth: DPoPAuth
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """click, run_command true and screenshot through the gateway at /mcp (the official MCP
-    client; DPoP proof on every request), on the PC that `acquire_pc` lent this MCP session."""
+    client; DPoP proof on every request), on the PC that `acquire_pc` lent this MCP session;
+    and beside each, its floor on the same PC: the same action through the pcd client straight
+    on the PC's socket (this process is root, like the server, and reads the server's runtime
+    state), the screenshot's floor being the in-process grab inside the PC."""
     from mcp.client.session import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
@@ -95,6 +100,15 @@ async def _gateway_round_trips(url: str, runs: int, auth: DPoPAuth) -> dict[str,
         if acquired.is_error:
             raise RuntimeError(f"acquire_pc failed: {acquired.content}")
         pc_id = (acquired.structured_content or {})["pc_id"]
+        with PCRuntime(state).client(pc_id) as client:
+            client.click(100, 100)
+            client.run(["true"])
+            grab = client.run(["python3", "-c", GRAB_FLOOR.format(runs=runs * 2)])
+            floors = {
+                "click": time_ms(lambda: client.click(100, 100), runs * 5),
+                "run_command": time_ms(lambda: client.run(["true"]), runs * 2),
+                "screenshot": json.loads(grab.stdout),
+            }
         for name, (args, n) in calls.items():
             await session.call_tool(name, args)  # warm: connection to the PC, code paths
             for _ in range(n):
@@ -103,31 +117,12 @@ async def _gateway_round_trips(url: str, runs: int, auth: DPoPAuth) -> dict[str,
                 out[name].append((time.perf_counter() - start) * 1000)
                 if answer.is_error:
                     raise RuntimeError(f"{name} failed: {answer.content}")
-        _GATEWAY_PC.append(pc_id)
         await session.call_tool("release_pc", {})
-    return out
-
-
-_GATEWAY_PC: list[str] = []
-
-
-def _pcd_floors(state: Path, pc_id: str, runs: int) -> dict[str, list[float]]:
-    """The same actions through the pcd client straight on the PC's socket (this process is
-    root, like the server, and reads the server's runtime state)."""
-    with PCRuntime(state).client(pc_id) as client:
-        client.click(100, 100)
-        client.run(["true"])
-        grab = client.run(["python3", "-c", GRAB_FLOOR.format(runs=runs * 2)])
-        return {
-            "click": time_ms(lambda: client.click(100, 100), runs * 5),
-            "run_command": time_ms(lambda: client.run(["true"]), runs * 2),
-            "screenshot": json.loads(grab.stdout),
-        }
+    return out, floors
 
 
 def _gateway_rows(base: str, state: Path, auth: DPoPAuth) -> list[Row]:
-    gateway = asyncio.run(_gateway_round_trips(f"{base}/mcp", RUNS, auth))
-    floors = _pcd_floors(state, _GATEWAY_PC.pop(), RUNS)
+    gateway, floors = asyncio.run(_gateway_round_trips(f"{base}/mcp", state, RUNS, auth))
     rows = [
         summarize(
             "gateway /mcp: click",
