@@ -73,8 +73,19 @@ async def _mcp_round_trips(url: str, runs: int, auth: DPoPAuth) -> tuple[list[fl
     return shots, clicks
 
 
+def _cpu_ms(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far, in ms: the server's
+    own work per call, which other load on the machine moves far less than wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+#: the server's CPU ms per gateway call, by tool (printed under the table)
+SERVER_CPU: dict[str, float] = {}
+
+
 async def _gateway_round_trips(
-    url: str, state: Path, runs: int, auth: DPoPAuth
+    url: str, state: Path, runs: int, auth: DPoPAuth, server_pid: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """click, run_command true and screenshot through the gateway at /mcp (the official MCP
     client; DPoP proof on every request), on the PC that `acquire_pc` lent this MCP session;
@@ -111,18 +122,22 @@ async def _gateway_round_trips(
             }
         for name, (args, n) in calls.items():
             await session.call_tool(name, args)  # warm: connection to the PC, code paths
+            cpu = _cpu_ms(server_pid)
             for _ in range(n):
                 start = time.perf_counter()
                 answer = await session.call_tool(name, args)
                 out[name].append((time.perf_counter() - start) * 1000)
                 if answer.is_error:
                     raise RuntimeError(f"{name} failed: {answer.content}")
+            SERVER_CPU[name] = (_cpu_ms(server_pid) - cpu) / n
         await session.call_tool("release_pc", {})
     return out, floors
 
 
-def _gateway_rows(base: str, state: Path, auth: DPoPAuth) -> list[Row]:
-    gateway, floors = asyncio.run(_gateway_round_trips(f"{base}/mcp", state, RUNS, auth))
+def _gateway_rows(base: str, state: Path, auth: DPoPAuth, server_pid: int) -> list[Row]:
+    gateway, floors = asyncio.run(
+        _gateway_round_trips(f"{base}/mcp", state, RUNS, auth, server_pid)
+    )
     rows = [
         summarize(
             "gateway /mcp: click",
@@ -190,7 +205,8 @@ def main() -> int:
         if ONLY == "gateway":
             http.post("/v1/pools", json={"name": "ten", "image": IMAGE, "warm": 1, "max": 2})
             _wait_counts(http, "ten", 1)
-            print(render(_gateway_rows(base, state, auth)))
+            print(render(_gateway_rows(base, state, auth, proc.pid)))
+            _print_server_cpu()
             return 0
         floor = time_ms(lambda: http.get("/healthz"), RUNS * 2)
 
@@ -270,9 +286,10 @@ def main() -> int:
         )
         release_all()
         _wait_counts(http, "ten", 10)
-        rows.extend(_gateway_rows(base, state, auth))
+        rows.extend(_gateway_rows(base, state, auth, proc.pid))
         print(render(rows))
         print(f"acquire p99: {_p99(acq):.1f} ms; floor = GET /healthz on the same server")
+        _print_server_cpu()
         return 0
     finally:
         proc.send_signal(signal.SIGINT)
@@ -282,6 +299,11 @@ def main() -> int:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
+
+
+def _print_server_cpu() -> None:
+    cpu = ", ".join(f"{name} {ms:.2f} ms" for name, ms in SERVER_CPU.items())
+    print(f"server CPU per gateway call (all threads): {cpu}")
 
 
 def _p99(samples: list[float]) -> float:
