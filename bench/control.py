@@ -111,6 +111,9 @@ async def _gateway_round_trips(
         if acquired.is_error:
             raise RuntimeError(f"acquire_pc failed: {acquired.content}")
         pc_id = (acquired.structured_content or {})["pc_id"]
+        cpu = _cpu_ms(server_pid)
+        await asyncio.sleep(2)  # the server's background work (pool manager), not per call
+        SERVER_CPU["idle, per second"] = (_cpu_ms(server_pid) - cpu) / 2
         with PCRuntime(state).client(pc_id) as client:
             client.click(100, 100)
             client.run(["true"])
