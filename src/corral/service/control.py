@@ -52,7 +52,7 @@ from corral.errors import (
 )
 from corral.identity.caep import EventSink
 from corral.runtime.client import PcdClient
-from corral.runtime.pcs import Health, PCRuntime
+from corral.runtime.driver import Health, PCDriver
 from corral.service.access import AccessEvaluator
 from corral.service.events import release_event
 from corral.service.policy import PolicyService, Target
@@ -136,7 +136,7 @@ class ControlPlane:
     def __init__(
         self,
         store: Store,
-        runtime: PCRuntime,
+        runtime: PCDriver,
         *,
         events: EventSink | None = None,
         approval_wait_s: float = 0.0,
