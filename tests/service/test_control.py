@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from corral.domain.access import Caller, CallerKind
 from corral.domain.identity import Role
 from corral.domain.models import PoolSpec
 from corral.errors import ConflictError, UnavailableError
-from corral.service.control import ControlPlane
+from corral.service.control import ACTIVITY_GRANULARITY, ControlPlane
 from corral.store import Store
 from tests.support.fakes import FakeDriver
 
@@ -146,3 +147,42 @@ async def test_stop_during_boots_leaves_no_pc_running(tmp_path: Path) -> None:
         await manager
     await control.stop()
     assert runtime.alive == set()
+
+
+async def test_a_burst_of_actions_writes_activity_once_per_tick(
+    plane: tuple[ControlPlane, FakeDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    control, _ = plane
+    await control.create_pool(PoolSpec("p", "minimal", warm=1, max=1), principal=ADMIN)
+    sid = (await control.acquire("p", wait_s=10, principal=ADMIN)).id
+    acquired = control.store.get_session(sid).last_activity
+    writes: list[datetime] = []
+    touch = control.store.touch_session
+
+    def counting_touch(session_id: str, now: datetime) -> None:
+        writes.append(now)
+        touch(session_id, now)
+
+    clock = [acquired + ACTIVITY_GRANULARITY / 2]
+    monkeypatch.setattr(control.store, "touch_session", counting_touch)
+    monkeypatch.setattr("corral.service.control.utcnow", lambda: clock[0])
+    for i in range(10):  # all within one tick of the acquire: no write
+        await control.act(sid, "run_command", {"command": f"q{i}"}, principal=ADMIN)
+    assert writes == []
+    clock[0] = acquired + ACTIVITY_GRANULARITY * 2
+    for i in range(10):  # a tick later: one write, then the stored mark is fresh again
+        await control.act(sid, "run_command", {"command": f"r{i}"}, principal=ADMIN)
+    assert writes == [clock[0]]
+    assert control.store.get_session(sid).last_activity == clock[0]
+
+
+async def test_an_action_longer_than_a_tick_counts_as_activity_until_it_ends(
+    plane: tuple[ControlPlane, FakeDriver],
+) -> None:
+    control, _ = plane
+    await control.create_pool(PoolSpec("p", "minimal", warm=1, max=1), principal=ADMIN)
+    sid = (await control.acquire("p", wait_s=10, principal=ADMIN)).id
+    seconds = ACTIVITY_GRANULARITY.total_seconds() * 1.5
+    before = datetime.now(UTC)
+    await control.act(sid, "run_command", {"command": f"long:{seconds}"}, principal=ADMIN)
+    assert control.store.get_session(sid).last_activity >= before + timedelta(seconds=seconds)

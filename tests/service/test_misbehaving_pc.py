@@ -24,8 +24,9 @@ from corral.runtime.pcs import Health
 from corral.service import control as control_module
 from corral.service.control import HEALTH_THREADS, RUNTIME_THREADS, ControlPlane
 from corral.store import Store
+from tests.support.fakes import FakeDriver
 
-from .test_control import ADMIN, FakeRuntime
+from .test_control import ADMIN
 
 pytestmark = pytest.mark.anyio
 
@@ -100,8 +101,8 @@ def garbage(conn: socket.socket, stop: threading.Event) -> None:
     stop.wait(60)
 
 
-class HostileRuntime(FakeRuntime):
-    """FakeRuntime whose PCs listed in `hostile` are reached through the real client."""
+class HostileRuntime(FakeDriver):
+    """FakeDriver whose PCs listed in `hostile` are reached through the real client."""
 
     def __init__(self, peers: Peers) -> None:
         super().__init__()

@@ -2,6 +2,8 @@
 
 - `FakeDriver`: a `corral.runtime.driver.PCDriver` without root or containers, so the pool
   manager's ordering, cancellation, on-demand boots and shutdown can be driven precisely.
+- `FakeClient`: a stand-in for `PcdClient` itself, for tests that override single actions
+  (hold one until the test lets it go, say); it runs commands as `FakeDriver.answer` does.
 - `FakePcd`: a `corral.runtime.client.PcdTransport` whose channel answers the pcd protocol
   in memory. The driver hands out the real `PcdClient` over it, so the client's framing and
   bounds run for real; `run` treats `name:seconds` as "sleep that long, answer `name`".
@@ -19,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corral.runtime.client import Channel, PcdClient
+from corral.runtime.client import Channel, CommandResult, PcdClient
 from corral.runtime.driver import Health, PCInfo
 
-__all__ = ["FakeChannel", "FakeDriver", "FakeImage", "FakePcd"]
+__all__ = ["FakeChannel", "FakeClient", "FakeDriver", "FakeImage", "FakePcd"]
 
 
 @dataclass(frozen=True)
@@ -143,3 +145,25 @@ class FakeDriver:
             with self.lock:
                 self.in_flight -= 1
         return {"exit_code": 0, "stdout": name, "stderr": "", "duration_ms": 0.0}
+
+
+class FakeClient:
+    """The one `PcdClient` action the manager's tests drive, `run`, without the protocol."""
+
+    def __init__(self, runtime: FakeDriver) -> None:
+        self.runtime = runtime
+
+    def run(
+        self,
+        argv: list[str] | None = None,
+        *,
+        shell: str | None = None,
+        timeout_s: float = 30,
+        **_: Any,
+    ) -> CommandResult:
+        args: dict[str, Any] = {"argv": argv} if shell is None else {"shell": shell}
+        answer = self.runtime.answer("run", args)
+        return CommandResult(0, answer["stdout"], "", False, False, False, 0.0)
+
+    def close(self) -> None:
+        pass
