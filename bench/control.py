@@ -2,12 +2,16 @@
 
 Measures acquire from a warm pool (floor: an HTTP round trip to /healthz on the same server),
 release until the PC is ready again, screenshot and click round trips through MCP (floor: the
-same through REST), and a pool of 10 from zero to ready.
+same through REST), a pool of 10 from zero to ready, and the gateway's tool calls: `click`,
+`run_command true` and `screenshot` through `/mcp` with the official MCP client and a DPoP proof
+on every request, each beside the same action's pcd round trip (the pcd client straight on the
+PC's socket; for the screenshot, the in-process grab inside the PC as `bench runtime` does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -21,10 +25,14 @@ from pathlib import Path
 import httpx
 
 from bench._stats import Row, render, summarize, time_ms
+from bench.runtime import GRAB_FLOOR
 from corral.identity.http_auth import DPoPAuth, mcp_http_client
+from corral.runtime.pcs import PCRuntime
 
 RUNS = int(os.environ.get("CORRAL_BENCH_RUNS", "20"))
 IMAGE = os.environ.get("CORRAL_BENCH_IMAGE", "minimal")
+#: "gateway": only the gateway rows (a pool of 2), for quick before/after runs
+ONLY = os.environ.get("CORRAL_BENCH_ONLY", "")
 
 
 def _free_port() -> int:
@@ -65,6 +73,102 @@ async def _mcp_round_trips(url: str, runs: int, auth: DPoPAuth) -> tuple[list[fl
     return shots, clicks
 
 
+def _cpu_ms(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far, in ms: the server's
+    own work per call, which other load on the machine moves far less than wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+#: the server's CPU ms per gateway call, by tool (printed under the table)
+SERVER_CPU: dict[str, float] = {}
+
+
+async def _gateway_round_trips(
+    url: str, state: Path, runs: int, auth: DPoPAuth, server_pid: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """click, run_command true and screenshot through the gateway at /mcp (the official MCP
+    client; DPoP proof on every request), on the PC that `acquire_pc` lent this MCP session;
+    and beside each, its floor on the same PC: the same action through the pcd client straight
+    on the PC's socket (this process is root, like the server, and reads the server's runtime
+    state), the screenshot's floor being the in-process grab inside the PC."""
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    calls: dict[str, tuple[dict[str, object], int]] = {
+        "click": ({"x": 100, "y": 100}, runs * 5),
+        "run_command": ({"argv": ["true"]}, runs * 2),
+        "screenshot": ({}, runs * 2),
+    }
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    async with (
+        mcp_http_client(auth) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        acquired = await session.call_tool("acquire_pc", {"pool": "ten"})
+        if acquired.is_error:
+            raise RuntimeError(f"acquire_pc failed: {acquired.content}")
+        pc_id = (acquired.structured_content or {})["pc_id"]
+        cpu = _cpu_ms(server_pid)
+        await asyncio.sleep(2)  # the server's background work (pool manager), not per call
+        SERVER_CPU["idle, per second"] = (_cpu_ms(server_pid) - cpu) / 2
+        with PCRuntime(state).client(pc_id) as client:
+            client.click(100, 100)
+            client.run(["true"])
+            grab = client.run(["python3", "-c", GRAB_FLOOR.format(runs=runs * 2)])
+            floors = {
+                "click": time_ms(lambda: client.click(100, 100), runs * 5),
+                "run_command": time_ms(lambda: client.run(["true"]), runs * 2),
+                "screenshot": json.loads(grab.stdout),
+            }
+        for name, (args, n) in calls.items():
+            await session.call_tool(name, args)  # warm: connection to the PC, code paths
+            cpu = _cpu_ms(server_pid)
+            for _ in range(n):
+                start = time.perf_counter()
+                answer = await session.call_tool(name, args)
+                out[name].append((time.perf_counter() - start) * 1000)
+                if answer.is_error:
+                    raise RuntimeError(f"{name} failed: {answer.content}")
+            SERVER_CPU[name] = (_cpu_ms(server_pid) - cpu) / n
+        await session.call_tool("release_pc", {})
+    return out, floors
+
+
+def _gateway_rows(base: str, state: Path, auth: DPoPAuth, server_pid: int) -> list[Row]:
+    gateway, floors = asyncio.run(
+        _gateway_round_trips(f"{base}/mcp", state, RUNS, auth, server_pid)
+    )
+    rows = [
+        summarize(
+            "gateway /mcp: click",
+            gateway["click"],
+            floor=floors["click"],
+            target="p50 <= floor + 2 ms, <= 3 ms",
+            ok=lambda m, p, f: f is not None and m <= f + 2 and m <= 3,
+        ),
+        summarize(
+            "gateway /mcp: run_command true",
+            gateway["run_command"],
+            floor=floors["run_command"],
+            target="p50 <= floor + 2 ms, <= 4 ms",
+            ok=lambda m, p, f: f is not None and m <= f + 2 and m <= 4,
+        ),
+    ]
+    rows.append(
+        summarize(
+            "gateway /mcp: screenshot",
+            gateway["screenshot"],
+            floor=floors["screenshot"],
+            target="p50 <= 1.3x floor",
+            ok=lambda m, p, f: f is not None and m <= 1.3 * f,
+        )
+    )
+    return rows
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("the control-plane benchmark needs root", file=sys.stderr)
@@ -101,6 +205,12 @@ def main() -> int:
             time.sleep(0.05)
         auth = DPoPAuth.from_credential(tmp / "admin.json")  # written by the first `corral up`
         http = httpx.Client(base_url=base, timeout=60, auth=auth)
+        if ONLY == "gateway":
+            http.post("/v1/pools", json={"name": "ten", "image": IMAGE, "warm": 1, "max": 2})
+            _wait_counts(http, "ten", 1)
+            print(render(_gateway_rows(base, state, auth, proc.pid)))
+            _print_server_cpu()
+            return 0
         floor = time_ms(lambda: http.get("/healthz"), RUNS * 2)
 
         start = time.perf_counter()
@@ -178,8 +288,11 @@ def main() -> int:
             summarize("click round trip (MCP)", clicks, floor=rest_click, target="floor: REST")
         )
         release_all()
+        _wait_counts(http, "ten", 10)
+        rows.extend(_gateway_rows(base, state, auth, proc.pid))
         print(render(rows))
         print(f"acquire p99: {_p99(acq):.1f} ms; floor = GET /healthz on the same server")
+        _print_server_cpu()
         return 0
     finally:
         proc.send_signal(signal.SIGINT)
@@ -189,6 +302,11 @@ def main() -> int:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
+
+
+def _print_server_cpu() -> None:
+    cpu = ", ".join(f"{name} {ms:.2f} ms" for name, ms in SERVER_CPU.items())
+    print(f"server CPU per gateway call (all threads): {cpu}")
 
 
 def _p99(samples: list[float]) -> float:

@@ -21,6 +21,8 @@ from corral.runtime.pcs import PCRuntime
 RUNS = int(os.environ.get("CORRAL_BENCH_RUNS", "20"))
 IMAGE = os.environ.get("CORRAL_BENCH_IMAGE", "minimal")
 IDLE_PCS = 5
+#: "boot": only the boot row, for quick before/after runs
+ONLY = os.environ.get("CORRAL_BENCH_ONLY", "")
 
 
 def _floor_runc_empty(rootfs: Path, runs: int) -> list[float]:
@@ -146,6 +148,9 @@ def main() -> int:
                 ok=lambda m, p, f: m <= 400 and f is not None and m <= 2 * f,
             )
         )
+        if ONLY == "boot":
+            print(render(rows))
+            return 0
         pc = rt.boot(IMAGE)
         rows.append(
             summarize(

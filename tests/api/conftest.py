@@ -18,7 +18,7 @@ from corral.identity.http_auth import AgentCredential, DPoPAuth, TokenSource
 from corral.service.auth import AuthService
 from corral.service.control import ControlPlane
 from corral.store import Store
-from tests.service.test_control import FakeRuntime
+from tests.support.fakes import FakeDriver
 
 BASE = "http://testserver"
 TOKEN_URL = f"{BASE}/v1/token"
@@ -93,7 +93,7 @@ class Env:
         self.creds["bot"] = d.create_agent("bot", ["alice"], token_endpoint=TOKEN_URL)
         self.auth = AuthService(self.store, SigningKeyring.generate(), BASE, TOKEN_URL)
         self.app = create_app(
-            ControlPlane(self.store, FakeRuntime()),  # type: ignore[arg-type]
+            ControlPlane(self.store, FakeDriver()),
             base_url=BASE,
             manage_pools=False,
             auth=self.auth,

@@ -58,7 +58,7 @@ from corral.service.tools import TOOLS
 from corral.store import Store
 from tests.mcp.client import call, connect, text
 from tests.mcp.fakes import tiny_png
-from tests.service.test_control import FakeRuntime
+from tests.support.fakes import FakeDriver
 
 PASSWORD = "a long enough password"  # noqa: S105
 ANY = "*"  # an ASGI route that takes every method (the MCP endpoints)
@@ -181,7 +181,7 @@ class Desktop:
         return lambda *args, **kw: self._did(op)
 
 
-class DesktopRuntime(FakeRuntime):
+class DesktopRuntime(FakeDriver):
     def __init__(self) -> None:
         super().__init__()
         self.ops: list[str] = []

@@ -1,4 +1,5 @@
-"""The ControlPlane's own logic, on a real store (SQLite) and a fake runtime.
+"""The ControlPlane's own logic, on a real store (SQLite) and a fake PC driver
+(tests/support/fakes.py).
 
 The fake stands in for root-only containers so that ordering, cancellation, on-demand boots
 and shutdown can be driven precisely; the real runtime is covered by tests/e2e.
@@ -7,13 +8,9 @@ and shutdown can be driven precisely; the real runtime is covered by tests/e2e.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import threading
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,10 +18,9 @@ from corral.domain.access import Caller, CallerKind
 from corral.domain.identity import Role
 from corral.domain.models import PoolSpec
 from corral.errors import ConflictError, UnavailableError
-from corral.runtime.client import CommandResult
-from corral.runtime.pcs import Health
-from corral.service.control import ControlPlane
+from corral.service.control import ACTIVITY_GRANULARITY, ControlPlane
 from corral.store import Store
+from tests.support.fakes import FakeDriver
 
 ADMIN = Caller(CallerKind.USER, "u-test", frozenset({Role.ADMIN}))
 
@@ -36,87 +32,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@dataclass
-class _Info:
-    id: str
-    status: str = "ready"
-
-
-class FakeClient:
-    def __init__(self, runtime: FakeRuntime) -> None:
-        self.runtime = runtime
-
-    def run(
-        self,
-        argv: list[str] | None = None,
-        *,
-        shell: str | None = None,
-        timeout_s: float = 30,
-        **_: Any,
-    ) -> CommandResult:
-        rt = self.runtime
-        with rt.lock:
-            rt.in_flight += 1
-            rt.max_in_flight = max(rt.max_in_flight, rt.in_flight)
-        try:
-            line = shell if shell is not None else " ".join(argv or [])
-            name, _sep, delay = line.partition(":")
-            time.sleep(float(delay or 0))
-            rt.ran.append(name)
-        finally:
-            with rt.lock:
-                rt.in_flight -= 1
-        return CommandResult(0, name, "", False, False, False, 0.0)
-
-    def close(self) -> None:
-        pass
-
-
-class FakeRuntime:
-    def __init__(self, boot_s: float = 0.0) -> None:
-        self.boot_s = boot_s
-        self.alive: set[str] = set()
-        self.ran: list[str] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.lock = threading.Lock()
-        self._ids = itertools.count()
-        self.images = self
-
-    def get(self, name: str) -> object:
-        return name
-
-    def boot(self, image: str, size: str = "small") -> _Info:
-        time.sleep(self.boot_s)
-        pc_id = f"pc-{next(self._ids):04d}"
-        with self.lock:
-            self.alive.add(pc_id)
-        return _Info(pc_id)
-
-    def reset(self, pc_id: str) -> _Info:
-        return _Info(pc_id)
-
-    def destroy(self, pc_id: str) -> None:
-        with self.lock:
-            self.alive.discard(pc_id)
-
-    def health(self, pc_id: str) -> Health:
-        return Health(True, True, True, "healthy")
-
-    def list_pcs(self) -> list[_Info]:
-        return [_Info(i) for i in sorted(self.alive)]
-
-    def reconcile(self, boot_grace_s: float = 60.0) -> list[str]:
-        return []
-
-    def client(self, pc_id: str, timeout: float = 30.0) -> FakeClient:
-        return FakeClient(self)
-
-
 @pytest.fixture
-async def plane(tmp_path: Path) -> AsyncIterator[tuple[ControlPlane, FakeRuntime]]:
-    runtime = FakeRuntime()
-    control = ControlPlane(Store(f"sqlite:///{tmp_path}/c.db"), runtime)  # type: ignore[arg-type]
+async def plane(tmp_path: Path) -> AsyncIterator[tuple[ControlPlane, FakeDriver]]:
+    runtime = FakeDriver()
+    control = ControlPlane(Store(f"sqlite:///{tmp_path}/c.db"), runtime)
     await control.start()
     manager = asyncio.create_task(control.run())
     yield control, runtime
@@ -127,7 +46,7 @@ async def plane(tmp_path: Path) -> AsyncIterator[tuple[ControlPlane, FakeRuntime
 
 
 async def test_a_pool_with_no_warm_pcs_boots_one_for_a_waiting_acquire(
-    plane: tuple[ControlPlane, FakeRuntime],
+    plane: tuple[ControlPlane, FakeDriver],
 ) -> None:
     control, runtime = plane
     await control.create_pool(PoolSpec("cold", "minimal", warm=0, max=2), principal=ADMIN)
@@ -136,7 +55,7 @@ async def test_a_pool_with_no_warm_pcs_boots_one_for_a_waiting_acquire(
 
 
 async def test_actions_run_one_at_a_time_in_arrival_order(
-    plane: tuple[ControlPlane, FakeRuntime],
+    plane: tuple[ControlPlane, FakeDriver],
 ) -> None:
     control, runtime = plane
     await control.create_pool(PoolSpec("p", "minimal", warm=1, max=1), principal=ADMIN)
@@ -155,7 +74,7 @@ async def test_actions_run_one_at_a_time_in_arrival_order(
 
 
 async def test_a_cancelled_action_still_blocks_the_next_until_it_is_done(
-    plane: tuple[ControlPlane, FakeRuntime],
+    plane: tuple[ControlPlane, FakeDriver],
 ) -> None:
     control, runtime = plane
     await control.create_pool(PoolSpec("p", "minimal", warm=1, max=1), principal=ADMIN)
@@ -172,7 +91,7 @@ async def test_a_cancelled_action_still_blocks_the_next_until_it_is_done(
 
 
 async def test_long_actions_do_not_starve_acquires(
-    plane: tuple[ControlPlane, FakeRuntime],
+    plane: tuple[ControlPlane, FakeDriver],
 ) -> None:
     control, runtime = plane
     await control.create_pool(PoolSpec("busy", "minimal", warm=10, max=10), principal=ADMIN)
@@ -195,7 +114,7 @@ async def test_long_actions_do_not_starve_acquires(
 
 
 async def test_same_key_on_another_pool_is_a_conflict(
-    plane: tuple[ControlPlane, FakeRuntime],
+    plane: tuple[ControlPlane, FakeDriver],
 ) -> None:
     control, _ = plane
     await control.create_pool(PoolSpec("a", "minimal", warm=1, max=1), principal=ADMIN)
@@ -206,7 +125,7 @@ async def test_same_key_on_another_pool_is_a_conflict(
 
 
 async def test_no_capacity_is_unavailable_with_retry_after(
-    plane: tuple[ControlPlane, FakeRuntime],
+    plane: tuple[ControlPlane, FakeDriver],
 ) -> None:
     control, _ = plane
     await control.create_pool(PoolSpec("one", "minimal", warm=1, max=1), principal=ADMIN)
@@ -217,8 +136,8 @@ async def test_no_capacity_is_unavailable_with_retry_after(
 
 
 async def test_stop_during_boots_leaves_no_pc_running(tmp_path: Path) -> None:
-    runtime = FakeRuntime(boot_s=0.3)
-    control = ControlPlane(Store(f"sqlite:///{tmp_path}/c.db"), runtime)  # type: ignore[arg-type]
+    runtime = FakeDriver(boot_s=0.3)
+    control = ControlPlane(Store(f"sqlite:///{tmp_path}/c.db"), runtime)
     await control.start()
     manager = asyncio.create_task(control.run())
     await control.create_pool(PoolSpec("p", "minimal", warm=3, max=3), principal=ADMIN)
@@ -228,3 +147,42 @@ async def test_stop_during_boots_leaves_no_pc_running(tmp_path: Path) -> None:
         await manager
     await control.stop()
     assert runtime.alive == set()
+
+
+async def test_a_burst_of_actions_writes_activity_once_per_tick(
+    plane: tuple[ControlPlane, FakeDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    control, _ = plane
+    await control.create_pool(PoolSpec("p", "minimal", warm=1, max=1), principal=ADMIN)
+    sid = (await control.acquire("p", wait_s=10, principal=ADMIN)).id
+    acquired = control.store.get_session(sid).last_activity
+    writes: list[datetime] = []
+    touch = control.store.touch_session
+
+    def counting_touch(session_id: str, now: datetime) -> None:
+        writes.append(now)
+        touch(session_id, now)
+
+    clock = [acquired + ACTIVITY_GRANULARITY / 2]
+    monkeypatch.setattr(control.store, "touch_session", counting_touch)
+    monkeypatch.setattr("corral.service.control.utcnow", lambda: clock[0])
+    for i in range(10):  # all within one tick of the acquire: no write
+        await control.act(sid, "run_command", {"command": f"q{i}"}, principal=ADMIN)
+    assert writes == []
+    clock[0] = acquired + ACTIVITY_GRANULARITY * 2
+    for i in range(10):  # a tick later: one write, then the stored mark is fresh again
+        await control.act(sid, "run_command", {"command": f"r{i}"}, principal=ADMIN)
+    assert writes == [clock[0]]
+    assert control.store.get_session(sid).last_activity == clock[0]
+
+
+async def test_an_action_longer_than_a_tick_counts_as_activity_until_it_ends(
+    plane: tuple[ControlPlane, FakeDriver],
+) -> None:
+    control, _ = plane
+    await control.create_pool(PoolSpec("p", "minimal", warm=1, max=1), principal=ADMIN)
+    sid = (await control.acquire("p", wait_s=10, principal=ADMIN)).id
+    seconds = ACTIVITY_GRANULARITY.total_seconds() * 1.5
+    before = datetime.now(UTC)
+    await control.act(sid, "run_command", {"command": f"long:{seconds}"}, principal=ADMIN)
+    assert control.store.get_session(sid).last_activity >= before + timedelta(seconds=seconds)

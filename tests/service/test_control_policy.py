@@ -21,7 +21,7 @@ from corral.errors import (
 )
 from corral.service.control import ControlPlane
 from corral.store import Store
-from tests.service.test_control import FakeRuntime
+from tests.support.fakes import FakeDriver
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +32,7 @@ def anyio_backend() -> str:
 
 
 class Gate:
-    def __init__(self, control: ControlPlane, runtime: FakeRuntime) -> None:
+    def __init__(self, control: ControlPlane, runtime: FakeDriver) -> None:
         self.control = control
         self.runtime = runtime
         store = control.store
@@ -49,8 +49,8 @@ class Gate:
 
 @pytest.fixture
 async def gate(tmp_path: Path) -> AsyncIterator[Gate]:
-    runtime = FakeRuntime()
-    control = ControlPlane(Store(f"sqlite:///{tmp_path}/c.db"), runtime)  # type: ignore[arg-type]
+    runtime = FakeDriver()
+    control = ControlPlane(Store(f"sqlite:///{tmp_path}/c.db"), runtime)
     await control.start()
     manager = asyncio.create_task(control.run())
     g = Gate(control, runtime)

@@ -21,8 +21,8 @@ from corral.identity.errors import (
 )
 from corral.runtime.client import CommandResult
 from corral.store import Store
-from tests.service.test_control import FakeClient, FakeRuntime
 from tests.service.test_control_policy import Gate, anyio_backend, gate
+from tests.support.fakes import FakeClient, FakeDriver
 
 __all__ = ["anyio_backend", "gate"]  # fixtures, shared with test_control_policy
 
@@ -59,13 +59,14 @@ class _HoldingClient(FakeClient):
         return super().run(argv, shell=shell, **kw)
 
 
-class _HoldingRuntime(FakeRuntime):
+class _HoldingRuntime(FakeDriver):
     def __init__(self) -> None:
         super().__init__()
         self.started = threading.Event()
         self.go = threading.Event()
 
-    def client(self, pc_id: str, timeout: float = 30.0) -> FakeClient:
+    # A client that holds each call (duck-typed like the PcdClient the plane expects).
+    def client(self, pc_id: str, timeout: float = 30.0) -> FakeClient:  # type: ignore[override]
         return _HoldingClient(self)
 
 

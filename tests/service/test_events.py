@@ -38,7 +38,7 @@ from corral.store import Store
 from tests.identity.helpers import parts
 from tests.identity.test_caep import _ANY_ALG, public
 from tests.service.loopback_receiver import LoopbackReceiver
-from tests.service.test_control import FakeRuntime
+from tests.support.fakes import FakeDriver
 
 pytestmark = pytest.mark.anyio
 CORRAL = "http://127.0.0.1:8420"
@@ -179,7 +179,7 @@ def test_release_event_rules(store: Store) -> None:
 
 async def test_control_plane_reports_admin_release_and_eviction(store: Store) -> None:
     recorder = Recorder()
-    control = ControlPlane(store, FakeRuntime(), events=recorder)  # type: ignore[arg-type]
+    control = ControlPlane(store, FakeDriver(), events=recorder)
     control.policy.start()  # the shipped policies decide who may release (issue 5)
     agent = _agent(store)
     own = _session(store, owner=agent, n=1)

@@ -20,12 +20,13 @@ import pytest
 from corral.domain.models import PCState, PoolSpec, SessionState
 from corral.errors import CorralError, PCMisbehavingError
 from corral.runtime.client import PcdClient
-from corral.runtime.pcs import Health
+from corral.runtime.pcs import Health, PCInfo
 from corral.service import control as control_module
 from corral.service.control import HEALTH_THREADS, RUNTIME_THREADS, ControlPlane
 from corral.store import Store
+from tests.support.fakes import FakeDriver
 
-from .test_control import ADMIN, FakeClient, FakeRuntime, _Info
+from .test_control import ADMIN
 
 pytestmark = pytest.mark.anyio
 
@@ -100,8 +101,8 @@ def garbage(conn: socket.socket, stop: threading.Event) -> None:
     stop.wait(60)
 
 
-class HostileRuntime(FakeRuntime):
-    """FakeRuntime whose PCs listed in `hostile` are reached through the real client."""
+class HostileRuntime(FakeDriver):
+    """FakeDriver whose PCs listed in `hostile` are reached through the real client."""
 
     def __init__(self, peers: Peers) -> None:
         super().__init__()
@@ -109,16 +110,13 @@ class HostileRuntime(FakeRuntime):
         self.hostile: dict[str, Path] = {}
         self.resets = 0
 
-    def reset(self, pc_id: str) -> _Info:
+    def reset(self, pc_id: str) -> PCInfo:
         with self.lock:
             self.resets += 1
         return super().reset(pc_id)
 
-    # The point of this fake: hostile PCs get the real PcdClient where FakeRuntime hands out
-    # FakeClients (the plane takes either; DesktopRuntime in tests/api does the same).
-    def client(  # type: ignore[override]
-        self, pc_id: str, timeout: float = 30.0
-    ) -> FakeClient | PcdClient:
+    # The point of this fake: hostile PCs get the real PcdClient (others the in-memory pcd).
+    def client(self, pc_id: str, timeout: float = 30.0) -> PcdClient:
         path = self.hostile.get(pc_id)
         if path is None:
             return super().client(pc_id, timeout)
@@ -152,7 +150,7 @@ async def plane(
 ) -> AsyncIterator[tuple[ControlPlane, HostileRuntime]]:
     monkeypatch.setattr(control_module, "HEALTH_EVERY_S", 0.1)
     runtime = HostileRuntime(peers)
-    control = ControlPlane(Store(f"sqlite:///{tmp_path}/c.db"), runtime)  # type: ignore[arg-type]
+    control = ControlPlane(Store(f"sqlite:///{tmp_path}/c.db"), runtime)
     await control.start()
     manager = asyncio.create_task(control.run())
     yield control, runtime

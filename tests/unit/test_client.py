@@ -17,7 +17,8 @@ from corral.errors import (
     InvalidInputError,
     PCUnavailableError,
 )
-from corral.runtime.client import PcdClient, Screenshot
+from corral.runtime.client import PcdClient, Screenshot, UnixSocketTransport
+from tests.support.fakes import FakeDriver, FakePcd
 
 
 def _serve(
@@ -102,3 +103,19 @@ def test_screenshot_coordinates_map_back_to_the_screen() -> None:
     assert shot.to_screen(512, 320) == (640, 400)
     assert shot.to_screen(1023, 639) == (1279, 799)
     assert shot.to_screen(-5, 5000) == (0, 799)
+
+
+def test_the_client_speaks_over_any_transport() -> None:
+    """The protocol (framing, bounds, deadline) is the client's; reaching pcd is the
+    transport's: the shared fake's in-memory channel serves the real client."""
+    driver = FakeDriver()
+    client = driver.client("pc-x")
+    assert isinstance(client.transport, FakePcd)
+    assert client.run(["hello"]).stdout == "hello"
+    assert driver.ran == ["hello"]
+
+
+def test_a_path_is_a_unix_socket_transport(tmp_path: Path) -> None:
+    client = PcdClient(tmp_path / "pcd.sock")
+    assert isinstance(client.transport, UnixSocketTransport)
+    assert client.transport.path == tmp_path / "pcd.sock"

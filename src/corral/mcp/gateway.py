@@ -184,8 +184,11 @@ class GatewayMCP:
             on_call_tool=self._call_tool,
             get_tool_input_schema=self._input_schema,
         )
+        # Plain JSON answers, not one SSE stream per POST: no tool sends anything before its
+        # result, and the stream's tasks and framing cost more than the PC's own round trip.
         self.manager = StreamableHTTPSessionManager(
             app=self.server,
+            json_response=True,
             security_settings=security,
             session_idle_timeout=idle_timeout_s,
             max_request_body_size=max_request_bytes,

@@ -60,9 +60,11 @@ class SessionMCP:
             on_call_tool=self._call_tool,
             get_tool_input_schema=input_schema,
         )
+        # Plain JSON answers, not one SSE stream per POST (see GatewayMCP).
         self.manager = StreamableHTTPSessionManager(
             app=self.server,
             stateless=True,
+            json_response=True,
             security_settings=security,
             max_request_body_size=max_request_bytes,
         )

@@ -57,14 +57,26 @@ class Desktop:
 
         threading.Thread(target=watch, name="xvfb-watch", daemon=True).start()
 
-    def start_wm(self, env: dict[str, str], probe: Callable[[], bool]) -> None:
+    def start_wm(
+        self,
+        env: dict[str, str],
+        probe: Callable[[], bool],
+        after: threading.Event | None = None,
+        after_s: float = 0.0,
+    ) -> None:
         """Start the window manager without waiting for it; a thread then runs `probe` (which
-        returns once the WM manages windows) and restarts the WM a few times if it dies."""
+        returns once the WM manages windows) and restarts the WM a few times if it dies.
+
+        `after`: the thread first waits (at most `after_s`) for this event, so the WM's start
+        does not compete with pcd's first answer (the host's readiness check) for the PC's CPU.
+        """
         if self.wm == "none":
             self._wm_ready.set()
             return
 
         def supervise() -> None:
+            if after is not None:
+                after.wait(after_s)
             for attempt in range(_WM_RESTARTS + 1):
                 try:
                     proc = subprocess.Popen(

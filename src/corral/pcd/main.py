@@ -3,7 +3,7 @@
 Startup is ordered for speed: Xvfb is spawned first, with only `os` imported; pcd imports the
 rest and binds its socket while Xvfb boots, and renames the socket into place (the host's
 readiness signal) as soon as Xvfb answers. The window manager starts without being waited for,
-and python-xlib and Pillow are imported in the background once the socket is published.
+once the first request is answered, and python-xlib and Pillow are imported in the background.
 """
 
 from __future__ import annotations
@@ -174,8 +174,15 @@ def main(argv: list[str] | None = None) -> None:
         os.write(wake_w, bytes([_XVFB_EXITED]))
 
     desktop.watch_xvfb(xvfb_exited)
-    # 3. The window manager, not waited for (a thread learns when it manages windows).
-    desktop.start_wm(env, lambda: wait_until_managing(xconn, desktop.wm_running, 10.0))
+    # 3. The window manager, not waited for (a thread learns when it manages windows), and
+    #    started once the first request is answered (at most 0.5 s later): that answer is the
+    #    host's readiness check, and on a PC's one CPU the WM's start would delay it.
+    desktop.start_wm(
+        env,
+        lambda: wait_until_managing(xconn, desktop.wm_running, 10.0),
+        after=ctx.answered,
+        after_s=0.5,
+    )
     # 4. Ready: the socket appears at its final path (an inherited one is served from now on:
     #    the host's first request waits in its backlog until then).
     if temp_path:

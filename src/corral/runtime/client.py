@@ -20,7 +20,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from corral.errors import (
     ActionError,
@@ -32,7 +32,15 @@ from corral.errors import (
     PCUnavailableError,
 )
 
-__all__ = ["CommandResult", "PcdClient", "Screenshot", "answer_bounds"]
+__all__ = [
+    "Channel",
+    "CommandResult",
+    "PcdClient",
+    "PcdTransport",
+    "Screenshot",
+    "UnixSocketTransport",
+    "answer_bounds",
+]
 
 _INPUT_ERRORS = {"bad_request", "path_not_allowed", "is_directory", "not_directory", "too_large"}
 
@@ -185,51 +193,84 @@ def _records(op: str, result: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return list(items)
 
 
+class Channel(Protocol):
+    """One open byte stream to a pcd: the part of a socket the client uses."""
+
+    def settimeout(self, value: float | None, /) -> None: ...
+    def sendall(self, data: bytes, /) -> None: ...
+    def recv(self, bufsize: int, /) -> bytes: ...
+    def recv_into(self, buffer: memoryview, nbytes: int, /) -> int: ...
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class PcdTransport(Protocol):
+    """How the host reaches one PC's pcd. The client speaks the protocol (framing, bounds,
+    one deadline) over whatever channel this opens: a unix socket today; a vsock or a TCP
+    tunnel for another PC driver later. `connect` raises TimeoutError when the deadline
+    passes and PCUnavailableError when the daemon is not there."""
+
+    def connect(self, deadline: float) -> Channel: ...
+
+
+class UnixSocketTransport:
+    """pcd's listening unix socket, which the host made in a folder only it can reach."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def connect(self, deadline: float) -> Channel:
+        # A non-socket there means the host's own state was tampered with: never follow it.
+        try:
+            mode = os.lstat(self.path).st_mode
+        except OSError:
+            mode = 0
+        if not stat.S_ISSOCK(mode):
+            raise PCUnavailableError(
+                "the PC's daemon socket is missing or is not a socket",
+                hint="the PC may have died or been tampered with; reset or destroy it",
+            )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            sock.connect(str(self.path))
+        except TimeoutError:
+            sock.close()
+            raise
+        except OSError as exc:
+            sock.close()
+            raise PCUnavailableError(
+                f"the PC's daemon does not answer ({exc.strerror or exc})",
+                hint="the PC may have died; `corral pc reset ID` or destroy it",
+            ) from None
+        return sock
+
+
 class PcdClient:
     """A connection to one PC's pcd. Not thread-safe: one caller at a time (the lifecycle
-    layer serialises actions per session)."""
+    layer serialises actions per session).
+
+    `target`: a transport, or the path of a unix socket (`UnixSocketTransport`)."""
 
     def __init__(
         self,
-        socket_path: Path,
+        target: PcdTransport | Path,
         timeout: float = 30.0,
         screen: str | tuple[int, int] | None = None,
     ) -> None:
-        self.socket_path = socket_path
+        self.transport: PcdTransport = (
+            target if isinstance(target, PcdTransport) else UnixSocketTransport(Path(target))
+        )
         self.timeout = timeout
         self.screen = _parse_screen(screen)  # bounds screenshots; unknown: the largest screen
-        self._sock: socket.socket | None = None
+        self._sock: Channel | None = None
         self._buf = bytearray()
         self._received = 0  # answer bytes of the current call, to tell a trickle from silence
 
     # -- connection -------------------------------------------------------------------------
-    def _connect(self, deadline: float) -> socket.socket:
+    def _connect(self, deadline: float) -> Channel:
         if self._sock is None:
-            # The host made this socket in a folder only it can reach; a non-socket there means
-            # the host's own state was tampered with: never follow it.
-            try:
-                mode = os.lstat(self.socket_path).st_mode
-            except OSError:
-                mode = 0
-            if not stat.S_ISSOCK(mode):
-                raise PCUnavailableError(
-                    "the PC's daemon socket is missing or is not a socket",
-                    hint="the PC may have died or been tampered with; reset or destroy it",
-                )
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(max(0.001, deadline - time.monotonic()))
-                sock.connect(str(self.socket_path))
-            except TimeoutError:
-                sock.close()
-                raise
-            except OSError as exc:
-                sock.close()
-                raise PCUnavailableError(
-                    f"the PC's daemon does not answer ({exc.strerror or exc})",
-                    hint="the PC may have died; `corral pc reset ID` or destroy it",
-                ) from None
-            self._sock = sock
+            self._sock = self.transport.connect(deadline)
             self._buf = bytearray()
         return self._sock
 
@@ -245,14 +286,14 @@ class PcdClient:
         self.close()
 
     @staticmethod
-    def _arm(sock: socket.socket, deadline: float) -> None:
+    def _arm(sock: Channel, deadline: float) -> None:
         """The next blocking step may take only what is left of the call's one deadline."""
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
         sock.settimeout(left)
 
-    def _read_line(self, sock: socket.socket, deadline: float, limit: int) -> bytes:
+    def _read_line(self, sock: Channel, deadline: float, limit: int) -> bytes:
         buf = self._buf
         start = 0
         while True:
@@ -273,7 +314,7 @@ class PcdClient:
             self._received += len(chunk)
             buf += chunk
 
-    def _read_exact(self, sock: socket.socket, n: int, deadline: float) -> bytes:
+    def _read_exact(self, sock: Channel, n: int, deadline: float) -> bytes:
         """n bytes (n already checked against the op's bound), straight into one buffer."""
         buf = self._buf
         if len(buf) >= n:

@@ -18,8 +18,8 @@ import shutil
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corral.config import paths
 from corral.domain.sizes import parse_size
@@ -37,6 +37,10 @@ from corral.runtime import _linux
 from corral.runtime._lxcfs import Lxcfs
 from corral.runtime._state import UIDS_PER_PC, PCRecord, StateDir
 from corral.runtime.client import PcdClient
+from corral.runtime.driver import Health, PCInfo
+
+if TYPE_CHECKING:
+    from corral.runtime.driver import PCDriver
 from corral.runtime.images import ImageStore
 from corral.runtime.oci import PCD_SOCKET, DesktopUser, PCSpec, cgroup_path, oci_config
 from corral.runtime.runc import Runc
@@ -49,27 +53,6 @@ _READY_TIMEOUT_S = 20.0
 HEALTH_TIMEOUT_S = 3.0  # one overall deadline for a health check, connect to last byte
 _SCREEN_LIMITS = (320, 200, 7680, 4320)
 LXCFS_DIR = "/run/corral-lxcfs"  # default of CORRAL_LXCFS_DIR
-
-
-@dataclass(frozen=True)
-class Health:
-    ok: bool
-    pcd: bool
-    x: bool
-    detail: str
-    misbehaving: bool = False  # pcd broke the protocol: quarantine at once, do not retry
-
-
-@dataclass(frozen=True)
-class PCInfo:
-    id: str
-    image: str
-    image_digest: str
-    size: str
-    status: str
-    pid: int | None
-    created_at: float
-    socket: Path
 
 
 def _cpuset(slot: int, cpus: float, host_cpus: Sequence[int]) -> str:
@@ -98,8 +81,9 @@ def _parse_screen(screen: str) -> str:
 
 
 class PCRuntime:
-    """All PCs on this host. Every method is safe to call from a fresh process: the truth is
-    on disk (state folders) and in runc, never only in memory."""
+    """The runc PC driver (`corral.runtime.driver.PCDriver`): all PCs on this host. Every
+    method is safe to call from a fresh process: the truth is on disk (state folders) and in
+    runc, never only in memory."""
 
     def __init__(self, state_root: Path | None = None, images: ImageStore | None = None) -> None:
         p = paths()
@@ -452,3 +436,9 @@ def _tail(log: Path, lines: int = 8) -> str:
     except OSError:
         return "(no console output)"
     return " | ".join(text[-lines:]) or "(no console output)"
+
+
+if TYPE_CHECKING:  # mypy proves the runc driver implements the interface
+
+    def _is_a_driver(rt: PCRuntime) -> PCDriver:
+        return rt

@@ -52,7 +52,7 @@ from corral.errors import (
 )
 from corral.identity.caep import EventSink
 from corral.runtime.client import PcdClient
-from corral.runtime.pcs import Health, PCRuntime
+from corral.runtime.driver import Health, PCDriver
 from corral.service.access import AccessEvaluator
 from corral.service.events import release_event
 from corral.service.policy import PolicyService, Target
@@ -70,6 +70,9 @@ MAX_APPROVAL_WAIT_S = 300.0  # the longest a tool call waits for a sponsor
 IMAGE_DIGEST_TTL_S = 5.0  # how stale the "image current" compliance fact may be
 HEALTH_EVERY_S = 5.0
 TICK_S = 0.25
+#: how stale a session's stored last activity may get before an action writes it again: the
+#: manager's tick, which bounds how exactly idle eviction can happen in any case
+ACTIVITY_GRANULARITY = timedelta(seconds=TICK_S)
 ACTION_THREADS = 512  # actions in flight at once, across all sessions
 RUNTIME_THREADS = 8  # boots, resets and destroys in flight at once
 HEALTH_THREADS = 4  # health checks in flight at once, on their own threads (see __init__)
@@ -133,7 +136,7 @@ class ControlPlane:
     def __init__(
         self,
         store: Store,
-        runtime: PCRuntime,
+        runtime: PCDriver,
         *,
         events: EventSink | None = None,
         approval_wait_s: float = 0.0,
@@ -581,30 +584,50 @@ class ControlPlane:
         spec, parsed = parse_args(tool, args)
         live = self._live.setdefault(session_id, _Live())
         waited = waited or live.lock.locked()  # queued behind another action of the session
-        async with live.lock:  # taken before any await: requests keep their arrival order
+
+        def admit() -> SessionInfo:
             # 1. A call that waited is checked again, as authentication checked it when it
             #    arrived: disabled, revoked or at high risk meanwhile, it does not run.
             if waited:
-                await asyncio.to_thread(self.access.recheck, caller)
+                self.access.recheck(caller)
             try:
-                session = await asyncio.to_thread(self._active_session, session_id, principal)
+                session = self._active_session(session_id, principal)
             except SessionGoneError:
                 self._live.pop(session_id, None)
                 raise
-            # Who may act, and this action with these arguments: policy. Someone who may not
-            # even read the session gets "gone" (its existence is not revealed); anyone else a
-            # refusal with the reason (a read-only session, a forbidden program...).
-            await asyncio.to_thread(self._may_act, session, principal, tool, args)
-            await asyncio.to_thread(self.store.touch_session, session_id, utcnow())
+            # 2. Who may act, and this action with these arguments: policy. Someone who may
+            #    not even read the session gets "gone" (its existence is not revealed); anyone
+            #    else a refusal with the reason (a read-only session, a forbidden program...).
+            self._may_act(session, principal, tool, args)
+            # 3. Activity, written only when the stored mark is older than the manager's tick
+            #    (eviction cannot be more exact than that anyway): a burst of actions writes
+            #    about four times a second, not twice per action.
+            now = utcnow()
+            if now - session.last_activity >= ACTIVITY_GRANULARITY:
+                self.store.touch_session(session_id, now)
+            return session
+
+        def run(client: PcdClient) -> ToolResult:
+            """The action, then (on the same thread) activity again if it took long enough
+            for the mark written before it to be stale: the idle clock starts when it ends."""
+            start = time.monotonic()
+            try:
+                return spec.run(client, live.space, parsed)
+            finally:
+                if time.monotonic() - start >= ACTIVITY_GRANULARITY.total_seconds():
+                    self.store.touch_session(session_id, utcnow())
+
+        async with live.lock:  # taken before any await: requests keep their arrival order
+            # One thread hop decides and records; a second runs the action.
+            session = await asyncio.to_thread(admit)
             if live.client is None:
                 live.client = self.runtime.client(session.pc_id, timeout=60)
+            client = live.client
             loop = asyncio.get_running_loop()
             lane = self._lane(session.pc_id)
             try:
                 async with lane:
-                    job = loop.run_in_executor(
-                        self._act_pool, spec.run, live.client, live.space, parsed
-                    )
+                    job = loop.run_in_executor(self._act_pool, run, client)
                     try:
                         result: ToolResult = await asyncio.shield(job)
                     except asyncio.CancelledError:
@@ -619,8 +642,6 @@ class ControlPlane:
             except PCUnavailableError:
                 self._wake.set()  # the manager's health check will deal with the PC
                 raise
-            finally:
-                await asyncio.to_thread(self.store.touch_session, session_id, utcnow())
         return result
 
     async def peek_screenshot(self, session_id: str, *, principal: Caller | None) -> bytes:
