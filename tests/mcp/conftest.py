@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
+from corral.gate import GateCall, lifecycle_gate
 from corral.mcp import mount_mcp
 from tests.mcp.fakes import FakeControl
 
@@ -41,11 +42,22 @@ class Served:
         await self.task
 
 
+class _Unauthenticated:
+    """The adapter's unit tests run without authentication (the fake control plane decides
+    nothing): this authorize stage lets a call without a caller through, where the real one
+    refuses it (tests/api/test_enforcement.py)."""
+
+    async def authorize(self, call: GateCall) -> None:
+        return None
+
+
 @asynccontextmanager
 async def serve(**mount_options: Any) -> AsyncIterator[Served]:
     control = FakeControl()
     app = Starlette()
-    mcp_lifespan = mount_mcp(app, control, **mount_options)
+    gate = lifecycle_gate(control)  # type: ignore[arg-type]
+    gate.authorizer = _Unauthenticated()
+    mcp_lifespan = mount_mcp(app, gate, **mount_options)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -57,6 +69,7 @@ async def serve(**mount_options: Any) -> AsyncIterator[Served]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
+    control.base_url = f"http://127.0.0.1:{port}"
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     # Connections queue on the listening socket until uvicorn (after its lifespan startup)
     # accepts them, so the tests need not wait for it to come up.

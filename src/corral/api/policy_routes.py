@@ -17,6 +17,8 @@ from corral.access import EntityRef
 from corral.api.deps import Principal
 from corral.domain.policy import ApprovalState
 from corral.errors import InvalidInputError
+from corral.gate import Gate, operation
+from corral.gate.operations import DecideApproval, ListApprovals
 from corral.service.policy import PolicyService
 
 __all__ = ["include_policies"]
@@ -58,7 +60,11 @@ def _action(text: str) -> str:
     return ref.id
 
 
-def include_policies(app: FastAPI, policy: PolicyService) -> None:
+_LIST_APPROVALS = operation("list_approvals")
+_DECIDE_APPROVAL = operation("decide_approval")
+
+
+def include_policies(app: FastAPI, policy: PolicyService, gate: Gate) -> None:
     """Add the policy, assignment and approval routes to `app`."""
 
     @app.get("/v1/policies")
@@ -150,19 +156,18 @@ def include_policies(app: FastAPI, policy: PolicyService) -> None:
                 f"unknown approval state {state!r}",
                 hint="use pending, approved, denied, expired or all",
             ) from None
-        found = await asyncio.to_thread(lambda: policy.list_approvals(principal=who, state=wanted))
+        args = ListApprovals.model_construct(state=wanted.value if wanted else None)
+        found = await gate.handle(who, _LIST_APPROVALS, None, args)
         return [a.to_json() for a in found]
 
     @app.post("/v1/approvals/{approval_id}/approve")
     async def approve(approval_id: str, who: Principal) -> dict[str, Any]:
-        done = await asyncio.to_thread(
-            lambda: policy.decide_approval(approval_id, approve=True, principal=who)
-        )
-        return done.to_json()
+        args = DecideApproval.model_construct(approve=True)
+        done = await gate.handle(who, _DECIDE_APPROVAL, approval_id, args)
+        return done.to_json()  # type: ignore[no-any-return]
 
     @app.post("/v1/approvals/{approval_id}/deny")
     async def deny(approval_id: str, who: Principal) -> dict[str, Any]:
-        done = await asyncio.to_thread(
-            lambda: policy.decide_approval(approval_id, approve=False, principal=who)
-        )
-        return done.to_json()
+        args = DecideApproval.model_construct(approve=False)
+        done = await gate.handle(who, _DECIDE_APPROVAL, approval_id, args)
+        return done.to_json()  # type: ignore[no-any-return]
