@@ -21,8 +21,10 @@ from corral.cli._common import (
     out_console,
     read_secret_file,
 )
+from corral.cli.events import host_gate
 from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
 from corral.errors import InvalidInputError
+from corral.gate.operations import AddProvider, LinkSubject, UnlinkSubject
 from corral.identity.federation import check_public_jwks
 
 __all__ = ["app"]
@@ -110,7 +112,7 @@ def add(
         allow_events=events,
     )
     with local_store() as store:
-        created = store.create_oidc_provider(provider)
+        created = host_gate(store).run("add_oidc_provider", None, AddProvider(provider=provider))
     out_console.print(_providers_table([created]))
 
 
@@ -152,7 +154,7 @@ def show(name: str) -> None:
 def remove(name: str) -> None:
     """Stop trusting a provider; its subject links go with it."""
     with local_store() as store:
-        store.delete_oidc_provider(name)
+        host_gate(store).run("remove_oidc_provider", name)
     err_console.print(f"provider {name} removed")
 
 
@@ -168,8 +170,9 @@ def link(
     if (agent is None) == (user is None):
         raise InvalidInputError("give exactly one of --agent or --user")
     kind: PrincipalKind = "agent" if agent is not None else "user"
+    args = LinkSubject(subject=subject, kind=kind, principal=agent or user or "")
     with local_store() as store:
-        found = store.link_subject(name, subject, kind, agent or user or "")
+        found = host_gate(store).run("link_subject", name, args)
     out_console.print(_subjects_table([found]))
 
 
@@ -179,7 +182,7 @@ def unlink(name: str, subject: str) -> None:
     """Remove a subject's link: its tokens and logins are refused from now on (sessions it
     already opened last until they expire, unless revoked)."""
     with local_store() as store:
-        store.unlink_subject(name, subject)
+        host_gate(store).run("unlink_subject", name, UnlinkSubject(subject=subject))
     err_console.print(f"subject {subject} at {name} unlinked")
 
 

@@ -143,10 +143,16 @@ class DecideApproval(_Args):
 
 
 class CreateUser(_Args):
-    name: str = Field(min_length=1, max_length=64)
+    """Names, roles and e-mail are checked by the directory, with its own messages."""
+
+    name: str = Field(description="checked by the directory")
     roles: list[str] = Field(default_factory=list)
     email: str | None = None
     password: str | None = Field(None, repr=False)
+
+
+class CreateUserKey(_Args):
+    token_endpoint: str
 
 
 class UserRoles(_Args):
@@ -154,7 +160,7 @@ class UserRoles(_Args):
 
 
 class CreateAgent(_Args):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(description="checked by the directory")
     sponsors: list[str] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
     token_endpoint: str
@@ -169,7 +175,7 @@ class AgentRisk(_Args):
 
 
 class Sponsor(_Args):
-    user: str = Field(min_length=1, max_length=64)
+    user: str = Field(description="checked by the directory")
 
 
 class RotateKey(_Args):
@@ -178,17 +184,17 @@ class RotateKey(_Args):
 
 
 class RevokeKey(_Args):
-    kid: str = Field(min_length=1, max_length=200)
+    kid: str = Field(description="checked by the directory")
 
 
 class LinkSubject(_Args):
-    subject: str = Field(min_length=1, max_length=255)
+    subject: str = Field(description="checked by the directory")
     kind: Literal["agent", "user"]
-    principal: str = Field(min_length=1, max_length=64)
+    principal: str = Field(description="checked by the directory")
 
 
 class UnlinkSubject(_Args):
-    subject: str = Field(min_length=1, max_length=255)
+    subject: str = Field(description="checked by the directory")
 
 
 class AddProvider(_Args):
@@ -289,6 +295,8 @@ OPERATIONS: dict[str, Operation] = dict(
         # DirectoryService, docs/identity.md)
         _op("create_user", D, "manage_directory", "", CreateUser, "create a user",
             rest="POST /v1/users", cli="corral user create"),
+        _op("create_user_key", D, "manage_directory", "user", CreateUserKey,
+            "make a key credential for a user (CLI/API use)", cli="corral user create --key"),
         _op("set_user_roles", D, "manage_directory", "user", UserRoles, "replace a user's roles",
             rest="PUT /v1/users/{ref}/roles", cli="corral user roles"),
         _op("disable_user", D, "revoke_tokens", "user", NoArgs, "disable a user",
