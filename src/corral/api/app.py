@@ -39,6 +39,7 @@ from corral.service.access import AccessEvaluator
 from corral.service.auth import AuthService
 from corral.service.console import ConsoleService, ConsoleSettings
 from corral.service.control import ControlPlane, PoolStatus, SessionGrant
+from corral.service.directory import DirectoryService
 from corral.service.events import EventDelivery
 from corral.service.inbound_events import EventReceiver
 
@@ -252,7 +253,11 @@ def create_app(
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan)
     # Acquire answers its grant from the service: the sessions' URLs, and their tokens.
     control.configure_grants(base_url, auth.session_grant if auth is not None else None)
-    gate: Gate = lifecycle_gate(control)
+    directory = Directory(control.store, events=control.events)  # CAEP events (docs/events.md)
+    directory_service = DirectoryService(
+        directory, token_endpoint=f"{base_url}/v1/token", policy=control.policy
+    )
+    gate: Gate = lifecycle_gate(control, directory_service)
     app.state.gate = gate
     install_error_handlers(app)
     console: ConsoleService | None = None
@@ -266,11 +271,10 @@ def create_app(
             settings=console_settings or ConsoleSettings(),
         )
         include_console(app, console, gate)
-    directory = Directory(control.store, events=control.events)  # CAEP events (docs/events.md)
-    include_directory(app, directory, token_endpoint=f"{base_url}/v1/token", policy=control.policy)
+    include_directory(app, gate)
     if event_receiver is not None:  # Shared Signals (docs/events.md)
         include_ssf(app, event_receiver, event_receiver.audience)
-    include_policies(app, control.policy, gate)
+    include_policies(app, gate)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -259,6 +259,7 @@ def agent_create(
             sponsors=sponsor or [],
             groups=group or [],
             token_endpoint=token_endpoint or _token_endpoint(),
+            key_lifetime_s=None,
         )
         cred = gate.run("create_agent", None, args)
         write_credential(path, cred, overwrite=force)

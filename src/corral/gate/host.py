@@ -70,7 +70,7 @@ def _host_routes(directory: Directory, store: Store) -> dict[str, Route]:
 
     def create_agent(call: GateCall) -> Any:
         a: CreateAgent = call.args
-        return d.create_agent(a.name, a.sponsors, a.groups, a.token_endpoint)
+        return d.create_agent(a.name, a.sponsors, a.groups, a.token_endpoint or "")
 
     def disable_agent(call: GateCall) -> Any:
         a: DisableAgent = call.args
@@ -90,7 +90,8 @@ def _host_routes(directory: Directory, store: Store) -> dict[str, Route]:
 
     def rotate_key(call: GateCall) -> Any:
         a: RotateKey = call.args
-        return d.rotate_agent_key(target(call), timedelta(seconds=a.grace_s), a.token_endpoint)
+        grace = timedelta(seconds=a.grace_s)
+        return d.rotate_agent_key(target(call), grace, a.token_endpoint or "")
 
     def revoke_key(call: GateCall) -> Any:
         a: RevokeKey = call.args

@@ -132,6 +132,33 @@ class PoolCreate(_Args):
     )
 
 
+class AddPolicy(_Args):
+    name: str = Field(description="the policy's name (its id in decisions)")
+    text: str = Field(description="Cedar policy text")
+    replace: bool = Field(False, description="replace the text of an existing policy")
+
+
+class PolicyEnabled(_Args):
+    enabled: bool
+
+
+class PolicyChanges(_Args):
+    since: int = Field(0, ge=0, description="changes after this policy version")
+
+
+class TestPolicy(_Args):
+    principal: str = Field(description='e.g. Agent::"bot"')
+    action: str = Field(description="e.g. run_command")
+    resource: str = Field(description='e.g. PC::"pc-1"')
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class AssignPool(_Args):
+    agent: str | None = None
+    group: str | None = None
+    present: bool = Field(True, description="assign (true) or unassign (false)")
+
+
 class ListApprovals(_Args):
     state: Literal["pending", "approved", "denied", "expired"] | None = Field(
         None, description="only approvals in this state (omit: all)"
@@ -163,7 +190,8 @@ class CreateAgent(_Args):
     name: str = Field(description="checked by the directory")
     sponsors: list[str] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
-    token_endpoint: str
+    token_endpoint: str | None = Field(None, description="written into the credential")
+    key_lifetime_s: int | None = Field(None, ge=1, description="the key expires after this")
 
 
 class DisableAgent(_Args):
@@ -180,11 +208,22 @@ class Sponsor(_Args):
 
 class RotateKey(_Args):
     grace_s: int = Field(3600, ge=0)
-    token_endpoint: str
+    token_endpoint: str | None = Field(None, description="written into the credential")
 
 
 class RevokeKey(_Args):
     kid: str = Field(description="checked by the directory")
+
+
+class CreateGroup(_Args):
+    name: str = Field(description="checked by the directory")
+    description: str = ""
+
+
+class GroupMember(_Args):
+    kind: Literal["user", "agent"]
+    member: str = Field(description="id or name")
+    present: bool = Field(True, description="add (true) or remove (false); idempotent")
 
 
 class LinkSubject(_Args):
@@ -283,7 +322,34 @@ OPERATIONS: dict[str, Operation] = dict(
         _op("observe", S, "observe", "session", NoArgs,
             "a screenshot for a human observer (not the agent's coordinate space)",
             rest="GET /v1/sessions/{session_id}/screenshot", cli="the console's live view"),
-        # approvals (the rest of policy administration: docs/policies.md)
+        # policy administration (docs/policies.md)
+        _op("list_policies", A, "read_policies", "", NoArgs,
+            "the stored policies, the system ones and the version",
+            rest="GET /v1/policies", cli="corral policy list"),
+        _op("show_policy", A, "read_policies", "policy", NoArgs, "one stored policy",
+            rest="GET /v1/policies/{name}", cli="corral policy show"),
+        _op("add_policy", A, "manage_policies", "", AddPolicy,
+            "add (or replace) a policy; names in it are stored as ids",
+            rest="POST /v1/policies", cli="corral policy add"),
+        _op("set_policy_enabled", A, "manage_policies", "policy", PolicyEnabled,
+            "enable or disable a policy", rest="PATCH /v1/policies/{name}",
+            cli="corral policy enable|disable"),
+        _op("remove_policy", A, "manage_policies", "policy", NoArgs, "remove a policy",
+            rest="DELETE /v1/policies/{name}", cli="corral policy remove"),
+        _op("policy_changes", A, "read_policies", "", PolicyChanges, "the policies' history",
+            rest="GET /v1/policies/changes", cli="corral policy history"),
+        _op("policy_schema", A, "read_policies", "", NoArgs, "the Cedar schema",
+            rest="GET /v1/policies/schema", cli="corral policy schema"),
+        _op("test_policy", A, "read_policies", "", TestPolicy,
+            "what the policies decide for a principal, action and resource",
+            rest="POST /v1/policies/test", cli="corral policy test"),
+        _op("pool_assignments", P, "inspect_pool", "pool", NoArgs,
+            "the agents and groups assigned to a pool",
+            rest="GET /v1/pools/{pool}/assignments"),
+        _op("assign_pool", P, "assign_pool", "pool", AssignPool,
+            "assign (or unassign) an agent or group to a pool",
+            rest="POST|DELETE /v1/pools/{pool}/assignments", cli="corral pool assign"),
+        # approvals
         _op("list_approvals", A, "approve", "", ListApprovals,
             "the approvals the caller may answer (each agent's asked)",
             rest="GET /v1/approvals", cli="corral approvals list; the console"),
@@ -293,6 +359,10 @@ OPERATIONS: dict[str, Operation] = dict(
             cli="corral approvals approve|deny; the console"),
         # the directory, as the host operator changes it (REST serves the same through
         # DirectoryService, docs/identity.md)
+        _op("list_users", D, "read_directory", "", NoArgs, "every user",
+            rest="GET /v1/users", cli="corral user list"),
+        _op("show_user", D, "read_directory", "user", NoArgs, "one user",
+            rest="GET /v1/users/{ref}", cli="corral user show"),
         _op("create_user", D, "manage_directory", "", CreateUser, "create a user",
             rest="POST /v1/users", cli="corral user create"),
         _op("create_user_key", D, "manage_directory", "user", CreateUserKey,
@@ -306,6 +376,13 @@ OPERATIONS: dict[str, Operation] = dict(
         _op("revoke_user_tokens", D, "revoke_tokens", "user", NoArgs,
             "refuse every token issued so far to a user",
             rest="POST /v1/users/{ref}/revoke", cli="corral user revoke"),
+        _op("list_agents", D, "read_directory", "", NoArgs, "every agent, with sponsors",
+            rest="GET /v1/agents", cli="corral agent list"),
+        _op("show_agent", D, "read_directory", "agent", NoArgs,
+            "one agent with sponsors, groups, risk, state and keys",
+            rest="GET /v1/agents/{ref}", cli="corral agent show"),
+        _op("list_keys", D, "read_directory", "agent", NoArgs, "an agent's public keys",
+            rest="GET /v1/agents/{ref}/keys", cli="corral agent key list"),
         _op("create_agent", D, "manage_directory", "", CreateAgent,
             "create an agent with a new key pair",
             rest="POST /v1/agents", cli="corral agent create"),
@@ -328,6 +405,17 @@ OPERATIONS: dict[str, Operation] = dict(
         _op("revoke_agent_tokens", D, "revoke_tokens", "agent", NoArgs,
             "refuse every token issued so far to an agent",
             rest="POST /v1/agents/{ref}/revoke", cli="corral agent revoke"),
+        _op("list_groups", D, "read_directory", "", NoArgs, "every group",
+            rest="GET /v1/groups"),
+        _op("show_group", D, "read_directory", "group", NoArgs, "one group and its members",
+            rest="GET /v1/groups/{ref}; GET /v1/groups/{ref}/members"),
+        _op("create_group", D, "manage_directory", "", CreateGroup, "create a group",
+            rest="POST /v1/groups"),
+        _op("delete_group", D, "manage_directory", "group", NoArgs,
+            "delete a group (its members stay)", rest="DELETE /v1/groups/{ref}"),
+        _op("set_member", D, "manage_directory", "group", GroupMember,
+            "add or remove a user or agent",
+            rest="POST /v1/groups/{ref}/members; DELETE /v1/groups/{ref}/members/{kind}/{member}"),
         _op("add_oidc_provider", D, "manage_federation", "", AddProvider,
             "trust an OpenID provider", cli="corral federation add"),
         _op("remove_oidc_provider", D, "manage_federation", "provider", NoArgs,
