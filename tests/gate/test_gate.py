@@ -65,3 +65,26 @@ async def test_without_a_policy_an_operation_the_gate_decides_is_refused() -> No
     gate = Gate({"create_user": Route(_echo, decides=False)}, authorizer=PolicyAuthorizer(None))
     with pytest.raises(PermissionDeniedError, match="no policy"):
         await gate.handle(OPERATOR, operation("create_user"), None, {})
+
+
+def test_the_catalogue_is_documented_and_its_actions_are_cedar_actions() -> None:
+    from pathlib import Path
+
+    from corral.access.schema import ADMIN_ACTIONS, LENDING_ACTIONS
+    from corral.gate import OPERATIONS
+    from corral.gate.operations import render_markdown
+
+    doc = Path(__file__).parents[2] / "docs" / "operations.md"
+    assert doc.read_text() == render_markdown(), "regenerate: python -m corral.gate"
+    actions = {op.action for op in OPERATIONS.values()}
+    assert actions <= set(LENDING_ACTIONS) | set(ADMIN_ACTIONS), actions
+
+
+def test_session_controls_are_defined_once() -> None:
+    """The request model's fields are exactly the controls policy knows a caller may ask for."""
+    from corral.access.context import CONTROL_FLAGS
+    from corral.gate.operations import AcquirePc, AcquireRequest, SessionControls
+
+    assert set(SessionControls.model_fields) == {*CONTROL_FLAGS, "allowed_hosts"}
+    for model in (AcquireRequest, AcquirePc):
+        assert model.model_fields["controls"].annotation == SessionControls | None

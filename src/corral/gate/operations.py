@@ -4,8 +4,8 @@ One entry per operation, like the tool catalogue (`corral.service.tools.TOOLS`):
 Cedar action it needs, what its `target` names, its argument model (pydantic: what REST and MCP
 validate and publish as JSON schema) and where adapters expose it. REST, both MCP servers, the
 console and the host CLI hand the Gate these names; `docs/operations.md` is generated from this
-table (`python -m corral.gate.operations > docs/operations.md`); a test keeps every action
-declared in the Cedar schema.
+table (`python -m corral.gate > docs/operations.md`); tests keep that file current and every
+action declared in the Cedar schema.
 
 The computer tools are operations too (`tool_operation`): their name is the tool's, their action
 the tool's own, their target the session, their arguments the tool's model.
@@ -472,7 +472,7 @@ def render_markdown() -> str:
     lines = [
         "# Operations",
         "",
-        "Generated from `corral.gate.operations` (`python -m corral.gate.operations`); do not "
+        "Generated from `corral.gate.operations` (`python -m corral.gate`); do not "
         "edit by hand. Every row walks the Gate: authorize, inspect in, act, inspect out, "
         "record (docs/architecture.md).",
         "",
@@ -487,7 +487,3 @@ def render_markdown() -> str:
             f"{op.rest or '-'} | {op.mcp or '-'} | {op.cli or '-'} | {op.summary} |"
         )
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(render_markdown(), end="")
