@@ -24,7 +24,6 @@ from corral.cli._common import (
 from corral.cli.events import host_gate
 from corral.domain.federation import FederatedSubject, OidcProvider, PrincipalKind
 from corral.errors import InvalidInputError
-from corral.gate.operations import AddProvider, LinkSubject, UnlinkSubject
 from corral.identity.federation import check_public_jwks
 
 __all__ = ["app"]
@@ -111,6 +110,8 @@ def add(
         allow_assertions=assertions,
         allow_events=events,
     )
+    from corral.gate.operations import AddProvider
+
     with local_store() as store:
         created = host_gate(store).run("add_oidc_provider", None, AddProvider(provider=provider))
     out_console.print(_providers_table([created]))
@@ -170,6 +171,8 @@ def link(
     if (agent is None) == (user is None):
         raise InvalidInputError("give exactly one of --agent or --user")
     kind: PrincipalKind = "agent" if agent is not None else "user"
+    from corral.gate.operations import LinkSubject
+
     args = LinkSubject(subject=subject, kind=kind, principal=agent or user or "")
     with local_store() as store:
         found = host_gate(store).run("link_subject", name, args)
@@ -181,6 +184,8 @@ def link(
 def unlink(name: str, subject: str) -> None:
     """Remove a subject's link: its tokens and logins are refused from now on (sessions it
     already opened last until they expire, unless revoked)."""
+    from corral.gate.operations import UnlinkSubject
+
     with local_store() as store:
         host_gate(store).run("unlink_subject", name, UnlinkSubject(subject=subject))
     err_console.print(f"subject {subject} at {name} unlinked")

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,19 +27,10 @@ from corral.cli._common import (
 from corral.cli.events import cli_events
 from corral.domain.identity import Agent, AgentKey, User, parse_risk
 from corral.errors import ConflictError, InvalidInputError
-from corral.gate.host import HostGate
-from corral.gate.operations import (
-    AgentRisk,
-    CreateAgent,
-    CreateUser,
-    CreateUserKey,
-    DisableAgent,
-    RevokeKey,
-    RotateKey,
-    Sponsor,
-    UserRoles,
-)
 from corral.identity.directory import Directory, write_credential
+
+if TYPE_CHECKING:
+    from corral.gate.host import HostGate
 
 __all__ = ["agent_app", "user_app"]
 
@@ -63,6 +55,8 @@ def _directory() -> Iterator[Directory]:
 @contextmanager
 def _host() -> Iterator[tuple[HostGate, Directory]]:
     """Writes walk the Gate as the host operator (corral.gate.host); reads use the directory."""
+    from corral.gate.host import HostGate
+
     with local_store() as store:
         directory = Directory(store, events=cli_events(store))  # CAEP events for the server
         yield HostGate(directory, store), directory
@@ -115,9 +109,16 @@ def _show_agents(directory: Directory, agents: list[Agent]) -> None:
     out_console.print(_agent_table(agents, names))
 
 
-def _risk(level: str) -> AgentRisk:
+def _ops() -> ModuleType:
+    """The Gate's operation models, imported only when a write runs (a fast `--help`)."""
+    from corral.gate import operations
+
+    return operations
+
+
+def _risk(level: str) -> Any:
     """The level as the catalogue takes it, with the directory's own message if unknown."""
-    return AgentRisk(level=parse_risk(level).value)
+    return _ops().AgentRisk(level=parse_risk(level).value)
 
 
 def _read_password() -> str:
@@ -156,12 +157,12 @@ def user_create(
     if key and path.exists() and not force:
         raise ConflictError(f"{path} already exists", hint="choose another -o, or pass --force")
     with _host() as (gate, _):
-        args = CreateUser(name=name, roles=role or [], email=email, password=password)
+        args = _ops().CreateUser(name=name, roles=role or [], email=email, password=password)
         user = gate.run("create_user", None, args)
         out_console.print(_user_table([user]))
         if key:
             cred = gate.run(
-                "create_user_key", user.id, CreateUserKey(token_endpoint=_token_endpoint())
+                "create_user_key", user.id, _ops().CreateUserKey(token_endpoint=_token_endpoint())
             )
             write_credential(path, cred, overwrite=force)
             out_console.print(f"credential written to {path} (keep it secret)", highlight=False)
@@ -214,7 +215,7 @@ def user_roles(
     """Replace a user's roles; agents left without an able sponsor are disabled. The last
     enabled admin keeps the admin role."""
     with _host() as (gate, _):
-        user, agents = gate.run("set_user_roles", name, UserRoles(roles=role or []))
+        user, agents = gate.run("set_user_roles", name, _ops().UserRoles(roles=role or []))
         out_console.print(_user_table([user]))
         for agent in agents:
             err_console.print(f"agent {safe(agent.name)} disabled: {safe(agent.disabled_reason)}")
@@ -254,7 +255,7 @@ def agent_create(
     if path.exists() and not force:  # before creating anything, so no agent lacks its file
         raise ConflictError(f"{path} already exists", hint="choose another -o, or pass --force")
     with _host() as (gate, _):
-        args = CreateAgent(
+        args = _ops().CreateAgent(
             name=name,
             sponsors=sponsor or [],
             groups=group or [],
@@ -302,7 +303,9 @@ def agent_disable(
 ) -> None:
     """Disable an agent: its tokens stop working on the next request."""
     with _host() as (gate, directory):
-        _show_agents(directory, [gate.run("disable_agent", name, DisableAgent(reason=reason))])
+        _show_agents(
+            directory, [gate.run("disable_agent", name, _ops().DisableAgent(reason=reason))]
+        )
 
 
 @agent_app.command("enable")
@@ -326,7 +329,7 @@ def agent_risk(name: str, level: str) -> None:
 def sponsor_add(name: str, user: str) -> None:
     """Make USER a sponsor of agent NAME."""
     with _host() as (gate, directory):
-        _show_agents(directory, [gate.run("add_sponsor", name, Sponsor(user=user))])
+        _show_agents(directory, [gate.run("add_sponsor", name, _ops().Sponsor(user=user))])
 
 
 @sponsor_app.command("remove")
@@ -334,7 +337,7 @@ def sponsor_add(name: str, user: str) -> None:
 def sponsor_remove(name: str, user: str) -> None:
     """Remove USER as sponsor of agent NAME; without sponsors the agent is disabled."""
     with _host() as (gate, directory):
-        agent = gate.run("remove_sponsor", name, Sponsor(user=user))
+        agent = gate.run("remove_sponsor", name, _ops().Sponsor(user=user))
         _show_agents(directory, [agent])
     if not agent.enabled:
         err_console.print(f"agent {safe(name)} is disabled: {safe(agent.disabled_reason)}")
@@ -365,7 +368,7 @@ def key_rotate(
     the grace period."""
     path = output or Path(f"{name}.json")
     with _host() as (gate, _):
-        args = RotateKey(grace_s=grace, token_endpoint=token_endpoint or _token_endpoint())
+        args = _ops().RotateKey(grace_s=grace, token_endpoint=token_endpoint or _token_endpoint())
         cred = gate.run("rotate_key", name, args)
         write_credential(path, cred, overwrite=True)
     out_console.print(f"new key {cred['key']['kid']} for agent {name}", highlight=False)
@@ -377,5 +380,5 @@ def key_rotate(
 def key_revoke(name: str, kid: str) -> None:
     """Revoke one key at once (put `--` before a KID that starts with '-')."""
     with _host() as (gate, _):
-        gate.run("revoke_key", name, RevokeKey(kid=kid))
+        gate.run("revoke_key", name, _ops().RevokeKey(kid=kid))
     err_console.print(f"key {kid} of agent {name} revoked")
