@@ -19,6 +19,7 @@ added later needs a case here (or a reason in the allowlist).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import socket
 import threading
@@ -45,6 +46,8 @@ from corral.api.app import create_app
 from corral.domain.access import Caller, CallerKind
 from corral.domain.models import PCState, PoolSpec
 from corral.domain.policy import Approval, ApprovalState
+from corral.gate import OPERATIONS, STAGES
+from corral.gate import Gate as GateType
 from corral.identity import SigningKeyring
 from corral.identity.directory import Directory
 from corral.identity.http_auth import AgentCredential, DPoPAuth, TokenSource, mcp_http_client
@@ -56,6 +59,7 @@ from corral.service.inbound_events import EventReceiver
 from corral.service.policy import PolicyService, Target
 from corral.service.tools import TOOLS
 from corral.store import Store
+from tests.gate.spy import Spy
 from tests.mcp.client import call, connect, text
 from tests.mcp.fakes import tiny_png
 from tests.support.fakes import FakeDriver
@@ -832,3 +836,61 @@ async def test_session_server_tools_ask_authorize_and_obey_a_denial(world: World
         with gate.watch(me, deny_all) as asked, pytest.raises(MCPError, match="no session"):
             await call(s, "screenshot")
         assert asked.actions == {"read_session"}
+
+
+# -- every operation walks every stage of the Gate --------------------------------------------
+
+#: catalogue operations only the host CLI serves (tests/unit/test_host_gate.py drives them)
+HOST_ONLY = {
+    "create_user_key",
+    "add_oidc_provider",
+    "remove_oidc_provider",
+    "link_subject",
+    "unlink_subject",
+    "add_ssf_receiver",
+    "remove_ssf_receiver",
+}
+
+
+@pytest.mark.anyio
+async def test_every_operation_walks_every_stage(world: World) -> None:
+    """A spy stage in the app's Gate; then every route (the cases above), every MCP tool of
+    both servers and the per-session server's door, as real clients send them. Every catalogue
+    operation the server serves, and every computer tool, walked authorize, inspect_in, act,
+    inspect_out and record, in that order; and every route but the allowlisted ones went
+    through the Gate (a request that reaches no operation fails here)."""
+    gate: GateType = world.app.state.gate
+    spy = Spy(gate).install()
+    try:
+        for route in sorted(CASES):
+            c = CASES[route]
+            request = c.prepare(world)
+            calls = sum(len(w) for w in spy.walks.values())
+            answer = await asyncio.to_thread(_send, world, c.method, request)
+            assert answer.status_code == c.ok, f"{c.id}: {answer.status_code} {answer.text}"
+            assert sum(len(w) for w in spy.walks.values()) > calls, f"{c.id} skipped the Gate"
+        for tool, args in TOOL_ARGS.items():
+            path = f"/v1/sessions/{world.session()}/actions/{tool}"
+            answer = await asyncio.to_thread(world.rest.post, path, json=args)
+            assert answer.status_code == 200, f"{tool}: {answer.text}"
+        pool = world.pool(pcs=1)
+        async with connect(f"{world.base}/mcp", world.auth) as s:
+            assert not (await call(s, "list_pools")).is_error
+            assert not (await call(s, "acquire_pc", {"pool": pool, "wait_s": 0})).is_error
+            again = await call(s, "acquire_pc", {"pool": pool})  # held: a fresh grant
+            assert not again.is_error and "already holding" in text(again)
+            for tool, args in TOOL_ARGS.items():
+                assert not (await call(s, tool, args)).is_error, tool
+            assert not (await call(s, "release_pc")).is_error
+        async with connect(f"{world.base}/sessions/{world.session()}/mcp", world.auth) as s:
+            for tool, args in TOOL_ARGS.items():
+                assert not (await call(s, tool, args)).is_error, tool
+    finally:
+        spy.remove()
+    served = {name for name, op in OPERATIONS.items() if gate.serves(op)}
+    assert served == set(OPERATIONS) - HOST_ONLY
+    missing = (served | set(TOOLS)) - spy.complete()
+    assert not missing, f"operations that did not walk every stage: {sorted(missing)}"
+    for name, walks in spy.walks.items():  # and none skipped a stage on its way
+        for walked, ok in walks:
+            assert walked == STAGES if ok else walked[-1] == "record", (name, walked)

@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
+from corral.gate import GateCall, lifecycle_gate
 from corral.mcp import mount_mcp
 from corral.service.control import ControlPlane
 from tests.mcp.fakes import FakeControl
@@ -42,12 +43,23 @@ class Served:
         await self.task
 
 
+class _Unauthenticated:
+    """The adapter's unit tests run without authentication (the fake control plane decides
+    nothing): this authorize stage lets a call without a caller through, where the real one
+    refuses it (tests/api/test_enforcement.py)."""
+
+    async def authorize(self, call: GateCall) -> None:
+        return None
+
+
 @asynccontextmanager
 async def serve(**mount_options: Any) -> AsyncIterator[Served]:
     control = FakeControl()
     app = Starlette()
     # FakeControl has the ControlPlane methods the MCP layer calls, not its type
-    mcp_lifespan = mount_mcp(app, cast(ControlPlane, control), **mount_options)
+    gate = lifecycle_gate(cast(ControlPlane, control))
+    gate.authorizer = _Unauthenticated()
+    mcp_lifespan = mount_mcp(app, gate, **mount_options)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -59,6 +71,7 @@ async def serve(**mount_options: Any) -> AsyncIterator[Served]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
+    control.base_url = f"http://127.0.0.1:{port}"
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     # Connections queue on the listening socket until uvicorn (after its lifespan startup)
     # accepts them, so the tests need not wait for it to come up.

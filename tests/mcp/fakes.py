@@ -19,6 +19,7 @@ from corral.errors import (
     SessionGoneError,
     UnavailableError,
 )
+from corral.service.control import SessionGrant
 from corral.service.tools import ScreenSpace, ToolResult, parse_args
 
 
@@ -72,6 +73,22 @@ class FakeControl:
         self._locks: dict[str, anyio.Lock] = {}
         self._running: dict[str, int] = {}
         self.max_parallel = 0
+        self.base_url = "http://127.0.0.1:8420"  # the served URL, set by the fixture
+
+    def _grant(self, session: FakeSession, token: bool) -> SessionGrant:
+        minted = {"session_token": f"token-{session.id}"} if token else {}
+        url = f"{self.base_url}/sessions/{session.id}/mcp"
+        return SessionGrant(session, self.policy.controls(session.id), url, minted)  # type: ignore[arg-type]
+
+    async def acquire_grant(self, pool: str, **kw: Any) -> SessionGrant:
+        """As the real one: acquire, answered with the session's grant."""
+        return self._grant(await self.acquire(pool, **kw), token=True)
+
+    def grant(self, session_id: str, *, principal: object = None) -> SessionGrant:
+        return self._grant(self.get_session(session_id), token=True)
+
+    def describe(self, session_id: str, *, principal: object = None) -> SessionGrant:
+        return self._grant(self.get_session(session_id), token=False)
 
     def list_pools(self, *, principal: object = None) -> list[FakePool]:
         return list(self.pools.values())
@@ -131,7 +148,13 @@ class FakeControl:
         return session
 
     async def act(
-        self, session_id: str, tool: str, args: dict[str, Any], *, principal: object = None
+        self,
+        session_id: str,
+        tool: str,
+        args: dict[str, Any],
+        *,
+        principal: object = None,
+        approval_wait_s: float | None = None,
     ) -> ToolResult:
         _, parsed = parse_args(tool, args)
         self.get_session(session_id)

@@ -8,7 +8,8 @@ Two kinds:
 - SYSTEM_POLICIES are not stored and cannot be removed: the session controls fixed at acquire
   (a promise made to whoever set them, held against every tool that could step around them),
   what the policy context can vouch for (a command whose program a shell decides is refused
-  while a policy restricts programs; open_url takes http and https only) and the admins' right
+  while a policy restricts programs; open_url takes http and https only), the host operator's
+  right to administer (`User::"host-operator"`, the host CLI) and the admins' right
   to read and change policies (so a bad change can always be undone through the API). Where a
   system policy can be lifted, the lift is an exemption a permit of the session's acquire grants
   (`@allow_alongside`, `@allow_schemes`), recorded with the session's controls.
@@ -90,6 +91,13 @@ DEFAULT_POLICIES: tuple[NamedPolicy, ...] = (
 )
 
 SYSTEM_POLICIES: tuple[NamedPolicy, ...] = (
+    NamedPolicy(
+        "system-host-operator-administers",
+        "// The host CLI (`corral user|agent|federation|events ...`, run with the data folder's\n"
+        "// rights: root on the host) administers, as it always could; its calls walk the Gate\n"
+        "// like any other, so they are decided and recorded.\n"
+        'permit (principal == User::"host-operator", action, resource);',
+    ),
     NamedPolicy(
         "system-admins-manage-policies",
         'permit (\n  principal in Role::"admin",\n'

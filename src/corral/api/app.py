@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Response
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,11 +32,14 @@ from corral.api.policy_routes import include_policies
 from corral.api.ssf_routes import include_ssf
 from corral.domain.models import PoolSpec, Session
 from corral.domain.text import visible
+from corral.gate import Gate, lifecycle_gate, operation, tool_operation
+from corral.gate.operations import Acquire, AcquireRequest, ListSessions, PoolCreate
 from corral.identity.directory import Directory
 from corral.service.access import AccessEvaluator
 from corral.service.auth import AuthService
 from corral.service.console import ConsoleService, ConsoleSettings
-from corral.service.control import ControlPlane, PoolStatus
+from corral.service.control import ControlPlane, PoolStatus, SessionGrant
+from corral.service.directory import DirectoryService
 from corral.service.events import EventDelivery
 from corral.service.inbound_events import EventReceiver
 
@@ -45,50 +47,6 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
-
-
-class PoolCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=63)
-    image: str = Field(min_length=1, max_length=128)
-    region: str = "local"
-    size: str = "small"
-    warm: int = Field(2, ge=0, le=1000)
-    max: int = Field(10, ge=1, le=1000)
-    idle_timeout_s: int = Field(1800, ge=1)
-    max_lifetime_s: int = Field(8 * 3600, ge=1)
-    allow_bearer: bool = Field(
-        False,
-        description="accept plain bearer tokens (no DPoP) for acquiring from this pool and "
-        "on its sessions' URLs; for MCP clients that cannot do proof of possession",
-    )
-    max_sessions_per_agent: int | None = Field(
-        None,
-        ge=1,
-        le=1000,
-        description="active sessions one agent may hold in this pool at once (at most max); "
-        "omitted: half the pool's max, at least one",
-    )
-
-
-class SessionControls(BaseModel):
-    """Restrictions fixed for the session's whole life (on top of any a policy sets)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    read_only: bool = Field(False, description="no input tools: the agent can only look")
-    no_clipboard: bool = Field(False, description="no get_clipboard / set_clipboard")
-    no_file_transfer: bool = Field(False, description="no read_file / write_file")
-    allowed_hosts: list[str] | None = Field(
-        None, max_length=100, description="open_url only to these hosts (omit: any host)"
-    )
-
-
-class AcquireBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    wait_s: float | None = Field(None, ge=0, le=120, description="how long to wait for a PC")
-    controls: SessionControls | None = Field(
-        None, description="session controls fixed at acquire (docs/policies.md)"
-    )
 
 
 class _TooLarge(Exception):
@@ -168,6 +126,26 @@ def _session_json(session: Session, base_url: str) -> dict[str, Any]:
         "release_reason": session.release_reason,
         "released_by": session.released_by,
     }
+
+
+def _grant_json(grant: SessionGrant, base_url: str) -> dict[str, Any]:
+    """A session as REST shows it, with its controls and (acquire) its token."""
+    answer = _session_json(grant.session, base_url)
+    answer["controls"] = grant.controls.to_json()
+    answer.update(grant.token)
+    return answer
+
+
+_LIST_POOLS = operation("list_pools")
+_SHOW_POOL = operation("show_pool")
+_LIST_POOL_PCS = operation("list_pool_pcs")
+_CREATE_POOL = operation("create_pool")
+_DELETE_POOL = operation("delete_pool")
+_ACQUIRE = operation("acquire")
+_RELEASE = operation("release")
+_LIST_SESSIONS = operation("list_sessions")
+_SHOW_SESSION = operation("show_session")
+_OBSERVE = operation("observe")
 
 
 def _prefer_wait(prefer: str | None) -> float | None:
@@ -273,6 +251,14 @@ def create_app(
                 await control.stop(destroy_pcs=destroy_on_exit)
 
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan)
+    # Acquire answers its grant from the service: the sessions' URLs, and their tokens.
+    control.configure_grants(base_url, auth.session_grant if auth is not None else None)
+    directory = Directory(control.store, events=control.events)  # CAEP events (docs/events.md)
+    directory_service = DirectoryService(
+        directory, token_endpoint=f"{base_url}/v1/token", policy=control.policy
+    )
+    gate: Gate = lifecycle_gate(control, directory_service)
+    app.state.gate = gate
     install_error_handlers(app)
     console: ConsoleService | None = None
     if auth is not None:
@@ -284,12 +270,11 @@ def create_app(
             federation=auth.federation,
             settings=console_settings or ConsoleSettings(),
         )
-        include_console(app, console, control)
-    directory = Directory(control.store, events=control.events)  # CAEP events (docs/events.md)
-    include_directory(app, directory, token_endpoint=f"{base_url}/v1/token", policy=control.policy)
+        include_console(app, console, gate)
+    include_directory(app, gate)
     if event_receiver is not None:  # Shared Signals (docs/events.md)
         include_ssf(app, event_receiver, event_receiver.audience)
-    include_policies(app, control.policy)
+    include_policies(app, gate)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -297,21 +282,20 @@ def create_app(
 
     @app.get("/v1/pools")
     async def list_pools(who: Principal) -> list[dict[str, Any]]:
-        pools = await asyncio.to_thread(lambda: control.list_pools(principal=who))
+        pools = await gate.handle(who, _LIST_POOLS)
         return [_pool_json(p) for p in pools]
 
     @app.post("/v1/pools", status_code=201)
     async def create_pool(body: PoolCreate, who: Principal) -> dict[str, Any]:
-        spec = PoolSpec(**body.model_dump())
-        return _pool_json(await control.create_pool(spec, principal=who))
+        return _pool_json(await gate.handle(who, _CREATE_POOL, None, body))
 
     @app.get("/v1/pools/{name}")
     async def get_pool(name: str, who: Principal) -> dict[str, Any]:
-        return _pool_json(await asyncio.to_thread(lambda: control.get_pool(name, principal=who)))
+        return _pool_json(await gate.handle(who, _SHOW_POOL, name))
 
     @app.get("/v1/pools/{name}/pcs")
     async def list_pool_pcs(name: str, who: Principal) -> list[dict[str, Any]]:
-        pcs = await asyncio.to_thread(lambda: control.list_pool_pcs(name, principal=who))
+        pcs = await gate.handle(who, _LIST_POOL_PCS, name)
         return [
             {
                 "id": pc.id,
@@ -325,47 +309,38 @@ def create_app(
 
     @app.delete("/v1/pools/{name}", status_code=202)
     async def delete_pool(name: str, who: Principal) -> dict[str, Any]:
-        return _pool_json(await control.delete_pool(name, principal=who))
+        return _pool_json(await gate.handle(who, _DELETE_POOL, name))
 
     @app.post("/v1/pools/{pool}/sessions", status_code=201)
     async def acquire(
         pool: str,
         who: Principal,
-        body: Annotated[AcquireBody | None, Body()] = None,
+        body: Annotated[AcquireRequest | None, Body()] = None,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> dict[str, Any]:
-        # The whole body is the request an Idempotency-Key stands for.
-        request = body.model_dump(exclude_none=True) if body else {}
-        session = await control.acquire(
-            pool,
-            idempotency_key=idempotency_key,
-            request=request,
+        # The whole body is the request an Idempotency-Key stands for; the answer carries a
+        # token for this session only, bound to the caller's own DPoP key (from the service).
+        args = Acquire.model_construct(
             wait_s=body.wait_s if body else None,
-            principal=who,
+            controls=body.controls if body else None,
+            idempotency_key=idempotency_key,
         )
-        answer = _session_json(session, base_url)
-        answer["controls"] = control.policy.controls(session.id).to_json()
-        if auth is not None:
-            # A token for this session only, bound to the caller's own DPoP key (a bearer
-            # caller, admitted only on a pool that allows bearer tokens, gets a bearer one).
-            answer.update(auth.session_grant(who, session.id))
-        return answer
+        grant: SessionGrant = await gate.handle(who, _ACQUIRE, pool, args)
+        return _grant_json(grant, base_url)
 
     @app.get("/v1/sessions")
     async def list_sessions(who: Principal, active: bool = True) -> list[dict[str, Any]]:
-        sessions = await asyncio.to_thread(lambda: control.list_sessions(active, principal=who))
+        args = ListSessions.model_construct(active=active)
+        sessions = await gate.handle(who, _LIST_SESSIONS, None, args)
         return [_session_json(s, base_url) for s in sessions]
 
     @app.get("/v1/sessions/{session_id}")
     async def get_session(session_id: str, who: Principal) -> dict[str, Any]:
-        session = await asyncio.to_thread(lambda: control.get_session(session_id, principal=who))
-        answer = _session_json(session, base_url)
-        answer["controls"] = control.policy.controls(session.id).to_json()
-        return answer
+        return _grant_json(await gate.handle(who, _SHOW_SESSION, session_id), base_url)
 
     @app.delete("/v1/sessions/{session_id}")
     async def release(session_id: str, who: Principal) -> dict[str, Any]:
-        return _session_json(await control.release(session_id, principal=who), base_url)
+        return _session_json(await gate.handle(who, _RELEASE, session_id), base_url)
 
     @app.post("/v1/sessions/{session_id}/actions/{tool}")
     async def act(
@@ -377,23 +352,23 @@ def create_app(
     ) -> dict[str, Any]:
         # `Prefer: wait=N` (RFC 7240): wait up to N s for a sponsor's approval, if one is due.
         wait = _prefer_wait(prefer)
-        result = await control.act(session_id, tool, args, principal=who, approval_wait_s=wait)
-        return result.to_json()
+        op = tool_operation(tool)
+        result = await gate.handle(who, op, session_id, args, wait_s=wait)
+        return result.to_json()  # type: ignore[no-any-return]
 
     @app.get("/v1/sessions/{session_id}/screenshot")
     async def screenshot(session_id: str, who: Principal) -> Response:
-        png = await control.peek_screenshot(session_id, principal=who)
+        png = await gate.handle(who, _OBSERVE, session_id)
         return Response(png, media_type="image/png", headers=_SCREENSHOT_HEADERS)
 
     @app.get("/sessions/{session_id}/viewer", response_class=HTMLResponse)
     async def viewer(session_id: str, who: Principal) -> HTMLResponse:
-        session = await asyncio.to_thread(lambda: control.get_session(session_id, principal=who))
-        page = _VIEWER.replace("{sid}", html.escape(visible(session.id)))
+        grant: SessionGrant = await gate.handle(who, _SHOW_SESSION, session_id)
+        page = _VIEWER.replace("{sid}", html.escape(visible(grant.session.id)))
         return HTMLResponse(page, headers=_VIEWER_HEADERS)
 
     mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
-    grant = auth.session_grant if auth is not None else None
-    mcp_lifespan.append(mount_mcp(app, control, allowed_hosts=mcp_hosts, session_grant=grant))
+    mcp_lifespan.append(mount_mcp(app, gate, allowed_hosts=mcp_hosts))
     if auth is not None:
         # Every request but /healthz, /v1/token and the JWKS needs a verified identity.
         app.add_middleware(

@@ -19,10 +19,11 @@ from corral.api.console_auth import LOGIN_STATE_COOKIE, SESSION_COOKIE, same_ori
 from corral.domain.policy import Approval, ApprovalState
 from corral.domain.text import visible
 from corral.errors import InvalidInputError, PermissionDeniedError
+from corral.gate import Gate, operation
+from corral.gate.operations import DecideApproval, ListApprovals, ListSessions
 from corral.identity.errors import AuthError
 from corral.service.auth import RateLimitedError
 from corral.service.console import ConsoleLoginError, ConsoleService
-from corral.service.control import ControlPlane
 
 __all__ = ["include_console"]
 
@@ -114,7 +115,12 @@ def _set_session(answer: Response, token: str, max_age: int, secure: bool) -> No
     )
 
 
-def console_router(console: ConsoleService, control: ControlPlane) -> APIRouter:
+_LIST_SESSIONS = operation("list_sessions")
+_LIST_APPROVALS = operation("list_approvals")
+_DECIDE_APPROVAL = operation("decide_approval")
+
+
+def console_router(console: ConsoleService, gate: Gate) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     def secure(request: Request) -> bool:
@@ -211,7 +217,9 @@ def console_router(console: ConsoleService, control: ControlPlane) -> APIRouter:
         who = principal_of(request)
         if who is None:
             raise PermissionDeniedError("no authenticated principal for this request")
-        sessions = await asyncio.to_thread(lambda: control.list_sessions(True, principal=who))
+        sessions = await gate.handle(
+            who, _LIST_SESSIONS, None, ListSessions.model_construct(active=True)
+        )
         rows = "".join(
             "<tr><td>{sid}</td><td>{pool}</td><td>{created}</td>"
             '<td><a href="/sessions/{sid}/viewer">view</a></td></tr>'.format(
@@ -226,9 +234,8 @@ def console_router(console: ConsoleService, control: ControlPlane) -> APIRouter:
             if rows
             else "<p>No active sessions you can see.</p>"
         )
-        approvals = await asyncio.to_thread(
-            lambda: control.policy.list_approvals(principal=who, state=ApprovalState.PENDING)
-        )
+        pending = ListApprovals.model_construct(state=ApprovalState.PENDING.value)
+        approvals = await gate.handle(who, _LIST_APPROVALS, None, pending)
         body = (
             f"<p>Signed in as {_text(who.id)}.</p>{table}{_approvals_table(approvals)}"
             '<form method="post" action="/console/logout"><button>Sign out</button></form>'
@@ -246,11 +253,8 @@ def console_router(console: ConsoleService, control: ControlPlane) -> APIRouter:
             raise InvalidInputError(
                 f"unknown answer {answer!r}", hint="post to .../approve or .../deny"
             )
-        await asyncio.to_thread(
-            lambda: control.policy.decide_approval(
-                approval_id, approve=answer == "approve", principal=who
-            )
-        )
+        args = DecideApproval.model_construct(approve=answer == "approve")
+        await gate.handle(who, _DECIDE_APPROVAL, approval_id, args)
         return RedirectResponse("/console", status_code=303, headers=_HEADERS)
 
     @router.post("/console/logout")
@@ -263,6 +267,6 @@ def console_router(console: ConsoleService, control: ControlPlane) -> APIRouter:
     return router
 
 
-def include_console(app: FastAPI, console: ConsoleService, control: ControlPlane) -> None:
+def include_console(app: FastAPI, console: ConsoleService, gate: Gate) -> None:
     """Serve the console's sign-in pages on `app`."""
-    app.include_router(console_router(console, control))
+    app.include_router(console_router(console, gate))

@@ -1,26 +1,27 @@
 """REST adapter of the directory: `/v1/users`, `/v1/agents` and `/v1/groups`.
 
-Thin: each route reads its typed request, calls `DirectoryService` (which decides who may do
-what, see docs/identity.md "REST") off the event loop, and shapes the answer. No answer carries
+Thin: each route reads its typed request, hands the Gate its operation (whose act stage calls
+`DirectoryService`, which decides who may do what, see docs/identity.md "REST", off the event
+loop), and shapes the answer. No answer carries
 a password hash, a TOTP secret or a private key, except the one-time agent credential of
 `POST /v1/agents` and `POST /v1/agents/{ref}/keys/rotate` (sent with `Cache-Control: no-store`).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, FastAPI, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from corral.api.deps import Principal
+from corral.domain.access import Caller
 from corral.domain.identity import AgentKey, Group, Risk, Role, User
-from corral.identity.directory import Credential, Directory
-from corral.service.directory import AgentView, DirectoryService, GroupMembers
-from corral.service.policy import PolicyService
+from corral.gate import Gate
+from corral.gate import operations as ops
+from corral.identity.directory import Credential
+from corral.service.directory import AgentView, GroupMembers
 
 __all__ = ["directory_router", "include_directory"]
 
@@ -257,9 +258,11 @@ def _members(m: GroupMembers) -> GroupDetail:
     return GroupDetail(**_group(m.group).model_dump(), users=list(m.users), agents=list(m.agents))
 
 
-async def _run(fn: Callable[[], T]) -> T:
-    """The store is synchronous: run directory calls on a worker thread."""
-    return await asyncio.to_thread(fn)
+async def _do(
+    gate: Gate, who: Caller, name: str, target: str | None = None, args: Any = None
+) -> Any:
+    """One directory operation through the Gate (DirectoryService decides, off the loop)."""
+    return await gate.handle(who, ops.operation(name), target, args)
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -274,7 +277,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def directory_router(service: DirectoryService) -> APIRouter:
+def directory_router(gate: Gate) -> APIRouter:
     router = APIRouter(prefix="/v1", responses=_ERRORS)
     users = APIRouter(prefix="/users", tags=["users"])
     agents = APIRouter(prefix="/agents", tags=["agents"])
@@ -285,74 +288,73 @@ def directory_router(service: DirectoryService) -> APIRouter:
     @users.get("")
     async def list_users(who: Principal) -> list[UserOut]:
         """Admin or security admin: every user."""
-        return [_user(u) for u in await _run(lambda: service.list_users(principal=who))]
+        return [_user(u) for u in await _do(gate, who, "list_users")]
 
     @users.post("", status_code=201)
     async def create_user(body: UserCreate, who: Principal) -> UserOut:
         """Admin: a new human user (admin, security_admin or sponsor)."""
         password = body.password.get_secret_value() if body.password is not None else None
-        user = await _run(
-            lambda: service.create_user(
-                body.name, roles=body.roles, email=body.email, password=password, principal=who
-            )
+        args = ops.CreateUser.model_construct(
+            name=body.name, roles=list(body.roles), email=body.email, password=password
         )
+        user = await _do(gate, who, "create_user", None, args)
         return _user(user)
 
     @users.get("/{ref}")
     async def get_user(ref: Ref, who: Principal) -> UserOut:
-        return _user(await _run(lambda: service.get_user(ref, principal=who)))
+        return _user(await _do(gate, who, "show_user", ref))
 
     @users.put("/{ref}/roles")
     async def set_user_roles(ref: Ref, body: UserRoles, who: Principal) -> UserChanged:
         """Admin: replace the roles. Losing the sponsor role counts like being disabled for
         the agents the user sponsors; the last enabled admin keeps the admin role."""
-        user, disabled = await _run(lambda: service.set_user_roles(ref, body.roles, principal=who))
+        user, disabled = await _do(
+            gate, who, "set_user_roles", ref, ops.UserRoles.model_construct(roles=list(body.roles))
+        )
         return UserChanged(**_user(user).model_dump(), agents_disabled=[a.id for a in disabled])
 
     @users.post("/{ref}/disable")
     async def disable_user(ref: Ref, who: Principal) -> UserChanged:
         """Admin or security admin: agents left without an able sponsor are disabled too."""
-        user, disabled = await _run(lambda: service.disable_user(ref, principal=who))
+        user, disabled = await _do(gate, who, "disable_user", ref)
         return UserChanged(**_user(user).model_dump(), agents_disabled=[a.id for a in disabled])
 
     @users.post("/{ref}/enable")
     async def enable_user(ref: Ref, who: Principal) -> UserOut:
         """Admin: the agents the user sponsors stay as they are (enable them one by one)."""
-        return _user(await _run(lambda: service.enable_user(ref, principal=who)))
+        return _user(await _do(gate, who, "enable_user", ref))
 
     @users.post("/{ref}/revoke")
     async def revoke_user(ref: Ref, who: Principal) -> Revoked:
         """Admin or security admin: every token issued so far to this user is refused from
         the next request."""
-        revoked = await _run(lambda: service.revoke_user_tokens(ref, principal=who))
+        revoked = await _do(gate, who, "revoke_user_tokens", ref)
         return Revoked(id=revoked, tokens_revoked=True)
 
     # agents
 
     @agents.get("")
     async def list_agents(who: Principal) -> list[AgentOut]:
-        return [_agent(v) for v in await _run(lambda: service.list_agents(principal=who))]
+        return [_agent(v) for v in await _do(gate, who, "list_agents")]
 
     @agents.post("", status_code=201)
     async def create_agent(body: AgentCreate, who: Principal, response: Response) -> AgentIssued:
         """Admin: a new agent and its first key pair. The answer holds the credential with the
         private key, once: save it to a file only its owner can read."""
-        lifetime = None if body.key_lifetime_s is None else timedelta(seconds=body.key_lifetime_s)
-        view, credential = await _run(
-            lambda: service.create_agent(
-                body.name,
-                sponsors=body.sponsors,
-                groups=body.groups,
-                key_lifetime=lifetime,
-                principal=who,
-            )
+        args = ops.CreateAgent.model_construct(
+            name=body.name,
+            sponsors=body.sponsors,
+            groups=body.groups,
+            token_endpoint=None,
+            key_lifetime_s=body.key_lifetime_s,
         )
+        view, credential = await _do(gate, who, "create_agent", None, args)
         return _issued(view, credential, response)
 
     @agents.get("/{ref}")
     async def get_agent(ref: Ref, who: Principal) -> AgentDetail:
         """The agent with its sponsors, groups, risk, state and keys (public bookkeeping only)."""
-        return _detail(await _run(lambda: service.get_agent(ref, principal=who)))
+        return _detail(await _do(gate, who, "show_agent", ref))
 
     @agents.post("/{ref}/disable")
     async def disable_agent(
@@ -360,22 +362,30 @@ def directory_router(service: DirectoryService) -> APIRouter:
     ) -> AgentDetail:
         """Admin or security admin: its tokens stop working on the next request."""
         reason = body.reason if body else None
-        return _detail(await _run(lambda: service.disable_agent(ref, reason, principal=who)))
+        return _detail(
+            await _do(
+                gate, who, "disable_agent", ref, ops.DisableAgent.model_construct(reason=reason)
+            )
+        )
 
     @agents.post("/{ref}/enable")
     async def enable_agent(ref: Ref, who: Principal) -> AgentDetail:
         """Admin: only while the agent has an able sponsor (409 otherwise)."""
-        return _detail(await _run(lambda: service.enable_agent(ref, principal=who)))
+        return _detail(await _do(gate, who, "enable_agent", ref))
 
     @agents.put("/{ref}/risk")
     async def set_risk(ref: Ref, body: AgentRisk, who: Principal) -> AgentDetail:
         """Admin or security admin: at `high` the agent's tokens are refused."""
-        return _detail(await _run(lambda: service.set_risk(ref, body.level, principal=who)))
+        return _detail(
+            await _do(gate, who, "set_risk", ref, ops.AgentRisk.model_construct(level=body.level))
+        )
 
     @agents.post("/{ref}/sponsors")
     async def add_sponsor(ref: Ref, body: SponsorAdd, who: Principal) -> AgentDetail:
         """Admin: the user needs the sponsor or admin role and must be enabled."""
-        return _detail(await _run(lambda: service.add_sponsor(ref, body.user, principal=who)))
+        return _detail(
+            await _do(gate, who, "add_sponsor", ref, ops.Sponsor.model_construct(user=body.user))
+        )
 
     @agents.delete("/{ref}/sponsors/{user}")
     async def remove_sponsor(
@@ -384,12 +394,14 @@ def directory_router(service: DirectoryService) -> APIRouter:
         who: Principal,
     ) -> AgentDetail:
         """Admin: removing the last able sponsor disables the agent (reason "no sponsor")."""
-        return _detail(await _run(lambda: service.remove_sponsor(ref, user, principal=who)))
+        return _detail(
+            await _do(gate, who, "remove_sponsor", ref, ops.Sponsor.model_construct(user=user))
+        )
 
     @agents.get("/{ref}/keys")
     async def list_keys(ref: Ref, who: Principal) -> list[KeyOut]:
         now = datetime.now(UTC)
-        return [_key(k, now) for k in await _run(lambda: service.list_keys(ref, principal=who))]
+        return [_key(k, now) for k in await _do(gate, who, "list_keys", ref)]
 
     @agents.post("/{ref}/keys/rotate")
     async def rotate_key(
@@ -400,8 +412,8 @@ def directory_router(service: DirectoryService) -> APIRouter:
     ) -> AgentIssued:
         """Admin: a new key pair, answered once as a new credential; the old keys keep working
         for `grace_s` seconds (default one hour), then expire."""
-        grace = timedelta(seconds=body.grace_s if body else 3600)
-        view, credential = await _run(lambda: service.rotate_key(ref, grace, principal=who))
+        args = ops.RotateKey.model_construct(grace_s=body.grace_s if body else 3600)
+        view, credential = await _do(gate, who, "rotate_key", ref, args)
         return _issued(view, credential, response)
 
     @agents.post("/{ref}/keys/{kid}/revoke")
@@ -411,46 +423,48 @@ def directory_router(service: DirectoryService) -> APIRouter:
         who: Principal,
     ) -> KeyOut:
         """Admin or security admin: the key signs no further client assertion."""
-        key = await _run(lambda: service.revoke_key(ref, kid, principal=who))
+        key = await _do(gate, who, "revoke_key", ref, ops.RevokeKey.model_construct(kid=kid))
         return _key(key, datetime.now(UTC))
 
     @agents.post("/{ref}/revoke")
     async def revoke_agent(ref: Ref, who: Principal) -> Revoked:
         """Admin or security admin: every token issued so far to this agent is refused from
         the next request."""
-        revoked = await _run(lambda: service.revoke_agent_tokens(ref, principal=who))
+        revoked = await _do(gate, who, "revoke_agent_tokens", ref)
         return Revoked(id=revoked, tokens_revoked=True)
 
     # groups
 
     @groups.get("")
     async def list_groups(who: Principal) -> list[GroupOut]:
-        return [_group(g) for g in await _run(lambda: service.list_groups(principal=who))]
+        return [_group(g) for g in await _do(gate, who, "list_groups")]
 
     @groups.post("", status_code=201)
     async def create_group(body: GroupCreate, who: Principal) -> GroupDetail:
-        made = await _run(lambda: service.create_group(body.name, body.description, principal=who))
+        args = ops.CreateGroup.model_construct(name=body.name, description=body.description)
+        made = await _do(gate, who, "create_group", None, args)
         return _members(made)
 
     @groups.get("/{ref}")
     async def get_group(ref: Ref, who: Principal) -> GroupDetail:
-        return _members(await _run(lambda: service.get_group(ref, principal=who)))
+        return _members(await _do(gate, who, "show_group", ref))
 
     @groups.delete("/{ref}", status_code=204)
     async def delete_group(ref: Ref, who: Principal) -> Response:
         """Admin: memberships go with the group; its members stay."""
-        await _run(lambda: service.delete_group(ref, principal=who))
+        await _do(gate, who, "delete_group", ref)
         return Response(status_code=204)
 
     @groups.get("/{ref}/members")
     async def list_members(ref: Ref, who: Principal) -> Members:
-        m = await _run(lambda: service.get_group(ref, principal=who))
+        m = await _do(gate, who, "show_group", ref)
         return Members(users=list(m.users), agents=list(m.agents))
 
     @groups.post("/{ref}/members")
     async def add_member(ref: Ref, body: MemberAdd, who: Principal) -> GroupDetail:
         """Admin: add a user or an agent (adding a member twice changes nothing)."""
-        m = await _run(lambda: service.set_member(ref, body.kind, body.member, True, principal=who))
+        args = ops.GroupMember.model_construct(kind=body.kind, member=body.member, present=True)
+        m = await _do(gate, who, "set_member", ref, args)
         return _members(m)
 
     @groups.delete("/{ref}/members/{kind}/{member}")
@@ -461,7 +475,8 @@ def directory_router(service: DirectoryService) -> APIRouter:
         who: Principal,
     ) -> GroupDetail:
         """Admin: remove a user or an agent (removing a non-member changes nothing)."""
-        m = await _run(lambda: service.set_member(ref, kind, member, False, principal=who))
+        args = ops.GroupMember.model_construct(kind=kind, member=member, present=False)
+        m = await _do(gate, who, "set_member", ref, args)
         return _members(m)
 
     for sub in (users, agents, groups):
@@ -469,10 +484,7 @@ def directory_router(service: DirectoryService) -> APIRouter:
     return router
 
 
-def include_directory(
-    app: FastAPI, directory: Directory, *, token_endpoint: str, policy: PolicyService
-) -> None:
-    """Serve the directory API on `app`; credentials it hands out name `token_endpoint`; every
-    route is decided by `policy` (the Gate's one enforcement point)."""
-    service = DirectoryService(directory, token_endpoint=token_endpoint, policy=policy)
-    app.include_router(directory_router(service))
+def include_directory(app: FastAPI, gate: Gate) -> None:
+    """Serve the directory API on `app`, every route through `gate` (whose DirectoryService
+    asks policy, the one enforcement point)."""
+    app.include_router(directory_router(gate))

@@ -1,12 +1,12 @@
 """REST for least privilege: /v1/policies, pool assignments and sponsor approvals.
 
-Thin: every route calls the PolicyService, which authorizes the caller itself (reading and
+Thin: every route hands the Gate its operation, whose act stage calls the PolicyService, which
+authorizes the caller itself (reading and
 changing policies are policy-governed actions, `read_policies` and `manage_policies`).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.access import EntityRef
 from corral.api.deps import Principal
+from corral.domain.access import Caller
 from corral.domain.policy import ApprovalState
 from corral.errors import InvalidInputError
-from corral.service.policy import PolicyService
+from corral.gate import Gate
+from corral.gate import operations as ops
 
 __all__ = ["include_policies"]
 
@@ -58,87 +60,80 @@ def _action(text: str) -> str:
     return ref.id
 
 
-def include_policies(app: FastAPI, policy: PolicyService) -> None:
+async def _do(
+    gate: Gate, who: Caller, name: str, target: str | None = None, args: Any = None
+) -> Any:
+    """One policy operation through the Gate (PolicyService decides, off the loop)."""
+    return await gate.handle(who, ops.operation(name), target, args)
+
+
+def include_policies(app: FastAPI, gate: Gate) -> None:
     """Add the policy, assignment and approval routes to `app`."""
 
     @app.get("/v1/policies")
     async def list_policies(who: Principal) -> dict[str, Any]:
-        stored = await asyncio.to_thread(lambda: policy.list_policies(principal=who))
-        version = await asyncio.to_thread(policy.store.policy_version)
-        return {
-            "version": version,
-            "policies": [p.to_json() for p in stored],
-            "system": [{"name": p.name, "text": p.text} for p in policy.system_policies()],
-        }
+        return await _do(gate, who, "list_policies")  # type: ignore[no-any-return]
 
     @app.post("/v1/policies", status_code=201)
     async def add_policy(body: PolicyBody, who: Principal) -> dict[str, Any]:
-        added, rewritten = await asyncio.to_thread(
-            lambda: policy.add_policy_explained(
-                body.name, body.text, principal=who, replace=body.replace
-            )
-        )
+        args = ops.AddPolicy.model_construct(name=body.name, text=body.text, replace=body.replace)
+        added, rewritten = await _do(gate, who, "add_policy", None, args)
         # notes: names stored as ids; warnings: entities that match nothing in the directory
         return {**added.to_json(), "notes": rewritten.notes(), "warnings": rewritten.warnings()}
 
     @app.get("/v1/policies/changes")
     async def changes(who: Principal, since: int = 0) -> list[dict[str, Any]]:
-        found = await asyncio.to_thread(lambda: policy.changes(principal=who, since=since))
+        args = ops.PolicyChanges.model_construct(since=since)
+        found = await _do(gate, who, "policy_changes", None, args)
         return [c.to_json() for c in found]
 
     @app.get("/v1/policies/schema", response_class=PlainTextResponse)
     async def schema(who: Principal) -> str:
-        await asyncio.to_thread(lambda: policy.list_policies(principal=who))  # read_policies
-        return policy.engine.schema_text
+        return await _do(gate, who, "policy_schema")  # type: ignore[no-any-return]
 
     @app.post("/v1/policies/test")
     async def test(body: TestBody, who: Principal) -> dict[str, Any]:
-        decision = await asyncio.to_thread(
-            lambda: policy.test(
-                EntityRef.parse(body.principal),
-                _action(body.action),
-                EntityRef.parse(body.resource),
-                body.context,
-                caller=who,
-            )
+        args = ops.TestPolicy.model_construct(
+            principal=body.principal,
+            action=_action(body.action),
+            resource=body.resource,
+            context=body.context,
         )
-        return decision.to_json()
+        decision = await _do(gate, who, "test_policy", None, args)
+        return decision.to_json()  # type: ignore[no-any-return]
 
     @app.get("/v1/policies/{name}")
     async def get_policy(name: str, who: Principal) -> dict[str, Any]:
-        return (await asyncio.to_thread(lambda: policy.get_policy(name, principal=who))).to_json()
+        return (await _do(gate, who, "show_policy", name)).to_json()  # type: ignore[no-any-return]
 
     @app.patch("/v1/policies/{name}")
     async def patch_policy(name: str, body: PolicyPatch, who: Principal) -> dict[str, Any]:
-        changed = await asyncio.to_thread(
-            lambda: policy.set_policy_enabled(name, body.enabled, principal=who)
-        )
-        return changed.to_json()
+        args = ops.PolicyEnabled.model_construct(enabled=body.enabled)
+        changed = await _do(gate, who, "set_policy_enabled", name, args)
+        return changed.to_json()  # type: ignore[no-any-return]
 
     @app.delete("/v1/policies/{name}")
     async def remove_policy(name: str, who: Principal) -> dict[str, Any]:
-        removed = await asyncio.to_thread(lambda: policy.remove_policy(name, principal=who))
-        return removed.to_json()
+        removed = await _do(gate, who, "remove_policy", name)
+        return removed.to_json()  # type: ignore[no-any-return]
 
     @app.get("/v1/pools/{pool}/assignments")
     async def assignments(pool: str, who: Principal) -> list[dict[str, Any]]:
-        found = await asyncio.to_thread(lambda: policy.pool_assignments(pool, principal=who))
+        found = await _do(gate, who, "pool_assignments", pool)
         return [a.to_json() for a in found]
 
     @app.post("/v1/pools/{pool}/assignments")
     async def assign(pool: str, body: AssignBody, who: Principal) -> dict[str, Any]:
-        changed = await asyncio.to_thread(
-            lambda: policy.assign_pool(pool, agent=body.agent, group=body.group, principal=who)
-        )
+        args = ops.AssignPool.model_construct(agent=body.agent, group=body.group, present=True)
+        changed = await _do(gate, who, "assign_pool", pool, args)
         return {"pool": pool, "agent": body.agent, "group": body.group, "changed": changed}
 
     @app.delete("/v1/pools/{pool}/assignments")
     async def unassign(
         pool: str, who: Principal, agent: str | None = None, group: str | None = None
     ) -> dict[str, Any]:
-        changed = await asyncio.to_thread(
-            lambda: policy.assign_pool(pool, agent=agent, group=group, present=False, principal=who)
-        )
+        args = ops.AssignPool.model_construct(agent=agent, group=group, present=False)
+        changed = await _do(gate, who, "assign_pool", pool, args)
         return {"pool": pool, "agent": agent, "group": group, "changed": changed}
 
     @app.get("/v1/approvals")
@@ -150,19 +145,18 @@ def include_policies(app: FastAPI, policy: PolicyService) -> None:
                 f"unknown approval state {state!r}",
                 hint="use pending, approved, denied, expired or all",
             ) from None
-        found = await asyncio.to_thread(lambda: policy.list_approvals(principal=who, state=wanted))
+        args = ops.ListApprovals.model_construct(state=wanted.value if wanted else None)
+        found = await _do(gate, who, "list_approvals", None, args)
         return [a.to_json() for a in found]
 
     @app.post("/v1/approvals/{approval_id}/approve")
     async def approve(approval_id: str, who: Principal) -> dict[str, Any]:
-        done = await asyncio.to_thread(
-            lambda: policy.decide_approval(approval_id, approve=True, principal=who)
-        )
-        return done.to_json()
+        args = ops.DecideApproval.model_construct(approve=True)
+        done = await _do(gate, who, "decide_approval", approval_id, args)
+        return done.to_json()  # type: ignore[no-any-return]
 
     @app.post("/v1/approvals/{approval_id}/deny")
     async def deny(approval_id: str, who: Principal) -> dict[str, Any]:
-        done = await asyncio.to_thread(
-            lambda: policy.decide_approval(approval_id, approve=False, principal=who)
-        )
-        return done.to_json()
+        args = ops.DecideApproval.model_construct(approve=False)
+        done = await _do(gate, who, "decide_approval", approval_id, args)
+        return done.to_json()  # type: ignore[no-any-return]

@@ -34,7 +34,10 @@ if TYPE_CHECKING:  # the store, crypto and the event service load when a command
     from corral.service.events import EventEmitter
     from corral.store import Store
 
-__all__ = ["app", "cli_events"]
+if TYPE_CHECKING:
+    from corral.gate.host import HostGate
+
+__all__ = ["app", "cli_events", "host_gate"]
 
 app = typer.Typer(help="CAEP security events: receivers and deliveries.", no_args_is_help=True)
 receivers_app = typer.Typer(help="Where Corral pushes its events.", no_args_is_help=True)
@@ -65,6 +68,14 @@ def cli_events(store: Store) -> EventEmitter:
     from corral.service.events import EventEmitter
 
     return EventEmitter(store, issuer=_issuer(), keyring=_server_keyring)
+
+
+def host_gate(store: Store) -> HostGate:
+    """The Gate the CLI's writes walk, as the host operator (corral.gate.host)."""
+    from corral.gate.host import HostGate
+    from corral.identity.directory import Directory
+
+    return HostGate(Directory(store, events=cli_events(store)), store)
 
 
 def _receiver_table(receivers: list[SsfReceiver]) -> TextTable:
@@ -123,10 +134,13 @@ def receivers_add(
     auth_header = (
         read_secret_file(auth_header_file, "authorization header") if auth_header_file else None
     )
+    from corral.gate.operations import AddReceiver
+
+    args = AddReceiver(
+        endpoint=endpoint, audience=audience, events=events or [], auth_header=auth_header
+    )
     with local_store() as store:
-        receiver = store.create_ssf_receiver(
-            name, endpoint=endpoint, audience=audience, events=events or [], auth_header=auth_header
-        )
+        receiver = host_gate(store).run("add_ssf_receiver", name, args)
     out_console.print(_receiver_table([receiver]))
 
 
@@ -144,7 +158,7 @@ def receivers_list(output: OutputOption = OutputFormat.table) -> None:
 def receivers_remove(name: str) -> None:
     """Remove a receiver; its undelivered events are dropped."""
     with local_store() as store:
-        store.delete_ssf_receiver(name)
+        host_gate(store).run("remove_ssf_receiver", name)
     err_console.print(f"receiver {name} removed")
 
 

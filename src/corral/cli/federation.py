@@ -25,6 +25,7 @@ from corral.cli._common import (
     print_json,
     read_secret_file,
 )
+from corral.cli.events import host_gate
 from corral.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the federation code (crypto, HTTP) loads when a command runs
@@ -145,8 +146,10 @@ def add(
         allow_assertions=assertions,
         allow_events=events,
     )
+    from corral.gate.operations import AddProvider
+
     with local_store() as store:
-        created = store.create_oidc_provider(provider)
+        created = host_gate(store).run("add_oidc_provider", None, AddProvider(provider=provider))
     out_console.print(_providers_table([created]))
 
 
@@ -192,7 +195,7 @@ def show(name: str, output: OutputOption = OutputFormat.table) -> None:
 def remove(name: str) -> None:
     """Stop trusting a provider; its subject links go with it."""
     with local_store() as store:
-        store.delete_oidc_provider(name)
+        host_gate(store).run("remove_oidc_provider", name)
     err_console.print(f"provider {name} removed")
 
 
@@ -208,8 +211,11 @@ def link(
     if (agent is None) == (user is None):
         raise InvalidInputError("give exactly one of --agent or --user")
     kind: PrincipalKind = "agent" if agent is not None else "user"
+    from corral.gate.operations import LinkSubject
+
+    args = LinkSubject(subject=subject, kind=kind, principal=agent or user or "")
     with local_store() as store:
-        found = store.link_subject(name, subject, kind, agent or user or "")
+        found = host_gate(store).run("link_subject", name, args)
     out_console.print(_subjects_table([found]))
 
 
@@ -218,8 +224,10 @@ def link(
 def unlink(name: str, subject: str) -> None:
     """Remove a subject's link: its tokens and logins are refused from now on (sessions it
     already opened last until they expire, unless revoked)."""
+    from corral.gate.operations import UnlinkSubject
+
     with local_store() as store:
-        store.unlink_subject(name, subject)
+        host_gate(store).run("unlink_subject", name, UnlinkSubject(subject=subject))
     err_console.print(f"subject {subject} at {name} unlinked")
 
 

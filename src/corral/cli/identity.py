@@ -10,8 +10,9 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -27,11 +28,15 @@ from corral.cli._common import (
     print_json,
     safe,
 )
+from corral.cli.events import cli_events
 from corral.errors import ConflictError, InvalidInputError
 
 if TYPE_CHECKING:  # the directory (store, crypto, argon2) loads when a command runs
     from corral.domain.identity import Agent, AgentKey, User
     from corral.identity.directory import Directory
+
+if TYPE_CHECKING:
+    from corral.gate.host import HostGate
 
 __all__ = ["agent_app", "user_app"]
 
@@ -60,6 +65,16 @@ def _directory() -> Iterator[Directory]:
 
     with local_store() as store:
         yield Directory(store, events=cli_events(store))  # CAEP events queued for the server
+
+
+@contextmanager
+def _host() -> Iterator[tuple[HostGate, Directory]]:
+    """Writes walk the Gate as the host operator (corral.gate.host); reads use the directory."""
+    from corral.gate.host import HostGate
+
+    with local_store() as store:
+        directory = Directory(store, events=cli_events(store))  # CAEP events for the server
+        yield HostGate(directory, store), directory
 
 
 def _user_table(users: list[User]) -> TextTable:
@@ -152,6 +167,20 @@ def _key_json(k: AgentKey) -> dict[str, Any]:
     }
 
 
+def _ops() -> ModuleType:
+    """The Gate's operation models, imported only when a write runs (a fast `--help`)."""
+    from corral.gate import operations
+
+    return operations
+
+
+def _risk(level: str) -> Any:
+    """The level as the catalogue takes it, with the directory's own message if unknown."""
+    from corral.domain.identity import parse_risk
+
+    return _ops().AgentRisk(level=parse_risk(level).value)
+
+
 def _read_password() -> str:
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
@@ -187,11 +216,14 @@ def user_create(
     path = output or Path(f"{name}.json")
     if key and path.exists() and not force:
         raise ConflictError(f"{path} already exists", hint="choose another -o, or pass --force")
-    with _directory() as directory:
-        user = directory.create_user(name, roles=role or [], email=email, password=password)
+    with _host() as (gate, _):
+        args = _ops().CreateUser(name=name, roles=role or [], email=email, password=password)
+        user = gate.run("create_user", None, args)
         out_console.print(_user_table([user]))
         if key:
-            cred = directory.create_user_credential(user.id, _token_endpoint())
+            cred = gate.run(
+                "create_user_key", user.id, _ops().CreateUserKey(token_endpoint=_token_endpoint())
+            )
             write_credential(path, cred, overwrite=force)
             out_console.print(f"credential written to {path} (keep it secret)", highlight=False)
 
@@ -212,8 +244,8 @@ def user_list(output: OutputOption = OutputFormat.table) -> None:
 @handle_errors
 def user_disable(name: str) -> None:
     """Disable a user; agents left without an enabled sponsor are disabled too."""
-    with _directory() as directory:
-        agents = directory.disable_user(name)
+    with _host() as (gate, _):
+        agents = gate.run("disable_user", name)
         err_console.print(f"user {name} disabled")
         for agent in agents:
             err_console.print(f"agent {safe(agent.name)} disabled: {safe(agent.disabled_reason)}")
@@ -223,8 +255,8 @@ def user_disable(name: str) -> None:
 @handle_errors
 def user_enable(name: str) -> None:
     """Enable a user (agents they sponsor stay as they are: enable them one by one)."""
-    with _directory() as directory:
-        out_console.print(_user_table([directory.enable_user(name)]))
+    with _host() as (gate, _):
+        out_console.print(_user_table([gate.run("enable_user", name)]))
 
 
 @user_app.command("show")
@@ -250,8 +282,8 @@ def user_roles(
 ) -> None:
     """Replace a user's roles; agents left without an able sponsor are disabled. The last
     enabled admin keeps the admin role."""
-    with _directory() as directory:
-        user, agents = directory.set_roles(name, role or [])
+    with _host() as (gate, _):
+        user, agents = gate.run("set_user_roles", name, _ops().UserRoles(roles=role or []))
         out_console.print(_user_table([user]))
         for agent in agents:
             err_console.print(f"agent {safe(agent.name)} disabled: {safe(agent.disabled_reason)}")
@@ -261,8 +293,8 @@ def user_roles(
 @handle_errors
 def user_revoke(name: str) -> None:
     """Refuse every token issued so far to this user, from the next request on."""
-    with _directory() as directory:
-        user_id = directory.revoke_tokens(directory.get_user(name).id)
+    with _host() as (gate, _):
+        user_id = gate.run("revoke_user_tokens", name)
     err_console.print(f"tokens of user {name} ({user_id}) revoked")
 
 
@@ -290,10 +322,15 @@ def agent_create(
     path = output or Path(f"{name}.json")
     if path.exists() and not force:  # before creating anything, so no agent lacks its file
         raise ConflictError(f"{path} already exists", hint="choose another -o, or pass --force")
-    with _directory() as directory:
-        cred = directory.create_agent(
-            name, sponsor or [], group or [], token_endpoint or _token_endpoint()
+    with _host() as (gate, _):
+        args = _ops().CreateAgent(
+            name=name,
+            sponsors=sponsor or [],
+            groups=group or [],
+            token_endpoint=token_endpoint or _token_endpoint(),
+            key_lifetime_s=None,
         )
+        cred = gate.run("create_agent", None, args)
         write_credential(path, cred, overwrite=force)
     out_console.print(f"agent [bold]{name}[/] created: id {cred['agent_id']}", highlight=False)
     out_console.print(f"credential written to {path} (keep it secret)", highlight=False)
@@ -331,8 +368,8 @@ def agent_show(name: str, output: OutputOption = OutputFormat.table) -> None:
 def agent_revoke(name: str) -> None:
     """Refuse every token issued so far to this agent, from the next request on (it may get
     new ones: disable it to keep it out)."""
-    with _directory() as directory:
-        agent_id = directory.revoke_tokens(directory.get_agent(name).id)
+    with _host() as (gate, _):
+        agent_id = gate.run("revoke_agent_tokens", name)
     err_console.print(f"tokens of agent {name} ({agent_id}) revoked")
 
 
@@ -342,40 +379,42 @@ def agent_disable(
     name: str, reason: Annotated[str | None, typer.Option(help="why, for the record")] = None
 ) -> None:
     """Disable an agent: its tokens stop working on the next request."""
-    with _directory() as directory:
-        _show_agents(directory, [directory.disable_agent(name, reason)])
+    with _host() as (gate, directory):
+        _show_agents(
+            directory, [gate.run("disable_agent", name, _ops().DisableAgent(reason=reason))]
+        )
 
 
 @agent_app.command("enable")
 @handle_errors
 def agent_enable(name: str) -> None:
     """Enable an agent again (it needs an enabled sponsor)."""
-    with _directory() as directory:
-        _show_agents(directory, [directory.enable_agent(name)])
+    with _host() as (gate, directory):
+        _show_agents(directory, [gate.run("enable_agent", name)])
 
 
 @agent_app.command("risk")
 @handle_errors
 def agent_risk(name: str, level: str) -> None:
     """Set an agent's risk level: none, low, medium or high."""
-    with _directory() as directory:
-        _show_agents(directory, [directory.set_risk(name, level)])
+    with _host() as (gate, directory):
+        _show_agents(directory, [gate.run("set_risk", name, _risk(level))])
 
 
 @sponsor_app.command("add")
 @handle_errors
 def sponsor_add(name: str, user: str) -> None:
     """Make USER a sponsor of agent NAME."""
-    with _directory() as directory:
-        _show_agents(directory, [directory.add_sponsor(name, user)])
+    with _host() as (gate, directory):
+        _show_agents(directory, [gate.run("add_sponsor", name, _ops().Sponsor(user=user))])
 
 
 @sponsor_app.command("remove")
 @handle_errors
 def sponsor_remove(name: str, user: str) -> None:
     """Remove USER as sponsor of agent NAME; without sponsors the agent is disabled."""
-    with _directory() as directory:
-        agent = directory.remove_sponsor(name, user)
+    with _host() as (gate, directory):
+        agent = gate.run("remove_sponsor", name, _ops().Sponsor(user=user))
         _show_agents(directory, [agent])
     if not agent.enabled:
         err_console.print(f"agent {safe(name)} is disabled: {safe(agent.disabled_reason)}")
@@ -408,10 +447,9 @@ def key_rotate(
     """Give an agent a new key pair and replace its credential file; old keys expire after
     the grace period."""
     path = output or Path(f"{name}.json")
-    with _directory() as directory:
-        cred = directory.rotate_agent_key(
-            name, timedelta(seconds=grace), token_endpoint or _token_endpoint()
-        )
+    with _host() as (gate, _):
+        args = _ops().RotateKey(grace_s=grace, token_endpoint=token_endpoint or _token_endpoint())
+        cred = gate.run("rotate_key", name, args)
         write_credential(path, cred, overwrite=True)
     out_console.print(f"new key {cred['key']['kid']} for agent {name}", highlight=False)
     out_console.print(f"credential written to {path}; old keys expire in {grace} s")
@@ -421,6 +459,6 @@ def key_rotate(
 @handle_errors
 def key_revoke(name: str, kid: str) -> None:
     """Revoke one key at once (put `--` before a KID that starts with '-')."""
-    with _directory() as directory:
-        directory.revoke_agent_key(name, kid)
+    with _host() as (gate, _):
+        gate.run("revoke_key", name, _ops().RevokeKey(kid=kid))
     err_console.print(f"key {kid} of agent {name} revoked")

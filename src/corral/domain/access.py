@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from corral.domain.identity import Risk, Role
 
-__all__ = ["SYSTEM", "Caller", "CallerKind", "PrincipalStatus"]
+__all__ = ["OPERATOR", "SYSTEM", "Caller", "CallerKind", "PrincipalStatus"]
 
 
 class CallerKind(StrEnum):
@@ -20,6 +20,9 @@ class CallerKind(StrEnum):
     USER = "user"
     #: the server itself (eviction, shutdown, an MCP session's teardown); never from a request
     SYSTEM = "system"
+    #: whoever runs the host CLI with the data folder's rights (root on the host); never from
+    #: a request: policy sees it as `User::"host-operator"`, allowed by a system policy
+    OPERATOR = "operator"
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,5 @@ class Caller:
 
 
 SYSTEM = Caller(CallerKind.SYSTEM, "system")
+#: the host CLI's caller (`corral user|agent|federation|events ...`)
+OPERATOR = Caller(CallerKind.OPERATOR, "host-operator")

@@ -29,7 +29,7 @@ from corral.service.tools import TOOLS, ToolResult
 
 if TYPE_CHECKING:
     from corral.domain.access import Caller
-    from corral.service.control import ControlPlane
+    from corral.gate import Gate
 
 __all__ = [
     "computer_tools",
@@ -112,17 +112,20 @@ async def guarded(tool: str, call: Callable[[], Awaitable[CallToolResult]]) -> C
 
 
 async def run_computer_tool(
-    control: ControlPlane,
+    gate: Gate,
     session_id: str,
     tool: str,
     args: dict[str, Any] | None,
     principal: Caller | None,
 ) -> CallToolResult:
-    """Act on `session_id` through the control plane (which validates `args`, unknown tools
-    included, and runs the session's actions one at a time, in order)."""
+    """Act on `session_id` through the Gate (the control plane behind it validates `args`,
+    unknown tools included, and runs the session's actions one at a time, in order)."""
+    from corral.gate.operations import tool_operation
+
+    op = tool_operation(tool)
 
     async def call() -> CallToolResult:
-        return tool_result(await control.act(session_id, tool, args or {}, principal=principal))
+        return tool_result(await gate.handle(principal, op, session_id, args or {}))
 
     return await guarded(tool, call)
 

@@ -10,11 +10,11 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from corral.mcp._http import security_settings
-from corral.mcp.gateway import GatewayMCP, SessionGrant
+from corral.mcp.gateway import GatewayMCP
 from corral.mcp.session_server import SessionMCP
 
 if TYPE_CHECKING:
-    from corral.service.control import ControlPlane
+    from corral.gate import Gate
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT_S",
@@ -33,21 +33,20 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 def mount_mcp(
     app: Starlette,
-    control: ControlPlane,
+    gate: Gate,
     *,
     allowed_hosts: Sequence[str] | None = None,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-    session_grant: SessionGrant | None = None,
 ) -> AbstractAsyncContextManager[None]:
     """Serve the gateway at `/mcp` and the per-session servers at `/sessions/{id}/mcp`
-    (streamable HTTP), both acting only through `control`.
+    (streamable HTTP), both acting only through the Gate (`gate`).
 
     The routes go first in `app`'s table, so a catch-all mounted at `/` (the console) cannot
     shadow them. Returns the context that runs the MCP session managers; it must be entered
     during the app's lifespan, inside the control plane's own lifetime (closing an MCP session
-    releases its PC through `control`), and only once (a restart needs a new app):
+    releases its PC through the Gate), and only once (a restart needs a new app):
 
-        mcp_lifespan = mount_mcp(app, control)
+        mcp_lifespan = mount_mcp(app, gate)
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,19 +57,14 @@ def mount_mcp(
 
     `allowed_hosts`: the Host header values accepted (DNS-rebinding protection, with the
     matching http(s) origins); default this machine's names on any port, `["*"]` accepts any.
-    `session_grant`: issues the session token `acquire_pc` answers with (none without auth).
     `idle_timeout_s`: a gateway MCP session with no request for this long is closed, which
     releases its PC (a client that vanished without closing).
     """
     security = security_settings(allowed_hosts)
     gateway = GatewayMCP(
-        control,
-        security,
-        idle_timeout_s=idle_timeout_s,
-        max_request_bytes=MAX_REQUEST_BYTES,
-        session_grant=session_grant,
+        gate, security, idle_timeout_s=idle_timeout_s, max_request_bytes=MAX_REQUEST_BYTES
     )
-    per_session = SessionMCP(control, security, max_request_bytes=MAX_REQUEST_BYTES)
+    per_session = SessionMCP(gate, security, max_request_bytes=MAX_REQUEST_BYTES)
     app.router.routes[0:0] = [
         Route(GATEWAY_PATH, endpoint=gateway, name="mcp_gateway", include_in_schema=False),
         Route(SESSION_PATH, endpoint=per_session, name="mcp_session", include_in_schema=False),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from mcp.server.connection import Connection
@@ -38,13 +37,14 @@ from mcp_types import (
     UnsupportedProtocolVersionErrorData,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from corral import __version__
 from corral.domain.access import SYSTEM, Caller
 from corral.errors import ConflictError, CorralError, InvalidInputError, NotFoundError
+from corral.gate.operations import Acquire, AcquirePc, operation
 from corral.mcp._http import jsonrpc_refusal, principal_of
 from corral.mcp._tools import (
     computer_tools,
@@ -57,12 +57,10 @@ from corral.mcp._tools import (
 )
 
 if TYPE_CHECKING:
-    from corral.service.control import ControlPlane, SessionInfo
+    from corral.gate import Gate
+    from corral.service.control import SessionGrant
 
-__all__ = ["GatewayMCP", "SessionGrant"]
-
-#: Issues the session-token fields for (caller, session id): `AuthService.session_grant`.
-SessionGrant = Callable[[Caller, str], dict[str, Any]]
+__all__ = ["GatewayMCP"]
 
 log = logging.getLogger("corral.mcp")
 
@@ -84,35 +82,6 @@ class _ListPoolsArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _Controls(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    read_only: bool = False
-    no_clipboard: bool = False
-    no_file_transfer: bool = False
-    allowed_hosts: list[str] | None = Field(None, max_length=100)
-
-
-class _AcquireArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    pool: str = Field(
-        "default", min_length=1, max_length=63, description="pool name from list_pools"
-    )
-    idempotency_key: str | None = Field(
-        None,
-        min_length=1,
-        max_length=200,
-        description="retrying with the same key returns the same PC, never a second one",
-    )
-    wait_s: float | None = Field(
-        None, ge=0, le=120, description="seconds to wait for a free PC (server default if omitted)"
-    )
-    controls: _Controls | None = Field(
-        None,
-        description="restrictions fixed for the session's whole life, on top of any a policy "
-        "sets: read_only (no input), no_clipboard, no_file_transfer, allowed_hosts for open_url",
-    )
-
-
 class _ReleaseArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -129,7 +98,7 @@ LIFECYCLE_TOOLS = (
         "Acquire a PC from a pool and bind it to this MCP session; the computer tools then act "
         "on it. Waits for a free PC up to wait_s. One PC per MCP session: release_pc first to "
         "get another.",
-        _AcquireArgs,
+        AcquirePc,
     ),
     mcp_tool(
         "release_pc",
@@ -152,14 +121,28 @@ def _connection(ctx: ServerRequestContext[Any]) -> Connection | None:
     return conn if isinstance(conn, Connection) else None
 
 
-def _session_json(s: SessionInfo, base_url: str) -> dict[str, Any]:
-    return {
+_LIST_POOLS = operation("list_pools")
+_ACQUIRE = operation("acquire")
+_SESSION_GRANT = operation("session_grant")
+_RELEASE = operation("release")
+
+
+def _answer(grant: SessionGrant) -> dict[str, Any]:
+    """The session as JSON (with its controls, if any), and a token for its per-session URL:
+    another MCP client holding the same DPoP key can drive this PC there (`mcp_url`), until
+    release. The grant comes whole from the service."""
+    s = grant.session
+    answer: dict[str, Any] = {
         "session_id": s.id,
         "pool": s.pool,
         "pc_id": s.pc_id,
         "expires_at": s.expires_at.isoformat(),
-        "mcp_url": f"{base_url}/sessions/{s.id}/mcp",
+        "mcp_url": grant.mcp_url,
     }
+    if grant.controls.any:
+        answer["controls"] = grant.controls.to_json()
+    answer.update(grant.token)
+    return answer
 
 
 class GatewayMCP:
@@ -167,15 +150,13 @@ class GatewayMCP:
 
     def __init__(
         self,
-        control: ControlPlane,
+        gate: Gate,
         security: TransportSecuritySettings,
         *,
         idle_timeout_s: float,
         max_request_bytes: int,
-        session_grant: SessionGrant | None = None,
     ) -> None:
-        self.control = control
-        self.session_grant = session_grant
+        self.gate = gate
         self.server: Server[Any] = Server(
             "corral",
             version=__version__,
@@ -233,13 +214,13 @@ class GatewayMCP:
         if conn is None or conn.session_id is None:
             return await guarded(name, _no_mcp_session)
         if name == "acquire_pc":
-            return await guarded(name, lambda: self._acquire(conn, ctx.request, args, who))
+            return await guarded(name, lambda: self._acquire(conn, args, who))
         if name == "release_pc":
             return await guarded(name, lambda: self._release(conn, args, who))
         session_id = conn.state.get(BOUND)
         if session_id is None:
             return await guarded(name, _not_acquired)
-        result = await run_computer_tool(self.control, session_id, name, args, who)
+        result = await run_computer_tool(self.gate, session_id, name, args, who)
         if result.is_error and _gone(result):
             conn.state.pop(BOUND, None)  # released elsewhere or evicted: acquire_pc may rebind
         return result
@@ -256,7 +237,7 @@ class GatewayMCP:
                 "max": p.max,
                 "counts": dict(p.counts),
             }
-            for p in await asyncio.to_thread(lambda: self.control.list_pools(principal=who))
+            for p in await self.gate.handle(who, _LIST_POOLS)
         ]
         lines = [
             f"{p['name']}: image {p['image']}, region {p['region']}, size {p['size']}; "
@@ -276,25 +257,23 @@ class GatewayMCP:
         return lock
 
     async def _acquire(
-        self, conn: Connection, request: object, args: dict[str, Any] | None, who: Caller | None
+        self, conn: Connection, args: dict[str, Any] | None, who: Caller | None
     ) -> CallToolResult:
         async with self._lock(conn):
-            return await self._acquire_locked(conn, request, args, who)
+            return await self._acquire_locked(conn, args, who)
 
     async def _acquire_locked(
-        self, conn: Connection, request: object, args: dict[str, Any] | None, who: Caller | None
+        self, conn: Connection, args: dict[str, Any] | None, who: Caller | None
     ) -> CallToolResult:
-        a = parse_model("acquire_pc", _AcquireArgs, args)
-        base_url = str(request.base_url).rstrip("/") if isinstance(request, Request) else ""
+        a = parse_model("acquire_pc", AcquirePc, args)
         held = conn.state.get(BOUND)
         if held is not None:
             try:
-                current = await asyncio.to_thread(
-                    lambda: self.control.get_session(held, principal=who)
-                )
+                grant: SessionGrant = await self.gate.handle(who, _SESSION_GRANT, held)
             except NotFoundError:
                 conn.state.pop(BOUND, None)
             else:
+                current = grant.session
                 if current.pool != a.pool:
                     raise ConflictError(
                         f"this MCP session already holds PC {current.pc_id} from pool "
@@ -304,16 +283,13 @@ class GatewayMCP:
                 return text_result(
                     f"already holding PC {current.pc_id} (session {current.id}); the computer "
                     "tools act on it",
-                    self._answer(current, base_url, who),
+                    _answer(grant),
                 )
-        request = {"controls": a.controls.model_dump(exclude_none=True)} if a.controls else None
-        session = await self.control.acquire(
-            a.pool,
-            idempotency_key=a.idempotency_key,
-            request=request,
-            wait_s=a.wait_s,
-            principal=who,
+        request = Acquire.model_construct(
+            wait_s=a.wait_s, controls=a.controls, idempotency_key=a.idempotency_key
         )
+        grant = await self.gate.handle(who, _ACQUIRE, a.pool, request)
+        session = grant.session
         conn.state[BOUND] = session.id
         conn.state[ACQUIRER] = who
         if not conn.state.get(RELEASE_ON_CLOSE):
@@ -323,20 +299,8 @@ class GatewayMCP:
             f"acquired PC {session.pc_id} from pool {session.pool} (session {session.id}, "
             f"expires {session.expires_at.isoformat()}); the computer tools now act on it. "
             "Call release_pc when done.",
-            self._answer(session, base_url, who),
+            _answer(grant),
         )
-
-    def _answer(self, session: SessionInfo, base_url: str, who: Caller | None) -> dict[str, Any]:
-        """The session as JSON (with its controls, if any), and a token for its per-session
-        URL: another MCP client holding the same DPoP key can drive this PC there (`mcp_url`),
-        until release."""
-        answer = _session_json(session, base_url)
-        controls = self.control.policy.controls(session.id)
-        if controls.any:
-            answer["controls"] = controls.to_json()
-        if self.session_grant is not None and who is not None:
-            answer.update(self.session_grant(who, session.id))
-        return answer
 
     async def _release(
         self, conn: Connection, args: dict[str, Any] | None, who: Caller | None
@@ -350,7 +314,7 @@ class GatewayMCP:
         conn.state.pop(ACQUIRER, None)
         if session_id is None:
             return text_result("no PC is bound to this MCP session; nothing to release")
-        session = await self.control.release(session_id, principal=who)
+        session = await self.gate.handle(who, _RELEASE, session_id)
         return text_result(
             f"released PC {session.pc_id} (session {session.id}); it is being reset",
             {"session_id": session.id, "pc_id": session.pc_id, "released": True},
@@ -364,10 +328,11 @@ class GatewayMCP:
         try:
             # The MCP session is gone, and with it its caller: the server releases what it held,
             # recorded as released by the agent whose connection it was, with the reason.
-            await self.control.release(
+            await self.gate.handle(
+                SYSTEM,
+                _RELEASE,
                 session_id,
-                CLOSED_REASON,
-                principal=SYSTEM,
+                reason=CLOSED_REASON,
                 on_behalf_of=acquirer if isinstance(acquirer, Caller) else None,
             )
             log.info("MCP session %s closed: released %s", conn.session_id, session_id)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -28,15 +27,17 @@ from starlette.types import Receive, Scope, Send
 
 from corral import __version__
 from corral.errors import InvalidInputError, NotFoundError
+from corral.gate.operations import operation
 from corral.mcp._http import jsonrpc_refusal, principal_of, session_id_of
 from corral.mcp._tools import computer_tools, error_result, input_schema, run_computer_tool
 
 if TYPE_CHECKING:
-    from corral.service.control import ControlPlane
+    from corral.gate import Gate
 
 __all__ = ["SessionMCP"]
 
 log = logging.getLogger("corral.mcp")
+_DOOR = operation("show_session")  # read_session, before MCP sees a request
 
 INSTRUCTIONS = (
     "This server is one Linux desktop PC lent to you by Corral. Start with `screenshot`; "
@@ -49,9 +50,9 @@ class SessionMCP:
     """ASGI app for `/sessions/{session_id}/mcp`; run `manager.run()` during the app lifespan."""
 
     def __init__(
-        self, control: ControlPlane, security: TransportSecuritySettings, *, max_request_bytes: int
+        self, gate: Gate, security: TransportSecuritySettings, *, max_request_bytes: int
     ) -> None:
-        self.control = control
+        self.gate = gate
         self.server: Server[Any] = Server(
             "corral-pc",
             version=__version__,
@@ -72,10 +73,7 @@ class SessionMCP:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session_id = scope.get("path_params", {}).get("session_id", "")
         try:
-            who = principal_of(scope)
-            await anyio.to_thread.run_sync(
-                lambda: self.control.get_session(session_id, principal=who)
-            )
+            await self.gate.handle(principal_of(scope), _DOOR, session_id)
         except NotFoundError as exc:
             data = {"code": exc.code, "hint": exc.hint or "acquire a new PC"}
             await jsonrpc_refusal(404, INVALID_REQUEST, exc.message, data)(scope, receive, send)
@@ -94,5 +92,5 @@ class SessionMCP:
         if session_id is None:  # only reachable if mounted without the {session_id} path
             return error_result(InvalidInputError("no session id in the URL"))
         return await run_computer_tool(
-            self.control, session_id, params.name, params.arguments, principal_of(ctx.request)
+            self.gate, session_id, params.name, params.arguments, principal_of(ctx.request)
         )

@@ -59,7 +59,7 @@ from corral.service.policy import PolicyService, Target
 from corral.service.tools import ScreenSpace, ToolResult, parse_args
 from corral.store import Store
 
-__all__ = ["ControlPlane", "PoolStatus", "SessionInfo", "visible_to"]
+__all__ = ["ControlPlane", "GrantIssuer", "PoolStatus", "SessionGrant", "SessionInfo", "visible_to"]
 
 log = logging.getLogger("corral.control")
 
@@ -123,6 +123,24 @@ class PoolStatus:
         return {**self.spec.__dict__, "counts": self.counts, "deleting": self.deleting}
 
 
+#: Issues the session-token fields for (caller, session id): `AuthService.session_grant`.
+GrantIssuer = Callable[[Caller, str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SessionGrant:
+    """A session as its holder gets it: the session, its controls in force, its per-session
+    MCP URL and (with authentication) a token for that URL only, bound to the caller's key.
+    Acquire answers it whole, so no adapter composes acquire and token minting."""
+
+    session: Session
+    controls: Controls
+    mcp_url: str
+    #: `session_token`, `session_token_type`, `session_token_expires_in`; empty without auth
+    #: or when only describing the session
+    token: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class _Live:
     """What the control plane keeps in memory for one active session."""
@@ -177,6 +195,24 @@ class ControlPlane:
         # however slowly it answers.
         self._lanes: dict[str, asyncio.Semaphore] = {}
         self._last_health = 0.0
+        self.base_url = "http://127.0.0.1:8420"
+        self._issue_grant: GrantIssuer | None = None
+
+    def configure_grants(self, base_url: str, issue: GrantIssuer | None) -> None:
+        """Where sessions' MCP URLs live, and who mints their tokens (the app wires this)."""
+        self.base_url = base_url.rstrip("/")
+        self._issue_grant = issue
+
+    def _grant(self, session: Session, caller: Caller | None, *, token: bool) -> SessionGrant:
+        minted: dict[str, Any] = {}
+        if token and self._issue_grant is not None and caller is not None:
+            minted = self._issue_grant(caller, session.id)
+        return SessionGrant(
+            session,
+            self.policy.controls(session.id),
+            f"{self.base_url}/sessions/{session.id}/mcp",
+            minted,
+        )
 
     async def _runtime(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking runtime call on the runtime's own threads."""
@@ -466,6 +502,39 @@ class ControlPlane:
             self._wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 0.5))
+
+    async def acquire_grant(
+        self,
+        pool: str,
+        *,
+        idempotency_key: str | None = None,
+        request: dict[str, Any] | None = None,
+        wait_s: float | None = None,
+        principal: Caller | None,
+    ) -> SessionGrant:
+        """`acquire`, answered with the session's grant: its controls, its MCP URL and a token
+        for that URL bound to the caller's own key (a bearer caller, admitted only on a pool
+        that allows bearer tokens, gets a bearer one)."""
+        session = await self.acquire(
+            pool,
+            idempotency_key=idempotency_key,
+            request=request,
+            wait_s=wait_s,
+            principal=principal,
+        )
+        # On the loop, as the adapters did: the controls were just read into the policy
+        # service's cache, and signing a token is CPU only.
+        return self._grant(session, principal, token=True)
+
+    def grant(self, session_id: str, *, principal: Caller | None) -> SessionGrant:
+        """A fresh grant (a new token) for an active session `principal` may read."""
+        return self._grant(self.get_session(session_id, principal=principal), principal, token=True)
+
+    def describe(self, session_id: str, *, principal: Caller | None) -> SessionGrant:
+        """The active session with its controls and MCP URL, no token."""
+        return self._grant(
+            self.get_session(session_id, principal=principal), principal, token=False
+        )
 
     def get_session(self, session_id: str, *, principal: Caller | None) -> SessionInfo:
         """The active session `session_id` if `principal` may see it; SessionGoneError once

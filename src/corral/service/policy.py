@@ -113,6 +113,8 @@ def caller_record(caller: Caller) -> tuple[EntityRef, dict[str, Any]]:
             "sponsors": [],
         }
         return ref, {"uid": ref.to_json(), "attrs": attrs, "parents": []}
+    # The host operator (CallerKind.OPERATOR) is a User with no roles and no groups: the
+    # system policy `system-host-operator-administers` names it by its fixed id.
     ref = EntityRef("User", caller.id)
     roles = [{"type": "Role", "id": r.value} for r in sorted(caller.roles)]
     return ref, {"uid": ref.to_json(), "attrs": {"enabled": True, "groups": []}, "parents": roles}
