@@ -71,6 +71,7 @@ def _directory() -> Iterator[Directory]:
 def _host() -> Iterator[tuple[HostGate, Directory]]:
     """Writes walk the Gate as the host operator (corral.gate.host); reads use the directory."""
     from corral.gate.host import HostGate
+    from corral.identity.directory import Directory
 
     with local_store() as store:
         directory = Directory(store, events=cli_events(store))  # CAEP events for the server
