@@ -250,6 +250,7 @@ def create_app(
     """The ASGI app. Its lifespan starts the control plane (store migration, recovery), the
     pool manager and the MCP session managers, and on exit stops them (destroying PCs when
     `destroy_on_exit`)."""
+    from corral.identity.handles import SessionHandles
     from corral.mcp.asgi import mount_mcp
 
     mcp_lifespan: list[contextlib.AbstractAsyncContextManager[Any]] = []
@@ -393,7 +394,10 @@ def create_app(
 
     mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
     grant = auth.session_grant if auth is not None else None
-    mcp_lifespan.append(mount_mcp(app, control, allowed_hosts=mcp_hosts, session_grant=grant))
+    handles = SessionHandles.from_keyring(auth.keyring) if auth is not None else None
+    mcp_lifespan.append(
+        mount_mcp(app, control, allowed_hosts=mcp_hosts, session_grant=grant, handles=handles)
+    )
     if auth is not None:
         # Every request but /healthz, /v1/token and the JWKS needs a verified identity.
         app.add_middleware(
