@@ -295,6 +295,7 @@ async def test_server_discover_and_per_request_meta(served: Served) -> None:
         assert result["supportedVersions"] == [STATELESS]
         assert "tools" in result["capabilities"]
         assert "session" in result["instructions"]
+        assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "corral"
         # a request without the per-request _meta is malformed: -32602, HTTP 400
         r = await http.post(
             served.gateway_url,
