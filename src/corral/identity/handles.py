@@ -52,6 +52,8 @@ class SessionHandles:
 
     def __init__(self, keys: Callable[[], Sequence[bytes]]) -> None:
         self._keys = keys
+        # HMAC objects already keyed, per key list (copying one skips re-keying per call)
+        self._macs: tuple[Sequence[bytes] | None, list[hmac.HMAC]] = (None, [])
 
     def __repr__(self) -> str:
         return "SessionHandles()"
@@ -61,16 +63,21 @@ class SessionHandles:
         """Handles keyed by the server's signing keys: one MAC key per signing key, derived
         once (HMAC-SHA256 of a fixed label under the private key) and kept by key id."""
         derived: dict[str, bytes] = {}
+        cached: list[tuple[tuple[object, ...], list[bytes]]] = []
 
         def keys() -> list[bytes]:
+            ring = keyring.keys  # current first; retired keys are pruned from the ring
+            if cached and cached[0][0] is ring:  # the ring is swapped whole on rotation
+                return cached[0][1]
             out = []
-            for key in keyring.keys:  # current first; retired keys are pruned from the ring
+            for key in ring:
                 mac_key = derived.get(key.kid)
                 if mac_key is None:
                     private = key.private.as_dict(private=True)["d"]
                     mac_key = hmac.new(_unb64(str(private)), _LABEL, hashlib.sha256).digest()
                     derived[key.kid] = mac_key
                 out.append(mac_key)
+            cached[:] = [(ring, out)]
             return out
 
         return cls(keys)
@@ -78,21 +85,32 @@ class SessionHandles:
     @classmethod
     def ephemeral(cls) -> SessionHandles:
         """A random key for this process only (tests, and servers without authentication)."""
-        key = secrets.token_bytes(32)
-        return cls(lambda: (key,))
+        keys = (secrets.token_bytes(32),)
+        return cls(lambda: keys)
+
+    def _keyed(self) -> list[hmac.HMAC]:
+        keys = self._keys()
+        seen, macs = self._macs
+        if seen is not keys:
+            macs = [hmac.new(k, digestmod=hashlib.sha256) for k in keys]
+            self._macs = (keys, macs)
+        return macs
 
     @staticmethod
-    def _tag(key: bytes, session_id: str, caller: Caller | None) -> bytes:
+    def _tag(keyed: hmac.HMAC, session_id: str, caller: Caller | None) -> bytes:
         # Length-prefixed fields: no two (session, caller, key) triples share a message.
-        fields = [session_id, "", "", ""]
-        if caller is not None:
-            fields[1:] = [str(caller.kind), caller.id, caller.jkt or ""]
-        message = _LABEL + b"".join(len(f.encode()).to_bytes(2, "big") + f.encode() for f in fields)
-        return hmac.new(key, message, hashlib.sha256).digest()[:_TAG_BYTES]
+        fields = (
+            (session_id, "", "", "")
+            if caller is None
+            else (session_id, caller.kind.value, caller.id, caller.jkt or "")
+        )
+        mac = keyed.copy()
+        mac.update(_LABEL + "|".join(f"{len(f)}:{f}" for f in fields).encode())
+        return mac.digest()[:_TAG_BYTES]
 
     def mint(self, session_id: str, caller: Caller | None) -> str:
         """The handle of `session_id` for `caller` (with the caller's current DPoP key)."""
-        tag = self._tag(self._keys()[0], session_id, caller)
+        tag = self._tag(self._keyed()[0], session_id, caller)
         return f"{session_id}.{base64.urlsafe_b64encode(tag).rstrip(b'=').decode('ascii')}"
 
     def open(self, handle: object, caller: Caller | None) -> str:
@@ -113,9 +131,9 @@ class SessionHandles:
             tag = b""
         # 2. The tag, recomputed for this request's caller and key under every key that still
         #    verifies, compared in constant time.
-        for key in self._keys():
+        for keyed in self._keyed():
             if len(tag) == _TAG_BYTES and hmac.compare_digest(
-                tag, self._tag(key, session_id, caller)
+                tag, self._tag(keyed, session_id, caller)
             ):
                 return session_id
         raise InvalidSessionHandleError(
