@@ -31,7 +31,7 @@ async def test_lists_lifecycle_and_computer_tools(served: Served) -> None:
     handle = tools["click"].input_schema["properties"].pop("session")
     assert tools["click"].input_schema == click
     assert handle["type"] == "string" and handle["x-mcp-header"] == "Session"
-    assert "session" in tools["release_pc"].input_schema["properties"]
+    assert tools["release_pc"].input_schema["properties"]["session"] == handle
 
 
 async def test_whole_lifecycle_in_one_mcp_session(served: Served) -> None:
@@ -190,6 +190,8 @@ async def test_stateless_lifecycle_by_handle(served: Served) -> None:
     control = served.control
     async with client(served.gateway_url, mode=STATELESS) as c:
         assert c.protocol_version == STATELESS
+        # every tool's x-mcp-header annotation is valid: a 2026-07-28 client drops none
+        assert len((await c.list_tools()).tools) == 22
         acquired = await call(c, "acquire_pc", {"pool": "default"})
         info = acquired.structured_content
         assert info is not None, text(acquired)
@@ -356,8 +358,8 @@ async def test_routing_headers_must_match_the_body(served: Served) -> None:
         assert r.status_code == 400
         error = r.json()["error"]
         assert error["code"] == -32020
-        assert "Mcp-Method is 'tools/list' but the body's method is 'initialize'" in (
-            error["message"]
+        assert (
+            "Mcp-Method is 'tools/list' but the body's method is 'initialize'" in (error["message"])
         )
         r = await http.post(
             served.gateway_url, json=init, headers={**legacy, "mcp-method": "initialize"}

@@ -139,16 +139,12 @@ class _AcquireArgs(BaseModel):
 
 class _ReleaseArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    session: str | None = Field(
-        None,
-        min_length=1,
-        max_length=100,
-        description=HANDLE_DESCRIPTION,
-        json_schema_extra={"x-mcp-header": HANDLE_HEADER},
-    )
+    # published with the computer tools' handle schema (`_with_handle`): a plain string, as
+    # x-mcp-header requires (pydantic would say anyOf string/null, and clients drop the tool)
+    session: str | None = Field(None, min_length=1, max_length=100)
 
 
-LIFECYCLE_TOOLS = (
+LIFECYCLE_TOOLS: tuple[Tool, ...] = (
     mcp_tool(
         "list_pools",
         "List the pools of PCs you may acquire from: name, image, region, size, and how many "
@@ -189,6 +185,7 @@ def _with_handle(tool: Tool) -> Tool:
     return tool.model_copy(update={"input_schema": schema})
 
 
+LIFECYCLE_TOOLS = tuple(_with_handle(t) if t.name == "release_pc" else t for t in LIFECYCLE_TOOLS)
 GATEWAY_COMPUTER_TOOLS = tuple(_with_handle(t) for t in computer_tools())
 _SCHEMAS = {t.name: t.input_schema for t in (*LIFECYCLE_TOOLS, *GATEWAY_COMPUTER_TOOLS)}
 
