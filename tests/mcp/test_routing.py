@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from starlette.types import Message
+from starlette.types import Message, Receive
 
 from corral.mcp._http import McpRouting, check_routing_headers, routing_of
 
@@ -53,11 +53,11 @@ class Exchange:
         return dict(json.loads(b"".join(m.get("body", b"") for m in self.sent[1:])))
 
 
-async def drain(receive: Any) -> bytes:
+async def drain(receive: Receive) -> bytes:
     body = b""
     while True:
         message = await receive()
-        body += message.get("body", b"")
+        body += bytes(message.get("body", b""))
         if not message.get("more_body"):
             return body
 
