@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from mcp import ClientSession
+from mcp import Client, ClientSession
+from mcp.client.client import ConnectMode
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
@@ -26,8 +27,26 @@ async def connect(url: str, auth: DPoPAuth | None = None) -> AsyncIterator[Clien
         yield session
 
 
+#: The two protocol eras, as the official client's `mode` forces them.
+STATELESS = "2026-07-28"
+HANDSHAKE = "legacy"
+
+
+@asynccontextmanager
+async def client(
+    url: str, auth: DPoPAuth | None = None, *, mode: ConnectMode
+) -> AsyncIterator[Client]:
+    """The official high-level client at `url` in one protocol era (`mode`): STATELESS adopts
+    2026-07-28 without a handshake, HANDSHAKE runs `initialize` (an MCP session)."""
+    async with (
+        mcp_http_client(auth) if auth is not None else contextlib.nullcontext() as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as c,
+    ):
+        yield c
+
+
 async def call(
-    session: ClientSession, tool: str, args: dict[str, Any] | None = None
+    session: ClientSession | Client, tool: str, args: dict[str, Any] | None = None
 ) -> CallToolResult:
     result = await session.call_tool(tool, args or {})
     assert isinstance(result, CallToolResult)

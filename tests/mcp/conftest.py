@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from corral.gate import GateCall, lifecycle_gate
 from corral.mcp import mount_mcp
+from corral.mcp.gateway import GatewayMCP
 from corral.service.control import ControlPlane
 from tests.mcp.fakes import FakeControl
 
@@ -30,6 +31,18 @@ class Served:
     control: FakeControl
     server: uvicorn.Server
     task: asyncio.Task[None] = field(repr=False)
+    app: Starlette = field(repr=False)
+
+    @property
+    def gateway(self) -> GatewayMCP:
+        route = next(r for r in self.app.routes if getattr(r, "name", "") == "mcp_gateway")
+        endpoint = route.endpoint  # type: ignore[attr-defined]
+        assert isinstance(endpoint, GatewayMCP)
+        return endpoint
+
+    def open_mcp_sessions(self) -> list[str]:
+        """The ids of the handshake-era MCP sessions the gateway holds (its SDK manager's)."""
+        return list(self.gateway.manager._server_instances)
 
     def session_url(self, session_id: str) -> str:
         return f"{self.url}/sessions/{session_id}/mcp"
@@ -76,7 +89,7 @@ async def serve(**mount_options: Any) -> AsyncIterator[Served]:
     # Connections queue on the listening socket until uvicorn (after its lifespan startup)
     # accepts them, so the tests need not wait for it to come up.
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    served = Served(f"http://127.0.0.1:{port}", control, server, task)
+    served = Served(f"http://127.0.0.1:{port}", control, server, task, app)
     try:
         yield served
     finally:

@@ -1,10 +1,13 @@
 """MCP against the real `corral up` server (real PCs), with the official client, on SQLite and
-PostgreSQL: the demo flow, the per-session URL, and the gateway's release on close."""
+PostgreSQL: the demo flow, the per-session URL, the gateway's release on close, and the
+gateway's stateless era: a PC kept by handle across clients, and handles refused to another
+agent, to another DPoP key, and forged."""
 
 from __future__ import annotations
 
 import base64
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +18,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import ImageContent
 from typer.testing import CliRunner
 
+from corral.identity.http_auth import DPoPAuth
 from tests.e2e.conftest import Server
-from tests.mcp.client import call, connect, text
+from tests.mcp.client import HANDSHAKE, STATELESS, call, client, connect, text
 
 pytestmark = [pytest.mark.runtime, pytest.mark.anyio]
 
@@ -119,3 +123,62 @@ async def test_gateway_releases_the_pc_when_the_mcp_session_closes(server: Serve
     ]
     assert record["released_by"] == server.agent_id
     assert record["release_reason"] == "mcp_connection_closed"
+
+
+async def test_gateway_stateless_era_keeps_the_pc_by_handle(server: Server) -> None:
+    server.wait_ready(POOL, 1)
+    async with client(f"{server.url}/mcp", server.agent_auth, mode=STATELESS) as mcp:
+        assert mcp.protocol_version == STATELESS
+        acquired = await call(mcp, "acquire_pc", {"pool": POOL})
+        info = acquired.structured_content
+        assert info is not None, text(acquired)
+        handle = info["session"]
+        wrote = await call(
+            mcp, "write_file", {"path": "x.txt", "content": "kept", "session": handle}
+        )
+        assert not wrote.is_error, text(wrote)
+    # no connection held the PC: it is still the agent's, in the store every process reads
+    assert server.agent.get(f"/v1/sessions/{info['session_id']}").status_code == 200
+    async with client(f"{server.url}/mcp", server.agent_auth, mode=STATELESS) as again:
+        read = await call(again, "read_file", {"path": "x.txt", "session": handle})
+        assert text(read) == "kept", text(read)
+        released = await call(again, "release_pc", {"session": handle})
+        assert not released.is_error, text(released)
+    assert _released(server, info["session_id"])
+
+
+async def test_gateway_handles_are_bound_to_the_agent_and_its_key(
+    server: Server, tmp_path: Path
+) -> None:
+    server.wait_ready(POOL, 1)
+    url = f"{server.url}/mcp"
+    other_file = tmp_path / "other-agent.json"
+    server.make_agent(f"other-{secrets.token_hex(3)}", other_file)
+    other_agent = DPoPAuth.from_credential(other_file)
+    same_agent_other_key = DPoPAuth.from_credential(server.agent_file)
+    async with client(url, server.agent_auth, mode=STATELESS) as mine:
+        info = (await call(mine, "acquire_pc", {"pool": POOL})).structured_content
+        assert info is not None
+        handle, sid = info["session"], info["session_id"]
+        tag = handle.split(".")[1]
+        forged = f"{sid}.{'A' if tag[0] != 'A' else 'B'}{tag[1:]}"
+        attempts = [
+            (other_agent, handle),  # replayed by another agent
+            (same_agent_other_key, handle),  # by the same agent holding another DPoP key
+            (server.agent_auth, forged),  # forged
+        ]
+        for auth, presented in attempts:
+            for mode in (STATELESS, HANDSHAKE):
+                async with client(url, auth, mode=mode) as thief:
+                    for tool in ("screenshot", "release_pc"):
+                        refused = await call(thief, tool, {"session": presented})
+                        assert refused.is_error, (mode, tool, text(refused))
+                        error = (refused.structured_content or {}).get("error", {})
+                        assert error.get("code") == "invalid_session_handle", text(refused)
+        # nothing of it touched the PC: still the agent's, and its handle works in both eras
+        async with client(url, server.agent_auth, mode=HANDSHAKE) as legacy:
+            ran = await call(legacy, "run_command", {"command": "echo hi", "session": handle})
+            assert ran.structured_content is not None, text(ran)
+            assert ran.structured_content["stdout"] == "hi\n"
+        assert not (await call(mine, "release_pc", {"session": handle})).is_error
+    assert _released(server, sid)

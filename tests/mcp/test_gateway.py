@@ -10,10 +10,11 @@ import httpx2
 import pytest
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.connection import Connection
 from mcp_types import ImageContent
 
 from corral.service.tools import TOOLS
-from tests.mcp.client import call, connect, text
+from tests.mcp.client import HANDSHAKE, STATELESS, call, client, connect, text
 from tests.mcp.conftest import Served, serve
 
 pytestmark = pytest.mark.anyio
@@ -25,7 +26,12 @@ async def test_lists_lifecycle_and_computer_tools(served: Served) -> None:
     assert set(tools) == {"list_pools", "acquire_pc", "release_pc", *TOOLS}
     assert len(tools) == 22
     assert tools["acquire_pc"].input_schema["properties"]["pool"]["default"] == "default"
-    assert tools["click"].input_schema == TOOLS["click"].args.model_json_schema()
+    # the catalogue's schema, plus the session handle (mirrored into Mcp-Param-Session)
+    click = TOOLS["click"].args.model_json_schema()
+    handle = tools["click"].input_schema["properties"].pop("session")
+    assert tools["click"].input_schema == click
+    assert handle["type"] == "string" and handle["x-mcp-header"] == "Session"
+    assert tools["release_pc"].input_schema["properties"]["session"] == handle
 
 
 async def test_whole_lifecycle_in_one_mcp_session(served: Served) -> None:
@@ -168,28 +174,202 @@ async def test_evicted_session_gives_a_tool_error_and_can_rebind(served: Served)
         assert not (await call(s, "screenshot")).is_error
 
 
-async def test_default_client_mode_falls_back_to_the_handshake(served: Served) -> None:
-    async with Client(served.gateway_url) as client:  # mode="auto" probes 2026-07-28 first
-        assert client.protocol_version != "2026-07-28"
-        acquired = await client.call_tool("acquire_pc", {})
-        assert not acquired.is_error
-        result = await client.call_tool("read_file", {"path": "demo.txt"})
+async def test_default_client_mode_speaks_the_stateless_era(served: Served) -> None:
+    # Contract change (issue 10): the gateway used to refuse 2026-07-28, so mode="auto" fell
+    # back to the handshake; it now serves it, and the client stays stateless.
+    async with Client(served.gateway_url) as c:  # mode="auto" probes server/discover first
+        assert c.protocol_version == STATELESS
+        acquired = await c.call_tool("acquire_pc", {})
+        assert acquired.structured_content is not None, text(acquired)
+        handle = acquired.structured_content["session"]
+        result = await c.call_tool("read_file", {"path": "demo.txt", "session": handle})
         assert text(result) == "hello from corral\n"
 
 
-async def test_stateless_era_requests_are_refused_with_the_versions_to_use(
-    served: Served,
+async def test_stateless_lifecycle_by_handle(served: Served) -> None:
+    control = served.control
+    async with client(served.gateway_url, mode=STATELESS) as c:
+        assert c.protocol_version == STATELESS
+        # every tool's x-mcp-header annotation is valid: a 2026-07-28 client drops none
+        assert len((await c.list_tools()).tools) == 22
+        acquired = await call(c, "acquire_pc", {"pool": "default"})
+        info = acquired.structured_content
+        assert info is not None, text(acquired)
+        sid, handle = info["session_id"], info["session"]
+        assert handle.startswith(f"{sid}.")
+        assert "pass `session`" in text(acquired)
+
+        # no MCP session to bind to: a computer tool without the handle says what to pass
+        bare = await call(c, "screenshot")
+        assert bare.is_error and "pass `session`" in text(bare)
+        assert bare.structured_content == {
+            "error": {
+                "code": "invalid_input",
+                "message": "no PC named: pass `session`, the handle acquire_pc answered",
+                "hint": "without an MCP session (stateless MCP, 2026-07-28) every computer "
+                "tool takes the handle as its `session` argument; call acquire_pc first if "
+                "you have none",
+            }
+        }
+        shot = await call(c, "screenshot", {"max_width": 1024, "session": handle})
+        assert any(isinstance(x, ImageContent) for x in shot.content), text(shot)
+        # the handle is the gateway's: the control plane sees the catalogue's arguments only
+        assert control.calls == [(sid, "screenshot", {"max_width": 1024})]
+
+        forged = await call(c, "click", {"x": 1, "y": 1, "session": f"{sid}.{'A' * 22}"})
+        assert forged.is_error and forged.structured_content is not None
+        assert forged.structured_content["error"]["code"] == "invalid_session_handle"
+        malformed = await call(c, "click", {"x": 1, "y": 1, "session": sid})
+        assert malformed.is_error and "malformed" in text(malformed)
+
+        unnamed = await call(c, "release_pc")
+        assert unnamed.is_error and "pass `session`" in text(unnamed)
+        released = await call(c, "release_pc", {"session": handle})
+        assert not released.is_error and control.released == [sid]
+        gone = await call(c, "screenshot", {"session": handle})
+        assert gone.is_error and "was released" in text(gone)
+    assert control.released == [sid]
+
+
+async def test_stateless_client_reconnects_and_keeps_its_pc_by_handle(served: Served) -> None:
+    async with client(served.gateway_url, mode=STATELESS) as c:
+        info = (await call(c, "acquire_pc")).structured_content
+        assert info is not None
+    # the client is gone, and its PC with nothing: no connection held it
+    assert served.control.released == []
+    async with client(served.gateway_url, mode=STATELESS) as again:
+        # a fresh client calls at once, without listing the tools first
+        typed = await call(again, "type_text", {"text": "back", "session": info["session"]})
+        assert not typed.is_error, text(typed)
+    assert served.control.calls == [(info["session_id"], "type_text", {"text": "back"})]
+    assert served.control.released == []
+
+
+async def test_handshake_client_back_on_a_new_mcp_session_takes_its_pc_over(
+    served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    torn_down = anyio.Event()  # the first MCP session's teardown ran
+    teardown = served.gateway._release_on_close
+
+    async def spy(conn: Connection) -> None:
+        await teardown(conn)
+        torn_down.set()
+
+    monkeypatch.setattr(served.gateway, "_release_on_close", spy)
+    async with vanishing_client(served.gateway_url) as old:  # its MCP session lingers
+        info = (await call(old, "acquire_pc")).structured_content
+        assert info is not None
+    (lost,) = served.open_mcp_sessions()
+    async with client(served.gateway_url, mode=HANDSHAKE) as new:
+        assert new.protocol_version != STATELESS
+        took = await call(new, "type_text", {"text": "x", "session": info["session"]})
+        assert not took.is_error, text(took)
+        # bound now to the new MCP session: the handle may be left out
+        assert not (await call(new, "type_text", {"text": "y"})).is_error
+        # the lost MCP session ends (here its DELETE; an idle timeout alike) and is torn
+        # down: it no longer held the PC, so it released nothing
+        async with httpx2.AsyncClient() as http:
+            headers = {"mcp-session-id": lost, "mcp-protocol-version": "2025-11-25"}
+            assert (await http.delete(served.gateway_url, headers=headers)).status_code == 200
+        with anyio.fail_after(10):
+            await torn_down.wait()
+        assert served.control.released == []
+    # the new MCP session's end releases it, as the handshake era does
+    with anyio.fail_after(5):
+        await served.control.release_event.wait()
+    assert served.control.released == [info["session_id"]]
+
+
+async def test_server_discover_and_per_request_meta(served: Served) -> None:
     async with httpx2.AsyncClient() as http:
         r = await http.post(
             served.gateway_url,
-            json={"jsonrpc": "2.0", "id": 1, "method": "server/discover"},
-            headers={
-                "accept": "application/json, text/event-stream",
-                "mcp-protocol-version": "2026-07-28",
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "server/discover",
+                "params": {"_meta": META},
             },
+            headers={**HEADERS, "mcp-method": "server/discover"},
         )
-    assert r.status_code == 400
-    error = r.json()["error"]
-    assert error["code"] == -32022
-    assert "2025-11-25" in error["data"]["supported"]
+        assert r.status_code == 200, r.text
+        result = r.json()["result"]
+        assert result["supportedVersions"] == [STATELESS]
+        assert "tools" in result["capabilities"]
+        assert "session" in result["instructions"]
+        assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "corral"
+        # a request without the per-request _meta is malformed: -32602, HTTP 400
+        r = await http.post(
+            served.gateway_url,
+            json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+            headers={**HEADERS, "mcp-method": "tools/list"},
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == -32602
+        # an era the server does not speak: the versions it does
+        r = await http.post(
+            served.gateway_url,
+            json={
+                "jsonrpc": "2.0",
+                "id": 3,
+                "method": "server/discover",
+                "params": {"_meta": {**META, PV: "2099-01-01"}},
+            },
+            headers={**HEADERS, "mcp-protocol-version": "2099-01-01", "mcp-method": "x"},
+        )
+        assert r.status_code == 400
+        assert r.json()["error"]["code"] in (-32020, -32022)
+
+
+async def test_routing_headers_must_match_the_body(served: Served) -> None:
+    call_body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "list_pools", "arguments": {}, "_meta": META},
+    }
+    async with httpx2.AsyncClient() as http:
+        # 2026-07-28: Mcp-Method and Mcp-Name are required and must say what the body says
+        for extra in (
+            {"mcp-method": "tools/list", "mcp-name": "list_pools"},
+            {"mcp-method": "tools/call", "mcp-name": "acquire_pc"},
+            {"mcp-method": "tools/call"},
+        ):
+            r = await http.post(served.gateway_url, json=call_body, headers={**HEADERS, **extra})
+            assert r.status_code == 400, (extra, r.text)
+            assert r.json()["error"]["code"] == -32020, r.text
+        ok = {"mcp-method": "tools/call", "mcp-name": "list_pools"}
+        r = await http.post(served.gateway_url, json=call_body, headers={**HEADERS, **ok})
+        assert r.status_code == 200 and "default" in r.text
+        # the handshake era sends none, but one that does is held to them too
+        init = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        }
+        legacy = {"accept": "application/json, text/event-stream"}
+        r = await http.post(
+            served.gateway_url, json=init, headers={**legacy, "mcp-method": "tools/list"}
+        )
+        assert r.status_code == 400
+        error = r.json()["error"]
+        assert error["code"] == -32020
+        assert (
+            "Mcp-Method is 'tools/list' but the body's method is 'initialize'" in (error["message"])
+        )
+        r = await http.post(
+            served.gateway_url, json=init, headers={**legacy, "mcp-method": "initialize"}
+        )
+        assert r.status_code == 200, r.text
+
+
+PV = "io.modelcontextprotocol/protocolVersion"
+META = {PV: STATELESS, "io.modelcontextprotocol/clientCapabilities": {}}
+HEADERS = {
+    "accept": "application/json, text/event-stream",
+    "mcp-protocol-version": STATELESS,
+}

@@ -228,6 +228,7 @@ def create_app(
     """The ASGI app. Its lifespan starts the control plane (store migration, recovery), the
     pool manager and the MCP session managers, and on exit stops them (destroying PCs when
     `destroy_on_exit`)."""
+    from corral.identity.handles import SessionHandles
     from corral.mcp.asgi import mount_mcp
 
     mcp_lifespan: list[contextlib.AbstractAsyncContextManager[Any]] = []
@@ -368,7 +369,8 @@ def create_app(
         return HTMLResponse(page, headers=_VIEWER_HEADERS)
 
     mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
-    mcp_lifespan.append(mount_mcp(app, gate, allowed_hosts=mcp_hosts))
+    handles = SessionHandles.from_keyring(auth.keyring) if auth is not None else None
+    mcp_lifespan.append(mount_mcp(app, gate, allowed_hosts=mcp_hosts, handles=handles))
     if auth is not None:
         # Every request but /healthz, /v1/token and the JWKS needs a verified identity.
         app.add_middleware(

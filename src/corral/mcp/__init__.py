@@ -1,5 +1,6 @@
-"""Corral over MCP (official SDK, streamable HTTP): the gateway at `/mcp` runs the whole
-lifecycle in one MCP session; `/sessions/{id}/mcp` is one lent PC's computer URL."""
+"""Corral over MCP (official SDK, streamable HTTP), in both protocol eras: the gateway at `/mcp`
+runs the whole lifecycle (stateless, by session handle, or within one MCP session);
+`/sessions/{id}/mcp` is one lent PC's computer URL."""
 
 from corral.mcp.asgi import mount_mcp
 

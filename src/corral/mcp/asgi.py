@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from corral.mcp._http import security_settings
-from corral.mcp.gateway import GatewayMCP
+from corral.mcp.gateway import GatewayMCP, SessionHandleCodec
 from corral.mcp.session_server import SessionMCP
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def mount_mcp(
     *,
     allowed_hosts: Sequence[str] | None = None,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    handles: SessionHandleCodec | None = None,
 ) -> AbstractAsyncContextManager[None]:
     """Serve the gateway at `/mcp` and the per-session servers at `/sessions/{id}/mcp`
     (streamable HTTP), both acting only through the Gate (`gate`).
@@ -57,12 +58,23 @@ def mount_mcp(
 
     `allowed_hosts`: the Host header values accepted (DNS-rebinding protection, with the
     matching http(s) origins); default this machine's names on any port, `["*"]` accepts any.
+    `handles`: mints and opens the gateway's session handles; give every control-plane
+    process the same (`SessionHandles.from_keyring` with the shared keyring), so any of them
+    opens a handle another minted. Default: a key of this process only.
     `idle_timeout_s`: a gateway MCP session with no request for this long is closed, which
     releases its PC (a client that vanished without closing).
     """
     security = security_settings(allowed_hosts)
+    if handles is None:
+        from corral.identity.handles import SessionHandles
+
+        handles = SessionHandles.ephemeral()
     gateway = GatewayMCP(
-        gate, security, idle_timeout_s=idle_timeout_s, max_request_bytes=MAX_REQUEST_BYTES
+        gate,
+        security,
+        idle_timeout_s=idle_timeout_s,
+        max_request_bytes=MAX_REQUEST_BYTES,
+        handles=handles,
     )
     per_session = SessionMCP(gate, security, max_request_bytes=MAX_REQUEST_BYTES)
     app.router.routes[0:0] = [

@@ -1,55 +1,58 @@
 """The gateway MCP server, `/mcp`: the whole lifecycle from one plain MCP client configuration.
 
-`list_pools`, `acquire_pc`, `release_pc`, and the computer tools acting on the PC that
-`acquire_pc` bound to *this MCP session* (the streamable-HTTP `Mcp-Session-Id`). One MCP
-session holds at most one PC.
+`list_pools`, `acquire_pc`, `release_pc`, and the computer tools acting on an acquired PC. It
+serves both eras of the protocol on the one endpoint (docs/mcp.md, "Protocol eras"):
 
-Nothing leaks when a client goes away: the binding lives in the MCP connection's own state,
-and releasing the PC is pushed on the connection's teardown stack, which the SDK unwinds
-however the MCP session ends (the client's DELETE on close, the idle timeout (30 minutes by
-default) for a client that vanished, a crash, server shutdown). The control plane's own idle
-eviction is the backstop under all of it.
+- Stateless (2026-07-28: no `initialize`, no `Mcp-Session-Id`, `server/discover`, per-request
+  `_meta`): `acquire_pc` answers a session handle (`session`, made by
+  `corral.identity.handles`), bound to the calling agent and its DPoP key, which later calls
+  pass back as their `session` argument. The handle names a session of the store, so any
+  control-plane process answers any call, and a client that reconnects keeps its PC by
+  handle. Nothing ends with a connection: `release_pc`, the session's idle eviction or its
+  lifetime do.
+- Handshake (2024-11-05 .. 2025-11-25): as before, `acquire_pc` also binds the PC to *this MCP
+  session* (the streamable-HTTP `Mcp-Session-Id`), so the computer tools need no `session`
+  argument; one MCP session holds at most one bound PC. The handle works here too: a client
+  whose MCP session broke passes it on a new MCP session, which takes the binding over.
 
-The binding needs an MCP session, which only the initialize-handshake era of the protocol
-has: requests of the stateless 2026-07-28 era are refused with "unsupported protocol version"
-naming the handshake versions, which makes the official client (`mode="auto"`) fall back to
-the handshake. Clients that need the stateless era use the per-session URL instead.
+Nothing leaks when a handshake-era client goes away: the binding lives in the MCP connection's
+own state, and releasing the PC is pushed on the connection's teardown stack, which the SDK
+unwinds however the MCP session ends (the client's DELETE on close, the idle timeout (30
+minutes by default) for a client that vanished, a crash, server shutdown). The control plane's
+own idle eviction is the backstop under all of it, and the only end of a stateless PC but its
+release.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import (
-    UNSUPPORTED_PROTOCOL_VERSION,
     CallToolRequestParams,
     CallToolResult,
     ListToolsResult,
     PaginatedRequestParams,
-    UnsupportedProtocolVersionErrorData,
+    Tool,
 )
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from pydantic import BaseModel, ConfigDict
-from starlette.requests import Request
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
 from corral import __version__
 from corral.domain.access import SYSTEM, Caller
 from corral.errors import ConflictError, CorralError, InvalidInputError, NotFoundError
 from corral.gate.operations import Acquire, AcquirePc, operation
-from corral.mcp._http import jsonrpc_refusal, principal_of
+from corral.mcp._http import check_routing_headers, principal_of
 from corral.mcp._tools import (
     computer_tools,
+    error_result,
     guarded,
-    input_schema,
     mcp_tool,
     parse_model,
     run_computer_tool,
@@ -60,7 +63,16 @@ if TYPE_CHECKING:
     from corral.gate import Gate
     from corral.service.control import SessionGrant
 
-__all__ = ["GatewayMCP"]
+__all__ = ["HANDLE_ARG", "GatewayMCP", "SessionHandleCodec"]
+
+
+class SessionHandleCodec(Protocol):
+    """Mints and opens session handles (`corral.identity.handles.SessionHandles`)."""
+
+    def mint(self, session_id: str, caller: Caller | None) -> str: ...
+
+    def open(self, handle: object, caller: Caller | None) -> str: ...
+
 
 log = logging.getLogger("corral.mcp")
 
@@ -69,12 +81,23 @@ RELEASE_ON_CLOSE: Final = "corral.release_on_close"  # Connection.state key: tea
 ACQUIRER: Final = "corral.acquirer"  # Connection.state key: the caller that bound the PC
 CLOSED_REASON: Final = "mcp_connection_closed"  # release reason when the connection ends
 LOCK: Final = "corral.lock"  # Connection.state key: serialises acquire_pc and release_pc
+#: The argument naming the PC on the computer tools and release_pc: the handle acquire_pc
+#: answered. Mirrored into the `Mcp-Param-Session` header by 2026-07-28 clients, so a proxy
+#: (or the Gate) sees which session a call is for before the body is parsed.
+HANDLE_ARG: Final = "session"
+HANDLE_HEADER: Final = "Session"
 
 INSTRUCTIONS = (
-    "Corral lends you an isolated Linux desktop PC. Call `list_pools`, then `acquire_pc` "
-    "(it binds one PC to this MCP session), drive it with the computer tools (start with "
-    "`screenshot`; coordinates are pixels of the latest screenshot), and call `release_pc` "
-    "when done. The PC is reset on release; closing the MCP session releases it too."
+    "Corral lends you an isolated Linux desktop PC. Call `list_pools`, then `acquire_pc`: it "
+    "answers a `session` handle; pass it as the `session` argument of the computer tools "
+    "(start with `screenshot`; coordinates are pixels of the latest screenshot) and of "
+    "`release_pc` when done. The PC is reset on release. Over an MCP session (the initialize "
+    "handshake) acquire_pc also binds the PC to it, `session` may then be left out, and "
+    "closing the MCP session releases the PC."
+)
+HANDLE_DESCRIPTION = (
+    "the session handle acquire_pc answered (`session`); optional over an MCP session that "
+    "acquire_pc bound a PC to"
 )
 
 
@@ -84,9 +107,12 @@ class _ListPoolsArgs(BaseModel):
 
 class _ReleaseArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # published with the computer tools' handle schema (`_with_handle`): a plain string, as
+    # x-mcp-header requires (pydantic would say anyOf string/null, and clients drop the tool)
+    session: str | None = Field(None, min_length=1, max_length=100)
 
 
-LIFECYCLE_TOOLS = (
+LIFECYCLE_TOOLS: tuple[Tool, ...] = (
     mcp_tool(
         "list_pools",
         "List the pools of PCs you may acquire from: name, image, region, size, and how many "
@@ -95,18 +121,41 @@ LIFECYCLE_TOOLS = (
     ),
     mcp_tool(
         "acquire_pc",
-        "Acquire a PC from a pool and bind it to this MCP session; the computer tools then act "
-        "on it. Waits for a free PC up to wait_s. One PC per MCP session: release_pc first to "
-        "get another.",
+        "Acquire a PC from a pool. Answers `session`, the handle the computer tools and "
+        "release_pc take as their `session` argument (it works only for you, with your current "
+        "key). Over an MCP session it also binds the PC to it (one PC per MCP session: "
+        "release_pc first to get another). Waits for a free PC up to wait_s; retrying with the "
+        "same idempotency_key returns the same PC and a fresh handle.",
         AcquirePc,
     ),
     mcp_tool(
         "release_pc",
-        "Release the PC bound to this MCP session; it is reset, and everything on it is lost. "
-        "Safe to call twice.",
+        "Release the PC named by `session` (or bound to this MCP session); it is reset, and "
+        "everything on it is lost. Safe to call twice.",
         _ReleaseArgs,
     ),
 )
+
+
+def _with_handle(tool: Tool) -> Tool:
+    """A computer tool as the gateway lists it: its catalogue schema plus the handle."""
+    schema = dict(tool.input_schema)
+    schema["properties"] = {
+        **schema.get("properties", {}),
+        HANDLE_ARG: {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "description": HANDLE_DESCRIPTION,
+            "x-mcp-header": HANDLE_HEADER,
+        },
+    }
+    return tool.model_copy(update={"input_schema": schema})
+
+
+LIFECYCLE_TOOLS = tuple(_with_handle(t) if t.name == "release_pc" else t for t in LIFECYCLE_TOOLS)
+GATEWAY_COMPUTER_TOOLS = tuple(_with_handle(t) for t in computer_tools())
+_SCHEMAS = {t.name: t.input_schema for t in (*LIFECYCLE_TOOLS, *GATEWAY_COMPUTER_TOOLS)}
 
 
 def _connection(ctx: ServerRequestContext[Any]) -> Connection | None:
@@ -127,24 +176,6 @@ _SESSION_GRANT = operation("session_grant")
 _RELEASE = operation("release")
 
 
-def _answer(grant: SessionGrant) -> dict[str, Any]:
-    """The session as JSON (with its controls, if any), and a token for its per-session URL:
-    another MCP client holding the same DPoP key can drive this PC there (`mcp_url`), until
-    release. The grant comes whole from the service."""
-    s = grant.session
-    answer: dict[str, Any] = {
-        "session_id": s.id,
-        "pool": s.pool,
-        "pc_id": s.pc_id,
-        "expires_at": s.expires_at.isoformat(),
-        "mcp_url": grant.mcp_url,
-    }
-    if grant.controls.any:
-        answer["controls"] = grant.controls.to_json()
-    answer.update(grant.token)
-    return answer
-
-
 class GatewayMCP:
     """ASGI app for `/mcp`; run `manager.run()` during the app lifespan."""
 
@@ -155,8 +186,15 @@ class GatewayMCP:
         *,
         idle_timeout_s: float,
         max_request_bytes: int,
+        handles: SessionHandleCodec,
     ) -> None:
         self.gate = gate
+        self.handles = handles
+        self.max_request_bytes = max_request_bytes
+        #: which MCP connection of this process holds each bound session: a handshake-era
+        #: client that comes back on a new MCP session with its handle takes the binding over,
+        #: so the old session's teardown must not release the PC under it
+        self._holders: dict[str, Connection] = {}
         self.server: Server[Any] = Server(
             "corral",
             version=__version__,
@@ -165,65 +203,102 @@ class GatewayMCP:
             on_call_tool=self._call_tool,
             get_tool_input_schema=self._input_schema,
         )
-        # Plain JSON answers, not one SSE stream per POST: no tool sends anything before its
-        # result, and the stream's tasks and framing cost more than the PC's own round trip.
         self.manager = StreamableHTTPSessionManager(
             app=self.server,
-            json_response=True,
             security_settings=security,
             session_idle_timeout=idle_timeout_s,
             max_request_body_size=max_request_bytes,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        requested = Request(scope).headers.get(MCP_PROTOCOL_VERSION_HEADER)
-        if requested is not None and requested not in HANDSHAKE_PROTOCOL_VERSIONS:
-            data = UnsupportedProtocolVersionErrorData(
-                supported=list(HANDSHAKE_PROTOCOL_VERSIONS), requested=requested
-            ).model_dump(mode="json")
-            message = (
-                "the gateway binds a PC to an MCP session, so it speaks the initialize-handshake "
-                "protocol versions; use one of them, or the per-session URL /sessions/{id}/mcp"
-            )
-            await jsonrpc_refusal(400, UNSUPPORTED_PROTOCOL_VERSION, message, data)(
-                scope, receive, send
-            )
+        """Both eras: the SDK's manager routes a request by its `MCP-Protocol-Version` (a
+        2026-07-28 one is served statelessly, anything else over the handshake's MCP session);
+        the routing headers are checked against the body first (`check_routing_headers`)."""
+        checked = await check_routing_headers(scope, receive, send, self.max_request_bytes)
+        if checked is None:
             return
-        await self.manager.handle_request(scope, receive, send)
+        await self.manager.handle_request(scope, checked, send)
 
     @staticmethod
     def _input_schema(name: str) -> dict[str, Any] | None:
-        for tool in LIFECYCLE_TOOLS:
-            if tool.name == name:
-                return tool.input_schema
-        return input_schema(name)
+        return _SCHEMAS.get(name)
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
     ) -> ListToolsResult:
-        return ListToolsResult(tools=[*LIFECYCLE_TOOLS, *computer_tools()])
+        # The same list for every caller and connection (2026-07-28: lists do not vary).
+        return ListToolsResult(tools=[*LIFECYCLE_TOOLS, *GATEWAY_COMPUTER_TOOLS])
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: CallToolRequestParams
     ) -> CallToolResult:
         name, args = params.name, params.arguments
         conn = _connection(ctx)
+        if conn is not None and conn.session_id is None:
+            conn = None  # a stateless (2026-07-28) request: no MCP session to bind to
         who = principal_of(ctx.request)
         if name == "list_pools":
             return await guarded(name, lambda: self._list_pools(args, who))
-        if conn is None or conn.session_id is None:
-            return await guarded(name, _no_mcp_session)
         if name == "acquire_pc":
             return await guarded(name, lambda: self._acquire(conn, args, who))
         if name == "release_pc":
             return await guarded(name, lambda: self._release(conn, args, who))
-        session_id = conn.state.get(BOUND)
-        if session_id is None:
-            return await guarded(name, _not_acquired)
-        result = await run_computer_tool(self.gate, session_id, name, args, who)
-        if result.is_error and _gone(result):
-            conn.state.pop(BOUND, None)  # released elsewhere or evicted: acquire_pc may rebind
+        rest = dict(args or {})
+        handle = rest.pop(HANDLE_ARG, None)
+        try:
+            session_id = self._target(conn, handle, who)
+        except CorralError as exc:
+            return error_result(exc)
+        result = await run_computer_tool(self.gate, session_id, name, rest, who)
+        bound = conn is not None and conn.state.get(BOUND) == session_id
+        if bound and result.is_error and _gone(result):  # released elsewhere or evicted:
+            assert conn is not None
+            self._unbind(conn)  # acquire_pc may bind another
         return result
+
+    def _target(self, conn: Connection | None, handle: object, who: Caller | None) -> str:
+        """The session a computer tool acts on: the handle's (checked for this caller and
+        key), else the one bound to this MCP session."""
+        if handle is not None:
+            session_id = self.handles.open(handle, who)
+            if conn is not None and conn.state.get(BOUND) is None:
+                self._bind(conn, session_id, who)  # a client back on a new MCP session
+            return session_id
+        if conn is None:
+            raise InvalidInputError(
+                f"no PC named: pass `{HANDLE_ARG}`, the handle acquire_pc answered",
+                hint="without an MCP session (stateless MCP, 2026-07-28) every computer tool "
+                "takes the handle as its `session` argument; call acquire_pc first if you have "
+                "none",
+            )
+        bound = conn.state.get(BOUND)
+        if not isinstance(bound, str):
+            raise InvalidInputError(
+                "no PC is bound to this MCP session",
+                hint="call acquire_pc first (see list_pools), or pass the `session` handle it "
+                "answered",
+            )
+        return bound
+
+    def _bind(self, conn: Connection, session_id: str, who: Caller | None) -> None:
+        """Bind `session_id` to this MCP session: its teardown releases the PC. A connection of
+        this process that held it before lets go (its teardown then leaves the PC alone)."""
+        previous = self._holders.get(session_id)
+        if previous is not None and previous is not conn:
+            self._unbind(previous)
+        self._holders[session_id] = conn
+        conn.state[BOUND] = session_id
+        conn.state[ACQUIRER] = who
+        if not conn.state.get(RELEASE_ON_CLOSE):
+            conn.state[RELEASE_ON_CLOSE] = True
+            conn.exit_stack.push_async_callback(self._release_on_close, conn)
+
+    def _unbind(self, conn: Connection) -> str | None:
+        session_id = conn.state.pop(BOUND, None)
+        conn.state.pop(ACQUIRER, None)
+        if session_id is not None and self._holders.get(session_id) is conn:
+            del self._holders[session_id]
+        return session_id if isinstance(session_id, str) else None
 
     async def _list_pools(self, args: dict[str, Any] | None, who: Caller | None) -> CallToolResult:
         parse_model("list_pools", _ListPoolsArgs, args)
@@ -257,23 +332,31 @@ class GatewayMCP:
         return lock
 
     async def _acquire(
-        self, conn: Connection, args: dict[str, Any] | None, who: Caller | None
+        self,
+        conn: Connection | None,
+        args: dict[str, Any] | None,
+        who: Caller | None,
     ) -> CallToolResult:
+        if conn is None:  # stateless: nothing to bind, the handle is the binding
+            return await self._acquire_locked(None, args, who)
         async with self._lock(conn):
             return await self._acquire_locked(conn, args, who)
 
     async def _acquire_locked(
-        self, conn: Connection, args: dict[str, Any] | None, who: Caller | None
+        self,
+        conn: Connection | None,
+        args: dict[str, Any] | None,
+        who: Caller | None,
     ) -> CallToolResult:
         a = parse_model("acquire_pc", AcquirePc, args)
-        held = conn.state.get(BOUND)
-        if held is not None:
+        held = conn.state.get(BOUND) if conn is not None else None
+        if conn is not None and held is not None:
             try:
-                grant: SessionGrant = await self.gate.handle(who, _SESSION_GRANT, held)
+                held_grant: SessionGrant = await self.gate.handle(who, _SESSION_GRANT, held)
             except NotFoundError:
-                conn.state.pop(BOUND, None)
+                self._unbind(conn)
             else:
-                current = grant.session
+                current = held_grant.session
                 if current.pool != a.pool:
                     raise ConflictError(
                         f"this MCP session already holds PC {current.pc_id} from pool "
@@ -283,37 +366,62 @@ class GatewayMCP:
                 return text_result(
                     f"already holding PC {current.pc_id} (session {current.id}); the computer "
                     "tools act on it",
-                    _answer(grant),
+                    self._answer(held_grant, who),
                 )
         request = Acquire.model_construct(
             wait_s=a.wait_s, controls=a.controls, idempotency_key=a.idempotency_key
         )
-        grant = await self.gate.handle(who, _ACQUIRE, a.pool, request)
+        grant: SessionGrant = await self.gate.handle(who, _ACQUIRE, a.pool, request)
         session = grant.session
-        conn.state[BOUND] = session.id
-        conn.state[ACQUIRER] = who
-        if not conn.state.get(RELEASE_ON_CLOSE):
-            conn.state[RELEASE_ON_CLOSE] = True
-            conn.exit_stack.push_async_callback(self._release_on_close, conn)
+        if conn is not None:
+            self._bind(conn, session.id, who)
         return text_result(
             f"acquired PC {session.pc_id} from pool {session.pool} (session {session.id}, "
-            f"expires {session.expires_at.isoformat()}); the computer tools now act on it. "
-            "Call release_pc when done.",
-            _answer(grant),
+            f"expires {session.expires_at.isoformat()}); pass `session` from this answer to "
+            "the computer tools. Call release_pc when done.",
+            self._answer(grant, who),
         )
 
-    async def _release(
-        self, conn: Connection, args: dict[str, Any] | None, who: Caller | None
-    ) -> CallToolResult:
-        parse_model("release_pc", _ReleaseArgs, args)
-        async with self._lock(conn):
-            return await self._release_locked(conn, who)
+    def _answer(self, grant: SessionGrant, who: Caller | None) -> dict[str, Any]:
+        """The session as JSON (with its controls, if any), its handle (`session`), and a token
+        for its per-session URL: another MCP client holding the same DPoP key can drive this
+        PC there (`mcp_url`), until release. The grant comes whole from the service."""
+        s = grant.session
+        answer: dict[str, Any] = {
+            "session_id": s.id,
+            "pool": s.pool,
+            "pc_id": s.pc_id,
+            "expires_at": s.expires_at.isoformat(),
+            "mcp_url": grant.mcp_url,
+            HANDLE_ARG: self.handles.mint(s.id, who),
+        }
+        if grant.controls.any:
+            answer["controls"] = grant.controls.to_json()
+        answer.update(grant.token)
+        return answer
 
-    async def _release_locked(self, conn: Connection, who: Caller | None) -> CallToolResult:
-        session_id = conn.state.pop(BOUND, None)
-        conn.state.pop(ACQUIRER, None)
-        if session_id is None:
-            return text_result("no PC is bound to this MCP session; nothing to release")
+    async def _release(
+        self, conn: Connection | None, args: dict[str, Any] | None, who: Caller | None
+    ) -> CallToolResult:
+        a = parse_model("release_pc", _ReleaseArgs, args)
+        named = self.handles.open(a.session, who) if a.session is not None else None
+        if conn is None:
+            if named is None:
+                raise InvalidInputError(
+                    f"no PC named: pass `{HANDLE_ARG}`, the handle acquire_pc answered",
+                    hint="without an MCP session (stateless MCP, 2026-07-28) release_pc takes "
+                    "the handle as its `session` argument",
+                )
+            return await self._release_session(named, who)
+        async with self._lock(conn):
+            if named is not None and conn.state.get(BOUND) != named:
+                return await self._release_session(named, who)  # not this MCP session's PC
+            session_id = self._unbind(conn)
+            if session_id is None:
+                return text_result("no PC is bound to this MCP session; nothing to release")
+            return await self._release_session(session_id, who)
+
+    async def _release_session(self, session_id: str, who: Caller | None) -> CallToolResult:
         session = await self.gate.handle(who, _RELEASE, session_id)
         return text_result(
             f"released PC {session.pc_id} (session {session.id}); it is being reset",
@@ -321,8 +429,8 @@ class GatewayMCP:
         )
 
     async def _release_on_close(self, conn: Connection) -> None:
-        session_id = conn.state.pop(BOUND, None)
-        acquirer = conn.state.pop(ACQUIRER, None)
+        acquirer = conn.state.get(ACQUIRER)
+        session_id = self._unbind(conn)
         if session_id is None:
             return
         try:
@@ -343,17 +451,3 @@ class GatewayMCP:
 def _gone(result: CallToolResult) -> bool:
     error = result.structured_content.get("error") if result.structured_content else None
     return isinstance(error, dict) and error.get("code") == "session_gone"
-
-
-async def _not_acquired() -> CallToolResult:
-    raise InvalidInputError(
-        "no PC is bound to this MCP session", hint="call acquire_pc first (see list_pools)"
-    )
-
-
-async def _no_mcp_session() -> CallToolResult:
-    raise InvalidInputError(
-        "this request has no MCP session, so no PC can be bound to it",
-        hint="connect with the initialize handshake (streamable HTTP), or use the per-session "
-        "URL /sessions/{id}/mcp",
-    )

@@ -28,7 +28,12 @@ from starlette.types import Receive, Scope, Send
 from corral import __version__
 from corral.errors import InvalidInputError, NotFoundError
 from corral.gate.operations import operation
-from corral.mcp._http import jsonrpc_refusal, principal_of, session_id_of
+from corral.mcp._http import (
+    check_routing_headers,
+    jsonrpc_refusal,
+    principal_of,
+    session_id_of,
+)
 from corral.mcp._tools import computer_tools, error_result, input_schema, run_computer_tool
 
 if TYPE_CHECKING:
@@ -53,6 +58,7 @@ class SessionMCP:
         self, gate: Gate, security: TransportSecuritySettings, *, max_request_bytes: int
     ) -> None:
         self.gate = gate
+        self.max_request_bytes = max_request_bytes
         self.server: Server[Any] = Server(
             "corral-pc",
             version=__version__,
@@ -78,7 +84,10 @@ class SessionMCP:
             data = {"code": exc.code, "hint": exc.hint or "acquire a new PC"}
             await jsonrpc_refusal(404, INVALID_REQUEST, exc.message, data)(scope, receive, send)
             return
-        await self.manager.handle_request(scope, receive, send)
+        checked = await check_routing_headers(scope, receive, send, self.max_request_bytes)
+        if checked is None:
+            return
+        await self.manager.handle_request(scope, checked, send)
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
