@@ -14,7 +14,7 @@ import httpx
 import typer
 
 from corral.config import paths
-from corral.errors import CorralError, InvalidInputError, RuntimeFailureError
+from corral.errors import InvalidInputError, RuntimeFailureError, from_problem
 from corral.identity.http_auth import DPoPAuth
 
 __all__ = ["DEFAULT_URL", "call", "credential_path", "set_credential"]
@@ -57,7 +57,7 @@ def call(
     timeout: float = 60.0,
 ) -> Any:
     """Send one signed request; return the decoded JSON, or raise a CorralError carrying the
-    server's message."""
+    server's code, detail and hint, with the exit code the error table gives that code."""
     try:
         with httpx.Client(auth=_auth(), timeout=timeout) as client:
             response = client.request(method, url + path, json=json, headers=headers)
@@ -68,15 +68,14 @@ def call(
         ) from None
     if response.status_code >= 400:
         try:
-            error = response.json()["error"]
-            if not isinstance(error, dict):
-                error = {"code": error, "message": response.json().get("error_description")}
-        except (ValueError, KeyError, TypeError):
-            error = {"message": response.text[:500]}
-        err = CorralError(str(error.get("message")), hint=error.get("hint"))
-        err.code = str(error.get("code", "error"))
-        err.exit_code = 1 if response.status_code >= 500 else 2
-        raise err
+            body = response.json()
+        except ValueError:
+            body = None
+        # A problem body (RFC 9457), or the token endpoint's OAuth error: the class of the
+        # error table with this code gives the exit code.
+        raise from_problem(
+            response.status_code, body if isinstance(body, dict) else None, response.text[:500]
+        )
     return response.json()
 
 

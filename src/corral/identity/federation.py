@@ -77,6 +77,7 @@ class ProviderUnavailableError(AuthError):
     """The provider's keys or metadata could not be fetched: refuse (fail closed), and say
     it is temporary rather than blame the caller's token."""
 
+    title = "Identity provider unavailable"
     error = "temporarily_unavailable"
     status = 503
     token_endpoint_status = 503
