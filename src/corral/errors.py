@@ -62,6 +62,9 @@ class CorralError(Exception):
     status: int = 500
     #: RFC 9457 `title`: short, the same for every instance of the class
     title: ClassVar[str] = "Corral failed"
+    #: how an MCP client sees it: a tool error (isError, the problem as structured content),
+    #: or an HTTP answer before MCP reads the request
+    mcp: ClassVar[str] = "tool error"
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -343,6 +346,7 @@ class ErrorRow:
     title: str
     status: int
     exit_code: int
+    mcp: str
 
     @property
     def name(self) -> str:
@@ -369,7 +373,9 @@ def error_table() -> list[ErrorRow]:
         if cls in seen or cls.__module__.startswith("tests"):
             continue
         seen.add(cls)
-        rows.append(ErrorRow(cls, _class_code(cls), cls.title, cls.status, cls.exit_code))
+        rows.append(
+            ErrorRow(cls, _class_code(cls), cls.title, cls.status, cls.exit_code, cls.mcp)
+        )
     return rows
 
 
@@ -396,11 +402,11 @@ def from_problem(status: int, body: Mapping[str, Any] | None, text: str = "") ->
 def errors_markdown() -> str:
     """The table of docs/errors.md, generated from the classes (scripts/gen-errors-doc.py)."""
     lines = [
-        "| code | title | HTTP status | CLI exit code | class |",
-        "|---|---|---|---|---|",
+        "| code | title | HTTP status | MCP | CLI exit code | class |",
+        "|---|---|---|---|---|---|",
     ]
-    for row in error_table():
+    for r in error_table():
         lines.append(
-            f"| `{row.code}` | {row.title} | {row.status} | {row.exit_code} | `{row.name}` |"
+            f"| `{r.code}` | {r.title} | {r.status} | {r.mcp} | {r.exit_code} | `{r.name}` |"
         )
     return "\n".join(lines) + "\n"

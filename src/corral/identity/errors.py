@@ -52,6 +52,7 @@ class AuthError(CorralError):
     reason: str | None = None
 
     title = "Authentication failed"
+    mcp = "HTTP answer"
     #: seconds to wait before retrying, for the temporary refusals
     retry_after_s: int | None = None
 
@@ -179,6 +180,7 @@ class ReplayCacheFullError(AuthError):
     status = 503
     token_endpoint_status = 503
     retry_after_s = 1
+    exit_code = 9
 
 
 class SetRefusedError(CorralError):
@@ -190,6 +192,7 @@ class SetRefusedError(CorralError):
     code = "set_refused"
     status = 400
     title = "Security event refused"
+    mcp = "HTTP answer"
 
     def __init__(self, err: str, description: str) -> None:
         super().__init__(description)

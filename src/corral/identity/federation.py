@@ -82,6 +82,7 @@ class ProviderUnavailableError(AuthError):
     status = 503
     token_endpoint_status = 503
     retry_after_s = 5
+    exit_code = 9
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ class RateLimitedError(AuthError):
     error = "slow_down"
     status = 429
     token_endpoint_status = 429
+    exit_code = 9
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message, hint=f"retry in {retry_after_s} s")
