@@ -373,9 +373,7 @@ def error_table() -> list[ErrorRow]:
         if cls in seen or cls.__module__.startswith("tests"):
             continue
         seen.add(cls)
-        rows.append(
-            ErrorRow(cls, _class_code(cls), cls.title, cls.status, cls.exit_code, cls.mcp)
-        )
+        rows.append(ErrorRow(cls, _class_code(cls), cls.title, cls.status, cls.exit_code, cls.mcp))
     return rows
 
 

@@ -136,8 +136,9 @@ _SQLITE_OUTAGES = ("locked", "busy", "unable to open", "disk i/o", "readonly", "
 
 def is_outage(exc: Exception) -> bool:
     """Is this driver error a store outage (temporary) rather than a bug?"""
-    if isinstance(exc, sqlite3.Error) or "sqlite" in type(exc).__module__:
-        text = str(exc).lower()
+    driver_error = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's
+    if isinstance(driver_error, sqlite3.Error):
+        text = str(driver_error).lower()
         return any(mark in text for mark in _SQLITE_OUTAGES)
     return True
 
