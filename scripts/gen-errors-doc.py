@@ -15,7 +15,7 @@ START, END = "<!-- errors-table:start -->\n", "<!-- errors-table:end -->"
 
 def render(page: str) -> str:
     """`page` with the text between the markers replaced by the generated table."""
-    import corral.api.app  # noqa: F401  (loads every module that defines an error class)
+    import corral.api.app
     import corral.cli.main  # noqa: F401
     from corral.errors import errors_markdown
 

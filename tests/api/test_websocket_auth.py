@@ -52,9 +52,11 @@ def test_a_dpop_handshake_is_authenticated(ws_env: Env, admin: Client) -> None:
 
 def test_a_handshake_without_a_token_gets_the_401_problem(ws_env: Env) -> None:
     assert ws_env.http is not None
-    with pytest.raises(WebSocketDenialResponse) as refused:
-        with ws_env.http.websocket_connect(WS_PATH):
-            pass  # refused at the handshake
+    with (
+        pytest.raises(WebSocketDenialResponse) as refused,
+        ws_env.http.websocket_connect(WS_PATH),
+    ):
+        pass  # refused at the handshake
     answer = refused.value
     assert answer.status_code == 401
     assert answer.headers["content-type"] == "application/problem+json"
@@ -69,9 +71,11 @@ def test_a_proof_for_another_method_is_refused(ws_env: Env, admin: Client) -> No
     token = admin.tokens.get()
     proof = admin.tokens.key.proof("POST", BASE + WS_PATH, access_token=token)
     headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
-    with pytest.raises(WebSocketDenialResponse) as refused:
-        with ws_env.http.websocket_connect(WS_PATH, headers=headers):
-            pass  # refused at the handshake
+    with (
+        pytest.raises(WebSocketDenialResponse) as refused,
+        ws_env.http.websocket_connect(WS_PATH, headers=headers),
+    ):
+        pass  # refused at the handshake
     assert refused.value.status_code == 401
     assert refused.value.json()["code"] == "invalid_dpop_proof"
 
@@ -93,8 +97,10 @@ def test_a_console_cookie_opens_a_console_websocket_from_this_origin_only(
         assert ws.receive_json() == {"caller": console_env.ops}
     # Another site's page cannot open it with the user's cookie, nor can a page without Origin.
     for headers in ({"Origin": "http://evil.example"}, {}):
-        with pytest.raises(WebSocketDenialResponse) as refused:
-            with client.websocket_connect(CONSOLE_WS_PATH, headers=headers):
-                pass  # refused at the handshake
+        with (
+            pytest.raises(WebSocketDenialResponse) as refused,
+            client.websocket_connect(CONSOLE_WS_PATH, headers=headers),
+        ):
+            pass  # refused at the handshake
         assert refused.value.status_code == 403, headers
         assert refused.value.json()["title"] == "Cross-origin request refused"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import corral.api.app  # noqa: F401  (loads every module that defines an error class)
+import corral.api.app
 import corral.cli.main  # noqa: F401
 from corral.errors import (
     CorralError,
