@@ -381,7 +381,8 @@ def from_problem(status: int, body: Mapping[str, Any] | None, text: str = "") ->
     """A server's error answer as a CorralError with the code, hint, status and exit code of
     the matching row (by code and status, else by status): what a client raises."""
     body = body or {}
-    legacy = body.get("error") if isinstance(body.get("error"), Mapping) else {}
+    alias = body.get("error")
+    legacy: Mapping[str, Any] = alias if isinstance(alias, Mapping) else {}
     code = body.get("code") or legacy.get("code")
     if not isinstance(code, str):  # an OAuth error answer (RFC 6749 5.2) or no JSON at all
         code = body.get("error") if isinstance(body.get("error"), str) else "error"
