@@ -56,28 +56,32 @@ def is_exempt(path: str) -> bool:
 
 class RequestHeaders:
     """A request's headers: names case-insensitive, a name may repeat (a second `DPoP`
-    header must be seen, to be refused)."""
+    header must be seen, to be refused). Kept as bytes, decoded only when read: the hot path
+    reads three of them."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_raw",)
 
     def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
-        self._items = [(name.lower(), value) for name, value in pairs]
+        self._raw = [(n.lower().encode("latin-1"), v.encode()) for n, v in pairs]
 
     @classmethod
     def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
         """From ASGI's raw headers (names already lowercase)."""
-        headers = cls(())
-        headers._items = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+        headers = cls.__new__(cls)
+        headers._raw = raw if isinstance(raw, list) else list(raw)
         return headers
 
     def get(self, name: str) -> str | None:
-        name = name.lower()
-        return next((value for n, value in self._items if n == name), None)
+        key = name.lower().encode("latin-1")
+        for n, value in self._raw:
+            if n == key:
+                return value.decode("latin-1")
+        return None
 
     def getlist(self, name: str) -> list[str]:
-        name = name.lower()
-        return [value for n, value in self._items if n == name]
+        key = name.lower().encode("latin-1")
+        return [value.decode("latin-1") for n, value in self._raw if n == key]
 
 
 class CookieAuth(Protocol):
