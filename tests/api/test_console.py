@@ -125,7 +125,7 @@ def test_the_cookie_is_no_token_elsewhere(env: Env) -> None:
     assert anon.get("/v1/pools", headers={"Authorization": f"Bearer {cookie}"}).status_code == 401
     proof = DPoPKey.generate().proof("GET", f"{BASE}/v1/pools", access_token=cookie)
     r = anon.get("/v1/pools", headers={"Authorization": f"DPoP {cookie}", "DPoP": proof})
-    assert r.status_code == 401 and "audience" in r.json()["error"]["message"]
+    assert r.status_code == 401 and "audience" in r.json()["detail"]
 
 
 def test_an_access_token_is_no_console_cookie(env: Env) -> None:

@@ -18,9 +18,9 @@ from tests.api.conftest import BASE, PASSWORD, TOKEN_URL, Client, Env, secrets_i
 
 def _error(response: Any, status: int, code: str, *words: str) -> str:
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    error = response.json()
     assert error["code"] == code, error
-    text = f"{error['message']} {error.get('hint') or ''}"
+    text = f"{error['detail']} {error.get('hint') or ''}"
     for word in words:
         assert word in text, text
     return text
@@ -70,7 +70,7 @@ def test_user_input_errors_say_what_to_change(admin: Client) -> None:
     _error(bad_role, 400, "invalid_input", "roles", "admin", "security_admin", "sponsor")
     short = admin("POST", "/v1/users", json={"name": "eve", "password": "short"})
     _error(short, 400, "invalid_input", "at least 12 characters")
-    assert "short" not in short.json()["error"]["message"].replace("too short", "")
+    assert "short" not in short.json()["detail"].replace("too short", "")
     email = admin("POST", "/v1/users", json={"name": "eve", "email": "nope"})
     _error(email, 400, "invalid_input", "email")
     extra = admin("POST", "/v1/users", json={"name": "eve", "password_hash": "x"})

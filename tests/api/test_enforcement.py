@@ -70,7 +70,7 @@ PUBLIC, DOCS, OWN = "public by design", "static API description", "the caller's 
 
 # Routes that do not ask authorize, each with why. Anything else the app serves needs a case.
 ALLOWLIST: dict[tuple[str, str], str] = {
-    # Answer without any identity (corral.api.authn.EXEMPT_PATHS): liveness, getting a token
+    # Answer without any identity (corral.identity.authenticate.EXEMPT_PATHS): liveness, a token
     # (the client authenticates with its own signed assertion and a DPoP proof; that is how a
     # caller gets an identity to authorize), the public keys, Shared Signals metadata, and the
     # SET receiver (each SET is authenticated by its signature; what it does, like ending an
@@ -80,6 +80,10 @@ ALLOWLIST: dict[tuple[str, str], str] = {
     ("GET", "/.well-known/jwks.json"): PUBLIC,
     ("GET", "/.well-known/ssf-configuration"): PUBLIC,
     ("POST", "/ssf/events"): PUBLIC,
+    # How to authenticate, readable before one can (RFC 9728, RFC 8414): static documents.
+    ("GET", "/.well-known/oauth-protected-resource"): PUBLIC,
+    ("GET", "/.well-known/oauth-protected-resource/{resource}"): PUBLIC,
+    ("GET", "/.well-known/oauth-authorization-server"): PUBLIC,
     # The console's sign-in pages (corral.api.console_auth._PUBLIC): signing in is authentication.
     ("GET", "/console/login"): PUBLIC,
     ("POST", "/console/login"): PUBLIC,
@@ -651,7 +655,7 @@ def test_route_asks_authorize_and_obeys_a_denial(world: World, route: tuple[str,
     assert len(world.runtime.ops) == ops, "a denied request reached the PC"
     if request.listed is None:
         assert denied.status_code in (403, 404), f"{c.id}: {denied.status_code} {denied.text}"
-        assert denied.json()["error"]["code"] in ("permission_denied", "session_gone")
+        assert denied.json()["code"] in ("permission_denied", "session_gone")
     else:  # a listing shows only what authorize allowed: nothing
         assert denied.status_code == 200, denied.text
         assert request.listed not in denied.text
@@ -687,7 +691,7 @@ def test_rest_tools_ask_for_their_own_action(world: World, tool: str) -> None:
     with world.gate.watch(world.root, lambda action: action == tool) as asked:
         denied = world.rest.post(path, json=TOOL_ARGS[tool])
     assert denied.status_code == 403, denied.text
-    assert denied.json()["error"]["code"] == "permission_denied"
+    assert denied.json()["code"] == "permission_denied"
     assert asked.actions == {"read_session", tool}
     assert len(world.runtime.ops) == ops
     with world.gate.watch(world.root, allow_all) as asked:
@@ -716,7 +720,7 @@ def test_a_released_session_says_why_only_to_whoever_may_read_it(world: World) -
 def test_who_may_not_inspect_pools_does_not_learn_which_exist(world: World) -> None:
     for pool in (world.pool(), "no-such-pool"):
         r = world.as_bot.get(f"/v1/pools/{pool}/assignments")
-        assert r.status_code == 403 and r.json()["error"]["code"] == "permission_denied", r.text
+        assert r.status_code == 403 and r.json()["code"] == "permission_denied", r.text
     assert world.rest.get("/v1/pools/no-such-pool/assignments").status_code == 404
 
 

@@ -40,7 +40,7 @@ def test_controls_fixed_at_acquire_refuse_what_they_exclude(env: Env, admin: Cli
     ):
         refused = admin("POST", f"{act}/{tool}", json=args)
         assert refused.status_code == 403, (tool, refused.text)
-        assert refused.json()["error"]["code"] == "permission_denied"
+        assert refused.json()["code"] == "permission_denied"
 
     # Without controls, the same admin runs the command (the refusal above was the control).
     free = admin("POST", "/v1/pools/ctl/sessions", json={}).json()

@@ -36,10 +36,10 @@ def test_an_agent_gets_at_most_its_limit_of_a_pool(env: Env, admin: Client, bot:
         held.append(acquired.json()["session_id"])
     refused = bot("POST", "/v1/pools/shared/sessions", json={"wait_s": 0})
     assert refused.status_code == 409, refused.text
-    error = refused.json()["error"]
+    error = refused.json()
     assert error["code"] == "session_limit"
-    assert "holds 2 session(s) in pool 'shared'" in error["message"]
-    assert "max_sessions_per_agent 2" in error["message"]
+    assert "holds 2 session(s) in pool 'shared'" in error["detail"]
+    assert "max_sessions_per_agent 2" in error["detail"]
     assert "release a session first" in error["hint"]
     assert "--max-sessions-per-agent" in error["hint"]
     # Two PCs are still ready for others; a human admin is not held to the agents' limit.
@@ -61,4 +61,4 @@ def test_admins_set_the_limit_and_bad_values_are_refused(admin: Client) -> None:
             "POST", "/v1/pools", json={**body, "name": "bad", "max_sessions_per_agent": bad}
         )
         assert refused.status_code == 400, refused.text
-        assert "max_sessions_per_agent" in refused.json()["error"]["message"]
+        assert "max_sessions_per_agent" in refused.json()["detail"]

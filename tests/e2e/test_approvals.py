@@ -100,7 +100,7 @@ def _text(result: CallToolResult) -> str:
 def _error(result: CallToolResult) -> dict[str, Any]:
     assert result.is_error, _text(result)
     assert result.structured_content is not None
-    error = result.structured_content["error"]
+    error = result.structured_content
     assert isinstance(error, dict)
     return error
 
@@ -226,7 +226,7 @@ def test_sponsor_approves_and_denies_run_command(server: Server, sponsors: Spons
             refusal = await call("run_command", command="echo something-else")
             error = _error(refusal)
             assert error["code"] == "permission_denied", _text(refusal)
-            assert f"denied by a sponsor ({second})" in error["message"]
+            assert f"denied by a sponsor ({second})" in error["detail"]
             assert "approval_id" not in error
             # Answered once: a second answer is refused, naming the state.
             again = _approvals(server, sponsors.approver, "approve", second)
@@ -244,8 +244,8 @@ def test_sponsor_approves_and_denies_run_command(server: Server, sponsors: Spons
             )
             assert time.monotonic() - began >= 1
             assert unanswered.status_code == 403, unanswered.text
-            body = unanswered.json()["error"]
-            assert body["code"] == "approval_pending" and body["approval_id"] in body["message"]
+            body = unanswered.json()
+            assert body["code"] == "approval_pending" and body["approval_id"] in body["detail"]
 
             released = await call("release_pc")
             assert not released.is_error, _text(released)
@@ -307,12 +307,12 @@ def test_read_only_session(server: Server, sponsors: Sponsors) -> None:
                 refused = await call(tool, **args)
                 error = _error(refused)
                 assert error["code"] == "permission_denied", _text(refused)
-                assert f"{tool} on PC::" in error["message"]
-                assert "system-session-read-only" in error["message"]
+                assert f"{tool} on PC::" in error["detail"]
+                assert "system-session-read-only" in error["detail"]
                 assert "this session is read-only" in error["hint"], error
             refused = await call("read_file", path="/etc/hostname")
             error = _error(refused)
-            assert "system-session-no-file-transfer" in error["message"]
+            assert "system-session-no-file-transfer" in error["detail"]
             assert "may not read or write files" in error["hint"], error
             released = await call("release_pc")
             assert not released.is_error, _text(released)
@@ -346,7 +346,7 @@ def test_allowed_hosts(server: Server, sponsors: Sponsors) -> None:
                 refused = await call("open_url", url=url)
                 error = _error(refused)
                 assert error["code"] == "permission_denied", _text(refused)
-                assert "system-session-allowed-hosts" in error["message"]
+                assert "system-session-allowed-hosts" in error["detail"]
                 assert error["hint"] == "this session may open only these hosts: allowed.example"
             # The allowed host passes policy and reaches the PC (the minimal image has no
             # browser to open it, which the PC itself says).

@@ -53,8 +53,8 @@ def _once(server: Server, auth: DPoPAuth, method: str, path: str, token: str) ->
 
 def _clear_error(response: httpx.Response, status: int, *words: str) -> None:
     assert response.status_code == status, response.text
-    error = response.json()["error"]
-    text = f"{error['message']} {error.get('hint') or ''}"
+    error = response.json()
+    text = f"{error['detail']} {error.get('hint') or ''}"
     for word in words:
         assert word in text, text
 

@@ -49,7 +49,7 @@ def _text(result: CallToolResult) -> str:
 def _error(result: CallToolResult) -> dict[str, Any]:
     assert result.is_error, _text(result)
     assert result.structured_content is not None
-    error = result.structured_content["error"]
+    error = result.structured_content
     assert isinstance(error, dict)
     return error
 
@@ -184,7 +184,7 @@ def test_a_forbid_by_id_or_name_holds_and_policy_test_agrees(
                 shot = await call("screenshot", max_width=320)
                 error = _error(shot)
                 assert error["code"] == "permission_denied", _text(shot)
-                assert "denied by e2e-no-screenshots" in error["message"]
+                assert "denied by e2e-no-screenshots" in error["detail"]
                 windows = await call("list_windows")
                 assert not windows.is_error, _text(windows)
                 # `policy test` agrees with the live decisions, however the principal is written
@@ -247,9 +247,9 @@ def test_refused_tokens_say_why(server: Server, tmp_path: Path) -> None:
         assert changed.returncode == 0, changed.stderr
         refused = signed.send("GET", "/v1/pools")
         assert refused.status_code == 401, refused.text
-        body = refused.json()["error"]
+        body = refused.json()
         assert body["code"] == code, body
-        assert message in body["message"] and "unavailable" not in body["message"]
+        assert message in body["detail"] and "unavailable" not in body["detail"]
         assert 'error="invalid_token"' in refused.headers["www-authenticate"]
         undo = {"disable": ("enable", "agent-refused"), "risk": ("risk", "agent-refused", "none")}
         if command[0] in undo:
@@ -294,7 +294,7 @@ def test_a_call_waiting_for_approval_does_not_run_once_disabled(
             _approve(server, setup, found[0]["id"])
             answer = waiting.result(timeout=330)
         assert answer.status_code == 401, answer.text
-        assert answer.json()["error"]["code"] == "identity_disabled"
+        assert answer.json()["code"] == "identity_disabled"
         record = server.http.get("/v1/approvals?state=all").json()
         (approval,) = [a for a in record if a["id"] == found[0]["id"]]
         assert approval["state"] == "approved" and approval["uses"] == 0  # it never ran

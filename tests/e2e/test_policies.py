@@ -29,7 +29,7 @@ def test_add_test_remove_through_rest(server: Server) -> None:
         json={"name": "bad", "text": 'permit (principal, action == Action::"fly", resource);'},
     )
     assert bad.status_code == 400
-    assert 'unrecognized action `Action::"fly"`' in bad.json()["error"]["message"]
+    assert 'unrecognized action `Action::"fly"`' in bad.json()["detail"]
     good = server.http.post(
         "/v1/policies",
         json={

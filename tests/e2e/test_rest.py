@@ -35,7 +35,7 @@ def test_acquire_act_release(server: Server) -> None:
     # coordinates are in the scaled screenshot's space: 1023 is valid, 1024 is off-screen
     assert server.act(sid, "mouse_move", x=1023, y=639).status_code == 200
     off = server.act(sid, "mouse_move", x=1024, y=10)
-    assert off.status_code == 400 and "off the screen" in off.json()["error"]["message"]
+    assert off.status_code == 400 and "off the screen" in off.json()["detail"]
 
     # What a browser renders, or could be tricked into rendering, is never sniffed or framed.
     viewer = server.http.get(s["viewer_url"])
@@ -77,7 +77,7 @@ def test_reset_between_sessions_and_no_pc_lent_twice(server: Server) -> None:
     server.act(one["session_id"], "write_file", path="secret.txt", content="session one")
     # the agent holds its limit (one: half of max 1, at least one): refused at once, by name
     limited = server.acquire("solo", wait_s=0.5)
-    assert limited.status_code == 409 and limited.json()["error"]["code"] == "session_limit"
+    assert limited.status_code == 409 and limited.json()["code"] == "session_limit"
     # anyone else finds no free PC: 503, retry later
     busy = server.http.post("/v1/pools/solo/sessions", json={"wait_s": 0.5})
     assert busy.status_code == 503 and busy.headers["Retry-After"]
@@ -87,7 +87,7 @@ def test_reset_between_sessions_and_no_pc_lent_twice(server: Server) -> None:
     two = two.json()
     assert two["pc_id"] == one["pc_id"]  # the same PC, reset to its image
     read = server.act(two["session_id"], "read_file", path="secret.txt")
-    assert read.status_code == 422 and read.json()["error"]["code"] == "not_found"
+    assert read.status_code == 422 and read.json()["code"] == "not_found"
     server.http.delete(f"/v1/sessions/{two['session_id']}")
 
 
@@ -104,7 +104,7 @@ def test_concurrent_acquires_never_share_a_pc(server: Server) -> None:
     # per-agent limit's 409 at once (waiting would not free one of its own sessions)
     for a in lost:
         if a.status_code == 409:
-            assert a.json()["error"]["code"] == "session_limit", a.text
+            assert a.json()["code"] == "session_limit", a.text
         else:
             assert a.status_code == 503 and a.headers.get("Retry-After"), a.text
     for s in won:
@@ -121,7 +121,7 @@ def test_idle_eviction(server: Server) -> None:
         assert time.monotonic() < deadline, "idle session was never evicted"
         time.sleep(0.2)
     gone = server.act(sid, "run_command", command="true")
-    assert gone.status_code == 404 and "idle" in gone.json()["error"]["message"]
+    assert gone.status_code == 404 and "idle" in gone.json()["detail"]
     server.wait_ready("idle", 1)  # the PC was reset and went back to the pool
 
 
@@ -175,7 +175,7 @@ def test_bad_input_gives_clear_4xx_never_500(server: Server) -> None:
     ]
     for r in cases:
         assert 400 <= r.status_code < 500, (r.request.url, r.status_code, r.text)
-        assert r.json()["error"]["message"]
+        assert r.json()["detail"]
     assert [c.status_code for c in cases] == [404, 400, 404, 400, 400, 400, 400, 400, 400, 413, 404]
     ok = server.act(sid, "run_command", command="echo still fine")
     assert ok.status_code == 200 and ok.json()["data"]["stdout"] == "still fine\n"

@@ -51,7 +51,7 @@ def _text(result: CallToolResult) -> str:
 def _error(result: CallToolResult) -> dict[str, Any]:
     assert result.is_error, _text(result)
     assert result.structured_content is not None
-    error = result.structured_content["error"]
+    error = result.structured_content
     assert isinstance(error, dict)
     return error
 
@@ -59,7 +59,7 @@ def _error(result: CallToolResult) -> dict[str, Any]:
 def _refused_by(result: CallToolResult, policy: str) -> dict[str, Any]:
     error = _error(result)
     assert error["code"] == "permission_denied", _text(result)
-    assert policy in error["message"], error
+    assert policy in error["detail"], error
     return error
 
 

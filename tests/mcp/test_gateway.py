@@ -79,13 +79,20 @@ async def test_acquire_errors_are_tool_errors(served: Served) -> None:
         assert "hint: see list_pools" in text(unknown)
         busy = await call(s, "acquire_pc", {"pool": "busy"})
         assert busy.is_error and "retry after 7 s" in text(busy)
-        assert busy.structured_content == {
-            "error": {
-                "code": "unavailable",
-                "message": "no PC of pool 'busy' became free",
-                "retry_after_s": 7,
-            }
+        problem = {
+            "type": "urn:corral:error:unavailable",
+            "title": "Unavailable",
+            "status": 503,
+            "detail": "no PC of pool 'busy' became free",
+            "code": "unavailable",
+            "retry_after_s": 7,
         }
+        legacy = {
+            "code": "unavailable",
+            "message": "no PC of pool 'busy' became free",
+            "retry_after_s": 7,
+        }
+        assert busy.structured_content == {**problem, "error": legacy}
         bad = await call(s, "acquire_pc", {"pool": "default", "wait_s": -1})
         assert bad.is_error and "wait_s: Input should be greater than or equal to 0" in text(bad)
         extra = await call(s, "list_pools", {"all": True})

@@ -79,12 +79,19 @@ async def test_hint_is_in_the_error_text(served: Served) -> None:
     async with connect(served.session_url(await _session(served))) as s:
         result = await call(s, "press_keys", {"keys": "nosuchkey"})
     assert "hint: use X key names" in text(result)
+    legacy = {
+        "code": "bad_key",
+        "message": "unknown key 'nosuchkey'",
+        "hint": "use X key names such as Return",
+    }
     assert result.structured_content == {
-        "error": {
-            "code": "bad_key",
-            "message": "unknown key 'nosuchkey'",
-            "hint": "use X key names such as Return",
-        }
+        "type": "urn:corral:error:bad_key",  # the PC's own code, in an action_failed row
+        "title": "Action failed",
+        "status": 422,
+        "detail": "unknown key 'nosuchkey'",
+        "code": "bad_key",
+        "hint": "use X key names such as Return",
+        "error": legacy,
     }
 
 

@@ -1,5 +1,6 @@
-"""How an error reaches a caller: a pending approval names its id to REST and MCP clients alike,
-so a program can wait on it or show it to a human; other errors carry no such field."""
+"""How an error reaches a caller: one problem body (RFC 9457) for REST and MCP alike, from the
+error table; a pending approval names its id, so a program can wait on it or show it to a
+human; other errors carry no such member."""
 
 from __future__ import annotations
 
@@ -16,29 +17,41 @@ PENDING = ApprovalPendingError(
     hint="one of your sponsors answers with `corral approvals approve ap-1`",
     approval_id="ap-1",
 )
+PROBLEM = {
+    "type": "urn:corral:error:approval_pending",
+    "title": "Approval pending",
+    "status": 403,
+    "detail": PENDING.message,
+    "code": "approval_pending",
+    "hint": PENDING.hint,
+    "approval_id": "ap-1",
+}
+# The body before problem details, kept for one release as the `error` member.
+LEGACY = {
+    "code": "approval_pending",
+    "message": PENDING.message,
+    "hint": PENDING.hint,
+    "approval_id": "ap-1",
+}
 
 
-def test_rest_answer_names_the_approval() -> None:
+def test_rest_answer_is_a_problem_naming_the_approval() -> None:
     answer = error_response(PENDING)
     assert answer.status_code == 403
-    error = json.loads(bytes(answer.body))["error"]
-    assert error == {
-        "code": "approval_pending",
-        "message": PENDING.message,
-        "hint": PENDING.hint,
-        "approval_id": "ap-1",
-    }
-    other = json.loads(bytes(error_response(PermissionDeniedError("no")).body))["error"]
-    assert "approval_id" not in other
+    assert answer.headers["content-type"] == "application/problem+json"
+    body = json.loads(bytes(answer.body))
+    assert body == {**PROBLEM, "error": LEGACY}
+    other = json.loads(bytes(error_response(PermissionDeniedError("no")).body))
+    assert "approval_id" not in other and "approval_id" not in other["error"]
+    assert "hint" not in other  # omitted when there is none
 
 
-def test_mcp_tool_error_names_the_approval() -> None:
+def test_mcp_tool_error_is_the_same_problem() -> None:
     result = error_result(PENDING)
-    assert result.is_error and result.structured_content is not None
-    assert result.structured_content["error"]["approval_id"] == "ap-1"
+    assert result.is_error and result.structured_content == {**PROBLEM, "error": LEGACY}
     (block,) = result.content
     assert isinstance(block, TextContent)
     text = block.text
     assert text.startswith("error (approval_pending): ") and "ap-1" in text
     other = error_result(PermissionDeniedError("no")).structured_content
-    assert other is not None and "approval_id" not in other["error"]
+    assert other is not None and "approval_id" not in other

@@ -53,6 +53,7 @@ class PolicyError(InvalidInputError):
     """A policy that does not parse or does not validate against the schema; the message is
     Cedar's own, with the policy's name in place of Cedar's positional id."""
 
+    title = "Invalid policy"
     code = "invalid_policy"
 
 

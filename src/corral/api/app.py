@@ -32,6 +32,7 @@ from corral.api.policy_routes import include_policies
 from corral.api.ssf_routes import include_ssf
 from corral.domain.models import PoolSpec, Session
 from corral.domain.text import visible
+from corral.errors import PROBLEM_MEDIA_TYPE, TooLargeError, problem
 from corral.gate import Gate, lifecycle_gate, operation, tool_operation
 from corral.gate.operations import Acquire, AcquireRequest, ListSessions, PoolCreate
 from corral.identity.directory import Directory
@@ -86,21 +87,14 @@ class _BodyLimit:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "code": "too_large",
-                "message": f"request body over {limit} bytes",
-                "hint": "send less data per request",
-            }
-        }
-    ).encode()
+    error = TooLargeError(f"request body over {limit} bytes", hint="send less data per request")
+    body = json.dumps(problem(error)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": error.status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
             ],
         }

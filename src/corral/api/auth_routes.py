@@ -1,4 +1,4 @@
-"""HTTP adapter of the token endpoint (`POST /v1/token`) and the JWKS (`/.well-known/jwks.json`).
+"""HTTP adapter of the token endpoint (`POST /v1/token`), the JWKS and the discovery metadata.
 
 Thin: it reads the form-encoded request (RFC 6749 section 4.4) and the DPoP header, calls
 `AuthService.token`, and turns an `AuthError` into the OAuth JSON error answer
@@ -13,7 +13,15 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from corral.errors import NotFoundError
 from corral.identity.errors import AuthError, UseDPoPNonceError
+from corral.identity.resource_metadata import (
+    AUTHORIZATION_SERVER_PATH,
+    METADATA_PATH,
+    authorization_server_metadata,
+    is_resource_path,
+    protected_resource_metadata,
+)
 from corral.service.auth import AuthService, InvalidRequestError
 
 __all__ = ["auth_router", "include_auth"]
@@ -107,7 +115,37 @@ def auth_router(auth: AuthService) -> APIRouter:
         """The public keys that verify Corral's access tokens."""
         return JSONResponse(auth.jwks(), headers={"Cache-Control": "public, max-age=60"})
 
+    @router.get(METADATA_PATH, tags=["auth"])
+    async def resource_metadata() -> JSONResponse:
+        """RFC 9728 metadata of the API itself (REST under /v1)."""
+        return _metadata(auth.issuer, "")
+
+    @router.get(METADATA_PATH + "/{resource:path}", tags=["auth"])
+    async def resource_metadata_of(resource: str) -> JSONResponse:
+        """RFC 9728 metadata of `/mcp` and of each `/sessions/{id}/mcp`."""
+        return _metadata(auth.issuer, "/" + resource)
+
+    @router.get(AUTHORIZATION_SERVER_PATH, tags=["auth"])
+    async def authorization_server() -> JSONResponse:
+        """RFC 8414 metadata of Corral's authorization server (its token endpoint)."""
+        return JSONResponse(
+            authorization_server_metadata(auth.issuer), headers={"Cache-Control": _PUBLIC}
+        )
+
     return router
+
+
+_PUBLIC = "public, max-age=300"
+
+
+def _metadata(issuer: str, resource_path: str) -> JSONResponse:
+    if not is_resource_path(resource_path):
+        raise NotFoundError(
+            f"no protected resource at {resource_path or '/'}",
+            hint="metadata is served for /mcp and /sessions/{id}/mcp (RFC 9728 section 3.1)",
+        )
+    body = protected_resource_metadata(issuer, resource_path)
+    return JSONResponse(body, headers={"Cache-Control": _PUBLIC})
 
 
 def include_auth(app: FastAPI, auth: AuthService) -> None:

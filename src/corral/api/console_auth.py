@@ -18,11 +18,12 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import RedirectResponse, Response
 from starlette.types import Scope
 
 from corral.domain.access import Caller
+from corral.identity.authenticate import RequestHeaders
 from corral.identity.errors import AuthError
 from corral.service.console import ConsoleService
 
@@ -48,6 +49,7 @@ _SAFE_METHODS = frozenset({"GET", "HEAD"})
 class CrossOriginError(AuthError):
     """A cookie-authenticated POST without this server's Origin: a possible CSRF."""
 
+    title = "Cross-origin request refused"
     error = "invalid_request"
     status = 403
 
@@ -61,18 +63,24 @@ def same_origin(scope: Scope, issuer: str) -> bool:
     """The request's Origin is this server: its public URL, or the scheme and Host the
     browser addressed (a cross-site page cannot make a browser send another Origin)."""
     headers = Request(scope).headers
-    origin = headers.get("origin")
+    return _same_origin(
+        headers.get("origin"), headers.get("host"), scope.get("scheme", "http"), issuer
+    )
+
+
+def _same_origin(origin: str | None, host: str | None, scheme: str, issuer: str) -> bool:
     if not origin or origin == "null":
         return False
     allowed = {_origin(issuer)}
-    host = headers.get("host")
     if host:
-        allowed.add(f"{scope.get('scheme', 'http')}://{host}".lower())
+        # A WebSocket handshake's Origin is the page's http(s) origin.
+        scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+        allowed.add(f"{scheme}://{host}".lower())
     return origin.strip().lower() in allowed
 
 
 class ConsoleCookieAuth:
-    """What `corral.api.authn.Authenticate` asks about console sessions."""
+    """What `corral.identity.authenticate.RequestAuthenticator` asks about console sessions."""
 
     def __init__(self, console: ConsoleService) -> None:
         self.console = console
@@ -82,17 +90,24 @@ class ConsoleCookieAuth:
         """The login pages answer without any identity."""
         return _PUBLIC.match(path) is not None
 
-    def authenticate(self, scope: Scope) -> Caller | None:
+    def authenticate_cookie(
+        self, method: str, scheme: str, path: str, headers: RequestHeaders
+    ) -> Caller | None:
         """The user of a console session cookie, when this route accepts one; None when the
-        request has no cookie or the route does not take it (then a token is required)."""
-        cookie = Request(scope).cookies.get(SESSION_COOKIE)
+        request has no cookie or the route does not take it (then a token is required). A
+        WebSocket handshake (scheme ws/wss) counts as a POST: a browser lets any site open
+        one with the user's cookies, so it needs this server's Origin (no cross-site
+        WebSocket hijacking)."""
+        cookie = cookie_parser(headers.get("cookie") or "").get(SESSION_COOKIE)
         if not cookie:
             return None
-        method, path = scope["method"], scope["path"]
-        if method in _SAFE_METHODS and _SAFE_ROUTES.match(path):
+        websocket = scheme in ("ws", "wss")
+        if method in _SAFE_METHODS and _SAFE_ROUTES.match(path) and not websocket:
             pass
-        elif method == "POST" and path.startswith("/console/"):
-            if not same_origin(scope, self.issuer):
+        elif (method == "POST" and path.startswith("/console/")) or (
+            websocket and _SAFE_ROUTES.match(path)
+        ):
+            if not _same_origin(headers.get("origin"), headers.get("host"), scheme, self.issuer):
                 raise CrossOriginError("cross-origin request refused: Origin is not this server")
         else:
             return None

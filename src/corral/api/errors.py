@@ -1,4 +1,9 @@
-"""The one table that maps Corral's errors to HTTP answers."""
+"""Corral's errors as HTTP answers: RFC 9457 problem bodies from the error table.
+
+The table itself is the error classes (`corral.errors`): each says its status, title, code and
+extension members; this module only renders them. Request validation (FastAPI's 422) answers
+400 `invalid_input` naming each bad field, like every other bad input.
+"""
 
 from __future__ import annotations
 
@@ -7,62 +12,39 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
 
-from corral.errors import (
-    ActionError,
-    ActionTimeoutError,
-    ApprovalPendingError,
-    ConflictError,
-    CorralError,
-    DiskFullError,
-    InvalidInputError,
-    NotFoundError,
-    PCUnavailableError,
-    PermissionDeniedError,
-    RuntimeFailureError,
-    UnavailableError,
-)
-from corral.identity.errors import AuthError
+from corral.errors import PROBLEM_MEDIA_TYPE, CorralError, InvalidInputError, problem
 
-__all__ = ["STATUS", "error_response", "install_error_handlers", "status_for"]
+__all__ = ["ProblemResponse", "error_response", "install_error_handlers", "status_for"]
 
-# Most specific first: the first class an error is an instance of decides.
-STATUS: tuple[tuple[type[CorralError], int], ...] = (
-    (InvalidInputError, 400),
-    (PermissionDeniedError, 403),
-    (NotFoundError, 404),
-    (ConflictError, 409),
-    (DiskFullError, 507),
-    (ActionTimeoutError, 504),
-    (ActionError, 422),
-    (UnavailableError, 503),
-    (PCUnavailableError, 502),
-    (RuntimeFailureError, 502),
-)
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
 
 
 def status_for(exc: CorralError) -> int:
-    if isinstance(exc, AuthError):  # an identity refused after the request was authenticated
-        return exc.status  # (a call that waited and was checked again)
-    for cls, status in STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 500
+    return exc.status
 
 
-def error_response(exc: CorralError) -> JSONResponse:
-    body: dict[str, Any] = {"error": {"code": exc.code, "message": exc.message}}
-    if exc.hint:
-        body["error"]["hint"] = exc.hint
-    if isinstance(exc, ApprovalPendingError):
-        body["error"]["approval_id"] = exc.approval_id
-    headers = {}
-    if isinstance(exc, AuthError):
-        headers.update(exc.headers())
-    if isinstance(exc, UnavailableError):
-        headers["Retry-After"] = str(exc.retry_after_s)
-    return JSONResponse(body, status_code=status_for(exc), headers=headers)
+def error_response(
+    exc: CorralError, headers: dict[str, str] | None = None, *, alias: bool = True
+) -> JSONResponse:
+    """`exc` as an `application/problem+json` answer with the headers its class adds
+    (Retry-After, WWW-Authenticate, DPoP-Nonce)."""
+    answer_headers = {**exc.headers(), **(headers or {})}
+    return ProblemResponse(
+        problem(exc, alias=alias), status_code=exc.status, headers=answer_headers
+    )
+
+
+def validation_problem(exc: RequestValidationError) -> InvalidInputError:
+    """FastAPI's validation failure as one `invalid_input` naming every bad field."""
+    errors = [
+        {"field": ".".join(str(p) for p in err["loc"]) or "request", "detail": str(err["msg"])}
+        for err in exc.errors()
+    ]
+    problems = "; ".join(f"{e['field']}: {e['detail']}" for e in errors)
+    return InvalidInputError(f"bad request: {problems}", errors=errors)
 
 
 def install_error_handlers(app: Any) -> None:
@@ -72,21 +54,7 @@ def install_error_handlers(app: Any) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        return error_response(InvalidInputError(f"bad request: {problems}"))
-
-    async def store_error(request: Request, exc: Exception) -> JSONResponse:
-        # The database is down or locked past its timeout: a temporary condition, not a crash.
-        return error_response(
-            UnavailableError(
-                "the store is not available right now",
-                hint="retry in a few seconds",
-                retry_after_s=2,
-            )
-        )
+        return error_response(validation_problem(exc))
 
     app.add_exception_handler(CorralError, corral_error)
-    app.add_exception_handler(OperationalError, store_error)
     app.add_exception_handler(RequestValidationError, validation_error)

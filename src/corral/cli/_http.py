@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from corral.errors import CorralError, InvalidInputError, RuntimeFailureError
+from corral.errors import InvalidInputError, RuntimeFailureError, from_problem
 
 if TYPE_CHECKING:  # httpx and the DPoP signer load when a request is sent, not for --help
     from corral.identity.http_auth import DPoPAuth
@@ -63,7 +63,7 @@ def call(
     timeout: float = 60.0,
 ) -> Any:
     """Send one signed request; return the decoded JSON, or raise a CorralError carrying the
-    server's message."""
+    server's code, detail and hint, with the exit code the error table gives that code."""
     import httpx
 
     try:
@@ -76,15 +76,14 @@ def call(
         ) from None
     if response.status_code >= 400:
         try:
-            error = response.json()["error"]
-            if not isinstance(error, dict):
-                error = {"code": error, "message": response.json().get("error_description")}
-        except (ValueError, KeyError, TypeError):
-            error = {"message": response.text[:500]}
-        err = CorralError(str(error.get("message")), hint=error.get("hint"))
-        err.code = str(error.get("code", "error"))
-        err.exit_code = 1 if response.status_code >= 500 else 2
-        raise err
+            body = response.json()
+        except ValueError:
+            body = None
+        # A problem body (RFC 9457), or the token endpoint's OAuth error: the class of the
+        # error table with this code gives the exit code.
+        raise from_problem(
+            response.status_code, body if isinstance(body, dict) else None, response.text[:500]
+        )
     return response.json()
 
 

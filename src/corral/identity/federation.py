@@ -77,10 +77,12 @@ class ProviderUnavailableError(AuthError):
     """The provider's keys or metadata could not be fetched: refuse (fail closed), and say
     it is temporary rather than blame the caller's token."""
 
+    title = "Identity provider unavailable"
     error = "temporarily_unavailable"
     status = 503
     token_endpoint_status = 503
     retry_after_s = 5
+    exit_code = 9
 
 
 @dataclass(frozen=True)

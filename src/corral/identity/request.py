@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from corral.errors import StoreUnavailableError
 from corral.identity.dpop import DPoPSettings, verify_dpop_proof
 from corral.identity.errors import AuthError, InvalidTokenError, MissingCredentialsError
 from corral.identity.keys import SigningKeyring
@@ -125,10 +126,11 @@ def verify_request(
 
     # 6. Revocation state and identity status, read on every request; an error in the check
     #    is a refusal, never a pass. A refusal the check explains (revoked, disabled, at high
-    #    risk...) is passed on as it is: the caller learns the real reason.
+    #    risk...) is passed on as it is: the caller learns the real reason; so is a store
+    #    outage (503, retry after): refused too, but not the token's fault.
     try:
         live = revocation(claims)
-    except AuthError:
+    except (AuthError, StoreUnavailableError):
         raise
     except Exception as exc:
         raise InvalidTokenError("access token refused: revocation state unavailable") from exc

@@ -19,12 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, Tool
 from pydantic import BaseModel, ValidationError
 
-from corral.errors import (
-    ApprovalPendingError,
-    CorralError,
-    InvalidInputError,
-    UnavailableError,
-)
+from corral.errors import CorralError, InvalidInputError, UnavailableError, problem
 from corral.service.tools import TOOLS, ToolResult
 
 if TYPE_CHECKING:
@@ -78,19 +73,15 @@ def text_result(text: str, data: dict[str, Any] | None = None) -> CallToolResult
 
 
 def error_result(exc: CorralError) -> CallToolResult:
-    """A tool error a model can act on: what went wrong, then what to change."""
+    """A tool error a model can act on: what went wrong, then what to change; its structured
+    content is the error's problem body (RFC 9457, as REST answers it: the error table)."""
     text = f"error ({exc.code}): {exc.message}"
-    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
     if exc.hint:
         text += f"\nhint: {exc.hint}"
-        error["hint"] = exc.hint
     if isinstance(exc, UnavailableError):
         text += f"\nretry after {exc.retry_after_s} s"
-        error["retry_after_s"] = exc.retry_after_s
-    if isinstance(exc, ApprovalPendingError):
-        error["approval_id"] = exc.approval_id
     return CallToolResult(
-        content=[TextContent(text=text)], structured_content={"error": error}, is_error=True
+        content=[TextContent(text=text)], structured_content=problem(exc), is_error=True
     )
 
 

@@ -449,5 +449,5 @@ class GatewayMCP:
 
 
 def _gone(result: CallToolResult) -> bool:
-    error = result.structured_content.get("error") if result.structured_content else None
-    return isinstance(error, dict) and error.get("code") == "session_gone"
+    problem = result.structured_content or {}
+    return bool(result.is_error) and problem.get("code") == "session_gone"

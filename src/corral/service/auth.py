@@ -57,12 +57,14 @@ MAX_FIELD_CHARS = 8192
 class InvalidRequestError(AuthError):
     """A parameter is missing, repeated, oversized or of the wrong kind (RFC 6749 5.2)."""
 
+    title = "Invalid token request"
     error = "invalid_request"
 
 
 class UnsupportedGrantTypeError(AuthError):
     """Any grant but client_credentials."""
 
+    title = "Unsupported grant type"
     error = "unsupported_grant_type"
 
 
@@ -71,9 +73,11 @@ class RateLimitedError(AuthError):
 
     `slow_down` is the OAuth registry's code for "poll less often" (RFC 8628 3.5)."""
 
+    title = "Too many requests"
     error = "slow_down"
     status = 429
     token_endpoint_status = 429
+    exit_code = 9
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message, hint=f"retry in {retry_after_s} s")

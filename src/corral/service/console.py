@@ -53,6 +53,7 @@ MAX_FIELD_CHARS = 1024
 class ConsoleLoginError(AuthError):
     """A console login was refused; the message is the same whatever failed."""
 
+    title = "Console login refused"
     error = "access_denied"
 
 

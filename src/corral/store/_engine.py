@@ -19,10 +19,21 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from corral.config import paths
+from corral.errors import StoreUnavailableError
 
-__all__ = ["BUSY_TIMEOUT_S", "default_url", "make_engine", "sqlite_path", "transaction"]
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "default_url",
+    "is_outage",
+    "make_engine",
+    "outage_errors",
+    "sqlite_path",
+    "transaction",
+    "unavailable_on_outage",
+]
 
 BUSY_TIMEOUT_S = 10
 _WRITE = "corral_write"
@@ -111,10 +122,43 @@ def _enable_wal(cursor: Any) -> None:
             time.sleep(0.01)
 
 
+def outage_errors(engine: Engine) -> tuple[type[Exception], ...]:
+    """The errors that mean "database down, unreachable or locked past the busy timeout":
+    SQLAlchemy's OperationalError, and the DBAPI's own (raised on raw connections)."""
+    dbapi_error = getattr(engine.dialect.loaded_dbapi, "OperationalError", OperationalError)
+    return (OperationalError, dbapi_error)
+
+
+# SQLite reports a bad statement as an OperationalError too ("no such table"): that is a
+# crash, not an outage. These are the outages.
+_SQLITE_OUTAGES = ("locked", "busy", "unable to open", "disk i/o", "readonly", "disk is full")
+
+
+def is_outage(exc: Exception) -> bool:
+    """Is this driver error a store outage (temporary) rather than a bug?"""
+    driver_error = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's
+    if isinstance(driver_error, sqlite3.Error):
+        text = str(driver_error).lower()
+        return any(mark in text for mark in _SQLITE_OUTAGES)
+    return True
+
+
+@contextmanager
+def unavailable_on_outage(engine: Engine) -> Iterator[None]:
+    """The store's boundary: an outage leaves the store as `StoreUnavailableError` (503,
+    retry after), never as the driver's or SQLAlchemy's error."""
+    try:
+        yield
+    except outage_errors(engine) as exc:
+        if not is_outage(exc):
+            raise
+        raise StoreUnavailableError() from exc
+
+
 @contextmanager
 def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
     """One transaction on its own connection: committed on success, rolled back on error."""
-    with engine.connect() as conn:
+    with unavailable_on_outage(engine), engine.connect() as conn:
         if write:
             conn.execution_options(**{_WRITE: True})
         with conn.begin():

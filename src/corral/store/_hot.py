@@ -19,7 +19,9 @@ from sqlalchemy import Engine, bindparam, select
 
 from corral.domain.access import CallerKind, PrincipalStatus
 from corral.domain.identity import Risk
+from corral.errors import StoreUnavailableError
 from corral.store._directory import _roles
+from corral.store._engine import is_outage, outage_errors
 from corral.store._policies import VERSIONS_SQL
 from corral.store._tables import agents, users
 
@@ -60,6 +62,7 @@ class HotReads:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._outage = outage_errors(engine)
         self._agent = self._compile(_AGENT)
         self._user = self._compile(_USER)
         self._versions = _Statement(VERSIONS_SQL, ())  # no parameters
@@ -70,6 +73,14 @@ class HotReads:
         return _Statement(str(compiled), positions)
 
     def _first(self, statement: _Statement, subject: str) -> tuple[Any, ...] | None:
+        try:
+            return self._query(statement, subject)
+        except self._outage as exc:  # the store's boundary: corral.store._engine
+            if not is_outage(exc):
+                raise
+            raise StoreUnavailableError() from exc
+
+    def _query(self, statement: _Statement, subject: str) -> tuple[Any, ...] | None:
         conn = self._engine.raw_connection()
         try:
             cursor = conn.cursor()
