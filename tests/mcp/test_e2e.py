@@ -173,8 +173,8 @@ async def test_gateway_handles_are_bound_to_the_agent_and_its_key(
                     for tool in ("screenshot", "release_pc"):
                         refused = await call(thief, tool, {"session": presented})
                         assert refused.is_error, (mode, tool, text(refused))
-                        error = (refused.structured_content or {}).get("error", {})
-                        assert error.get("code") == "invalid_session_handle", text(refused)
+                        problem = refused.structured_content or {}
+                        assert problem.get("code") == "invalid_session_handle", text(refused)
         # nothing of it touched the PC: still the agent's, and its handle works in both eras
         async with client(url, server.agent_auth, mode=HANDSHAKE) as legacy:
             ran = await call(legacy, "run_command", {"command": "echo hi", "session": handle})

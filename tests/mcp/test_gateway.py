@@ -209,15 +209,14 @@ async def test_stateless_lifecycle_by_handle(served: Served) -> None:
         # no MCP session to bind to: a computer tool without the handle says what to pass
         bare = await call(c, "screenshot")
         assert bare.is_error and "pass `session`" in text(bare)
-        assert bare.structured_content == {
-            "error": {
-                "code": "invalid_input",
-                "message": "no PC named: pass `session`, the handle acquire_pc answered",
-                "hint": "without an MCP session (stateless MCP, 2026-07-28) every computer "
-                "tool takes the handle as its `session` argument; call acquire_pc first if "
-                "you have none",
-            }
-        }
+        problem = bare.structured_content or {}
+        assert problem["code"] == "invalid_input" and problem["status"] == 400
+        assert problem["detail"] == "no PC named: pass `session`, the handle acquire_pc answered"
+        assert problem["hint"] == (
+            "without an MCP session (stateless MCP, 2026-07-28) every computer "
+            "tool takes the handle as its `session` argument; call acquire_pc first if "
+            "you have none"
+        )
         shot = await call(c, "screenshot", {"max_width": 1024, "session": handle})
         assert any(isinstance(x, ImageContent) for x in shot.content), text(shot)
         # the handle is the gateway's: the control plane sees the catalogue's arguments only
@@ -225,7 +224,7 @@ async def test_stateless_lifecycle_by_handle(served: Served) -> None:
 
         forged = await call(c, "click", {"x": 1, "y": 1, "session": f"{sid}.{'A' * 22}"})
         assert forged.is_error and forged.structured_content is not None
-        assert forged.structured_content["error"]["code"] == "invalid_session_handle"
+        assert forged.structured_content["code"] == "invalid_session_handle"
         malformed = await call(c, "click", {"x": 1, "y": 1, "session": sid})
         assert malformed.is_error and "malformed" in text(malformed)
 
