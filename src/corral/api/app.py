@@ -15,15 +15,27 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Header, Response
+from fastapi import Body, FastAPI, Header, Path, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
+from corral.api._answers import (
+    Acquired,
+    Health,
+    PCOut,
+    PoolOut,
+    SessionDetail,
+    SessionOut,
+    ToolOut,
+    ok,
+)
+from corral.api._openapi import install_openapi
+from corral.api._problem import PROBLEM_JSON, problem_body, problems
 from corral.api.auth_routes import include_auth
-from corral.api.authn import Authenticate
+from corral.api.authn import EXEMPT_PATHS, Authenticate
 from corral.api.console import include_console
 from corral.api.console_auth import ConsoleCookieAuth
 from corral.api.deps import Principal
@@ -45,18 +57,36 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+#: bounds of the path parameters (a pool name as PoolCreate takes it; ids as the store makes them)
+PoolName = Annotated[str, Path(min_length=1, max_length=63)]
+SessionId = Annotated[str, Path(min_length=1, max_length=128)]
+ToolName = Annotated[str, Path(min_length=1, max_length=64, description="a tool (docs/tools.md)")]
+_PNG: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the screen as PNG",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def _ok(model: Any, status: int, *errors: int) -> dict[int | str, Any]:
+    """`responses=`: the success answer and the problem answers particular to the route."""
+    return {**ok(model, status), **problems(*errors)}
+
+
+_YEAR_S = 366 * 86400  # timeouts and lifetimes: a year at most
 
 
 class PoolCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=63)
     image: str = Field(min_length=1, max_length=128)
-    region: str = "local"
-    size: str = "small"
+    region: str = Field("local", min_length=1, max_length=63, description="a label")
+    size: str = Field("small", min_length=1, max_length=32, description="small, medium or large")
     warm: int = Field(2, ge=0, le=1000)
     max: int = Field(10, ge=1, le=1000)
-    idle_timeout_s: int = Field(1800, ge=1)
-    max_lifetime_s: int = Field(8 * 3600, ge=1)
+    idle_timeout_s: int = Field(1800, ge=1, le=_YEAR_S)
+    max_lifetime_s: int = Field(8 * 3600, ge=1, le=_YEAR_S)
     allow_bearer: bool = Field(
         False,
         description="accept plain bearer tokens (no DPoP) for acquiring from this pool and "
@@ -78,7 +108,7 @@ class SessionControls(BaseModel):
     read_only: bool = Field(False, description="no input tools: the agent can only look")
     no_clipboard: bool = Field(False, description="no get_clipboard / set_clipboard")
     no_file_transfer: bool = Field(False, description="no read_file / write_file")
-    allowed_hosts: list[str] | None = Field(
+    allowed_hosts: list[Annotated[str, Field(max_length=253)]] | None = Field(
         None, max_length=100, description="open_url only to these hosts (omit: any host)"
     )
 
@@ -128,21 +158,16 @@ class _BodyLimit:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "code": "too_large",
-                "message": f"request body over {limit} bytes",
-                "hint": "send less data per request",
-            }
-        }
-    ).encode()
+    problem = problem_body(
+        413, "too_large", f"request body over {limit} bytes", "send less data per request"
+    )
+    body = json.dumps(problem).encode()
     await send(
         {
             "type": "http.response.start",
             "status": 413,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(body)).encode()),
             ],
         }
@@ -291,26 +316,26 @@ def create_app(
         include_ssf(app, event_receiver, event_receiver.audience)
     include_policies(app, control.policy)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=None, responses=ok(Health))
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/v1/pools")
+    @app.get("/v1/pools", response_model=None, responses=ok(list[PoolOut]))
     async def list_pools(who: Principal) -> list[dict[str, Any]]:
         pools = await asyncio.to_thread(lambda: control.list_pools(principal=who))
         return [_pool_json(p) for p in pools]
 
-    @app.post("/v1/pools", status_code=201)
+    @app.post("/v1/pools", status_code=201, response_model=None, responses=_ok(PoolOut, 201, 409))
     async def create_pool(body: PoolCreate, who: Principal) -> dict[str, Any]:
         spec = PoolSpec(**body.model_dump())
         return _pool_json(await control.create_pool(spec, principal=who))
 
-    @app.get("/v1/pools/{name}")
-    async def get_pool(name: str, who: Principal) -> dict[str, Any]:
+    @app.get("/v1/pools/{name}", response_model=None, responses=_ok(PoolOut, 200, 404))
+    async def get_pool(name: PoolName, who: Principal) -> dict[str, Any]:
         return _pool_json(await asyncio.to_thread(lambda: control.get_pool(name, principal=who)))
 
-    @app.get("/v1/pools/{name}/pcs")
-    async def list_pool_pcs(name: str, who: Principal) -> list[dict[str, Any]]:
+    @app.get("/v1/pools/{name}/pcs", response_model=None, responses=_ok(list[PCOut], 200, 404))
+    async def list_pool_pcs(name: PoolName, who: Principal) -> list[dict[str, Any]]:
         pcs = await asyncio.to_thread(lambda: control.list_pool_pcs(name, principal=who))
         return [
             {
@@ -323,13 +348,20 @@ def create_app(
             for pc in pcs
         ]
 
-    @app.delete("/v1/pools/{name}", status_code=202)
-    async def delete_pool(name: str, who: Principal) -> dict[str, Any]:
+    @app.delete(
+        "/v1/pools/{name}", status_code=202, response_model=None, responses=_ok(PoolOut, 202, 404)
+    )
+    async def delete_pool(name: PoolName, who: Principal) -> dict[str, Any]:
         return _pool_json(await control.delete_pool(name, principal=who))
 
-    @app.post("/v1/pools/{pool}/sessions", status_code=201)
+    @app.post(
+        "/v1/pools/{pool}/sessions",
+        status_code=201,
+        response_model=None,
+        responses=_ok(Acquired, 201, 404, 409),
+    )
     async def acquire(
-        pool: str,
+        pool: PoolName,
         who: Principal,
         body: Annotated[AcquireBody | None, Body()] = None,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -351,26 +383,34 @@ def create_app(
             answer.update(auth.session_grant(who, session.id))
         return answer
 
-    @app.get("/v1/sessions")
+    @app.get("/v1/sessions", response_model=None, responses=ok(list[SessionOut]))
     async def list_sessions(who: Principal, active: bool = True) -> list[dict[str, Any]]:
         sessions = await asyncio.to_thread(lambda: control.list_sessions(active, principal=who))
         return [_session_json(s, base_url) for s in sessions]
 
-    @app.get("/v1/sessions/{session_id}")
-    async def get_session(session_id: str, who: Principal) -> dict[str, Any]:
+    @app.get(
+        "/v1/sessions/{session_id}", response_model=None, responses=_ok(SessionDetail, 200, 404)
+    )
+    async def get_session(session_id: SessionId, who: Principal) -> dict[str, Any]:
         session = await asyncio.to_thread(lambda: control.get_session(session_id, principal=who))
         answer = _session_json(session, base_url)
         answer["controls"] = control.policy.controls(session.id).to_json()
         return answer
 
-    @app.delete("/v1/sessions/{session_id}")
-    async def release(session_id: str, who: Principal) -> dict[str, Any]:
+    @app.delete(
+        "/v1/sessions/{session_id}", response_model=None, responses=_ok(SessionOut, 200, 404)
+    )
+    async def release(session_id: SessionId, who: Principal) -> dict[str, Any]:
         return _session_json(await control.release(session_id, principal=who), base_url)
 
-    @app.post("/v1/sessions/{session_id}/actions/{tool}")
+    @app.post(
+        "/v1/sessions/{session_id}/actions/{tool}",
+        response_model=None,
+        responses=_ok(ToolOut, 200, 404, 409, 422, 502, 504, 507),
+    )
     async def act(
-        session_id: str,
-        tool: str,
+        session_id: SessionId,
+        tool: ToolName,
         who: Principal,
         args: Annotated[dict[str, Any] | None, Body()] = None,
         prefer: Annotated[str | None, Header(max_length=200)] = None,
@@ -380,17 +420,22 @@ def create_app(
         result = await control.act(session_id, tool, args, principal=who, approval_wait_s=wait)
         return result.to_json()
 
-    @app.get("/v1/sessions/{session_id}/screenshot")
-    async def screenshot(session_id: str, who: Principal) -> Response:
+    @app.get(
+        "/v1/sessions/{session_id}/screenshot",
+        response_class=Response,
+        responses=_PNG | problems(404, 409, 422, 502, 504),
+    )
+    async def screenshot(session_id: SessionId, who: Principal) -> Response:
         png = await control.peek_screenshot(session_id, principal=who)
         return Response(png, media_type="image/png", headers=_SCREENSHOT_HEADERS)
 
-    @app.get("/sessions/{session_id}/viewer", response_class=HTMLResponse)
-    async def viewer(session_id: str, who: Principal) -> HTMLResponse:
+    @app.get("/sessions/{session_id}/viewer", response_class=HTMLResponse, responses=problems(404))
+    async def viewer(session_id: SessionId, who: Principal) -> HTMLResponse:
         session = await asyncio.to_thread(lambda: control.get_session(session_id, principal=who))
         page = _VIEWER.replace("{sid}", html.escape(visible(session.id)))
         return HTMLResponse(page, headers=_VIEWER_HEADERS)
 
+    install_openapi(app, public=EXEMPT_PATHS)
     mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
     grant = auth.session_grant if auth is not None else None
     mcp_lifespan.append(mount_mcp(app, control, allowed_hosts=mcp_hosts, session_grant=grant))

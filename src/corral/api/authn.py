@@ -211,9 +211,10 @@ async def _refuse(exc: AuthError, scope: Scope, receive: Receive, send: Send) ->
     retry_after = getattr(exc, "retry_after_s", None)
     if isinstance(retry_after, int):
         headers["Retry-After"] = str(retry_after)
-    body = {"error": {"code": exc.code, "message": exc.message}}
-    if exc.hint:
-        body["error"]["hint"] = exc.hint
     from starlette.responses import JSONResponse
 
-    await JSONResponse(body, status_code=exc.status, headers=headers)(scope, receive, send)
+    from corral.api._problem import PROBLEM_JSON, problem_body
+
+    body = problem_body(exc.status, exc.code, exc.message, exc.hint)
+    answer = JSONResponse(body, status_code=exc.status, headers=headers, media_type=PROBLEM_JSON)
+    await answer(scope, receive, send)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Body, FastAPI, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from corral.api._problem import problems
 from corral.api.deps import Principal
 from corral.domain.identity import AgentKey, Group, Risk, Role, User
 from corral.identity.directory import Credential, Directory
@@ -176,16 +177,6 @@ class GroupDetail(GroupOut, Members):
     pass
 
 
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-    hint: str | None = None
-
-
-class ErrorOut(BaseModel):
-    error: ErrorBody
-
-
 def _user(u: User) -> UserOut:
     return UserOut(
         id=u.id,
@@ -262,16 +253,8 @@ async def _run(fn: Callable[[], T]) -> T:
     return await asyncio.to_thread(fn)
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "bad input; the message says what to change"},
-    401: {
-        "model": ErrorOut,
-        "description": "no valid DPoP-bound token (WWW-Authenticate says why)",
-    },
-    403: {"model": ErrorOut, "description": "the caller lacks the role"},
-    404: {"model": ErrorOut, "description": "no such user, agent, group or key"},
-    409: {"model": ErrorOut, "description": "the name is taken, or the change breaks a rule"},
-}
+# 400, 401, 403 and 503 every route answers are added by corral.api._openapi.
+_ERRORS = problems(404, 409)
 
 
 def directory_router(service: DirectoryService) -> APIRouter:

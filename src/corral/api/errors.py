@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
+from corral.api._problem import PROBLEM_JSON, problem_body
 from corral.errors import (
     ActionError,
     ActionTimeoutError,
@@ -52,17 +53,14 @@ def status_for(exc: CorralError) -> int:
 
 
 def error_response(exc: CorralError) -> JSONResponse:
-    body: dict[str, Any] = {"error": {"code": exc.code, "message": exc.message}}
-    if exc.hint:
-        body["error"]["hint"] = exc.hint
-    if isinstance(exc, ApprovalPendingError):
-        body["error"]["approval_id"] = exc.approval_id
+    extra = {"approval_id": exc.approval_id} if isinstance(exc, ApprovalPendingError) else {}
+    body = problem_body(status_for(exc), exc.code, exc.message, exc.hint, **extra)
     headers = {}
     if isinstance(exc, AuthError):
         headers.update(exc.headers())
     if isinstance(exc, UnavailableError):
         headers["Retry-After"] = str(exc.retry_after_s)
-    return JSONResponse(body, status_code=status_for(exc), headers=headers)
+    return JSONResponse(body, status_code=status_for(exc), headers=headers, media_type=PROBLEM_JSON)
 
 
 def install_error_handlers(app: Any) -> None:

@@ -7,19 +7,40 @@ changing policies are policy-governed actions, `read_policies` and `manage_polic
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Path, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.access import EntityRef
+from corral.api._answers import (
+    ApprovalOut,
+    AssignmentChanged,
+    AssignmentOut,
+    DecisionOut,
+    PolicyAdded,
+    PolicyChangeOut,
+    PolicyList,
+    PolicyOut,
+    ok,
+)
+from corral.api._problem import problems
 from corral.api.deps import Principal
 from corral.domain.policy import ApprovalState
 from corral.errors import InvalidInputError
 from corral.service.policy import PolicyService
 
 __all__ = ["include_policies"]
+
+INT64_MAX = 2**63 - 1  # the largest integer the store keeps
+PolicyName = Annotated[str, Path(min_length=1, max_length=63)]
+PoolName = Annotated[str, Path(min_length=1, max_length=63)]
+ApprovalId = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+def _ok(model: Any, status: int, *errors: int) -> dict[int | str, Any]:
+    return {**ok(model, status), **problems(*errors)}
 
 
 class PolicyBody(BaseModel):
@@ -36,16 +57,18 @@ class PolicyPatch(BaseModel):
 
 class TestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    principal: str = Field(description='e.g. Agent::"bot"')
-    action: str = Field(description='e.g. Action::"run_command" or run_command')
-    resource: str = Field(description='e.g. PC::"pc-1"')
-    context: dict[str, Any] = Field(default_factory=dict)
+    principal: str = Field(max_length=300, description='e.g. Agent::"bot"')
+    action: str = Field(max_length=300, description='e.g. Action::"run_command" or run_command')
+    resource: str = Field(max_length=300, description='e.g. PC::"pc-1"')
+    context: dict[str, Any] = Field(
+        default_factory=dict, description="the request context, as Cedar sees it (docs/policies.md)"
+    )
 
 
 class AssignBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    agent: str | None = None
-    group: str | None = None
+    agent: str | None = Field(None, max_length=128, description="id or name")
+    group: str | None = Field(None, max_length=128, description="id or name")
 
 
 def _action(text: str) -> str:
@@ -61,7 +84,7 @@ def _action(text: str) -> str:
 def include_policies(app: FastAPI, policy: PolicyService) -> None:
     """Add the policy, assignment and approval routes to `app`."""
 
-    @app.get("/v1/policies")
+    @app.get("/v1/policies", response_model=None, responses=ok(PolicyList))
     async def list_policies(who: Principal) -> dict[str, Any]:
         stored = await asyncio.to_thread(lambda: policy.list_policies(principal=who))
         version = await asyncio.to_thread(policy.store.policy_version)
@@ -71,7 +94,9 @@ def include_policies(app: FastAPI, policy: PolicyService) -> None:
             "system": [{"name": p.name, "text": p.text} for p in policy.system_policies()],
         }
 
-    @app.post("/v1/policies", status_code=201)
+    @app.post(
+        "/v1/policies", status_code=201, response_model=None, responses=_ok(PolicyAdded, 201, 409)
+    )
     async def add_policy(body: PolicyBody, who: Principal) -> dict[str, Any]:
         added, rewritten = await asyncio.to_thread(
             lambda: policy.add_policy_explained(
@@ -81,8 +106,13 @@ def include_policies(app: FastAPI, policy: PolicyService) -> None:
         # notes: names stored as ids; warnings: entities that match nothing in the directory
         return {**added.to_json(), "notes": rewritten.notes(), "warnings": rewritten.warnings()}
 
-    @app.get("/v1/policies/changes")
-    async def changes(who: Principal, since: int = 0) -> list[dict[str, Any]]:
+    @app.get("/v1/policies/changes", response_model=None, responses=ok(list[PolicyChangeOut]))
+    async def changes(
+        who: Principal,
+        since: Annotated[
+            int, Query(ge=0, le=INT64_MAX, description="changes after this version")
+        ] = 0,
+    ) -> list[dict[str, Any]]:
         found = await asyncio.to_thread(lambda: policy.changes(principal=who, since=since))
         return [c.to_json() for c in found]
 
@@ -91,7 +121,7 @@ def include_policies(app: FastAPI, policy: PolicyService) -> None:
         await asyncio.to_thread(lambda: policy.list_policies(principal=who))  # read_policies
         return policy.engine.schema_text
 
-    @app.post("/v1/policies/test")
+    @app.post("/v1/policies/test", response_model=None, responses=ok(DecisionOut))
     async def test(body: TestBody, who: Principal) -> dict[str, Any]:
         decision = await asyncio.to_thread(
             lambda: policy.test(
@@ -104,45 +134,66 @@ def include_policies(app: FastAPI, policy: PolicyService) -> None:
         )
         return decision.to_json()
 
-    @app.get("/v1/policies/{name}")
-    async def get_policy(name: str, who: Principal) -> dict[str, Any]:
+    @app.get("/v1/policies/{name}", response_model=None, responses=_ok(PolicyOut, 200, 404))
+    async def get_policy(name: PolicyName, who: Principal) -> dict[str, Any]:
         return (await asyncio.to_thread(lambda: policy.get_policy(name, principal=who))).to_json()
 
-    @app.patch("/v1/policies/{name}")
-    async def patch_policy(name: str, body: PolicyPatch, who: Principal) -> dict[str, Any]:
+    @app.patch("/v1/policies/{name}", response_model=None, responses=_ok(PolicyOut, 200, 404))
+    async def patch_policy(name: PolicyName, body: PolicyPatch, who: Principal) -> dict[str, Any]:
         changed = await asyncio.to_thread(
             lambda: policy.set_policy_enabled(name, body.enabled, principal=who)
         )
         return changed.to_json()
 
-    @app.delete("/v1/policies/{name}")
-    async def remove_policy(name: str, who: Principal) -> dict[str, Any]:
+    @app.delete("/v1/policies/{name}", response_model=None, responses=_ok(PolicyOut, 200, 404))
+    async def remove_policy(name: PolicyName, who: Principal) -> dict[str, Any]:
         removed = await asyncio.to_thread(lambda: policy.remove_policy(name, principal=who))
         return removed.to_json()
 
-    @app.get("/v1/pools/{pool}/assignments")
-    async def assignments(pool: str, who: Principal) -> list[dict[str, Any]]:
+    @app.get(
+        "/v1/pools/{pool}/assignments",
+        response_model=None,
+        responses=_ok(list[AssignmentOut], 200, 404),
+    )
+    async def assignments(pool: PoolName, who: Principal) -> list[dict[str, Any]]:
         found = await asyncio.to_thread(lambda: policy.pool_assignments(pool, principal=who))
         return [a.to_json() for a in found]
 
-    @app.post("/v1/pools/{pool}/assignments")
-    async def assign(pool: str, body: AssignBody, who: Principal) -> dict[str, Any]:
+    @app.post(
+        "/v1/pools/{pool}/assignments",
+        response_model=None,
+        responses=_ok(AssignmentChanged, 200, 404, 409),
+    )
+    async def assign(pool: PoolName, body: AssignBody, who: Principal) -> dict[str, Any]:
         changed = await asyncio.to_thread(
             lambda: policy.assign_pool(pool, agent=body.agent, group=body.group, principal=who)
         )
         return {"pool": pool, "agent": body.agent, "group": body.group, "changed": changed}
 
-    @app.delete("/v1/pools/{pool}/assignments")
+    @app.delete(
+        "/v1/pools/{pool}/assignments",
+        response_model=None,
+        responses=_ok(AssignmentChanged, 200, 404, 409),
+    )
     async def unassign(
-        pool: str, who: Principal, agent: str | None = None, group: str | None = None
+        pool: PoolName,
+        who: Principal,
+        agent: Annotated[str | None, Query(max_length=128)] = None,
+        group: Annotated[str | None, Query(max_length=128)] = None,
     ) -> dict[str, Any]:
         changed = await asyncio.to_thread(
             lambda: policy.assign_pool(pool, agent=agent, group=group, present=False, principal=who)
         )
         return {"pool": pool, "agent": agent, "group": group, "changed": changed}
 
-    @app.get("/v1/approvals")
-    async def approvals(who: Principal, state: str | None = "pending") -> list[dict[str, Any]]:
+    @app.get("/v1/approvals", response_model=None, responses=ok(list[ApprovalOut]))
+    async def approvals(
+        who: Principal,
+        state: Annotated[
+            str | None,
+            Query(max_length=16, description="pending, approved, denied, expired or all"),
+        ] = "pending",
+    ) -> list[dict[str, Any]]:
         try:
             wanted = ApprovalState(state) if state and state != "all" else None
         except ValueError:
@@ -153,15 +204,23 @@ def include_policies(app: FastAPI, policy: PolicyService) -> None:
         found = await asyncio.to_thread(lambda: policy.list_approvals(principal=who, state=wanted))
         return [a.to_json() for a in found]
 
-    @app.post("/v1/approvals/{approval_id}/approve")
-    async def approve(approval_id: str, who: Principal) -> dict[str, Any]:
+    @app.post(
+        "/v1/approvals/{approval_id}/approve",
+        response_model=None,
+        responses=_ok(ApprovalOut, 200, 404, 409),
+    )
+    async def approve(approval_id: ApprovalId, who: Principal) -> dict[str, Any]:
         done = await asyncio.to_thread(
             lambda: policy.decide_approval(approval_id, approve=True, principal=who)
         )
         return done.to_json()
 
-    @app.post("/v1/approvals/{approval_id}/deny")
-    async def deny(approval_id: str, who: Principal) -> dict[str, Any]:
+    @app.post(
+        "/v1/approvals/{approval_id}/deny",
+        response_model=None,
+        responses=_ok(ApprovalOut, 200, 404, 409),
+    )
+    async def deny(approval_id: ApprovalId, who: Principal) -> dict[str, Any]:
         done = await asyncio.to_thread(
             lambda: policy.decide_approval(approval_id, approve=False, principal=who)
         )
