@@ -8,6 +8,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corral.api._problem import PROBLEM_JSON, problem_body
 from corral.errors import (
@@ -41,6 +42,9 @@ STATUS: tuple[tuple[type[CorralError], int], ...] = (
     (PCUnavailableError, 502),
     (RuntimeFailureError, 502),
 )
+
+# The codes of the framework's own answers (FastAPI's body parsing, routing).
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def status_for(exc: CorralError) -> int:
@@ -85,6 +89,20 @@ def install_error_handlers(app: Any) -> None:
             )
         )
 
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        # Raised by the framework itself (a body that is not JSON, an unknown path or method):
+        # the same problem body as Corral's own errors.
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "invalid_input")
+        body = problem_body(exc.status_code, code, str(exc.detail))
+        return JSONResponse(
+            body,
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+            media_type=PROBLEM_JSON,
+        )
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(CorralError, corral_error)
     app.add_exception_handler(OperationalError, store_error)
     app.add_exception_handler(RequestValidationError, validation_error)
