@@ -30,6 +30,7 @@ import uvicorn
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -51,6 +52,7 @@ from tests.api.test_enforcement import DesktopRuntime
 #: a minute or two on two busy cores
 EXAMPLES = {GenerationMode.POSITIVE: 8, GenerationMode.NEGATIVE: 6}
 CHECKS = [
+    not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
