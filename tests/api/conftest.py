@@ -60,7 +60,9 @@ class Client:
         self, method: str, path: str, *, check_secrets: bool = True, **kw: Any
     ) -> httpx2.Response:
         response = self.http.request(method, path, auth=self.auth, **kw)
-        json_answer = response.headers.get("content-type", "").startswith("application/json")
+        json_answer = response.headers.get("content-type", "").startswith(
+            ("application/json", "application/problem+json")
+        )
         if check_secrets and json_answer:
             assert secrets_in(response.json()) == [], response.text
         return response
