@@ -10,10 +10,9 @@ from tests.api.conftest import Client, Env
 
 OPEN_SHAPES = {
     # Shapes that depend on something else, said in their descriptions: a tool's arguments
-    # and structured result (docs/tools.md), the one-time private JWK of a new credential,
-    # and the context of a policy test (as Cedar sees it).
+    # and structured result (docs/tools.md), and the context of a policy test (as Cedar
+    # sees it).
     "ToolOut.data",
-    "CredentialOut.key",
     "TestBody.context",
     "POST /v1/sessions/{session_id}/actions/{tool} body",
 }

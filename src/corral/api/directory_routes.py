@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, FastAPI, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.json_schema import SkipJsonSchema
 
 from corral.api._problem import problems
 from corral.api.deps import Principal
@@ -141,6 +142,18 @@ class AgentDetail(AgentOut):
     keys: list[KeyOut]
 
 
+class PrivateJwk(BaseModel):
+    """The private key of a new credential (RFC 7517): Ed25519 (OKP) or P-256 (EC)."""
+
+    kty: Literal["OKP", "EC"]
+    crv: str
+    x: str
+    y: str | SkipJsonSchema[None] = Field(None, exclude_if=lambda v: v is None)  # EC only
+    d: str
+    kid: str = Field(description="the key's thumbprint (RFC 7638)")
+    alg: str
+
+
 class CredentialOut(BaseModel):
     """The agent's credential file, as `corral agent create` writes it; `key` is the private
     JWK. Shown once: the server does not keep it."""
@@ -148,7 +161,7 @@ class CredentialOut(BaseModel):
     agent_id: str
     client_id: str
     token_endpoint: str
-    key: dict[str, Any]
+    key: PrivateJwk
 
 
 class AgentIssued(BaseModel):
@@ -235,7 +248,7 @@ def _issued(view: AgentView, credential: Credential, response: Response) -> Agen
             agent_id=credential["agent_id"],
             client_id=credential["client_id"],
             token_endpoint=credential["token_endpoint"],
-            key=dict(credential["key"]),
+            key=PrivateJwk.model_validate(credential["key"]),
         ),
     )
 
