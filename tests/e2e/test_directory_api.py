@@ -37,7 +37,9 @@ def _secrets(body: Any, path: tuple[str, ...] = ()) -> list[str]:
 def call(client: httpx.Client, method: str, path: str, **kw: Any) -> httpx.Response:
     """A request whose answer is checked for secrets before the test looks at it."""
     response = client.request(method, path, **kw)
-    if response.headers.get("content-type", "").startswith("application/json"):
+    if response.headers.get("content-type", "").startswith(
+        ("application/json", "application/problem+json")
+    ):
         assert _secrets(response.json()) == [], response.text
         assert "$argon2" not in response.text
     return response

@@ -15,14 +15,26 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Header, Response
+from fastapi import Body, FastAPI, Header, Path, Response
 from fastapi.responses import HTMLResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
+from corral.api._answers import (
+    Acquired,
+    Health,
+    PCOut,
+    PoolOut,
+    SessionDetail,
+    SessionOut,
+    ToolOut,
+    ok,
+)
+from corral.api._openapi import install_openapi
+from corral.api._problem import problems
 from corral.api.auth_routes import include_auth
-from corral.api.authn import Authenticate
+from corral.api.authn import EXEMPT_PATHS, Authenticate
 from corral.api.console import include_console
 from corral.api.console_auth import ConsoleCookieAuth
 from corral.api.deps import Principal
@@ -48,6 +60,21 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+#: bounds of the path parameters (a pool name as PoolCreate takes it; ids as the store makes them)
+PoolName = Annotated[str, Path(min_length=1, max_length=63)]
+SessionId = Annotated[str, Path(min_length=1, max_length=128)]
+ToolName = Annotated[str, Path(min_length=1, max_length=64, description="a tool (docs/tools.md)")]
+_PNG: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the screen as PNG",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def _ok(model: Any, status: int, *errors: int) -> dict[int | str, Any]:
+    return {**ok(model, status), **problems(*errors)}
 
 
 class _TooLarge(Exception):
@@ -271,25 +298,25 @@ def create_app(
         include_ssf(app, event_receiver, event_receiver.audience)
     include_policies(app, gate)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=None, responses=ok(Health))
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/v1/pools")
+    @app.get("/v1/pools", response_model=None, responses=ok(list[PoolOut]))
     async def list_pools(who: Principal) -> list[dict[str, Any]]:
         pools = await gate.handle(who, _LIST_POOLS)
         return [_pool_json(p) for p in pools]
 
-    @app.post("/v1/pools", status_code=201)
+    @app.post("/v1/pools", status_code=201, response_model=None, responses=_ok(PoolOut, 201, 409))
     async def create_pool(body: PoolCreate, who: Principal) -> dict[str, Any]:
         return _pool_json(await gate.handle(who, _CREATE_POOL, None, body))
 
-    @app.get("/v1/pools/{name}")
-    async def get_pool(name: str, who: Principal) -> dict[str, Any]:
+    @app.get("/v1/pools/{name}", response_model=None, responses=_ok(PoolOut, 200, 404))
+    async def get_pool(name: PoolName, who: Principal) -> dict[str, Any]:
         return _pool_json(await gate.handle(who, _SHOW_POOL, name))
 
-    @app.get("/v1/pools/{name}/pcs")
-    async def list_pool_pcs(name: str, who: Principal) -> list[dict[str, Any]]:
+    @app.get("/v1/pools/{name}/pcs", response_model=None, responses=_ok(list[PCOut], 200, 404))
+    async def list_pool_pcs(name: PoolName, who: Principal) -> list[dict[str, Any]]:
         pcs = await gate.handle(who, _LIST_POOL_PCS, name)
         return [
             {
@@ -302,19 +329,25 @@ def create_app(
             for pc in pcs
         ]
 
-    @app.delete("/v1/pools/{name}", status_code=202)
-    async def delete_pool(name: str, who: Principal) -> dict[str, Any]:
+    @app.delete(
+        "/v1/pools/{name}", status_code=202, response_model=None, responses=_ok(PoolOut, 202, 404)
+    )
+    async def delete_pool(name: PoolName, who: Principal) -> dict[str, Any]:
         return _pool_json(await gate.handle(who, _DELETE_POOL, name))
 
-    @app.post("/v1/pools/{pool}/sessions", status_code=201)
+    @app.post(
+        "/v1/pools/{pool}/sessions",
+        status_code=201,
+        response_model=None,
+        responses=_ok(Acquired, 201, 404, 409),
+    )
     async def acquire(
-        pool: str,
+        pool: PoolName,
         who: Principal,
         body: Annotated[AcquireRequest | None, Body()] = None,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> dict[str, Any]:
-        # The whole body is the request an Idempotency-Key stands for; the answer carries a
-        # token for this session only, bound to the caller's own DPoP key (from the service).
+        # The whole body is the request an Idempotency-Key stands for.
         args = Acquire.model_construct(
             wait_s=body.wait_s if body else None,
             controls=body.controls if body else None,
@@ -323,24 +356,32 @@ def create_app(
         grant: SessionGrant = await gate.handle(who, _ACQUIRE, pool, args)
         return _grant_json(grant, base_url)
 
-    @app.get("/v1/sessions")
+    @app.get("/v1/sessions", response_model=None, responses=ok(list[SessionOut]))
     async def list_sessions(who: Principal, active: bool = True) -> list[dict[str, Any]]:
         args = ListSessions.model_construct(active=active)
         sessions = await gate.handle(who, _LIST_SESSIONS, None, args)
         return [_session_json(s, base_url) for s in sessions]
 
-    @app.get("/v1/sessions/{session_id}")
-    async def get_session(session_id: str, who: Principal) -> dict[str, Any]:
+    @app.get(
+        "/v1/sessions/{session_id}", response_model=None, responses=_ok(SessionDetail, 200, 404)
+    )
+    async def get_session(session_id: SessionId, who: Principal) -> dict[str, Any]:
         return _grant_json(await gate.handle(who, _SHOW_SESSION, session_id), base_url)
 
-    @app.delete("/v1/sessions/{session_id}")
-    async def release(session_id: str, who: Principal) -> dict[str, Any]:
+    @app.delete(
+        "/v1/sessions/{session_id}", response_model=None, responses=_ok(SessionOut, 200, 404)
+    )
+    async def release(session_id: SessionId, who: Principal) -> dict[str, Any]:
         return _session_json(await gate.handle(who, _RELEASE, session_id), base_url)
 
-    @app.post("/v1/sessions/{session_id}/actions/{tool}")
+    @app.post(
+        "/v1/sessions/{session_id}/actions/{tool}",
+        response_model=None,
+        responses=_ok(ToolOut, 200, 404, 409, 422, 502, 504, 507),
+    )
     async def act(
-        session_id: str,
-        tool: str,
+        session_id: SessionId,
+        tool: ToolName,
         who: Principal,
         args: Annotated[dict[str, Any] | None, Body()] = None,
         prefer: Annotated[str | None, Header(max_length=200)] = None,
@@ -351,17 +392,22 @@ def create_app(
         result = await gate.handle(who, op, session_id, args, wait_s=wait)
         return result.to_json()  # type: ignore[no-any-return]
 
-    @app.get("/v1/sessions/{session_id}/screenshot")
-    async def screenshot(session_id: str, who: Principal) -> Response:
+    @app.get(
+        "/v1/sessions/{session_id}/screenshot",
+        response_class=Response,
+        responses=_PNG | problems(404, 409, 422, 502, 504),
+    )
+    async def screenshot(session_id: SessionId, who: Principal) -> Response:
         png = await gate.handle(who, _OBSERVE, session_id)
         return Response(png, media_type="image/png", headers=_SCREENSHOT_HEADERS)
 
-    @app.get("/sessions/{session_id}/viewer", response_class=HTMLResponse)
-    async def viewer(session_id: str, who: Principal) -> HTMLResponse:
+    @app.get("/sessions/{session_id}/viewer", response_class=HTMLResponse, responses=problems(404))
+    async def viewer(session_id: SessionId, who: Principal) -> HTMLResponse:
         grant: SessionGrant = await gate.handle(who, _SHOW_SESSION, session_id)
         page = _VIEWER.replace("{sid}", html.escape(visible(grant.session.id)))
         return HTMLResponse(page, headers=_VIEWER_HEADERS)
 
+    install_openapi(app, public=EXEMPT_PATHS)
     mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
     handles = SessionHandles.from_keyring(auth.keyring) if auth is not None else None
     mcp_lifespan.append(mount_mcp(app, gate, allowed_hosts=mcp_hosts, handles=handles))

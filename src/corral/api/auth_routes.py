@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from corral.api._answers import JwkSet, OAuthError, TokenOut, ok
 from corral.errors import NotFoundError
 from corral.identity.errors import AuthError, UseDPoPNonceError
 from corral.identity.resource_metadata import (
@@ -55,6 +56,18 @@ _TOKEN_REQUEST_SCHEMA: dict[str, Any] = {
 }
 
 
+# RFC 6749 section 5.2 error bodies (not problem bodies: OAuth clients parse these).
+_OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": OAuthError, "description": why}
+    for status, why in (
+        (400, "a bad request or grant, or a bad DPoP proof (`use_dpop_nonce`: retry with it)"),
+        (401, "the client could not be authenticated"),
+        (429, "too many token requests; retry after Retry-After seconds"),
+        (503, "temporarily unavailable; retry after Retry-After seconds"),
+    )
+}
+
+
 def _error_answer(exc: AuthError) -> JSONResponse:
     headers = dict(_NO_STORE)
     if isinstance(exc, UseDPoPNonceError):
@@ -89,7 +102,13 @@ async def _read_form(request: Request) -> dict[str, str]:
 def auth_router(auth: AuthService) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/token", openapi_extra=_TOKEN_REQUEST_SCHEMA, tags=["auth"])
+    @router.post(
+        "/v1/token",
+        openapi_extra=_TOKEN_REQUEST_SCHEMA,
+        tags=["auth"],
+        response_model=None,
+        responses={**ok(TokenOut), **_OAUTH_ERRORS},
+    )
     async def token(request: Request) -> JSONResponse:
         """OAuth 2 client credentials with a private_key_jwt assertion and a DPoP proof."""
         dpop = request.headers.getlist("dpop")
@@ -110,7 +129,7 @@ def auth_router(auth: AuthService) -> APIRouter:
             )
         return JSONResponse(answer, headers=_NO_STORE)
 
-    @router.get("/.well-known/jwks.json", tags=["auth"])
+    @router.get("/.well-known/jwks.json", tags=["auth"], response_model=None, responses=ok(JwkSet))
     async def jwks() -> JSONResponse:
         """The public keys that verify Corral's access tokens."""
         return JSONResponse(auth.jwks(), headers={"Cache-Control": "public, max-age=60"})

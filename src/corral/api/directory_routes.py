@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, FastAPI, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.json_schema import SkipJsonSchema
 
+from corral.api._problem import problems
 from corral.api.deps import Principal
 from corral.domain.access import Caller
 from corral.domain.identity import AgentKey, Group, Risk, Role, User
@@ -141,6 +143,18 @@ class AgentDetail(AgentOut):
     keys: list[KeyOut]
 
 
+class PrivateJwk(BaseModel):
+    """The private key of a new credential (RFC 7517): Ed25519 (OKP) or P-256 (EC)."""
+
+    kty: Literal["OKP", "EC"]
+    crv: str
+    x: str
+    y: str | SkipJsonSchema[None] = Field(None, exclude_if=lambda v: v is None)  # EC only
+    d: str
+    kid: str = Field(description="the key's thumbprint (RFC 7638)")
+    alg: str
+
+
 class CredentialOut(BaseModel):
     """The agent's credential file, as `corral agent create` writes it; `key` is the private
     JWK. Shown once: the server does not keep it."""
@@ -148,7 +162,7 @@ class CredentialOut(BaseModel):
     agent_id: str
     client_id: str
     token_endpoint: str
-    key: dict[str, Any]
+    key: PrivateJwk
 
 
 class AgentIssued(BaseModel):
@@ -175,16 +189,6 @@ class Members(BaseModel):
 
 class GroupDetail(GroupOut, Members):
     pass
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-    hint: str | None = None
-
-
-class ErrorOut(BaseModel):
-    error: ErrorBody
 
 
 def _user(u: User) -> UserOut:
@@ -245,7 +249,7 @@ def _issued(view: AgentView, credential: Credential, response: Response) -> Agen
             agent_id=credential["agent_id"],
             client_id=credential["client_id"],
             token_endpoint=credential["token_endpoint"],
-            key=dict(credential["key"]),
+            key=PrivateJwk.model_validate(credential["key"]),
         ),
     )
 
@@ -265,16 +269,8 @@ async def _do(
     return await gate.handle(who, ops.operation(name), target, args)
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "bad input; the message says what to change"},
-    401: {
-        "model": ErrorOut,
-        "description": "no valid DPoP-bound token (WWW-Authenticate says why)",
-    },
-    403: {"model": ErrorOut, "description": "the caller lacks the role"},
-    404: {"model": ErrorOut, "description": "no such user, agent, group or key"},
-    409: {"model": ErrorOut, "description": "the name is taken, or the change breaks a rule"},
-}
+# 400, 401, 403 and 503 every route answers are added by corral.api._openapi.
+_ERRORS = problems(404, 409)
 
 
 def directory_router(gate: Gate) -> APIRouter:

@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from corral.api._problem import PROBLEM_JSON, problem_body
 from corral.errors import PROBLEM_MEDIA_TYPE, CorralError, InvalidInputError, problem
 
 __all__ = ["ProblemResponse", "error_response", "install_error_handlers", "status_for"]
@@ -20,6 +22,10 @@ __all__ = ["ProblemResponse", "error_response", "install_error_handlers", "statu
 
 class ProblemResponse(JSONResponse):
     media_type = PROBLEM_MEDIA_TYPE
+
+
+# The codes of the framework's own answers (FastAPI's body parsing, routing).
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def status_for(exc: CorralError) -> int:
@@ -56,5 +62,19 @@ def install_error_handlers(app: Any) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(validation_problem(exc))
 
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        # Raised by the framework itself (a body that is not JSON, an unknown path or method):
+        # the same problem body as Corral's own errors.
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "invalid_input")
+        body = problem_body(exc.status_code, code, str(exc.detail))
+        return JSONResponse(
+            body,
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+            media_type=PROBLEM_JSON,
+        )
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(CorralError, corral_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from corral.api._answers import SetError, SsfConfiguration, ok
 from corral.identity.errors import SetRefusedError
 from corral.service.events import SET_CONTENT_TYPE, transmitter_metadata
 from corral.service.inbound_events import EventReceiver
@@ -20,6 +21,12 @@ __all__ = ["include_ssf", "ssf_router"]
 RECEIVER_PATH = "/ssf/events"
 METADATA_PATH = "/.well-known/ssf-configuration"
 MAX_SET_BYTES = 16 * 1024
+_SET_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {SET_CONTENT_TYPE: {"schema": {"type": "string", "maxLength": MAX_SET_BYTES}}},
+    }
+}
 
 
 def _refused(err: str, description: str) -> JSONResponse:
@@ -29,7 +36,16 @@ def _refused(err: str, description: str) -> JSONResponse:
 def ssf_router(receiver: EventReceiver, issuer: str) -> APIRouter:
     router = APIRouter(tags=["events"])
 
-    @router.post(RECEIVER_PATH, status_code=202, response_class=Response)
+    @router.post(
+        RECEIVER_PATH,
+        status_code=202,
+        response_class=Response,
+        responses={
+            202: {"description": "accepted (no body)"},
+            400: {"model": SetError, "description": "refused (RFC 8935 section 2.3)"},
+        },
+        openapi_extra=_SET_BODY,
+    )
     async def push(request: Request) -> Response:
         """Receive one Security Event Token from a trusted provider (RFC 8935 push)."""
         content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -51,7 +67,7 @@ def ssf_router(receiver: EventReceiver, issuer: str) -> APIRouter:
             return JSONResponse(exc.body(), status_code=400)
         return Response(status_code=202)
 
-    @router.get(METADATA_PATH)
+    @router.get(METADATA_PATH, response_model=None, responses=ok(SsfConfiguration))
     async def configuration() -> JSONResponse:
         """SSF transmitter metadata: issuer, keys, push delivery, event types."""
         return JSONResponse(

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,6 +57,9 @@ class NoArgs(_Args):
     """No arguments."""
 
 
+_YEAR_S = 366 * 86400  # timeouts and lifetimes: a year at most
+
+
 class SessionControls(BaseModel):
     """Restrictions fixed for the session's whole life (on top of any a policy sets). The one
     definition of the session controls a caller may ask for: REST's acquire body and the
@@ -67,7 +70,7 @@ class SessionControls(BaseModel):
     read_only: bool = Field(False, description="no input tools: the agent can only look")
     no_clipboard: bool = Field(False, description="no get_clipboard / set_clipboard")
     no_file_transfer: bool = Field(False, description="no read_file / write_file")
-    allowed_hosts: list[str] | None = Field(
+    allowed_hosts: list[Annotated[str, Field(max_length=253)]] | None = Field(
         None, max_length=100, description="open_url only to these hosts (omit: any host)"
     )
 
@@ -112,12 +115,12 @@ class ListSessions(_Args):
 class PoolCreate(_Args):
     name: str = Field(min_length=1, max_length=63)
     image: str = Field(min_length=1, max_length=128)
-    region: str = "local"
-    size: str = "small"
+    region: str = Field("local", min_length=1, max_length=63, description="a label")
+    size: str = Field("small", min_length=1, max_length=32, description="small, medium or large")
     warm: int = Field(2, ge=0, le=1000)
     max: int = Field(10, ge=1, le=1000)
-    idle_timeout_s: int = Field(1800, ge=1)
-    max_lifetime_s: int = Field(8 * 3600, ge=1)
+    idle_timeout_s: int = Field(1800, ge=1, le=_YEAR_S)
+    max_lifetime_s: int = Field(8 * 3600, ge=1, le=_YEAR_S)
     allow_bearer: bool = Field(
         False,
         description="accept plain bearer tokens (no DPoP) for acquiring from this pool and "
