@@ -69,7 +69,9 @@ def test_every_error_is_a_documented_problem(bot: Client) -> None:
     problem = spec["components"]["schemas"]["Problem"]
     assert set(problem["required"]) == {"type", "title", "status", "detail", "code"}
     public = {"/healthz", "/v1/token", "/.well-known/jwks.json", "/ssf/events"}
-    public |= {"/.well-known/ssf-configuration"}
+    public |= {"/.well-known/ssf-configuration", "/.well-known/oauth-authorization-server"}
+    public |= {"/.well-known/oauth-protected-resource"}
+    public |= {"/.well-known/oauth-protected-resource/{resource}"}
     for label, operation in _operations(spec):
         answers = operation["responses"]
         assert "422" not in answers or "HTTPValidationError" not in str(answers["422"]), label

@@ -261,3 +261,28 @@ class SetError(BaseModel):
 
     err: str
     description: str
+
+
+class ResourceMetadata(BaseModel):
+    """RFC 9728 protected resource metadata (docs/authentication.md)."""
+
+    resource: str
+    authorization_servers: list[str]
+    jwks_uri: str
+    bearer_methods_supported: list[str]
+    dpop_signing_alg_values_supported: list[str]
+    dpop_bound_access_tokens_required: bool
+    resource_name: str
+
+
+class AuthorizationServerMetadata(BaseModel):
+    """RFC 8414 authorization server metadata: Corral's token endpoint."""
+
+    issuer: str
+    token_endpoint: str
+    jwks_uri: str
+    grant_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    token_endpoint_auth_signing_alg_values_supported: list[str]
+    dpop_signing_alg_values_supported: list[str]
+    response_types_supported: list[str]

@@ -13,7 +13,15 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from corral.api._answers import JwkSet, OAuthError, TokenOut, ok
+from corral.api._answers import (
+    AuthorizationServerMetadata,
+    JwkSet,
+    OAuthError,
+    ResourceMetadata,
+    TokenOut,
+    ok,
+)
+from corral.api._problem import problems
 from corral.errors import NotFoundError
 from corral.identity.errors import AuthError, UseDPoPNonceError
 from corral.identity.resource_metadata import (
@@ -134,17 +142,27 @@ def auth_router(auth: AuthService) -> APIRouter:
         """The public keys that verify Corral's access tokens."""
         return JSONResponse(auth.jwks(), headers={"Cache-Control": "public, max-age=60"})
 
-    @router.get(METADATA_PATH, tags=["auth"])
+    @router.get(METADATA_PATH, tags=["auth"], response_model=None, responses=ok(ResourceMetadata))
     async def resource_metadata() -> JSONResponse:
         """RFC 9728 metadata of the API itself (REST under /v1)."""
         return _metadata(auth.issuer, "")
 
-    @router.get(METADATA_PATH + "/{resource:path}", tags=["auth"])
+    @router.get(
+        METADATA_PATH + "/{resource:path}",
+        tags=["auth"],
+        response_model=None,
+        responses={**ok(ResourceMetadata), **problems(404)},
+    )
     async def resource_metadata_of(resource: str) -> JSONResponse:
         """RFC 9728 metadata of `/mcp` and of each `/sessions/{id}/mcp`."""
         return _metadata(auth.issuer, "/" + resource)
 
-    @router.get(AUTHORIZATION_SERVER_PATH, tags=["auth"])
+    @router.get(
+        AUTHORIZATION_SERVER_PATH,
+        tags=["auth"],
+        response_model=None,
+        responses=ok(AuthorizationServerMetadata),
+    )
     async def authorization_server() -> JSONResponse:
         """RFC 8414 metadata of Corral's authorization server (its token endpoint)."""
         return JSONResponse(
