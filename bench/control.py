@@ -26,7 +26,7 @@ import httpx
 
 from bench._stats import Row, render, summarize, time_ms
 from bench.runtime import GRAB_FLOOR
-from corral.identity.http_auth import DPoPAuth, mcp_http_client
+from corral.client.http import DPoPAuth, mcp_http_client
 from corral.runtime.pcs import PCRuntime
 
 RUNS = int(os.environ.get("CORRAL_BENCH_RUNS", "20"))

@@ -20,8 +20,8 @@ from corral.api.authn import Authenticate
 from corral.domain.identity import Role
 from corral.identity import CLIENT_ASSERTION_TYPE, DPoPKey, SigningKeyring, client_assertion
 from corral.identity.errors import AuthError
-from corral.service.access import AccessEvaluator
-from corral.service.auth import AuthService, RateLimit
+from corral.identity.evaluation import AccessEvaluator
+from corral.identity.token_endpoint import AuthService, RateLimit
 from corral.store import Store
 
 ISSUER = "http://127.0.0.1:8420"

@@ -29,10 +29,10 @@ import cedarpy
 
 from bench._stats import Row, render, summarize, time_ms
 from corral.access import DEFAULT_POLICIES, SYSTEM_POLICIES, NamedPolicy
+from corral.access.service import PolicyService
 from corral.domain.access import Caller, CallerKind
 from corral.domain.identity import Role
 from corral.domain.models import PCState, PoolSpec
-from corral.service.policy import PolicyService
 from corral.store import Store
 
 RUNS = int(os.environ.get("CORRAL_BENCH_RUNS", "2000"))

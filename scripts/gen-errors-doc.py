@@ -15,9 +15,19 @@ START, END = "<!-- errors-table:start -->\n", "<!-- errors-table:end -->"
 
 def render(page: str) -> str:
     """`page` with the text between the markers replaced by the generated table."""
-    import corral.api.app
-    import corral.cli.main  # noqa: F401
+    import importlib
+    import pkgutil
+
+    import corral
     from corral.errors import errors_markdown
+
+    # Every module that may define an error class, so the table never depends on which ones
+    # happen to be imported (the in-PC daemon and the migrations define none).
+    for mod in pkgutil.walk_packages(corral.__path__, "corral."):
+        if not mod.name.startswith(("corral.pcd", "corral.store.migrations")) and not (
+            mod.name.endswith("__main__")
+        ):
+            importlib.import_module(mod.name)
 
     head, _, rest = page.partition(START)
     _, _, tail = rest.partition(END)

@@ -33,7 +33,7 @@ from corral.access import (
 from corral.access.schema import ADMIN_ACTIONS, LENDING_ACTIONS, action_ancestors
 from corral.domain.identity import Agent, Group, Risk, Role, User
 from corral.domain.models import Pool, PoolSpec, Session, SessionState
-from corral.service.tools import TOOLS
+from corral.lifecycle.tools import TOOLS
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 TOOL_ACTIONS = [ToolAction(t.name, t.input_tool) for t in TOOLS.values()]

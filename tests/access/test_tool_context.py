@@ -10,7 +10,7 @@ import pytest
 from corral.access import Controls, NamedPolicy, PolicyEngine, ToolAction, reads_program, tool_args
 from corral.domain.urls import normalize_host_name, parse_web_url
 from corral.errors import InvalidInputError
-from corral.service.tools import TOOLS, parse_args
+from corral.lifecycle.tools import TOOLS, parse_args
 
 TOOL_ACTIONS = [ToolAction(t.name, t.input_tool) for t in TOOLS.values()]
 

@@ -12,11 +12,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from corral.api.app import create_app
+from corral.client.http import AgentCredential, DPoPAuth, TokenSource
 from corral.identity import SigningKeyring
 from corral.identity.directory import Credential, Directory
-from corral.identity.http_auth import AgentCredential, DPoPAuth, TokenSource
-from corral.service.auth import AuthService
-from corral.service.control import ControlPlane
+from corral.identity.token_endpoint import AuthService
+from corral.lifecycle.control import ControlPlane
 from corral.store import Store
 from tests.support.fakes import FakeDriver
 

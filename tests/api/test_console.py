@@ -19,14 +19,14 @@ import pytest
 from starlette.testclient import TestClient
 
 from corral.api.app import create_app
+from corral.console.service import ConsoleSettings
 from corral.domain.federation import OidcProvider
 from corral.domain.models import PCState, PoolSpec
 from corral.domain.policy import Approval, ApprovalState
 from corral.identity import DPoPKey, SigningKeyring, issue_access_token
 from corral.identity.directory import Directory
-from corral.service.auth import AuthService, RateLimit
-from corral.service.console import ConsoleSettings
-from corral.service.control import ControlPlane
+from corral.identity.token_endpoint import AuthService, RateLimit
+from corral.lifecycle.control import ControlPlane
 from corral.store import Store
 from tests.oidc_mock import AUTHLIB_WARNINGS, MockProvider, mock_provider
 

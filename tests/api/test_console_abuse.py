@@ -12,8 +12,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from corral.api.app import create_app
-from corral.service.auth import AuthService, RateLimit
-from corral.service.console import ConsoleSettings
+from corral.console.service import ConsoleSettings
+from corral.identity.token_endpoint import AuthService, RateLimit
 from tests.api.test_console import BASE, COOKIE, Env
 from tests.oidc_mock import AUTHLIB_WARNINGS
 

@@ -42,7 +42,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
 
 from corral.access import Decision
+from corral.access.service import PolicyService, Target
 from corral.api.app import create_app
+from corral.client.http import AgentCredential, DPoPAuth, TokenSource, mcp_http_client
 from corral.domain.access import Caller, CallerKind
 from corral.domain.models import PCState, PoolSpec
 from corral.domain.policy import Approval, ApprovalState
@@ -50,14 +52,12 @@ from corral.gate import OPERATIONS, STAGES
 from corral.gate import Gate as GateType
 from corral.identity import SigningKeyring
 from corral.identity.directory import Directory
-from corral.identity.http_auth import AgentCredential, DPoPAuth, TokenSource, mcp_http_client
+from corral.identity.event_receiver import EventReceiver
+from corral.identity.token_endpoint import AuthService
+from corral.lifecycle.control import ControlPlane
+from corral.lifecycle.tools import TOOLS
 from corral.mcp.gateway import LIFECYCLE_TOOLS
 from corral.runtime.client import CommandResult, Screenshot
-from corral.service.auth import AuthService
-from corral.service.control import ControlPlane
-from corral.service.inbound_events import EventReceiver
-from corral.service.policy import PolicyService, Target
-from corral.service.tools import TOOLS
 from corral.store import Store
 from tests.gate.spy import Spy
 from tests.mcp.client import call, connect, text

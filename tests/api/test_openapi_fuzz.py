@@ -39,12 +39,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from corral.api.app import create_app
+from corral.client.http import AgentCredential, TokenSource
 from corral.identity import SigningKeyring
 from corral.identity.directory import Directory
-from corral.identity.http_auth import AgentCredential, TokenSource
-from corral.service.auth import AuthService
-from corral.service.control import ControlPlane
-from corral.service.inbound_events import EventReceiver
+from corral.identity.event_receiver import EventReceiver
+from corral.identity.token_endpoint import AuthService
+from corral.lifecycle.control import ControlPlane
 from corral.store import Store
 from tests.api.test_enforcement import DesktopRuntime
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from corral.identity.http_auth import DPoPAuth
+from corral.client.http import DPoPAuth
 from tests.runtime.conftest import clean_stale_test_states
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ import httpx
 import pyotp
 import pytest
 
+from corral.client.http import DPoPAuth
 from corral.identity import CLIENT_ASSERTION_TYPE, DPoPKey, client_assertion
 from corral.identity.directory import Directory, read_credential
-from corral.identity.http_auth import DPoPAuth
 from corral.store import Store
 
 from .conftest import IMAGE, Server

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from corral.client.http import DPoPAuth
 from corral.identity import DPoPKey
-from corral.identity.http_auth import DPoPAuth
 from corral.identity.keys import SigningKeyring
 from corral.identity.tokens import issue_access_token
 

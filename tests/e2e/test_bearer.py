@@ -15,9 +15,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types import ImageContent
 
+from corral.client.http import DPoPAuth, mcp_http_client
 from corral.identity import CLIENT_ASSERTION_TYPE, DPoPKey, client_assertion
 from corral.identity.directory import read_credential
-from corral.identity.http_auth import DPoPAuth, mcp_http_client
 
 from .conftest import Server
 

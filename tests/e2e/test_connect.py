@@ -15,7 +15,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, ImageContent, TextContent, Tool
 
-from corral.identity.http_auth import DPoPAuth, mcp_http_client
+from corral.client.http import DPoPAuth, mcp_http_client
 
 from .conftest import Server
 

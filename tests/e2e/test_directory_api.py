@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from corral.client.http import DPoPAuth
 from corral.identity.directory import write_credential
-from corral.identity.http_auth import DPoPAuth
 
 from .conftest import Server
 

@@ -12,10 +12,10 @@ import pytest
 from joserfc.jwk import OKPKey
 from joserfc.jws import serialize_compact
 
+from corral.client.http import DPoPAuth
 from corral.domain.events import RISK_LEVEL_CHANGE, SESSION_REVOKED
 from corral.domain.federation import OidcProvider
 from corral.identity.caep import verify_set
-from corral.identity.http_auth import DPoPAuth
 from corral.store import Store
 from tests.identity.test_caep import _ANY_ALG, public
 from tests.service.loopback_receiver import LoopbackReceiver

@@ -20,7 +20,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
-from corral.identity.http_auth import DPoPAuth, mcp_http_client
+from corral.client.http import DPoPAuth, mcp_http_client
 
 from .conftest import Server
 

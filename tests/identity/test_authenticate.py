@@ -19,7 +19,7 @@ from corral.identity.errors import (
     InvalidTokenError,
     MissingCredentialsError,
 )
-from corral.service.access import AccessEvaluator
+from corral.identity.evaluation import AccessEvaluator
 from corral.store import Store
 
 ISSUER = "https://corral.example"

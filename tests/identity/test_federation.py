@@ -416,8 +416,8 @@ def test_pushed_events_are_verified_with_the_federations_fetched_keys(
     """`corral up` verifies inbound SETs of a provider with a `jwks_uri` through the same
     cached keys as its workload tokens; an unreachable provider fails closed (invalid_key)."""
     from corral.identity.errors import SetRefusedError
-    from corral.service.federation import FederationService
-    from corral.service.inbound_events import federation_keys
+    from corral.identity.event_receiver import federation_keys
+    from corral.identity.federation_service import FederationService
 
     w = World(tmp_path, jwks_server, http, rsa)
     keys_for = federation_keys(FederationService(w.store, http=http))

@@ -21,7 +21,7 @@ from corral.domain.models import PoolSpec
 from corral.identity import CLIENT_ASSERTION_TYPE, DPoPKey, SigningKeyring, verify_access_token
 from corral.identity import federation as fed
 from corral.identity.directory import Directory
-from corral.service.auth import AuthService
+from corral.identity.token_endpoint import AuthService
 from corral.store import Store
 
 BASE = "http://testserver"

@@ -33,6 +33,7 @@ from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
 from corral.api.auth_routes import include_auth
+from corral.client.http import AgentCredential, DPoPAuth, TokenSource, mcp_http_client
 from corral.identity import (
     AuthError,
     DPoPSettings,
@@ -45,8 +46,7 @@ from corral.identity import (
 )
 from corral.identity._jose import b64url_sha256
 from corral.identity.directory import Directory, write_credential
-from corral.identity.http_auth import AgentCredential, DPoPAuth, TokenSource, mcp_http_client
-from corral.service.auth import AuthService
+from corral.identity.token_endpoint import AuthService
 from corral.store import Store
 from tests.identity.helpers import parts
 

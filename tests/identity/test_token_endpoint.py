@@ -27,7 +27,7 @@ from corral.identity import (
     verify_request,
 )
 from corral.identity.directory import Credential, Directory
-from corral.service.auth import AuthService, RateLimit
+from corral.identity.token_endpoint import AuthService, RateLimit
 from corral.store import Store
 
 BASE = "http://testserver"

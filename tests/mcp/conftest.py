@@ -14,9 +14,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from corral.gate import GateCall, lifecycle_gate
+from corral.lifecycle.control import ControlPlane
 from corral.mcp import mount_mcp
 from corral.mcp.gateway import GatewayMCP
-from corral.service.control import ControlPlane
 from tests.mcp.fakes import FakeControl
 
 

@@ -1,5 +1,5 @@
 """A fake ControlPlane for the MCP adapter's unit tests: the contract's methods and errors,
-with the real argument validation (`corral.service.tools.parse_args`) and coordinate checks."""
+with the real argument validation (`corral.lifecycle.tools.parse_args`) and coordinate checks."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from corral.errors import (
     SessionGoneError,
     UnavailableError,
 )
-from corral.service.control import SessionGrant
-from corral.service.tools import ScreenSpace, ToolResult, parse_args
+from corral.lifecycle.control import SessionGrant
+from corral.lifecycle.tools import ScreenSpace, ToolResult, parse_args
 
 
 def tiny_png() -> bytes:

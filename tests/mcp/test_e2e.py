@@ -18,7 +18,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import ImageContent
 from typer.testing import CliRunner
 
-from corral.identity.http_auth import DPoPAuth
+from corral.client.http import DPoPAuth
 from tests.e2e.conftest import Server
 from tests.mcp.client import HANDSHAKE, STATELESS, call, client, connect, text
 

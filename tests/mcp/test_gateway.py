@@ -13,7 +13,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.connection import Connection
 from mcp_types import ImageContent
 
-from corral.service.tools import TOOLS
+from corral.lifecycle.tools import TOOLS
 from tests.mcp.client import HANDSHAKE, STATELESS, call, client, connect, text
 from tests.mcp.conftest import Served, serve
 

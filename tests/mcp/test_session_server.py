@@ -12,7 +12,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ImageContent, TextContent
 
-from corral.service.tools import TOOLS
+from corral.lifecycle.tools import TOOLS
 from tests.mcp.client import call, connect, text
 from tests.mcp.conftest import Served
 

@@ -12,8 +12,8 @@ import pytest
 
 from corral.domain.identity import Risk, Role
 from corral.identity.errors import InvalidTokenError
+from corral.identity.evaluation import AccessEvaluator
 from corral.identity.tokens import AccessTokenClaims
-from corral.service.access import AccessEvaluator
 from corral.store import Store
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from corral.errors import NotFoundError
-from corral.service import control as control_module
-from corral.service.control import ControlPlane
+from corral.lifecycle import control as control_module
+from corral.lifecycle.control import ControlPlane
 from corral.store import Store
 
 

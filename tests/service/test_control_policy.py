@@ -19,7 +19,7 @@ from corral.errors import (
     PermissionDeniedError,
     SessionGoneError,
 )
-from corral.service.control import ControlPlane
+from corral.lifecycle.control import ControlPlane
 from corral.store import Store
 from tests.support.fakes import FakeDriver
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from corral.access.service import PolicyService
 from corral.domain.access import SYSTEM, Caller, CallerKind
 from corral.domain.identity import Role
 from corral.errors import ConflictError, PermissionDeniedError
 from corral.identity.directory import Directory
-from corral.service.directory import DirectoryService, Power
-from corral.service.policy import PolicyService
+from corral.identity.directory_service import DirectoryService, Power
 from corral.store import Store
 
 ADMIN = Caller(CallerKind.USER, "u-admin", frozenset({Role.ADMIN}))

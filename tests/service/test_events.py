@@ -30,10 +30,10 @@ from corral.domain.models import PCState, PoolSpec, SessionState
 from corral.identity import caep
 from corral.identity.directory import Directory
 from corral.identity.errors import SetRefusedError
+from corral.identity.event_emitter import EventDelivery, EventEmitter, release_event
+from corral.identity.event_receiver import EventReceiver, subject_key
 from corral.identity.keys import SigningKeyring
-from corral.service.control import ControlPlane
-from corral.service.events import EventDelivery, EventEmitter, release_event
-from corral.service.inbound_events import EventReceiver, subject_key
+from corral.lifecycle.control import ControlPlane
 from corral.store import Store
 from tests.identity.helpers import parts
 from tests.identity.test_caep import _ANY_ALG, public

@@ -19,10 +19,10 @@ import pytest
 
 from corral.domain.models import PCState, PoolSpec, SessionState
 from corral.errors import CorralError, PCMisbehavingError
+from corral.lifecycle import control as control_module
+from corral.lifecycle.control import HEALTH_THREADS, RUNTIME_THREADS, ControlPlane
 from corral.runtime.client import PcdClient
 from corral.runtime.pcs import Health, PCInfo
-from corral.service import control as control_module
-from corral.service.control import HEALTH_THREADS, RUNTIME_THREADS, ControlPlane
 from corral.store import Store
 from tests.support.fakes import FakeDriver
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from corral.access import Controls, Decision, EntityRef
+from corral.access.service import PolicyService
 from corral.domain.access import SYSTEM, Caller, CallerKind
 from corral.domain.identity import Risk, Role
 from corral.domain.models import PCState, PoolSpec, Session
@@ -22,7 +23,6 @@ from corral.errors import (
     PermissionDeniedError,
     SessionGoneError,
 )
-from corral.service.policy import PolicyService
 from corral.store import Store
 
 CURL_NEEDS_APPROVAL = (

@@ -10,10 +10,10 @@ import hashlib
 import pytest
 
 from corral.access import EntityRef
+from corral.access.service import PolicyService
 from corral.domain.access import Caller, CallerKind
 from corral.domain.policy import ApprovalState
 from corral.errors import ApprovalPendingError, InvalidInputError
-from corral.service.policy import PolicyService
 from tests.service.test_policy import World, store, world
 
 __all__ = ["store", "world"]  # fixtures, shared with test_policy

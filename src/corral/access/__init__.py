@@ -2,7 +2,7 @@
 
 `schema` describes what policies talk about, `defaults` the policies Corral ships, `context`
 builds a request's entities and context from Corral's records, and `engine` decides. The one
-enforcement function, `authorize`, lives in the service layer (corral.service.policy), which
+enforcement function, `authorize`, lives in the service layer (corral.access.service), which
 reads the store and calls these. See docs/policies.md.
 """
 

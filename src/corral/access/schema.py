@@ -4,7 +4,7 @@ No namespace: policies say `Agent::"a-1f2e..."`, `Pool::"default"`, `Action::"ru
 Users, agents and groups are entities of their stable ids, with the name as the `name`
 attribute (names written in a policy are stored as ids, see `corral.access.rewrite`). One action
 per computer tool; the tool names come from the tool catalogue the caller passes in (the service
-layer hands over `corral.service.tools.TOOLS`), so a new or renamed tool never drifts from policy.
+layer hands over `corral.lifecycle.tools.TOOLS`), so a new or renamed tool never drifts from policy.
 
 Entities and what they mean to a policy writer:
 - `User in [Group, Role]`: a human; its roles (admin, security_admin, sponsor) are `Role` parents,

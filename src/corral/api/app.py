@@ -42,19 +42,19 @@ from corral.api.directory_routes import include_directory
 from corral.api.errors import install_error_handlers
 from corral.api.policy_routes import include_policies
 from corral.api.ssf_routes import include_ssf
+from corral.console.service import ConsoleService, ConsoleSettings
 from corral.domain.models import PoolSpec, Session
 from corral.domain.text import visible
 from corral.errors import PROBLEM_MEDIA_TYPE, TooLargeError, problem
 from corral.gate import Gate, lifecycle_gate, operation, tool_operation
 from corral.gate.operations import Acquire, AcquireRequest, ListSessions, PoolCreate
 from corral.identity.directory import Directory
-from corral.service.access import AccessEvaluator
-from corral.service.auth import AuthService
-from corral.service.console import ConsoleService, ConsoleSettings
-from corral.service.control import ControlPlane, PoolStatus, SessionGrant
-from corral.service.directory import DirectoryService
-from corral.service.events import EventDelivery
-from corral.service.inbound_events import EventReceiver
+from corral.identity.directory_service import DirectoryService
+from corral.identity.evaluation import AccessEvaluator
+from corral.identity.event_emitter import EventDelivery
+from corral.identity.event_receiver import EventReceiver
+from corral.identity.token_endpoint import AuthService
+from corral.lifecycle.control import ControlPlane, PoolStatus, SessionGrant
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 

@@ -31,7 +31,7 @@ from corral.identity.resource_metadata import (
     is_resource_path,
     protected_resource_metadata,
 )
-from corral.service.auth import AuthService, InvalidRequestError
+from corral.identity.token_endpoint import AuthService, InvalidRequestError
 
 __all__ = ["auth_router", "include_auth"]
 

@@ -27,9 +27,9 @@ from corral.identity.authenticate import EXEMPT_PATHS, RequestAuthenticator, Req
 from corral.identity.authenticate import is_exempt as _is_exempt
 from corral.identity.dpop import DPoPSettings
 from corral.identity.errors import AuthError
+from corral.identity.evaluation import AccessEvaluator
 from corral.identity.keys import SigningKeyring
 from corral.identity.replay import ReplayGuard
-from corral.service.access import AccessEvaluator
 
 __all__ = ["EXEMPT_PATHS", "PRINCIPAL", "Authenticate", "principal_of"]
 

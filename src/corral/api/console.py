@@ -1,6 +1,6 @@
 """HTTP adapter of the web console's sign-in: login form, OIDC round trip, landing page, logout.
 
-Thin: every decision is `corral.service.console.ConsoleService`'s; this renders small HTML
+Thin: every decision is `corral.console.service.ConsoleService`'s; this renders small HTML
 pages and sets cookies. The session cookie is HttpOnly, SameSite=Strict, Path=/, Secure on
 https; the pending-login cookie is SameSite=Lax (it must come back on the provider's
 cross-site redirect), HttpOnly, limited to the OIDC paths and ten minutes.
@@ -16,14 +16,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from corral.api.authn import principal_of
 from corral.api.console_auth import LOGIN_STATE_COOKIE, SESSION_COOKIE, same_origin
+from corral.console.service import ConsoleLoginError, ConsoleService
 from corral.domain.policy import Approval, ApprovalState
 from corral.domain.text import visible
 from corral.errors import InvalidInputError, PermissionDeniedError
 from corral.gate import Gate, operation
 from corral.gate.operations import DecideApproval, ListApprovals, ListSessions
 from corral.identity.errors import AuthError
-from corral.service.auth import RateLimitedError
-from corral.service.console import ConsoleLoginError, ConsoleService
+from corral.identity.token_endpoint import RateLimitedError
 
 __all__ = ["include_console"]
 

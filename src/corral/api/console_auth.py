@@ -22,10 +22,10 @@ from starlette.requests import Request, cookie_parser
 from starlette.responses import RedirectResponse, Response
 from starlette.types import Scope
 
+from corral.console.service import ConsoleService
 from corral.domain.access import Caller
 from corral.identity.authenticate import RequestHeaders
 from corral.identity.errors import AuthError
-from corral.service.console import ConsoleService
 
 __all__ = [
     "LOGIN_STATE_COOKIE",

@@ -23,7 +23,7 @@ from corral.domain.identity import AgentKey, Group, Risk, Role, User
 from corral.gate import Gate
 from corral.gate import operations as ops
 from corral.identity.directory import Credential
-from corral.service.directory import AgentView, GroupMembers
+from corral.identity.directory_service import AgentView, GroupMembers
 
 __all__ = ["directory_router", "include_directory"]
 

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 
 from corral.api._answers import SetError, SsfConfiguration, ok
 from corral.identity.errors import SetRefusedError
-from corral.service.events import SET_CONTENT_TYPE, transmitter_metadata
-from corral.service.inbound_events import EventReceiver
+from corral.identity.event_emitter import SET_CONTENT_TYPE, transmitter_metadata
+from corral.identity.event_receiver import EventReceiver
 
 __all__ = ["include_ssf", "ssf_router"]
 

@@ -15,7 +15,7 @@ import typer
 from corral.errors import InvalidInputError, RuntimeFailureError, from_problem
 
 if TYPE_CHECKING:  # httpx and the DPoP signer load when a request is sent, not for --help
-    from corral.identity.http_auth import DPoPAuth
+    from corral.client.http import DPoPAuth
 
 __all__ = ["DEFAULT_URL", "call", "credential_path", "set_credential"]
 
@@ -41,7 +41,7 @@ def credential_path() -> Path:
 
 
 def _auth() -> DPoPAuth:
-    from corral.identity.http_auth import DPoPAuth
+    from corral.client.http import DPoPAuth
 
     path = credential_path()
     if not path.exists():

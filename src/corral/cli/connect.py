@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the MCP SDK loads when the bridge runs, not for `corral --h
     from mcp import ClientSession
     from mcp.server.context import ServerRequestContext
 
-    from corral.identity.http_auth import AgentCredential
+    from corral.client.http import AgentCredential
 
 __all__ = ["connect", "serve"]
 
@@ -90,7 +90,7 @@ async def serve(credential: AgentCredential, url: str) -> None:
     from mcp.server.stdio import stdio_server
 
     from corral import __version__
-    from corral.identity.http_auth import DPoPAuth, TokenSource, mcp_http_client
+    from corral.client.http import DPoPAuth, TokenSource, mcp_http_client
 
     tokens = TokenSource(credential)
     await tokens.aget()  # 1.
@@ -135,6 +135,6 @@ def connect(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import anyio
 
-    from corral.identity.http_auth import AgentCredential
+    from corral.client.http import AgentCredential
 
     anyio.run(serve, AgentCredential.load(credential), url)

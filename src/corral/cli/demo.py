@@ -165,7 +165,7 @@ async def _run(url: str, pool: str, out: Path, credential: Path) -> None:
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared.exceptions import MCPError
 
-    from corral.identity.http_auth import DPoPAuth, mcp_http_client
+    from corral.client.http import DPoPAuth, mcp_http_client
 
     endpoint = f"{url}/mcp"
     started = time.perf_counter()

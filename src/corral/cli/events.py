@@ -30,8 +30,8 @@ from corral.cli._common import (
 
 if TYPE_CHECKING:  # the store, crypto and the event service load when a command runs
     from corral.domain.events import SsfReceiver
+    from corral.identity.event_emitter import EventEmitter
     from corral.identity.keys import SigningKeyring
-    from corral.service.events import EventEmitter
     from corral.store import Store
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def _server_keyring() -> SigningKeyring | None:
 
 def cli_events(store: Store) -> EventEmitter:
     """The event sink of CLI commands: SETs queued in the store for the server to push."""
-    from corral.service.events import EventEmitter
+    from corral.identity.event_emitter import EventEmitter
 
     return EventEmitter(store, issuer=_issuer(), keyring=_server_keyring)
 

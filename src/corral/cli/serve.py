@@ -137,16 +137,16 @@ def up(
 
     from corral.api.app import create_app
     from corral.config import paths
+    from corral.console.service import ConsoleSettings
     from corral.domain.models import PoolSpec
     from corral.identity.directory import Directory
+    from corral.identity.event_emitter import EventDelivery, EventEmitter
+    from corral.identity.event_receiver import EventReceiver, federation_keys
     from corral.identity.keys import SigningKeyring
     from corral.identity.nonces import NonceSource
+    from corral.identity.token_endpoint import AuthService
+    from corral.lifecycle.control import ControlPlane
     from corral.runtime.pcs import PCRuntime
-    from corral.service.auth import AuthService
-    from corral.service.console import ConsoleSettings
-    from corral.service.control import ControlPlane
-    from corral.service.events import EventDelivery, EventEmitter
-    from corral.service.inbound_events import EventReceiver, federation_keys
     from corral.store import Store
 
     loopback = host in ("127.0.0.1", "localhost", "::1")

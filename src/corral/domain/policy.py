@@ -1,6 +1,6 @@
 """Policy records: stored policies and their change log, pool assignments, sponsor approvals.
 
-Pure (no I/O). The store keeps these; the policy service (corral.service.policy) decides with them.
+Pure (no I/O). The store keeps these; the policy service (corral.access.service) decides with them.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ class GateCall:
         self.operation = operation
         self.target = target
         #: the arguments: a pydantic model of `operation.args`, or a mapping the act stage
-        #: validates (the computer tools: `corral.service.tools.parse_args`)
+        #: validates (the computer tools: `corral.lifecycle.tools.parse_args`)
         self.args = args
         self.route = route
         #: the caller the server acts for (an MCP session's teardown releases as its agent)

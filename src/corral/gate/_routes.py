@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from corral.access import EntityRef
+from corral.access.service import PolicyService
 from corral.domain.models import PoolSpec
 from corral.domain.policy import ApprovalState
 from corral.gate._gate import Gate, GateCall, PolicyAuthorizer, Route
@@ -37,12 +38,12 @@ from corral.gate.operations import (
     Sponsor,
     TestPolicy,
     UserRoles,
+    parse_model,
 )
-from corral.service.policy import PolicyService
 
 if TYPE_CHECKING:
-    from corral.service.control import ControlPlane
-    from corral.service.directory import DirectoryService
+    from corral.identity.directory_service import DirectoryService
+    from corral.lifecycle.control import ControlPlane
 
 __all__ = ["control_routes", "directory_routes", "lifecycle_gate", "policy_routes"]
 
@@ -53,8 +54,6 @@ def _model(call: GateCall, model: type[Any]) -> Any:
     args = call.args
     if isinstance(args, model):
         return args
-    from corral.mcp._tools import parse_model  # the same message as the MCP tools' (lazy)
-
     return parse_model(call.operation.name, model, args)
 
 

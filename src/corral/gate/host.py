@@ -148,7 +148,7 @@ class HostGate:
     """A Gate over the local store for the host CLI, calling as `OPERATOR`."""
 
     def __init__(self, directory: Directory, store: Store) -> None:
-        from corral.service.policy import PolicyService  # Cedar only when a write runs
+        from corral.access.service import PolicyService  # Cedar only when a write runs
 
         self.gate = Gate(
             _host_routes(directory, store), authorizer=PolicyAuthorizer(PolicyService(store))

@@ -1,6 +1,6 @@
 """The operation catalogue: every operation the Gate serves besides the computer tools.
 
-One entry per operation, like the tool catalogue (`corral.service.tools.TOOLS`): its name, the
+One entry per operation, like the tool catalogue (`corral.lifecycle.tools.TOOLS`): its name, the
 Cedar action it needs, what its `target` names, its argument model (pydantic: what REST and MCP
 validate and publish as JSON schema) and where adapters expose it. REST, both MCP servers, the
 console and the host CLI hand the Gate these names; `docs/operations.md` is generated from this
@@ -16,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from corral.service.tools import TOOLS
+from corral.errors import InvalidInputError
+from corral.lifecycle.tools import TOOLS
 
 __all__ = [
     "OPERATIONS",
@@ -490,3 +491,19 @@ def render_markdown() -> str:
             f"{op.rest or '-'} | {op.mcp or '-'} | {op.cli or '-'} | {op.summary} |"
         )
     return "\n".join(lines) + "\n"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(tool: str, model: type[M], raw: dict[str, Any] | None) -> M:
+    """Validate the arguments of a tool that is not in the computer catalogue, with the same
+    kind of message `corral.lifecycle.tools.parse_args` gives."""
+    try:
+        return model.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidInputError(f"bad arguments for {tool}: {problems}") from None

@@ -20,13 +20,13 @@ from urllib.parse import unquote
 from corral.domain.access import Caller
 from corral.identity.dpop import DPoPSettings
 from corral.identity.errors import AuthError, InvalidTokenError
+from corral.identity.evaluation import AccessEvaluator
 from corral.identity.keys import SigningKeyring
 from corral.identity.replay import ReplayCache, ReplayGuard
 from corral.identity.request import verify_request
 from corral.identity.resource_metadata import metadata_url, resource_for_path
+from corral.identity.token_endpoint import session_audience
 from corral.identity.tokens import AccessTokenClaims, VerifiedTokenCache
-from corral.service.access import AccessEvaluator
-from corral.service.auth import session_audience
 
 __all__ = [
     "EXEMPT_PATHS",

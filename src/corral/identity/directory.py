@@ -1,6 +1,6 @@
 """The directory service: users, agents, sponsors, groups and agent credentials.
 
-Adapters (the CLI, and REST through `corral.service.directory`) call `Directory`; it hashes
+Adapters (the CLI, and REST through `corral.identity.directory_service`) call `Directory`; it hashes
 secrets, makes key pairs and hands the store only what the server may keep: password hashes and
 the public halves of agent keys.
 The private key of an agent leaves here once, inside the credential returned to its creator.

@@ -1,6 +1,6 @@
 """The computer tools as MCP: their listing, their results and their errors.
 
-Both MCP servers (per-session and gateway) publish the one catalogue in `corral.service.tools`
+Both MCP servers (per-session and gateway) publish the one catalogue in `corral.lifecycle.tools`
 with its own descriptions and JSON schemas, and send every call to `ControlPlane.act`, which
 validates the arguments and serializes the actions of a session. This module only translates:
 a `ToolResult` becomes MCP content, and a `CorralError` becomes a tool result with `isError`
@@ -17,14 +17,15 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, Tool
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from corral.errors import CorralError, InvalidInputError, UnavailableError, problem
-from corral.service.tools import TOOLS, ToolResult
+from corral.errors import CorralError, UnavailableError, problem
+from corral.lifecycle.tools import TOOLS, ToolResult
 
 if TYPE_CHECKING:
     from corral.domain.access import Caller
-    from corral.gate import Gate
+    from corral.gate.operations import parse_model
+from corral.gate import Gate
 
 __all__ = [
     "computer_tools",
@@ -119,16 +120,3 @@ async def run_computer_tool(
         return tool_result(await gate.handle(principal, op, session_id, args or {}))
 
     return await guarded(tool, call)
-
-
-def parse_model(tool: str, model: type[M], raw: dict[str, Any] | None) -> M:
-    """Validate the arguments of a tool that is not in the computer catalogue, with the same
-    kind of message `corral.service.tools.parse_args` gives."""
-    try:
-        return model.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise InvalidInputError(f"bad arguments for {tool}: {problems}") from None

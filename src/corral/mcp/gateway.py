@@ -61,7 +61,7 @@ from corral.mcp._tools import (
 
 if TYPE_CHECKING:
     from corral.gate import Gate
-    from corral.service.control import SessionGrant
+    from corral.lifecycle.control import SessionGrant
 
 __all__ = ["HANDLE_ARG", "GatewayMCP", "SessionHandleCodec"]
 

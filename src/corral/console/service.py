@@ -33,13 +33,13 @@ from corral.identity.console import (
 )
 from corral.identity.directory import Directory
 from corral.identity.errors import AuthError, InvalidTokenError
+from corral.identity.evaluation import AccessEvaluator
+from corral.identity.federation_service import FederationService
 from corral.identity.keys import SigningKeyring
 from corral.identity.passwords import normalize_totp_code, verify_password
 from corral.identity.replay import ReplayCache, ReplayGuard
+from corral.identity.token_endpoint import RateLimit, RateLimitedError, TokenBuckets
 from corral.identity.tokens import IssuedToken, VerifiedTokenCache
-from corral.service.access import AccessEvaluator
-from corral.service.auth import RateLimit, RateLimitedError, TokenBuckets
-from corral.service.federation import FederationService
 from corral.store import Store
 
 __all__ = ["ConsoleLoginError", "ConsoleService", "ConsoleSettings", "OidcStart"]

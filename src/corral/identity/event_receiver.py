@@ -43,8 +43,8 @@ from corral.identity.caep import (
 )
 from corral.identity.directory import Directory
 from corral.identity.errors import AuthError, SetRefusedError
-from corral.service.control import ControlPlane
-from corral.service.federation import FederationService
+from corral.identity.federation_service import FederationService
+from corral.lifecycle.control import ControlPlane
 from corral.store import Store
 
 __all__ = ["EventReceiver", "Outcome", "federation_keys", "subject_key"]

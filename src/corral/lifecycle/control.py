@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from corral.access import Compliance, Controls, Decision
+from corral.access.service import PolicyService, Target
 from corral.domain.access import SYSTEM, Caller, CallerKind
 from corral.domain.models import (
     PC,
@@ -51,12 +52,11 @@ from corral.errors import (
     UnavailableError,
 )
 from corral.identity.caep import EventSink
+from corral.identity.evaluation import AccessEvaluator
+from corral.identity.event_emitter import release_event
+from corral.lifecycle.tools import ScreenSpace, ToolResult, parse_args
 from corral.runtime.client import PcdClient
 from corral.runtime.driver import Health, PCDriver
-from corral.service.access import AccessEvaluator
-from corral.service.events import release_event
-from corral.service.policy import PolicyService, Target
-from corral.service.tools import ScreenSpace, ToolResult, parse_args
 from corral.store import Store
 
 __all__ = ["ControlPlane", "GrantIssuer", "PoolStatus", "SessionGrant", "SessionInfo", "visible_to"]

@@ -25,11 +25,11 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Literal
 
+from corral.access.service import PolicyService
 from corral.domain.access import Caller
 from corral.domain.identity import Agent, AgentKey, Group, Risk, Role, User
 from corral.errors import ConflictError, PermissionDeniedError
 from corral.identity.directory import DEFAULT_ROTATION_GRACE, Credential, Directory
-from corral.service.policy import PolicyService
 
 __all__ = [
     "AgentView",

@@ -32,11 +32,11 @@ from corral.identity.dpop import (
     record_dpop_proof,
 )
 from corral.identity.errors import AuthError, InvalidClientError, InvalidDPoPProofError
+from corral.identity.federation_service import FederationService
 from corral.identity.keys import SigningKeyring
 from corral.identity.nonces import NonceSource
 from corral.identity.replay import ReplayCache, ReplayGuard
 from corral.identity.tokens import DEFAULT_LIFETIME, IssuedToken, issue_access_token
-from corral.service.federation import FederationService
 from corral.store import Store
 
 __all__ = [
@@ -306,8 +306,8 @@ class AuthService:
             )
 
         # 4b. Federation: an assertion whose `iss` is a trusted OIDC provider's issuer is a
-        #     workload identity token, for the agent or user its subject is linked to
-        #     (corral.service.federation). Corral's own clients sign with their id as `iss`.
+        #     workload identity token, for the agent or user its subject is linked to (see
+        #     corral.identity.federation_service). Corral's own clients sign with their id as `iss`.
         external = await asyncio.to_thread(
             self.federation.exchange_assertion, assertion, form.get("client_id"), self._replay, now
         )

@@ -77,7 +77,7 @@ from corral.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from corral.service.tools import TOOLS, parse_args
+from corral.lifecycle.tools import TOOLS, parse_args
 from corral.store import Store
 
 __all__ = ["PolicyService", "Target", "denial_hint", "tool_actions"]

@@ -1,0 +1,1 @@
+"""The web console's sign-in: a local password and TOTP, or an OIDC provider's login."""
