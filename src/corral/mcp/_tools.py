@@ -20,12 +20,12 @@ from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, T
 from pydantic import BaseModel
 
 from corral.errors import CorralError, UnavailableError, problem
+from corral.gate.operations import parse_model
 from corral.lifecycle.tools import TOOLS, ToolResult
 
 if TYPE_CHECKING:
     from corral.domain.access import Caller
-    from corral.gate.operations import parse_model
-from corral.gate import Gate
+    from corral.gate import Gate
 
 __all__ = [
     "computer_tools",
