@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -170,6 +171,9 @@ class ControlPlane:
         self.access = AccessEvaluator(store)
         self._live: dict[str, _Live] = {}
         self._booting: dict[str, int] = {}  # pool -> PCs being booted by this process
+        # A booted PC's store row and the end of its `_booting` count change together, so a
+        # pool's status never counts one PC twice (as READY and still booting).
+        self._boot_count_lock = threading.Lock()
         self._changed = asyncio.Event()  # a PC became ready / a release happened
         self._wake = asyncio.Event()  # the manager should look again now
         self._tasks: set[asyncio.Task[None]] = set()
@@ -372,10 +376,10 @@ class ControlPlane:
         return self._status(pool)
 
     def _status(self, pool: Pool) -> PoolStatus:
-        counts = {str(k): v for k, v in self.store.pc_counts(pool.name).items()}
-        counts[PCState.BOOTING.value] = counts.get(PCState.BOOTING.value, 0) + self._booting.get(
-            pool.name, 0
-        )
+        with self._boot_count_lock:
+            counts = {str(k): v for k, v in self.store.pc_counts(pool.name).items()}
+            booting = self._booting.get(pool.name, 0)
+        counts[PCState.BOOTING.value] = counts.get(PCState.BOOTING.value, 0) + booting
         return PoolStatus(pool.spec, counts, pool.deleting)
 
     def list_pools(self, *, principal: Caller | None) -> list[PoolStatus]:
@@ -805,22 +809,32 @@ class ControlPlane:
         wanted = pool.spec.warm + self._waiting.get(pool.name, 0)
         missing = min(wanted - ready_soon, pool.spec.max - total)
         for _ in range(max(0, missing)):
-            self._booting[pool.name] = self._booting.get(pool.name, 0) + 1
+            with self._boot_count_lock:
+                self._booting[pool.name] = self._booting.get(pool.name, 0) + 1
             self._spawn(self._boot(pool))
 
     async def _boot(self, pool: Pool) -> None:
+        counted = True  # this boot is in `_booting` until its row is recorded or it fails
         try:
             info = await self._runtime(self.runtime.boot, pool.spec.image, pool.spec.size)
             if self._stopping:  # shutting down: do not leave it running unrecorded
                 await self._runtime(self.runtime.destroy, info.id)
             else:
-                await asyncio.to_thread(self.store.add_pc, pool.name, info.id, PCState.READY)
+                await asyncio.to_thread(self._record_booted, pool.name, info.id)
+                counted = False
         except CorralError as exc:
             log.error("pool %s: boot failed: %s", pool.name, exc)
             await asyncio.sleep(1.0)  # do not spin on a broken image
         finally:
-            self._booting[pool.name] -= 1
+            if counted:
+                with self._boot_count_lock:
+                    self._booting[pool.name] -= 1
         self._changed.set()
+
+    def _record_booted(self, pool: str, pc_id: str) -> None:
+        with self._boot_count_lock:
+            self.store.add_pc(pool, pc_id, PCState.READY)
+            self._booting[pool] -= 1
 
     async def _reset(self, pc: PC) -> None:
         """Back to the image baseline, then lendable again; replaced if that fails."""
