@@ -84,11 +84,13 @@ def test_files_are_confined_to_home_and_tmp(rt: PCRuntime, pc: PCInfo) -> None:
 
 def _upper_layer(state_root: Path, pc_id: str) -> set[str]:
     """What the PC has written on top of its image, seen from the host, once the desktop has
-    settled (the window manager writes its session files just after the desktop is ready)."""
+    settled: the window manager writes its log and then, a moment later, its session folder,
+    both after the desktop is ready (CI once saw the second one arrive between two looks)."""
     upper = state_root / "pcs" / pc_id / "upperfs" / "upper"
+    settled = ("home/user/.cache/openbox/openbox.log", "home/user/.cache/openbox/sessions")
     deadline = time.monotonic() + 10
-    while not (upper / "home/user/.cache/openbox/openbox.log").exists():
-        assert time.monotonic() < deadline, "the window manager never started"
+    while not all((upper / path).exists() for path in settled):
+        assert time.monotonic() < deadline, "the window manager never finished starting"
         time.sleep(0.01)
     return {str(p.relative_to(upper)) for p in upper.rglob("*")}
 
