@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from corral.errors import NotFoundError
-from corral.lifecycle import control as control_module
+from corral.lifecycle import manager as manager_module
 from corral.lifecycle.control import ControlPlane
 from corral.store import Store
 
@@ -49,12 +49,14 @@ def test_image_current_follows_rebuilds_and_fails_closed(
 ) -> None:
     runtime = _Runtime()
     control = ControlPlane(Store(f"sqlite:///{tmp_path}/c.db"), runtime)  # type: ignore[arg-type]
-    assert control._compliance("pc-1").image_current is True
+    assert control.manager.compliance("pc-1").image_current is True
     runtime.current["desktop"] = "sha256:two"  # the image was rebuilt
-    assert control._compliance("pc-1").image_current is True  # within the cache's few seconds
-    monkeypatch.setattr(control_module, "IMAGE_DIGEST_TTL_S", 0.0)
-    assert control._compliance("pc-1").image_current is False
-    assert control._compliance("pc-unknown").image_current is False
+    assert (
+        control.manager.compliance("pc-1").image_current is True
+    )  # within the cache's few seconds
+    monkeypatch.setattr(manager_module, "IMAGE_DIGEST_TTL_S", 0.0)
+    assert control.manager.compliance("pc-1").image_current is False
+    assert control.manager.compliance("pc-unknown").image_current is False
     del runtime.current["desktop"]
-    assert control._compliance("pc-1").image_current is False
-    assert control._compliance("pc-1").healthy is True
+    assert control.manager.compliance("pc-1").image_current is False
+    assert control.manager.compliance("pc-1").healthy is True

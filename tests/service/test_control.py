@@ -18,7 +18,8 @@ from corral.domain.access import Caller, CallerKind
 from corral.domain.identity import Role
 from corral.domain.models import PoolSpec
 from corral.errors import ConflictError, UnavailableError
-from corral.lifecycle.control import ACTIVITY_GRANULARITY, ControlPlane
+from corral.lifecycle.control import ControlPlane
+from corral.lifecycle.sessions import ACTIVITY_GRANULARITY
 from corral.store import Store
 from tests.support.fakes import FakeDriver
 
@@ -165,7 +166,7 @@ async def test_a_burst_of_actions_writes_activity_once_per_tick(
 
     clock = [acquired + ACTIVITY_GRANULARITY / 2]
     monkeypatch.setattr(control.store, "touch_session", counting_touch)
-    monkeypatch.setattr("corral.lifecycle.control.utcnow", lambda: clock[0])
+    monkeypatch.setattr("corral.lifecycle.sessions.utcnow", lambda: clock[0])
     for i in range(10):  # all within one tick of the acquire: no write
         await control.act(sid, "run_command", {"command": f"q{i}"}, principal=ADMIN)
     assert writes == []

@@ -83,7 +83,7 @@ async def test_a_call_queued_behind_the_lock_does_not_run_once_refused(
     its tokens, or a detection raises its risk); the queued calls still ran."""
     c = gate.control
     runtime = _HoldingRuntime()
-    c.runtime = runtime  # type: ignore[assignment]
+    c.manager.runtime = runtime  # type: ignore[assignment]
     c.policy.assign_pool("p", agent="bot", principal=gate.admin)
     bot = _token_caller(gate)
     mine = await c.acquire("p", wait_s=5, principal=bot)
@@ -93,7 +93,7 @@ async def test_a_call_queued_behind_the_lock_does_not_run_once_refused(
         c.act(mine.id, "run_command", {"command": "queued:0"}, principal=bot)
     )
     await asyncio.sleep(0)  # one turn of the loop: the queued call reaches the session's lock
-    assert not queued.done() and c._live[mine.id].lock.locked()
+    assert not queued.done() and c.sessions._live[mine.id].lock.locked()
     _change(c.store, gate.bot.id, change)
     runtime.go.set()
     await first  # it had started before the change: it finishes

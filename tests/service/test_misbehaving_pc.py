@@ -19,8 +19,9 @@ import pytest
 
 from corral.domain.models import PCState, PoolSpec, SessionState
 from corral.errors import CorralError, PCMisbehavingError
-from corral.lifecycle import control as control_module
-from corral.lifecycle.control import HEALTH_THREADS, RUNTIME_THREADS, ControlPlane
+from corral.lifecycle import manager as manager_module
+from corral.lifecycle.control import ControlPlane
+from corral.lifecycle.manager import HEALTH_THREADS, RUNTIME_THREADS
 from corral.runtime.client import PcdClient
 from corral.runtime.pcs import Health, PCInfo
 from corral.store import Store
@@ -148,7 +149,7 @@ def peers(tmp_path: Path) -> Iterator[Peers]:
 async def plane(
     tmp_path: Path, peers: Peers, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[ControlPlane, HostileRuntime]]:
-    monkeypatch.setattr(control_module, "HEALTH_EVERY_S", 0.1)
+    monkeypatch.setattr(manager_module, "HEALTH_EVERY_S", 0.1)
     runtime = HostileRuntime(peers)
     control = ControlPlane(Store(f"sqlite:///{tmp_path}/c.db"), runtime)
     await control.start()
