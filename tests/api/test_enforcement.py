@@ -898,3 +898,8 @@ async def test_every_operation_walks_every_stage(world: World) -> None:
     for name, walks in spy.walks.items():  # and none skipped a stage on its way
         for walked, ok in walks:
             assert walked == STAGES if ok else walked[-1] == "record", (name, walked)
+    # Every operation's policy decisions reached its record stage, with what decided them.
+    undecided = sorted(name for name in served | set(TOOLS) if not spy.decisions[name])
+    assert not undecided, f"operations whose decisions the record stage never saw: {undecided}"
+    for name in served | set(TOOLS):
+        assert all(d.decision.policies or d.decision.errors for d in spy.decisions[name]), name

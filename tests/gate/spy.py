@@ -7,6 +7,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+from corral.access.decisions import Decided
 from corral.gate import Gate, GateCall
 
 
@@ -18,6 +19,8 @@ class Spy:
         self._open: dict[int, list[str]] = {}
         #: operation name -> (stages walked, succeeded) of every call
         self.walks: dict[str, list[tuple[tuple[str, ...], bool]]] = defaultdict(list)
+        #: operation name -> the policy decisions its calls carried to the record stage
+        self.decisions: dict[str, list[Decided]] = defaultdict(list)
 
     def install(self) -> Spy:
         g = self.gate
@@ -56,6 +59,7 @@ class Spy:
             with self.lock:
                 walked = tuple(self._open.pop(id(call)))
                 self.walks[call.operation.name].append((walked, call.error is None))
+                self.decisions[call.operation.name].extend(call.decisions)
 
     def complete(self) -> set[str]:
         """The operations with at least one call that walked every stage and succeeded."""

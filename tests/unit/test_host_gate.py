@@ -41,6 +41,7 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
         one = Spy(self.gate).install()
         if first:  # share the first spy's records
             one.walks, one.lock, one._open = first[0].walks, first[0].lock, first[0]._open
+            one.decisions = first[0].decisions
         else:
             first.append(one)
             seen.__dict__ = one.__dict__
@@ -86,6 +87,11 @@ def test_every_host_write_walks_every_stage(db: str, tmp_path: Path, spy: Spy) -
     run(events_app, "receivers", "remove", "siem")
     served = set(spy.gate.routes)
     assert served - spy.complete() == set(), sorted(served - spy.complete())
+    # each write was a policy decision for the operator, and the record stage saw it
+    for name in served:
+        decided = spy.decisions[name]
+        assert decided and all(d.decision.allowed for d in decided), name
+        assert {d.decision.policies for d in decided} == {("system-host-operator-administers",)}
 
 
 def test_policy_sees_the_operator(db: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -58,6 +58,7 @@ from corral.access import (
     tool_args,
     validate_policy_name,
 )
+from corral.access.decisions import note_decision
 from corral.access.rewrite import Rewritten, rewrite_names
 from corral.access.schema import SESSION_ACTIONS
 from corral.domain.access import Caller, CallerKind
@@ -376,12 +377,15 @@ class PolicyService:
         args: Mapping[str, Any] | None = None,
         compliance: Compliance | None = None,
     ) -> Decision:
-        """May `caller` do `action` on `target` now? Never raises: a failure is a denial."""
+        """May `caller` do `action` on `target` now? Never raises: a failure is a denial.
+        The decision is noted on the Gate call being served (`corral.access.decisions`)."""
         try:
-            return self._authorize(caller, action, target, facts, args, compliance)
+            decision = self._authorize(caller, action, target, facts, args, compliance)
         except Exception as exc:  # fail closed, whatever broke
             log.exception("authorize failed for %s on %s", action, target.ref)
-            return Decision(False, errors=(f"authorization failed: {exc}",))
+            decision = Decision(False, errors=(f"authorization failed: {exc}",))
+        note_decision(action, str(target.ref), decision)
+        return decision
 
     def _authorize(
         self,

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from corral.access.decisions import Decided, collect_decisions
 from corral.audit import NoRecord
 from corral.dlp import PassInput, PassOutput
 from corral.domain.access import Caller
@@ -55,6 +56,7 @@ class GateCall:
     __slots__ = (
         "args",
         "caller",
+        "decisions",
         "error",
         "on_behalf_of",
         "operation",
@@ -92,6 +94,9 @@ class GateCall:
         self.reason = reason
         self.result: Any = None
         self.error: BaseException | None = None
+        #: every policy decision the call caused, in order, whichever stage or service took
+        #: it (`corral.access.decisions`): what the record stage keeps
+        self.decisions: list[Decided] = []
 
 
 Handler = Callable[[GateCall], Awaitable[Any]]
@@ -238,14 +243,15 @@ class Gate:
             wait_s=wait_s,
             reason=reason,
         )
-        try:
-            await self.authorizer.authorize(call)
-            await self.input.inspect_in(call)
-            call.result = await self.actor.act(call)
-            await self.output.inspect_out(call)
-            return call.result
-        except BaseException as exc:
-            call.error = exc
-            raise
-        finally:
-            await self.recorder.record(call)
+        with collect_decisions(call.decisions):
+            try:
+                await self.authorizer.authorize(call)
+                await self.input.inspect_in(call)
+                call.result = await self.actor.act(call)
+                await self.output.inspect_out(call)
+                return call.result
+            except BaseException as exc:
+                call.error = exc
+                raise
+            finally:
+                await self.recorder.record(call)
