@@ -14,6 +14,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from corral.gate import GateCall, lifecycle_gate
+from corral.identity.handles import SessionHandles
 from corral.lifecycle.control import ControlPlane
 from corral.mcp import mount_mcp
 from corral.mcp.gateway import GatewayMCP
@@ -72,6 +73,7 @@ async def serve(**mount_options: Any) -> AsyncIterator[Served]:
     # FakeControl has the ControlPlane methods the MCP layer calls, not its type
     gate = lifecycle_gate(cast(ControlPlane, control))
     gate.authorizer = _Unauthenticated()
+    mount_options.setdefault("handles", SessionHandles.ephemeral())
     mcp_lifespan = mount_mcp(app, gate, **mount_options)
 
     @asynccontextmanager

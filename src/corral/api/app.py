@@ -1,6 +1,7 @@
 """The HTTP face of Corral: REST under /v1, MCP at /mcp and /sessions/{id}/mcp.
 
-Thin: every route calls the ControlPlane and nothing else.
+Thin: every route hands its operation to the Gate and renders the answer; the server's parts
+around the Gate are assembled by `corral.gate.server`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import html
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Path, Response
 from fastapi.responses import HTMLResponse
@@ -42,19 +43,19 @@ from corral.api.directory_routes import include_directory
 from corral.api.errors import install_error_handlers
 from corral.api.policy_routes import include_policies
 from corral.api.ssf_routes import include_ssf
-from corral.console.service import ConsoleService, ConsoleSettings
 from corral.domain.models import PoolSpec, Session
 from corral.domain.text import visible
 from corral.errors import PROBLEM_MEDIA_TYPE, TooLargeError, problem
-from corral.gate import Gate, lifecycle_gate, operation, tool_operation
+from corral.gate import Gate, operation, tool_operation
 from corral.gate.operations import Acquire, AcquireRequest, ListSessions, PoolCreate
-from corral.identity.directory import Directory
-from corral.identity.directory_service import DirectoryService
-from corral.identity.evaluation import AccessEvaluator
-from corral.identity.event_emitter import EventDelivery
-from corral.identity.event_receiver import EventReceiver
-from corral.identity.token_endpoint import AuthService
-from corral.lifecycle.control import ControlPlane, PoolStatus, SessionGrant
+from corral.gate.server import assemble
+
+if TYPE_CHECKING:
+    from corral.console.service import ConsoleSettings
+    from corral.identity.event_emitter import EventDelivery
+    from corral.identity.event_receiver import EventReceiver
+    from corral.identity.token_endpoint import AuthService
+    from corral.lifecycle.control import ControlPlane, PoolStatus, SessionGrant
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -249,7 +250,6 @@ def create_app(
     """The ASGI app. Its lifespan starts the control plane (store migration, recovery), the
     pool manager and the MCP session managers, and on exit stops them (destroying PCs when
     `destroy_on_exit`)."""
-    from corral.identity.handles import SessionHandles
     from corral.mcp.asgi import mount_mcp
 
     mcp_lifespan: list[contextlib.AbstractAsyncContextManager[Any]] = []
@@ -273,25 +273,14 @@ def create_app(
                 await control.stop(destroy_pcs=destroy_on_exit)
 
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan)
-    # Acquire answers its grant from the service: the sessions' URLs, and their tokens.
-    control.configure_grants(base_url, auth.session_grant if auth is not None else None)
-    directory = Directory(control.store, events=control.events)  # CAEP events (docs/events.md)
-    directory_service = DirectoryService(
-        directory, token_endpoint=f"{base_url}/v1/token", policy=control.policy
-    )
-    gate: Gate = lifecycle_gate(control, directory_service)
+    parts = assemble(control, base_url=base_url, auth=auth, console_settings=console_settings)
+    gate: Gate = parts.gate
     app.state.gate = gate
     install_error_handlers(app)
-    console: ConsoleService | None = None
+    console = parts.console
     if auth is not None:
         include_auth(app, auth)
-        console = ConsoleService(
-            control.store,
-            auth.keyring,
-            auth.issuer,
-            federation=auth.federation,
-            settings=console_settings or ConsoleSettings(),
-        )
+    if console is not None:
         include_console(app, console, gate)
     include_directory(app, gate)
     if event_receiver is not None:  # Shared Signals (docs/events.md)
@@ -409,15 +398,14 @@ def create_app(
 
     install_openapi(app, public=EXEMPT_PATHS)
     mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
-    handles = SessionHandles.from_keyring(auth.keyring) if auth is not None else None
-    mcp_lifespan.append(mount_mcp(app, gate, allowed_hosts=mcp_hosts, handles=handles))
-    if auth is not None:
+    mcp_lifespan.append(mount_mcp(app, gate, allowed_hosts=mcp_hosts, handles=parts.handles))
+    if auth is not None and parts.access is not None:
         # Every request but /healthz, /v1/token and the JWKS needs a verified identity.
         app.add_middleware(
             Authenticate,
             keyring=auth.keyring,
             issuer=auth.issuer,
-            access=AccessEvaluator(control.store),
+            access=parts.access,
             dpop_settings=auth.dpop_settings,
             console=ConsoleCookieAuth(console) if console is not None else None,
         )

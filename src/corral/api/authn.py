@@ -13,7 +13,7 @@ the server can send it (the ASGI WebSocket denial response extension), else a cl
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from starlette.requests import HTTPConnection
@@ -25,11 +25,13 @@ from corral.domain.access import Caller
 from corral.errors import CorralError
 from corral.identity.authenticate import EXEMPT_PATHS, RequestAuthenticator, RequestHeaders
 from corral.identity.authenticate import is_exempt as _is_exempt
-from corral.identity.dpop import DPoPSettings
 from corral.identity.errors import AuthError
-from corral.identity.evaluation import AccessEvaluator
-from corral.identity.keys import SigningKeyring
-from corral.identity.replay import ReplayGuard
+
+if TYPE_CHECKING:
+    from corral.identity.dpop import DPoPSettings
+    from corral.identity.evaluation import AccessEvaluator
+    from corral.identity.keys import SigningKeyring
+    from corral.identity.replay import ReplayGuard
 
 __all__ = ["EXEMPT_PATHS", "PRINCIPAL", "Authenticate", "principal_of"]
 

@@ -10,7 +10,7 @@ a password hash, a TOTP secret or a private key, except the one-time agent crede
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, FastAPI, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -22,8 +22,10 @@ from corral.domain.access import Caller
 from corral.domain.identity import AgentKey, Group, Risk, Role, User
 from corral.gate import Gate
 from corral.gate import operations as ops
-from corral.identity.directory import Credential
-from corral.identity.directory_service import AgentView, GroupMembers
+
+if TYPE_CHECKING:
+    from corral.identity.directory import Credential
+    from corral.identity.directory_service import AgentView, GroupMembers
 
 __all__ = ["directory_router", "include_directory"]
 

@@ -13,7 +13,6 @@ from fastapi import FastAPI, Path, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from corral.access import EntityRef
 from corral.api._answers import (
     ApprovalOut,
     AssignmentChanged,
@@ -73,16 +72,6 @@ class AssignBody(BaseModel):
     group: str | None = Field(None, max_length=128, description="id or name")
 
 
-def _action(text: str) -> str:
-    text = text.strip()
-    if "::" not in text:
-        return text
-    ref = EntityRef.parse(text)
-    if ref.type != "Action":
-        raise InvalidInputError(f"bad action {text!r}", hint='write it as Action::"name"')
-    return ref.id
-
-
 async def _do(
     gate: Gate, who: Caller, name: str, target: str | None = None, args: Any = None
 ) -> Any:
@@ -125,7 +114,7 @@ def include_policies(app: FastAPI, gate: Gate) -> None:
     async def test(body: TestBody, who: Principal) -> dict[str, Any]:
         args = ops.TestPolicy.model_construct(
             principal=body.principal,
-            action=_action(body.action),
+            action=body.action,
             resource=body.resource,
             context=body.context,
         )

@@ -16,6 +16,7 @@ from corral.access import EntityRef
 from corral.access.service import PolicyService
 from corral.domain.models import PoolSpec
 from corral.domain.policy import ApprovalState
+from corral.errors import InvalidInputError
 from corral.gate._gate import Gate, GateCall, PolicyAuthorizer, Route
 from corral.gate.operations import (
     Acquire,
@@ -243,6 +244,17 @@ def directory_routes(service: DirectoryService) -> dict[str, Route]:
     return {name: _threaded(fn) for name, fn in routes.items()}
 
 
+def _action(text: str) -> str:
+    """An action as `name` or `Action::"name"`."""
+    text = text.strip()
+    if "::" not in text:
+        return text
+    ref = EntityRef.parse(text)
+    if ref.type != "Action":
+        raise InvalidInputError(f"bad action {text!r}", hint='write it as Action::"name"')
+    return ref.id
+
+
 def policy_routes(policy: PolicyService) -> dict[str, Route]:
     """Policy administration and pool assignments over `PolicyService` (it decides)."""
 
@@ -266,7 +278,7 @@ def policy_routes(policy: PolicyService) -> dict[str, Route]:
         a: TestPolicy = _model(call, TestPolicy)
         return policy.test(
             EntityRef.parse(a.principal),
-            a.action,
+            _action(a.action),
             EntityRef.parse(a.resource),
             a.context,
             caller=call.caller,

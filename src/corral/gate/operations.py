@@ -25,6 +25,7 @@ from corral.lifecycle.tools import TOOLS
 
 __all__ = [
     "OPERATIONS",
+    "TOOLS",
     "Acquire",
     "AcquirePc",
     "AcquireRequest",

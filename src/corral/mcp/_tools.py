@@ -20,12 +20,12 @@ from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, T
 from pydantic import BaseModel
 
 from corral.errors import CorralError, UnavailableError, problem
-from corral.gate.operations import parse_model
-from corral.lifecycle.tools import TOOLS, ToolResult
+from corral.gate.operations import TOOLS, parse_model
 
 if TYPE_CHECKING:
     from corral.domain.access import Caller
     from corral.gate import Gate
+    from corral.lifecycle.tools import ToolResult
 
 __all__ = [
     "computer_tools",

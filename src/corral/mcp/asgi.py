@@ -37,7 +37,7 @@ def mount_mcp(
     *,
     allowed_hosts: Sequence[str] | None = None,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-    handles: SessionHandleCodec | None = None,
+    handles: SessionHandleCodec,
 ) -> AbstractAsyncContextManager[None]:
     """Serve the gateway at `/mcp` and the per-session servers at `/sessions/{id}/mcp`
     (streamable HTTP), both acting only through the Gate (`gate`).
@@ -47,7 +47,7 @@ def mount_mcp(
     during the app's lifespan, inside the control plane's own lifetime (closing an MCP session
     releases its PC through the Gate), and only once (a restart needs a new app):
 
-        mcp_lifespan = mount_mcp(app, gate)
+        mcp_lifespan = mount_mcp(app, gate, handles=parts.handles)
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,15 +60,12 @@ def mount_mcp(
     matching http(s) origins); default this machine's names on any port, `["*"]` accepts any.
     `handles`: mints and opens the gateway's session handles; give every control-plane
     process the same (`SessionHandles.from_keyring` with the shared keyring), so any of them
-    opens a handle another minted. Default: a key of this process only.
+    opens a handle another minted (`corral.gate.server.assemble` does; `SessionHandles.ephemeral()`
+    is a key of this process only).
     `idle_timeout_s`: a gateway MCP session with no request for this long is closed, which
     releases its PC (a client that vanished without closing).
     """
     security = security_settings(allowed_hosts)
-    if handles is None:
-        from corral.identity.handles import SessionHandles
-
-        handles = SessionHandles.ephemeral()
     gateway = GatewayMCP(
         gate,
         security,
