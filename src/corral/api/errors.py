@@ -14,8 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from corral.api._problem import PROBLEM_JSON, problem_body
-from corral.errors import PROBLEM_MEDIA_TYPE, CorralError, InvalidInputError, problem
+from corral.api._problem import PROBLEM_JSON
+from corral.errors import PROBLEM_MEDIA_TYPE, CorralError, InvalidInputError, from_problem, problem
 
 __all__ = ["ProblemResponse", "error_response", "install_error_handlers", "status_for"]
 
@@ -67,7 +67,7 @@ def install_error_handlers(app: Any) -> None:
         # the same problem body as Corral's own errors.
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, "invalid_input")
-        body = problem_body(exc.status_code, code, str(exc.detail))
+        body = problem(from_problem(exc.status_code, {"code": code, "detail": str(exc.detail)}))
         return JSONResponse(
             body,
             status_code=exc.status_code,
