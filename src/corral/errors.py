@@ -33,6 +33,7 @@ __all__ = [
     "ImageBuildError",
     "ImageNotFoundError",
     "InvalidInputError",
+    "MethodNotAllowedError",
     "NotFoundError",
     "PCMisbehavingError",
     "PCNotFoundError",
@@ -130,6 +131,14 @@ class TooLargeError(InvalidInputError):
     code = "too_large"
     status = 413
     title = "Request too large"
+
+
+class MethodNotAllowedError(InvalidInputError):
+    """A path that exists, asked with a method it does not serve."""
+
+    code = "method_not_allowed"
+    status = 405
+    title = "Method not allowed"
 
 
 class PermissionDeniedError(CorralError):
@@ -426,12 +435,7 @@ def from_problem(status: int, body: Mapping[str, Any] | None, text: str = "") ->
     exc.code = str(code)
     exc.status = status
     exc.exit_code = row.exit_code if row is not None else 1
-    exc.title = row.title if row is not None and row.code == code else _title_of(str(code))
     return exc
-
-
-def _title_of(code: str) -> str:
-    return code.replace("_", " ").capitalize()
 
 
 def errors_markdown() -> str:

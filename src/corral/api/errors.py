@@ -15,7 +15,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corral.api._problem import PROBLEM_JSON
-from corral.errors import PROBLEM_MEDIA_TYPE, CorralError, InvalidInputError, from_problem, problem
+from corral.errors import (
+    PROBLEM_MEDIA_TYPE,
+    CorralError,
+    InvalidInputError,
+    MethodNotAllowedError,
+    NotFoundError,
+    TooLargeError,
+    problem,
+)
 
 __all__ = ["ProblemResponse", "error_response", "install_error_handlers", "status_for"]
 
@@ -25,7 +33,11 @@ class ProblemResponse(JSONResponse):
 
 
 # The codes of the framework's own answers (FastAPI's body parsing, routing).
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+_HTTP_ERRORS: dict[int, type[CorralError]] = {
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    413: TooLargeError,
+}
 
 
 def status_for(exc: CorralError) -> int:
@@ -66,8 +78,8 @@ def install_error_handlers(app: Any) -> None:
         # Raised by the framework itself (a body that is not JSON, an unknown path or method):
         # the same problem body as Corral's own errors.
         assert isinstance(exc, StarletteHTTPException)
-        code = _HTTP_CODES.get(exc.status_code, "invalid_input")
-        body = problem(from_problem(exc.status_code, {"code": code, "detail": str(exc.detail)}))
+        body = problem(_HTTP_ERRORS.get(exc.status_code, InvalidInputError)(str(exc.detail)))
+        body["status"] = exc.status_code  # what the framework answers, whatever the row says
         return JSONResponse(
             body,
             status_code=exc.status_code,
