@@ -16,9 +16,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
-from pydantic.json_schema import SkipJsonSchema
-
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "ActionError",
@@ -28,7 +25,6 @@ __all__ = [
     "ConflictError",
     "CorralError",
     "DiskFullError",
-    "ErrorAlias",
     "ErrorRow",
     "ImageBuildError",
     "ImageNotFoundError",
@@ -39,7 +35,6 @@ __all__ = [
     "PCNotFoundError",
     "PCUnavailableError",
     "PermissionDeniedError",
-    "Problem",
     "RuntimeFailureError",
     "SessionGoneError",
     "SessionLimitError",
@@ -301,57 +296,6 @@ class StoreSecurityError(CorralError):
 
 # The table: every class above (and in the modules that add their own, such as the
 # authentication family in corral.identity.errors) is one row, read by every adapter.
-
-
-class FieldProblem(BaseModel):
-    """One bad field of a request that failed validation."""
-
-    field: str = Field(description="where, dotted (`body.warm`), or `request`")
-    detail: str = Field(description="what is wrong with it")
-
-
-class ErrorAlias(BaseModel):
-    """The pre-RFC 9457 error member, kept for one release: read the top-level members."""
-
-    code: str
-    message: str
-    hint: str | SkipJsonSchema[None] = None
-    approval_id: str | SkipJsonSchema[None] = None
-    retry_after_s: int | SkipJsonSchema[None] = None
-    errors: list[FieldProblem] | SkipJsonSchema[None] = None
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem body as Corral answers it (`application/problem+json`), with
-    Corral's code and hint and the extension members some errors add. The one model of an
-    error answer: REST documents it in OpenAPI, clients and tests validate against it."""
-
-    type: str = Field(
-        max_length=200,
-        description="`urn:corral:error:<code>`",
-        examples=["urn:corral:error:not_found"],
-    )
-    title: str = Field(
-        max_length=200, description="short summary of the error class; the same for each code"
-    )
-    status: int = Field(ge=400, le=599, description="the HTTP status of this answer")
-    detail: str = Field(description="what went wrong in this occurrence")
-    code: str = Field(max_length=100, description="Corral's error code (docs/errors.md)")
-    hint: str | SkipJsonSchema[None] = Field(
-        None, description="what to change; omitted when there is nothing to suggest"
-    )
-    approval_id: str | SkipJsonSchema[None] = Field(
-        None, description="`approval_pending` only: the approval to wait for"
-    )
-    retry_after_s: int | SkipJsonSchema[None] = Field(
-        None, description="temporarily unavailable: seconds to wait (also `Retry-After`)"
-    )
-    errors: list[FieldProblem] | SkipJsonSchema[None] = Field(
-        None, description="`invalid_input` from validation: one entry per field"
-    )
-    error: ErrorAlias | SkipJsonSchema[None] = Field(
-        None, deprecated=True, description="the old error member; read the top level instead"
-    )
 
 
 def problem(exc: CorralError, *, alias: bool = True) -> dict[str, Any]:

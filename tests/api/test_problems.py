@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.errors import Problem
+from corral.problem import Problem
 from tests.api.conftest import BASE, Client, Env
 
 METADATA = "/.well-known/oauth-protected-resource"

@@ -87,10 +87,72 @@ def test_importing_the_cli_loads_no_heavy_library() -> None:
 
 
 def test_the_help_of_every_command_loads_no_heavy_library() -> None:
-    # Typer itself parses some option values with pydantic (typer._adapters), so pydantic
-    # may load here; Corral's pydantic models (corral.domain.models, the API) may not.
-    heavy = (*(h for h in HEAVY if h != "pydantic"), "corral.domain.models")
+    """Nor pydantic (Typer would build an adapter for options left out: corral.cli.
+    _fast_options), nor Rich (the consoles and tables are made when first drawn)."""
+    heavy = (*HEAVY, "rich", "corral.domain.models")
     assert _loaded_by(_PROBE, heavy) == []
+
+
+#: a Typer app whose options cover what the coercion shortcut skips and what it does not;
+#: run once as Typer ships and once with corral.cli's shortcut installed
+_COERCION_PROBE = """
+from __future__ import annotations
+import json, sys
+from typing import Annotated
+import typer
+from typer.testing import CliRunner
+if sys.argv[1] == "patched":
+    import corral.cli
+    from typer import core
+    assert core._TyperParameter.process_value._corral_fast
+
+def _shout(value: str | None) -> str | None:
+    return value.upper() if value is not None else None
+
+probe = typer.Typer()
+
+@probe.command()
+def run(
+    name: Annotated[str, typer.Argument()],
+    count: Annotated[int, typer.Option()] = 1,
+    tag: Annotated[list[str] | None, typer.Option()] = None,
+    note: Annotated[str | None, typer.Option(callback=_shout)] = None,
+    need: Annotated[str, typer.Option()] = ...,
+    flag: Annotated[bool, typer.Option()] = False,
+) -> None:
+    print(json.dumps([name, count, tag, note, need, flag]))
+
+for argv in json.loads(sys.argv[2]):
+    done = CliRunner().invoke(probe, argv, env={"TYPER_USE_RICH": "0", "COLUMNS": "200"})
+    print(json.dumps([argv, done.exit_code, done.output]))
+"""
+
+_ARGV = [
+    ["n", "--count", "3", "--note", "hi", "--need", "x"],
+    ["n", "--need", "x"],
+    ["n", "--tag", "a", "--tag", "b", "--need", "", "--flag"],
+    ["n", "--count", "many", "--need", "x"],
+    ["n", "--count", "", "--need", "x"],
+    ["n"],
+    ["--need", "x"],
+]
+
+
+def test_option_values_are_coerced_exactly_as_typer_would() -> None:
+    """The shortcut around Typer's coercion (corral.cli._fast_options) changes no answer:
+    the same values, exit codes and messages as Typer's own coercion, for text, numbers,
+    bad numbers, lists left out or given, callbacks, flags and missing required values."""
+    answers = {}
+    for mode in ("plain", "patched"):
+        done = subprocess.run(
+            [sys.executable, "-c", _COERCION_PROBE, mode, json.dumps(_ARGV)],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        answers[mode] = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(answers["plain"]) == len(_ARGV)
+    assert answers["patched"] == answers["plain"]
+    codes = [exit_code for _, exit_code, _ in answers["plain"]]
+    assert codes == [0, 0, 0, 2, 2, 2, 2]  # the probe itself tells success from refusal
 
 
 def test_root_help_lists_every_command_with_its_own_summary() -> None:

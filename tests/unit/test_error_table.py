@@ -12,7 +12,6 @@ from corral.errors import (
     CorralError,
     InvalidInputError,
     NotFoundError,
-    Problem,
     SessionGoneError,
     StoreUnavailableError,
     error_table,
@@ -20,6 +19,7 @@ from corral.errors import (
     problem,
 )
 from corral.identity.errors import AuthError, ReplayCacheFullError
+from corral.problem import Problem
 
 ROOT = Path(__file__).resolve().parents[2]
 

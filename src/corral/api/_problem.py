@@ -9,7 +9,8 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from corral.errors import PROBLEM_MEDIA_TYPE, Problem
+from corral.errors import PROBLEM_MEDIA_TYPE
+from corral.problem import Problem
 
 __all__ = ["PROBLEM_JSON", "problems"]
 

@@ -19,19 +19,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 
 import typer
-from rich import table as rich_table
-from rich.console import Console, ConsoleDimensions, RenderableType
-from rich.markup import escape
-from rich.style import StyleType
-from rich.text import Text
 
 from corral.domain.text import visible
 from corral.errors import CorralError, InvalidInputError
 
 if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
     from rich.status import Status
 
     from corral.store import Store
@@ -61,24 +57,23 @@ __all__ = [
 UNBOUNDED_WIDTH = 1 << 20
 
 
-class _Console(Console):
-    """A console that sizes itself to the terminal only when it writes to one; piped or
-    redirected, lines are never wrapped (Rich would otherwise use the width of whatever
-    terminal stdin or $COLUMNS names, and fold long cells onto more lines)."""
+class _LazyConsole:
+    """Stands in for a `WideConsole` (corral.cli._render), made on first use."""
 
-    @property
-    def size(self) -> ConsoleDimensions:
-        if not self.is_terminal:
-            return ConsoleDimensions(UNBOUNDED_WIDTH, 25)
-        return super().size
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._real: Console | None = None
 
-    @size.setter
-    def size(self, new_size: tuple[int, int]) -> None:
-        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+    def __getattr__(self, name: str) -> Any:
+        if self._real is None:
+            from corral.cli._render import WideConsole
+
+            self._real = WideConsole(stderr=self._stderr)
+        return getattr(self._real, name)
 
 
-out_console = _Console()
-err_console = _Console(stderr=True)
+out_console = cast("Console", _LazyConsole(stderr=False))
+err_console = cast("Console", _LazyConsole(stderr=True))
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,27 +83,21 @@ def safe(value: object) -> str:
     """Untrusted text (from an agent, a PC, a server answer) for an f-string passed to a
     console: its controls made visible (`corral.domain.text.visible`), its Rich markup escaped,
     so it is printed exactly as it is and never styles, hides or breaks the line around it."""
+    from rich.markup import escape
+
     return escape(visible(str(value)))
 
 
-class TextTable(rich_table.Table):
-    """A table whose string cells are plain text: never Rich markup, every control, bidi and
-    invisible character made visible, and long values folded onto more lines rather than cut
-    with an ellipsis, so a cell shows all of what it holds and nothing else."""
+if TYPE_CHECKING:
+    from corral.cli._render import TextTable
+else:
 
-    def __init__(self, *headers: str, **kwargs: Any) -> None:
-        super().__init__(*headers, **kwargs)
-        for column in self.columns:
-            column.overflow = "fold"
+    def TextTable(*headers: str, **kwargs: Any) -> Any:
+        """A table whose string cells are plain text (corral.cli._render.TextTable), made
+        without importing Rich until a command draws one."""
+        from corral.cli._render import TextTable as _TextTable
 
-    def add_row(
-        self,
-        *renderables: RenderableType | None,
-        style: StyleType | None = None,
-        end_section: bool = False,
-    ) -> None:
-        cells = [Text(visible(r)) if isinstance(r, str) else r for r in renderables]
-        super().add_row(*cells, style=style, end_section=end_section)
+        return _TextTable(*headers, **kwargs)
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:

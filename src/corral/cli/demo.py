@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 
-from corral.cli._common import safe
+from corral.cli._common import out_console, safe
 from corral.cli._http import DEFAULT_URL, credential_path, set_credential
 
 if TYPE_CHECKING:  # the MCP SDK loads when the demo runs, not for `corral --help`
@@ -29,7 +28,6 @@ if TYPE_CHECKING:  # the MCP SDK loads when the demo runs, not for `corral --hel
 
 __all__ = ["demo"]
 
-console = Console(highlight=False)
 COMMAND = "echo hello from corral > ~/demo.txt\n"
 TERMINAL_WAIT_S = 20.0
 FILE_WAIT_S = 10.0
@@ -65,7 +63,8 @@ class _Agent:
     @staticmethod
     def step(started: float, label: str, detail: str = "") -> None:
         ms = (time.perf_counter() - started) * 1000
-        console.print(f"[dim]{ms:7.0f} ms[/]  [bold]{label}[/]  {safe(detail)}".rstrip())
+        line = f"[dim]{ms:7.0f} ms[/]  [bold]{label}[/]  {safe(detail)}".rstrip()
+        out_console.print(line, highlight=False)
 
 
 def _check_reachable(url: str) -> None:
@@ -187,7 +186,7 @@ async def _run(url: str, pool: str, out: Path, credential: Path) -> None:
             raise DemoError(f"the MCP server at {endpoint} refused: {cause.message}") from None
         raise DemoError(f"talking to {endpoint} failed: {cause!r}") from None
     total = (time.perf_counter() - started) * 1000
-    console.print(f"[green]demo done[/] in {total:.0f} ms; screenshot: {out}")
+    out_console.print(f"[green]demo done[/] in {total:.0f} ms; screenshot: {out}", highlight=False)
 
 
 def demo(
@@ -212,5 +211,5 @@ def demo(
             raise DemoError(f"no credential at {path}: pass --credential")
         asyncio.run(_run(url, pool, out, path))
     except DemoError as exc:
-        console.print(f"[bold red]demo failed:[/] {safe(exc)}")
+        out_console.print(f"[bold red]demo failed:[/] {safe(exc)}", highlight=False)
         raise typer.Exit(1) from None
