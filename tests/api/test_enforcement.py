@@ -61,8 +61,7 @@ from corral.runtime.client import CommandResult, Screenshot
 from corral.store import Store
 from tests.gate.spy import Spy
 from tests.mcp.client import call, connect, text
-from tests.mcp.fakes import tiny_png
-from tests.support.fakes import FakeDriver
+from tests.support.fakes import FakeDriver, tiny_png
 
 PASSWORD = "a long enough password"  # noqa: S105
 ANY = "*"  # an ASGI route that takes every method (the MCP endpoints)

@@ -18,7 +18,7 @@ from corral.identity.handles import SessionHandles
 from corral.lifecycle.control import ControlPlane
 from corral.mcp import mount_mcp
 from corral.mcp.gateway import GatewayMCP
-from tests.mcp.fakes import FakeControl
+from tests.support.fakes import FakeControl
 
 
 @pytest.fixture
