@@ -13,7 +13,6 @@ event, never the change (revocation itself is enforced from the store on the nex
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -22,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from corral.aio import wait_event
 from corral.domain.access import Caller, CallerKind
 from corral.domain.events import CAEP_EVENT_TYPES, OutboxEntry, SsfReceiver, retry_delay
 from corral.domain.models import Session
@@ -191,8 +191,7 @@ class EventDelivery:
                 except Exception as exc:  # keep delivering whatever one pass hit
                     log.error("event delivery pass failed: %s", type(exc).__name__)
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._tick)
+                await wait_event(self._wake, self._tick)
         finally:
             if own:
                 await client.aclose()

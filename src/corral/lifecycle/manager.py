@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.access import Compliance
+from corral.aio import wait_event
 from corral.domain.access import SYSTEM
 from corral.domain.models import PC, PCState, Pool, PoolSpec
 from corral.errors import (
@@ -251,9 +252,10 @@ class PoolManager:
                 raise
             except Exception:  # keep managing pools whatever one pass hit
                 log.exception("pool manager pass failed")
+            if self._stopping:
+                return
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
+            await wait_event(self._wake, TICK_S)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -10,7 +10,6 @@ manager (`manager.py`), which this service wakes when demand changes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import secrets
@@ -23,6 +22,7 @@ from typing import Any
 
 from corral.access import Controls, Decision
 from corral.access.service import PolicyService, Target
+from corral.aio import wait_event
 from corral.domain.access import Caller, CallerKind
 from corral.domain.models import Pool, Session, SessionState
 from corral.domain.policy import ApprovalState
@@ -263,8 +263,7 @@ class SessionService:
                     retry_after_s=5,
                 )
             self.manager.wake()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.manager.changed.wait(), timeout=min(remaining, 0.5))
+            await wait_event(self.manager.changed, min(remaining, 0.5))
 
     async def acquire_grant(
         self,
