@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 import pytest
@@ -25,10 +25,12 @@ async def _old_wait(event: asyncio.Event, timeout: float) -> bool:
     return event.is_set()
 
 
-async def _cancel_as_set(wait: Callable[[asyncio.Event, float], Awaitable[bool]]) -> bool:
+async def _cancel_as_set(
+    wait: Callable[[asyncio.Event, float], Coroutine[None, None, bool]],
+) -> bool:
     """True if the cancellation reached the waiting task."""
     event = asyncio.Event()
-    task = asyncio.create_task(wait(event, 10))
+    task: asyncio.Task[bool] = asyncio.create_task(wait(event, 10))
     await asyncio.sleep(0)  # the task is waiting now
     event.set()
     task.cancel()
