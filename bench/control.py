@@ -82,6 +82,8 @@ def _cpu_ms(pid: int) -> float:
 
 #: the server's CPU ms per gateway call, by tool (printed under the table)
 SERVER_CPU: dict[str, float] = {}
+#: the official MCP client's own CPU ms per call (this process: MCP client, HTTP, DPoP proofs)
+CLIENT_CPU: dict[str, float] = {}
 
 
 async def _gateway_round_trips(
@@ -125,7 +127,7 @@ async def _gateway_round_trips(
             }
         for name, (args, n) in calls.items():
             await session.call_tool(name, args)  # warm: connection to the PC, code paths
-            cpu = _cpu_ms(server_pid)
+            cpu, mine = _cpu_ms(server_pid), _cpu_ms(os.getpid())
             for _ in range(n):
                 start = time.perf_counter()
                 answer = await session.call_tool(name, args)
@@ -133,8 +135,60 @@ async def _gateway_round_trips(
                 if answer.is_error:
                     raise RuntimeError(f"{name} failed: {answer.content}")
             SERVER_CPU[name] = (_cpu_ms(server_pid) - cpu) / n
+            CLIENT_CPU[name] = (_cpu_ms(os.getpid()) - mine) / n
         await session.call_tool("release_pc", {})
     return out, floors
+
+
+async def _bare_mcp_round_trips(url: str, runs: int, auth: DPoPAuth, pid: int) -> list[float]:
+    """The same official client (DPoP proof on every request, which the bare server ignores)
+    calling a no-op tool on the SDK's own server: what the MCP transport costs by itself."""
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    out: list[float] = []
+    async with (
+        mcp_http_client(auth) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        await session.call_tool("noop", {})
+        cpu, mine = _cpu_ms(pid), _cpu_ms(os.getpid())
+        for _ in range(runs):
+            start = time.perf_counter()
+            await session.call_tool("noop", {})
+            out.append((time.perf_counter() - start) * 1000)
+        SERVER_CPU["bare MCP no-op"] = (_cpu_ms(pid) - cpu) / runs
+        CLIENT_CPU["bare MCP no-op"] = (_cpu_ms(os.getpid()) - mine) / runs
+    return out
+
+
+def _bare_mcp_row(auth: DPoPAuth) -> Row:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.mcp_floor_server", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the bare MCP server did not start") from None
+                time.sleep(0.05)
+        samples = asyncio.run(
+            _bare_mcp_round_trips(f"http://127.0.0.1:{port}/mcp", RUNS * 5, auth, proc.pid)
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return summarize("bare MCP SDK server: no-op tool", samples, target="floor of the rows above")
 
 
 def _gateway_rows(base: str, state: Path, auth: DPoPAuth, server_pid: int) -> list[Row]:
@@ -166,6 +220,7 @@ def _gateway_rows(base: str, state: Path, auth: DPoPAuth, server_pid: int) -> li
             ok=lambda m, p, f: f is not None and m <= 1.3 * f,
         )
     )
+    rows.append(_bare_mcp_row(auth))
     return rows
 
 
@@ -307,6 +362,9 @@ def main() -> int:
 def _print_server_cpu() -> None:
     cpu = ", ".join(f"{name} {ms:.2f} ms" for name, ms in SERVER_CPU.items())
     print(f"server CPU per gateway call (all threads): {cpu}")
+    if CLIENT_CPU:
+        mine = ", ".join(f"{name} {ms:.2f} ms" for name, ms in CLIENT_CPU.items())
+        print(f"client CPU per gateway call (the official MCP client, DPoP signing): {mine}")
 
 
 def _p99(samples: list[float]) -> float:
