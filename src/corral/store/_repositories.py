@@ -31,6 +31,7 @@ from corral.domain.policy import Approval, ApprovalState, PolicyChange, PoolAssi
 from corral.errors import ConflictError
 from corral.store import (
     _access,
+    _audit,
     _console,
     _directory,
     _federation,
@@ -45,6 +46,7 @@ from corral.store._secrets import StoreKeys
 
 __all__ = [
     "AccessRepository",
+    "AuditRepository",
     "ConsoleRepository",
     "DirectoryRepository",
     "EventsRepository",
@@ -125,6 +127,31 @@ class _Sealed(Repository):
     def __init__(self, conn: Connection, *, writable: bool, keys: StoreKeys) -> None:
         super().__init__(conn, writable=writable)
         self._keys = keys
+
+
+class AuditRepository(Repository):
+    """The audit log's rows: its state, entries and tiles (a `TileStore` for
+    corral.audit.tlog.tiled). Appends take turns: `state(lock=True)` holds the state row."""
+
+    __slots__ = ()
+
+    def state(self, *, lock: bool = False) -> tuple[int, tuple[bytes, ...]]:
+        return _audit.state(self._w if lock else self._conn, lock=lock)
+
+    def set_state(self, size: int, edge: tuple[bytes, ...]) -> None:
+        _audit.set_state(self._w, size, edge)
+
+    def read_tile(self, level: int, index: int) -> bytes:
+        return _audit.read_tile(self._conn, level, index)
+
+    def write_tile(self, level: int, index: int, hashes: bytes) -> None:
+        _audit.write_tile(self._w, level, index, hashes)
+
+    def add_entries(self, first: int, entries: builtins.list[bytes]) -> None:
+        _audit.add_entries(self._w, first, entries)
+
+    def entries(self, start: int, end: int) -> builtins.list[bytes]:
+        return _audit.entries(self._conn, start, end)
 
 
 class PoolRepository(Repository):

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -39,6 +40,9 @@ __all__ = [
     "agent_sponsors",
     "agents",
     "approvals",
+    "audit_entries",
+    "audit_state",
+    "audit_tiles",
     "console_logouts",
     "directory_state",
     "federated_subjects",
@@ -454,4 +458,32 @@ console_logouts = Table(
     Column("user_id", String(32), nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Index(None, "expires_at"),
+)
+
+# The audit log (migration 0010): a Merkle transparency log in C2SP tlog-tiles form. `audit_state`
+# is its size and right edge (one hash per set bit of the size), updated in the transaction of
+# every append, which also writes the entries and the tiles the entries change. Rows are only
+# ever added or (a partial tile) widened: nothing here is updated in place otherwise or deleted.
+audit_state = Table(
+    "audit_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("edge", LargeBinary, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+audit_entries = Table(
+    "audit_entries",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("entry", LargeBinary, nullable=False),
+)
+
+audit_tiles = Table(
+    "audit_tiles",
+    metadata,
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hashes", LargeBinary, nullable=False),
 )

@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine
 from corral.store._engine import transaction
 from corral.store._repositories import (
     AccessRepository,
+    AuditRepository,
     ConsoleRepository,
     DirectoryRepository,
     EventsRepository,
@@ -58,7 +59,8 @@ class UnitOfWork:
     `pools`, `pcs`, `sessions`: the lifecycle's rows. `directory` (users, agents, sponsors,
     groups, agent keys), `access` (token revocation, users' keys), `federation` (OIDC
     providers, linked subjects), `events` (shared signals), `policies` (policies, pool
-    assignments, approvals, session controls), `console` (logouts), `secrets` (sealed columns).
+    assignments, approvals, session controls), `console` (logouts), `secrets` (sealed columns),
+    `audit` (the audit log's state, entries and tiles).
     Repositories are made on first use, so a unit of work costs only what it touches.
     """
 
@@ -109,6 +111,10 @@ class UnitOfWork:
     @cached_property
     def console(self) -> ConsoleRepository:
         return ConsoleRepository(self.connection, writable=self.writable)
+
+    @cached_property
+    def audit(self) -> AuditRepository:
+        return AuditRepository(self.connection, writable=self.writable)
 
     @cached_property
     def secrets(self) -> SecretsRepository:
