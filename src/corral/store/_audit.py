@@ -58,3 +58,15 @@ def entries(conn: Connection, start: int, end: int) -> list[bytes]:
         .order_by(audit_entries.c.idx)
     )
     return [bytes(r.entry) for r in rows]
+
+
+def entry_rows(conn: Connection, start: int, limit: int) -> list[tuple[int, bytes]]:
+    """(index, entry) of the first `limit` rows from index `start` on, as stored (a verifier
+    must see gaps and strays, not a renumbered list)."""
+    rows = conn.execute(
+        select(audit_entries.c.idx, audit_entries.c.entry)
+        .where(audit_entries.c.idx >= start)
+        .order_by(audit_entries.c.idx)
+        .limit(limit)
+    )
+    return [(int(r.idx), bytes(r.entry)) for r in rows]

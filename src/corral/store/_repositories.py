@@ -153,6 +153,9 @@ class AuditRepository(Repository):
     def entries(self, start: int, end: int) -> builtins.list[bytes]:
         return _audit.entries(self._conn, start, end)
 
+    def entry_rows(self, start: int, limit: int) -> builtins.list[tuple[int, bytes]]:
+        return _audit.entry_rows(self._conn, start, limit)
+
 
 class PoolRepository(Repository):
     __slots__ = ()
