@@ -272,6 +272,7 @@ def test_checkpoints_round_trip_and_refuse_bad_forms() -> None:
         "o\n-1\n" + base64.b64encode(root).decode() + "\n",
         "o\n12\n" + base64.b64encode(root[:31]).decode() + "\n",  # a short root
         "o\n12\n",
+        "o\n" + "9" * 5000 + "\n" + base64.b64encode(root).decode() + "\n",  # too large
         "o\n12\n" + base64.b64encode(root).decode(),  # no final newline
     ):
         with pytest.raises(NoteError):
@@ -292,6 +293,7 @@ def test_tile_paths_as_tlog_tiles_spells_them() -> None:
     for bad in (
         "tile/00/000", "tile/64/000", "tile/0/1", "tile/0/001.p/0", "tile/0/001.p/256",
         "tile/0/001.p/07", "tile/0/x000/001", "tile/0/001/002", "tile/0/x001", "tiles/0/000",
+        "tile/0/" + "x999/" * 10_000 + "000",  # refused without building a huge index
     ):  # fmt: skip
         with pytest.raises(TileError):
             parse_tile_path(bad)

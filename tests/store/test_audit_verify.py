@@ -90,6 +90,14 @@ CASES: dict[str, tuple[Callable[[Connection], object], int]] = {
     ),
     "a leaf hash in a tile changed": (lambda c: _tile_byte(c, 0, 1, 32 * 5), 256 + 5),
     "a level-1 hash changed": (lambda c: _tile_byte(c, 1, 0, 32 * 1), 256),
+    "a tile planted beyond the size": (
+        lambda c: c.execute(insert(audit_tiles).values(level=0, idx=9, hashes=bytes(32))),
+        SIZE,
+    ),
+    "an entry with a negative index": (
+        lambda c: c.execute(insert(audit_entries).values(idx=-1, entry=b"x")),
+        0,
+    ),
     "the head changed": (
         lambda c: c.execute(update(audit_state).values(edge=bytes(32) * bin(SIZE).count("1"))),
         0,

@@ -119,8 +119,9 @@ def run(
     note: Annotated[str | None, typer.Option(callback=_shout)] = None,
     need: Annotated[str, typer.Option()] = ...,
     flag: Annotated[bool, typer.Option()] = False,
+    shout: Annotated[str | None, typer.Option(parser=str.upper)] = None,
 ) -> None:
-    print(json.dumps([name, count, tag, note, need, flag]))
+    print(json.dumps([name, count, tag, note, need, flag, shout]))
 
 for argv in json.loads(sys.argv[2]):
     done = CliRunner().invoke(probe, argv, env={"TYPER_USE_RICH": "0", "COLUMNS": "200"})
@@ -131,6 +132,7 @@ _ARGV = [
     ["n", "--count", "3", "--note", "hi", "--need", "x"],
     ["n", "--need", "x"],
     ["n", "--tag", "a", "--tag", "b", "--need", "", "--flag"],
+    ["n", "--need", "x", "--shout", "quiet"],
     ["n", "--count", "many", "--need", "x"],
     ["n", "--count", "", "--need", "x"],
     ["n"],
@@ -152,7 +154,8 @@ def test_option_values_are_coerced_exactly_as_typer_would() -> None:
     assert len(answers["plain"]) == len(_ARGV)
     assert answers["patched"] == answers["plain"]
     codes = [exit_code for _, exit_code, _ in answers["plain"]]
-    assert codes == [0, 0, 0, 2, 2, 2, 2]  # the probe itself tells success from refusal
+    assert codes == [0, 0, 0, 0, 2, 2, 2, 2]  # the probe itself tells success from refusal
+    assert '"QUIET"' in answers["patched"][3][2]  # a custom parser still runs
 
 
 def test_root_help_lists_every_command_with_its_own_summary() -> None:

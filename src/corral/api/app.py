@@ -399,7 +399,9 @@ def create_app(
     install_openapi(app, public=EXEMPT_PATHS)
     mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
     mcp_lifespan.append(mount_mcp(app, gate, allowed_hosts=mcp_hosts, handles=parts.handles))
-    if auth is not None and parts.access is not None:
+    if auth is not None:
+        if parts.access is None:  # never: assemble() gives one with authentication
+            raise RuntimeError("authentication configured without access evaluation")
         # Every request but /healthz, /v1/token and the JWKS needs a verified identity.
         app.add_middleware(
             Authenticate,

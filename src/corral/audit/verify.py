@@ -1,7 +1,13 @@
 """Verify the audit log as stored, offline: recompute every leaf hash from the entries and every
 tile from the level below, and compare them, and the head, with what the store holds. A record
-changed, deleted, reordered or inserted, or a tile changed, shows as the first bad index: the
-lowest entry whose proof no longer holds (`corral audit verify` prints it).
+changed, deleted, reordered or inserted, a tile changed, or a row the log's size does not
+account for, shows as the first bad index: the lowest entry whose proof no longer holds
+(`corral audit verify` prints it).
+
+This proves the store consistent with itself. Someone who rewrites the records and recomputes
+every hash, or cuts the newest records off together with the head, is caught only against a
+head signed and kept elsewhere (a checkpoint a witness or an auditor holds): checking the log
+against such checkpoints comes with checkpoint signing (issue 11).
 
 Reads the entries in bundles of 256 and keeps one tile per level in memory, so a log of a
 million records verifies in constant memory.
@@ -13,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from corral.audit.tlog.merkle import CompactRange, leaf_hash, node_hash
-from corral.audit.tlog.tiles import TILE_WIDTH
+from corral.audit.tlog.tiles import TILE_WIDTH, tiles_for
 
 if TYPE_CHECKING:
     from corral.store import UnitOfWork
@@ -49,6 +55,7 @@ def _tile_head(hashes: bytes) -> bytes:
 
 def verify_log(uow: UnitOfWork) -> Verdict:
     """Check the stored log against its own entries; see the module's docstring."""
+    uow.audit.snapshot()
     size, edge = uow.audit.state()
     stored_root = CompactRange(size, edge).root() if len(edge) == size.bit_count() else b""
     verdict = Verdict(size, stored_root)
@@ -103,6 +110,14 @@ def verify_log(uow: UnitOfWork) -> Verdict:
         break
     if expected < size and verdict.first_bad is None:
         verdict.bad(expected, f"entries {expected} to {size - 1} are missing")
+    strays = uow.audit.entry_rows(-(1 << 62), 1)
+    if strays and strays[0][0] < 0:
+        verdict.bad(0, f"an entry with index {strays[0][0]}")
+    expected_tiles = {(t.level, t.index) for t in tiles_for(size)}
+    for level, index in uow.audit.tile_keys():
+        if (level, index) not in expected_tiles:
+            first = min(size, index * TILE_WIDTH ** (level + 1))
+            verdict.bad(first, f"tile {level}/{index} is beyond the log's size {size}")
     # the partial tiles of the current size
     position = size
     for level, partial in enumerate(hashes):

@@ -3,8 +3,9 @@ adapter even for a value that needs no coercion: an option left out (None) or a 
 given text. Building the first adapter imports pydantic (about half a second), so every
 command paid it, `--help` included, because the root command's own options are processed
 before a subcommand's help. This skips the adapter exactly where its answer is known: None
-(what Typer's coercion returns for it: `()` for multi-value options, else None) and `str`
-given a `str` (an identity: Typer has no string constraints). Every other value goes through
+(what Typer's coercion returns for it: `()` for multi-value options, else None) and a `str`
+option given a plain `str` with no custom `parser=` (an identity: Typer has no string
+constraints). Every other value goes through
 Typer's coercion unchanged. `tests/unit/test_cli_startup.py` holds both the semantics and the
 start-up budget; the patch refuses to install on a Typer whose internals it does not know.
 """
@@ -23,10 +24,11 @@ def _needs_no_coercion(param: Any, value: Any) -> tuple[bool, Any]:
     if value is None:
         multi = param.multiple or param.nargs == -1
         return True, (() if multi else None)
-    annotation = param.type_descriptor.annotation
-    if isinstance(value, str) and _is_text(annotation):
+    descriptor = param.type_descriptor
+    parser = getattr(descriptor.parameter_info, "parser", None)
+    if type(value) is str and parser is None and _is_text(descriptor.annotation):
         return True, value
-    if isinstance(value, bool) and annotation is bool:
+    if isinstance(value, bool) and descriptor.annotation is bool:
         return True, value
     return False, value
 

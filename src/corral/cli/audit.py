@@ -31,9 +31,10 @@ def _group() -> None:
 def verify(output: OutputOption = OutputFormat.table) -> None:
     """Recompute the audit log from its records and check every stored hash and the head.
 
-    Exits 0 if the log is intact; else 1, naming the first bad index (0-based): the lowest
-    record whose proof no longer holds (changed, deleted, reordered or inserted records, or
-    changed hashes)."""
+    Exits 0 if the stored log is consistent with itself; else 1, naming the first bad index
+    (0-based): the lowest record whose proof no longer holds (changed, deleted, reordered or
+    inserted records, stray rows, or changed hashes). A rewrite that recomputes every hash is
+    caught against signed checkpoints, which come next (docs/audit.md)."""
     from corral.audit.verify import verify_log
 
     with local_store() as store, store.transaction(write=False) as uow:
@@ -50,7 +51,8 @@ def verify(output: OutputOption = OutputFormat.table) -> None:
             }
         )
     elif verdict.ok:
-        out_console.print(f"audit log intact: {verdict.size} records, root {root}", highlight=False)
+        line = f"audit log intact: {verdict.size} records, root {root}"
+        out_console.print(line, highlight=False)
     else:
         for problem in verdict.problems:
             err_console.print(f"[red]bad:[/] {problem}", highlight=False)

@@ -93,5 +93,7 @@ class ControlPlane:
 
     async def stop(self, destroy_pcs: bool = True) -> None:
         """Stop background work; with `destroy_pcs`, leave no PC running (Ctrl-C of `up`)."""
-        await self.manager.stop(destroy_pcs)
-        self.sessions.close()
+        try:
+            await self.manager.stop(destroy_pcs)
+        finally:
+            self.sessions.close()

@@ -73,7 +73,9 @@ class PoolManager:
     def __init__(self, store: Store, runtime: PCDriver, *, events: EventSink | None = None):
         self.store = store
         self.runtime = runtime
-        self.events = events  # CAEP session-revoked when eviction or a broken PC ends a session
+        #: CAEP session-revoked when eviction or a misbehaving PC ends a session (a PC lost or
+        #: failing its health check ends its session without one, as before)
+        self.events = events
         #: what the session service drops when the manager ends a session (its PC connection)
         self.forget_session: Callable[[str], None] = lambda _session_id: None
         #: set when a PC became ready or a release happened: waiting acquires look again

@@ -60,6 +60,18 @@ def entries(conn: Connection, start: int, end: int) -> list[bytes]:
     return [bytes(r.entry) for r in rows]
 
 
+def tile_keys(conn: Connection) -> list[tuple[int, int]]:
+    rows = conn.execute(select(audit_tiles.c.level, audit_tiles.c.idx))
+    return [(int(r.level), int(r.idx)) for r in rows]
+
+
+def snapshot(conn: Connection) -> None:
+    """On PostgreSQL, make this (read-only) transaction see one snapshot for all its reads,
+    as a verifier must while the server appends; SQLite's read transaction already does."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
 def entry_rows(conn: Connection, start: int, limit: int) -> list[tuple[int, bytes]]:
     """(index, entry) of the first `limit` rows from index `start` on, as stored (a verifier
     must see gaps and strays, not a renumbered list)."""

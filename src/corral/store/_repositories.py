@@ -156,6 +156,13 @@ class AuditRepository(Repository):
     def entry_rows(self, start: int, limit: int) -> builtins.list[tuple[int, bytes]]:
         return _audit.entry_rows(self._conn, start, limit)
 
+    def tile_keys(self) -> builtins.list[tuple[int, int]]:
+        return _audit.tile_keys(self._conn)
+
+    def snapshot(self) -> None:
+        """One snapshot for every read of this unit of work (call it first)."""
+        _audit.snapshot(self._conn)
+
 
 class PoolRepository(Repository):
     __slots__ = ()

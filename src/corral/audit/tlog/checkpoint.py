@@ -42,6 +42,11 @@ class Checkpoint:
         if len(lines) < 3:
             raise NoteError("a checkpoint has an origin, a size and a root hash line")
         origin, size, root, *extensions = lines
-        if not size.isdigit() or not size.isascii() or (size != "0" and size.startswith("0")):
+        if (
+            len(size) > 19
+            or not size.isdigit()
+            or not size.isascii()
+            or (size != "0" and size.startswith("0"))
+        ):
             raise NoteError(f"bad tree size {size[:30]!r}: decimal, no leading zeros")
         return cls(origin, int(size), b64decode_strict(root), tuple(extensions))

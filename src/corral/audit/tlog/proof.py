@@ -18,7 +18,12 @@ MAX_PROOF_HASHES = 63  # a tree of at most 2^63 leaves
 
 
 def _decimal(text: str, what: str) -> int:
-    if not text.isdigit() or not text.isascii() or (text != "0" and text.startswith("0")):
+    if (
+        len(text) > 19
+        or not text.isdigit()
+        or not text.isascii()
+        or (text != "0" and text.startswith("0"))
+    ):
         raise ProofError(f"bad {what} {text[:30]!r}: decimal, no leading zeros")
     return int(text)
 

@@ -67,6 +67,8 @@ def parse_tile_path(path: str) -> Tile:
     else:
         raise TileError(f"bad tile level {parts[1][:10]!r}")
     rest = parts[2:]
+    if len(rest) > 8:  # 6 index groups (an index below 10^18) and a partial suffix at most
+        raise TileError("a tile index has at most 6 groups")
     width = TILE_WIDTH
     if len(rest) >= 2 and rest[-2].endswith(".p"):
         w = rest[-1]
