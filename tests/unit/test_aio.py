@@ -1,4 +1,4 @@
-"""A loop waiting on an event with a timeout stops when cancelled, even when the event is set at
+"""The pool manager under races: a loop waiting on an event with a timeout stops when cancelled, even when the event is set at
 the same moment (CPython 3.11's `asyncio.wait_for` loses that cancellation; CI hung on it)."""
 
 from __future__ import annotations
@@ -70,4 +70,37 @@ async def test_the_pool_manager_stops_when_cancelled_as_it_is_woken(tmp_path: Pa
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(task), 5)
+    await manager.stop(destroy_pcs=False)
+
+
+async def test_a_boot_ending_while_the_manager_counts_is_counted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race CI found: a boot recorded between the manager's read of the stored PCs and
+    its read of the boots in flight was in neither, so the manager booted past `max`."""
+    import threading
+
+    from corral.domain.models import PoolSpec
+
+    store = Store(f"sqlite:///{tmp_path}/r.db")
+    store.migrate()
+    store.create_pool(PoolSpec("p", "minimal", warm=1, max=1))
+    manager = PoolManager(store, FakeDriver())
+    manager._booting["p"] = 1  # one boot in flight
+    real = store.pc_counts
+    ended: list[threading.Thread] = []
+
+    def counts_while_the_boot_ends(pool: str) -> object:
+        got = real(pool)
+        boot = threading.Thread(target=manager._record_booted, args=("p", "pc-1"))
+        boot.start()
+        boot.join(0.3)  # it ends now, unless the manager's read holds it off
+        ended.append(boot)
+        return got
+
+    monkeypatch.setattr(store, "pc_counts", counts_while_the_boot_ends)
+    await manager._manage(store.get_pool("p"), check_health=False)
+    ended[0].join(5)
+    assert manager._booting["p"] == 0  # no second boot for a pool of max 1
+    assert [pc.id for pc in store.list_pcs("p")] == ["pc-1"]
     await manager.stop(destroy_pcs=False)

@@ -308,8 +308,7 @@ class PoolManager:
                 self._spawn(self._destroy(pc))
         if self._stopping:
             return
-        counts = await asyncio.to_thread(self.store.pc_counts, pool.name)
-        booting = self._booting.get(pool.name, 0)
+        counts, booting = await asyncio.to_thread(self._counts_and_booting, pool.name)
         ready_soon = counts[PCState.READY] + counts[PCState.RESETTING] + booting
         total = sum(n for s, n in counts.items() if s != PCState.QUARANTINED) + booting
         wanted = pool.spec.warm + self._waiting.get(pool.name, 0)
@@ -318,6 +317,14 @@ class PoolManager:
             with self._boot_count_lock:
                 self._booting[pool.name] = self._booting.get(pool.name, 0) + 1
             self._spawn(self._boot(pool))
+
+    def _counts_and_booting(self, pool: str) -> tuple[dict[PCState, int], int]:
+        """The pool's stored PCs and this process's boots in flight, read together: a boot
+        that ends between two separate reads would be in neither (its row not yet read, its
+        count already dropped) and the manager would boot one PC too many (CI saw a pool of
+        max 3 with 4 PCs, and a pool of max 1 lend a second PC)."""
+        with self._boot_count_lock:
+            return self.store.pc_counts(pool), self._booting.get(pool, 0)
 
     async def _boot(self, pool: Pool) -> None:
         counted = True  # this boot is in `_booting` until its row is recorded or it fails
