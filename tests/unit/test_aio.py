@@ -1,5 +1,7 @@
-"""The pool manager under races: a loop waiting on an event with a timeout stops when cancelled, even when the event is set at
-the same moment (CPython 3.11's `asyncio.wait_for` loses that cancellation; CI hung on it)."""
+"""The pool manager under races. A loop waiting on an event with a timeout stops when
+cancelled, even when the event is set at the same moment (CPython 3.11's `asyncio.wait_for`
+loses that cancellation; CI hung on it); a boot that ends while the manager counts is counted
+once (CI saw a pool boot past its max)."""
 
 from __future__ import annotations
 
