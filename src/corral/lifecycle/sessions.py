@@ -95,6 +95,9 @@ class _Live:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     space: ScreenSpace = field(default_factory=ScreenSpace)
     client: PcdClient | None = None
+    #: the session's PC, known after its first action (a session never changes PC): later
+    #: actions take the PC's lane first and then decide and act in one thread hop
+    pc_id: str | None = None
 
 
 class SessionService:
@@ -449,16 +452,24 @@ class SessionService:
                     self.store.touch_session(session_id, utcnow())
 
         async with live.lock:  # taken before any await: requests keep their arrival order
-            # One thread hop decides and records; a second runs the action.
-            session = await asyncio.to_thread(admit)
-            if live.client is None:
-                live.client = self.runtime.client(session.pc_id, timeout=60)
-            client = live.client
+            admitted = False
+            if live.pc_id is None:  # the first action: decide alone to learn the PC
+                live.pc_id = (await asyncio.to_thread(admit)).pc_id
+                admitted = True
+            pc_id = live.pc_id
+
+            def admit_and_run() -> ToolResult:
+                """One thread hop: decide and record (unless just done), then act."""
+                if not admitted and admit().pc_id != pc_id:
+                    raise ConflictError(f"session {session_id} changed PC", hint="try again")
+                if live.client is None:
+                    live.client = self.runtime.client(pc_id, timeout=60)
+                return run(live.client)
+
             loop = asyncio.get_running_loop()
-            lane = self.manager.lane(session.pc_id)
             try:
-                async with lane:
-                    job = loop.run_in_executor(self._act_pool, run, client)
+                async with self.manager.lane(pc_id):
+                    job = loop.run_in_executor(self._act_pool, admit_and_run)
                     try:
                         result: ToolResult = await asyncio.shield(job)
                     except asyncio.CancelledError:
@@ -468,7 +479,7 @@ class SessionService:
                         await asyncio.wait([job])
                         raise
             except PCMisbehavingError as err:
-                await self.manager.quarantine_misbehaving(session.pc_id, err)
+                await self.manager.quarantine_misbehaving(pc_id, err)
                 raise
             except PCUnavailableError:
                 self.manager.wake()  # the manager's health check will deal with the PC
