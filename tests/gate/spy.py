@@ -51,6 +51,9 @@ class Spy:
         self._saw(call, "inspect_out")
         await self.inner[3].inspect_out(call)
 
+    async def admit(self, call: GateCall) -> None:
+        await self.inner[4].admit(call)  # part of the record stage, before the call runs
+
     async def record(self, call: GateCall) -> None:
         self._saw(call, "record")
         try:

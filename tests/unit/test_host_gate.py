@@ -103,6 +103,9 @@ def test_policy_sees_the_operator(db: str, monkeypatch: pytest.MonkeyPatch) -> N
         inner = gate.recorder
 
         class Seen:
+            async def admit(self, call: GateCall) -> None:
+                await inner.admit(call)
+
             async def record(self, call: GateCall) -> None:
                 callers.append((call.caller, call.operation.action))
                 await inner.record(call)

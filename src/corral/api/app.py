@@ -47,6 +47,7 @@ from corral.domain.models import PoolSpec, Session
 from corral.domain.text import visible
 from corral.errors import PROBLEM_MEDIA_TYPE, TooLargeError, problem
 from corral.gate import Gate, operation, tool_operation
+from corral.gate.incoming import trace_from, traced
 from corral.gate.operations import Acquire, AcquireRequest, ListSessions, PoolCreate
 from corral.gate.server import assemble
 
@@ -80,6 +81,30 @@ def _ok(model: Any, status: int, *errors: int) -> dict[int | str, Any]:
 
 class _TooLarge(Exception):
     """A streamed (chunked) body went over the limit."""
+
+
+class _Traced:
+    """W3C trace context from the request's headers, for every operation the request causes
+    (`corral.gate.incoming`; MCP's `params._meta` takes over inside the MCP servers)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers") or []
+        if not any(name == b"traceparent" for name, _ in headers):
+            await self.app(scope, receive, send)
+            return
+        carrier = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in headers
+            if name in (b"traceparent", b"tracestate", b"baggage")
+        }
+        with traced(trace_from(carrier)):
+            await self.app(scope, receive, send)
 
 
 class _BodyLimit:
@@ -412,6 +437,7 @@ def create_app(
             console=ConsoleCookieAuth(console) if console is not None else None,
         )
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(_Traced)
     # DNS rebinding: a web page must not reach the loopback API under its own host name.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or LOCAL_NAMES))
     return app

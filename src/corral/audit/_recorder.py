@@ -16,5 +16,8 @@ class NoRecord:
 
     __slots__ = ()
 
+    async def admit(self, call: GateCall) -> None:
+        return None
+
     async def record(self, call: GateCall) -> None:
         return None

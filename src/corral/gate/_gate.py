@@ -9,7 +9,9 @@
 5. record: every call, denied and failed ones included (`Recorder`, audit's and detection's seam)
 
 A stage that raises ends the call (the error reaches the adapter, which renders it); `record`
-runs whatever happened, with `call.error` set. Stages are plain objects with one async method,
+runs whatever happened, with `call.error` set. Before anything else the recorder may refuse the
+call (`Recorder.admit`): a log that cannot be written refuses actions rather than let them
+happen unrecorded (fail closed). Stages are plain objects with one async method,
 so the coming pillars replace the no-op ones (`corral.dlp.PassInput`/`PassOutput`,
 `corral.audit.NoRecord`) without touching an adapter, and a test can wrap any of them.
 
@@ -20,6 +22,7 @@ no store round trip of its own.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -28,7 +31,9 @@ from corral.access.decisions import Decided, collect_decisions
 from corral.audit import NoRecord
 from corral.dlp import PassInput, PassOutput
 from corral.domain.access import Caller
+from corral.domain.trace import TraceContext
 from corral.errors import InvalidInputError, PermissionDeniedError
+from corral.gate.incoming import current_trace
 from corral.gate.operations import Kind, Operation
 
 __all__ = [
@@ -63,7 +68,9 @@ class GateCall:
         "reason",
         "result",
         "route",
+        "started",
         "target",
+        "trace",
         "wait_s",
     )
 
@@ -97,6 +104,11 @@ class GateCall:
         #: every policy decision the call caused, in order, whichever stage or service took
         #: it (`corral.access.decisions`): what the record stage keeps
         self.decisions: list[Decided] = []
+        #: the caller's trace as the adapter received it (None: none came, the record stage
+        #: continues the session's trace or starts one)
+        self.trace: TraceContext | None = current_trace()
+        #: when the call entered the Gate (time.monotonic), for its duration
+        self.started = time.monotonic()
 
 
 Handler = Callable[[GateCall], Awaitable[Any]]
@@ -133,6 +145,9 @@ class OutputInspector(Protocol):
 
 
 class Recorder(Protocol):
+    async def admit(self, call: GateCall) -> None:
+        """Raise to refuse the call before it runs (the log cannot take its record)."""
+
     async def record(self, call: GateCall) -> None:
         """Keep the call (allowed, denied or failed: `call.error`)."""
 
@@ -245,6 +260,7 @@ class Gate:
         )
         with collect_decisions(call.decisions):
             try:
+                await self.recorder.admit(call)
                 await self.authorizer.authorize(call)
                 await self.input.inspect_in(call)
                 call.result = await self.actor.act(call)

@@ -11,12 +11,14 @@ every change. Reads (list, show) stay direct: they change nothing.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from corral.domain.access import OPERATOR
 from corral.gate._gate import Gate, GateCall, PolicyAuthorizer, Route
+from corral.gate.incoming import trace_from, traced
 from corral.gate.operations import (
     AddProvider,
     AddReceiver,
@@ -155,5 +157,16 @@ class HostGate:
         )
 
     def run(self, name: str, target: str | None = None, args: Any = None) -> Any:
-        """Walk the Gate for the catalogue operation `name`, as the host operator."""
-        return asyncio.run(self.gate.handle(OPERATOR, operation(name), target, args))
+        """Walk the Gate for the catalogue operation `name`, as the host operator, in the
+        trace `TRACEPARENT` names (OpenTelemetry's variable for a process's parent span)."""
+        trace = trace_from({k.lower(): v for k, v in os.environ.items() if k in _TRACE_VARS})
+
+        async def run() -> Any:
+            with traced(trace):
+                return await self.gate.handle(OPERATOR, operation(name), target, args)
+
+        return asyncio.run(run())
+
+
+#: the environment variables that carry W3C trace context into a process
+_TRACE_VARS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE")

@@ -24,6 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from corral.domain.access import Caller
+from corral.domain.trace import TraceContext
+from corral.gate.incoming import trace_from
 
 __all__ = [
     "LOCAL_HOSTS",
@@ -69,6 +71,18 @@ def principal_of(request: object) -> Caller | None:
     state = scope.get("state") if isinstance(scope, dict) else None
     value = state.get("principal") if isinstance(state, dict) else None
     return value if isinstance(value, Caller) else None
+
+
+def trace_of(ctx: Any) -> TraceContext | None:
+    """The caller's trace for one MCP request: `params._meta` (what MCP clients set per call,
+    2026-07-28) first, else the HTTP request's `traceparent` headers; None if neither."""
+    meta = getattr(ctx, "meta", None)
+    found = trace_from(meta) if isinstance(meta, dict) else None
+    if found is None:
+        request = getattr(ctx, "request", None)
+        if isinstance(request, Request):
+            found = trace_from(request.headers)
+    return found
 
 
 def session_id_of(request: object) -> str | None:

@@ -47,8 +47,9 @@ from starlette.types import Receive, Scope, Send
 from corral import __version__
 from corral.domain.access import SYSTEM, Caller
 from corral.errors import ConflictError, CorralError, InvalidInputError, NotFoundError
+from corral.gate.incoming import traced
 from corral.gate.operations import Acquire, AcquirePc, operation
-from corral.mcp._http import check_routing_headers, principal_of
+from corral.mcp._http import check_routing_headers, principal_of, trace_of
 from corral.mcp._tools import (
     computer_tools,
     error_result,
@@ -233,6 +234,12 @@ class GatewayMCP:
         return ListToolsResult(tools=[*LIFECYCLE_TOOLS, *GATEWAY_COMPUTER_TOOLS])
 
     async def _call_tool(
+        self, ctx: ServerRequestContext[Any], params: CallToolRequestParams
+    ) -> CallToolResult:
+        with traced(trace_of(ctx)):  # the caller's W3C trace, for every record of the call
+            return await self._call_tool_traced(ctx, params)
+
+    async def _call_tool_traced(
         self, ctx: ServerRequestContext[Any], params: CallToolRequestParams
     ) -> CallToolResult:
         name, args = params.name, params.arguments

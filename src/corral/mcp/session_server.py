@@ -27,12 +27,14 @@ from starlette.types import Receive, Scope, Send
 
 from corral import __version__
 from corral.errors import InvalidInputError, NotFoundError
+from corral.gate.incoming import traced
 from corral.gate.operations import operation
 from corral.mcp._http import (
     check_routing_headers,
     jsonrpc_refusal,
     principal_of,
     session_id_of,
+    trace_of,
 )
 from corral.mcp._tools import computer_tools, error_result, input_schema, run_computer_tool
 
@@ -100,6 +102,7 @@ class SessionMCP:
         session_id = session_id_of(ctx.request)
         if session_id is None:  # only reachable if mounted without the {session_id} path
             return error_result(InvalidInputError("no session id in the URL"))
-        return await run_computer_tool(
-            self.gate, session_id, params.name, params.arguments, principal_of(ctx.request)
-        )
+        with traced(trace_of(ctx)):
+            return await run_computer_tool(
+                self.gate, session_id, params.name, params.arguments, principal_of(ctx.request)
+            )
