@@ -277,6 +277,22 @@ class StoreUnavailableError(UnavailableError):
         super().__init__(message, hint, retry_after_s)
 
 
+class AuditUnavailableError(UnavailableError):
+    """The audit log could not take a record (its store is down or full). Corral refuses
+    actions it cannot record (fail closed) until a write succeeds again."""
+
+    code = "audit_unavailable"
+    title = "Audit log unavailable"
+
+    def __init__(
+        self,
+        message: str = "the audit log cannot record right now, so nothing is done",
+        hint: str | None = "retry in a few seconds; an operator sees why in the server's log",
+        retry_after_s: int = 2,
+    ) -> None:
+        super().__init__(message, hint, retry_after_s)
+
+
 class SessionGoneError(NotFoundError):
     """The session was released (or never existed): its URLs stop working at once."""
 

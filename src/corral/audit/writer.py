@@ -1,0 +1,210 @@
+"""The audit log's single writer: appends in batches (group commit), checkpoints on a clock.
+
+Every record goes through one thread, which takes whatever is queued (up to `max_batch`),
+appends it to the Merkle log in one store transaction and only then answers each caller with
+its index: an append that returned is committed (acknowledged records are never lost), and
+concurrent callers share one commit, which is what makes tens of thousands of records a second
+possible on one host. A checkpoint is signed at most `checkpoint_interval_s` after an append
+(under load too: signing runs between batches), and at once when someone seals the log
+(a session's release names the checkpoint that covers its records).
+
+A batch that fails (the database down, the disk full) fails each of its callers with
+`AuditUnavailableError` and marks the writer unhealthy: the Gate then refuses new actions
+before they run (`AuditRecorder.admit`) until an append succeeds again; nothing is dropped
+silently, and nothing is retried behind the caller's back (the caller's action already failed
+closed and the caller may retry it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from corral.audit import log as audit_log
+from corral.errors import AuditUnavailableError
+
+if TYPE_CHECKING:
+    from corral.store import Store, UnitOfWork
+
+__all__ = ["AuditWriter", "Sealed"]
+
+logger = logging.getLogger(__name__)
+
+#: signs a checkpoint of the log's current head in the unit of work and returns its note text
+Signer = Callable[["UnitOfWork"], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """The checkpoint that covers everything appended before a seal."""
+
+    size: int
+    root: bytes
+    #: the signed note (None when the log has no signing key configured)
+    checkpoint: str | None
+
+
+class _Seal:
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: Future[Sealed] = Future()
+
+
+_STOP = object()
+
+
+class AuditWriter:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        signer: Signer | None = None,
+        checkpoint_interval_s: float = 0.5,
+        max_batch: int = 4096,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        #: None while appends succeed; the last failure's description otherwise
+        self.failure: str | None = None
+        #: appended but not yet covered by a signed checkpoint
+        self._unsigned = False
+        self._last_signed = 0.0
+        self.appended = 0
+        self.checkpoints = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self.failure is None
+
+    def start(self) -> AuditWriter:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="corral-audit", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, sign a last checkpoint, and end the thread."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+
+    # -- appending -----------------------------------------------------------------------
+    def submit(self, entry: bytes) -> Future[int]:
+        """Queue `entry`; the future resolves to its index once committed."""
+        if self._thread is None:
+            raise AuditUnavailableError("the audit log's writer is not running")
+        future: Future[int] = Future()
+        self._queue.put((entry, future))
+        return future
+
+    async def append(self, entry: bytes) -> int:
+        return await asyncio.wrap_future(self.submit(entry))
+
+    def append_sync(self, entry: bytes, timeout: float = 30.0) -> int:
+        return self.submit(entry).result(timeout)
+
+    async def seal(self) -> Sealed:
+        """A checkpoint covering every record appended before this call, signed now."""
+        request = _Seal()
+        if self._thread is None:
+            raise AuditUnavailableError("the audit log's writer is not running")
+        self._queue.put(request)
+        return await asyncio.wrap_future(request.future)
+
+    # -- the thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        interval = self.checkpoint_interval_s
+        while True:
+            timeout = None
+            if self._unsigned:
+                timeout = max(0.0, self._last_signed + interval - time.monotonic())
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._sign()
+                continue
+            items = [first]
+            while len(items) < self.max_batch:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = self._handle(items)
+            if self._unsigned and time.monotonic() - self._last_signed >= interval:
+                self._sign()
+            if stop:
+                if self._unsigned:
+                    self._sign()
+                return
+
+    def _handle(self, items: list[object]) -> bool:
+        """Append the entries among `items` (in order, seals cut the batch), answer seals."""
+        batch: list[tuple[bytes, Future[int]]] = []
+        stop = False
+        for item in items:
+            if isinstance(item, tuple):
+                batch.append(item)
+                continue
+            self._commit(batch)
+            batch = []
+            if isinstance(item, _Seal):
+                self._seal(item)
+            elif item is _STOP:
+                stop = True
+        self._commit(batch)
+        return stop
+
+    def _commit(self, batch: list[tuple[bytes, Future[int]]]) -> None:
+        if not batch:
+            return
+        try:
+            with self.store.transaction() as uow:
+                first = audit_log.append(uow, [entry for entry, _ in batch])
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            logger.error("audit log append of %d records failed: %s", len(batch), self.failure)
+            for _, future in batch:
+                future.set_exception(AuditUnavailableError())
+            return
+        if self.failure is not None:
+            logger.warning("audit log appends succeed again (after: %s)", self.failure)
+        self.failure = None
+        self.appended += len(batch)
+        self._unsigned = True
+        for offset, (_, future) in enumerate(batch):
+            future.set_result(first + offset)
+
+    def _sign(self) -> Sealed | None:
+        """Sign a checkpoint of the current head (None if it could not be)."""
+        try:
+            with self.store.transaction() as uow:
+                size, root = audit_log.head(uow)
+                note = self.signer(uow) if self.signer is not None else None
+        except Exception as exc:
+            logger.error("audit checkpoint failed: %s: %s", type(exc).__name__, exc)
+            self._last_signed = time.monotonic()  # try again after an interval, not in a loop
+            return None
+        self._unsigned = False
+        self._last_signed = time.monotonic()
+        self.checkpoints += 1
+        return Sealed(size, root, note)
+
+    def _seal(self, request: _Seal) -> None:
+        sealed = self._sign()
+        if sealed is None:
+            request.future.set_exception(AuditUnavailableError("the audit log could not sign"))
+        else:
+            request.future.set_result(sealed)
