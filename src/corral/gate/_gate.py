@@ -66,6 +66,7 @@ class GateCall:
         "on_behalf_of",
         "operation",
         "reason",
+        "receipt",
         "result",
         "route",
         "started",
@@ -100,6 +101,9 @@ class GateCall:
         #: why the server itself ends a session (eviction, teardown); never a caller's input
         self.reason = reason
         self.result: Any = None
+        #: what the record stage tells the caller besides the result (release: the signed
+        #: checkpoint that seals the session's records), None if nothing
+        self.receipt: Any = None
         self.error: BaseException | None = None
         #: every policy decision the call caused, in order, whichever stage or service took
         #: it (`corral.access.decisions`): what the record stage keeps
@@ -247,7 +251,32 @@ class Gate:
         wait_s: float | None = None,
         reason: str | None = None,
     ) -> Any:
-        """Run `operation` for `caller` on `target` with `args` through every stage."""
+        """Run `operation` for `caller` on `target` with `args` through every stage; its
+        result (`call` instead gives the whole call, with the record stage's receipt)."""
+        done = await self.call(
+            caller,
+            operation,
+            target,
+            args,
+            on_behalf_of=on_behalf_of,
+            wait_s=wait_s,
+            reason=reason,
+        )
+        return done.result
+
+    async def call(
+        self,
+        caller: Caller | None,
+        operation: Operation,
+        target: str | None = None,
+        args: Any = None,
+        *,
+        on_behalf_of: Caller | None = None,
+        wait_s: float | None = None,
+        reason: str | None = None,
+    ) -> GateCall:
+        """`handle`, answering the finished call: its result and `receipt` (what the record
+        stage tells the caller, such as the checkpoint that sealed a released session)."""
         call = GateCall(
             caller,
             operation,
@@ -265,9 +294,9 @@ class Gate:
                 await self.input.inspect_in(call)
                 call.result = await self.actor.act(call)
                 await self.output.inspect_out(call)
-                return call.result
             except BaseException as exc:
                 call.error = exc
                 raise
             finally:
                 await self.recorder.record(call)
+        return call
