@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Paths", "paths"]
+__all__ = ["AuditSettings", "Paths", "audit_settings", "paths"]
 
 
 @dataclass(frozen=True)
@@ -36,4 +38,28 @@ def paths() -> Paths:
         state=_env_path("CORRAL_STATE_DIR", "/run/corral"),
         images=_env_path("CORRAL_IMAGE_DIR", "/var/lib/corral/images"),
         cache=_env_path("CORRAL_CACHE_DIR", "/var/cache/corral"),
+    )
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    #: the audit log's checkpoint origin, which is also its signing key's name
+    #: (CORRAL_AUDIT_ORIGIN; default `corral.local/<host name>/audit`)
+    origin: str
+    #: a file of witness signer keys, one per line, that cosign every checkpoint
+    #: (CORRAL_AUDIT_WITNESS_KEYS; default: none)
+    witness_keys: Path | None
+
+
+def default_audit_origin() -> str:
+    host = re.sub(r"[^a-z0-9.-]+", "-", socket.gethostname().lower()).strip("-.") or "host"
+    return f"corral.local/{host}/audit"
+
+
+def audit_settings() -> AuditSettings:
+    """Read from the environment each call, like `paths()`."""
+    keys = os.environ.get("CORRAL_AUDIT_WITNESS_KEYS")
+    return AuditSettings(
+        origin=os.environ.get("CORRAL_AUDIT_ORIGIN") or default_audit_origin(),
+        witness_keys=Path(keys).expanduser() if keys else None,
     )

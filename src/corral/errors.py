@@ -21,6 +21,7 @@ __all__ = [
     "ActionError",
     "ActionTimeoutError",
     "ApprovalPendingError",
+    "AuditIntegrityError",
     "BootError",
     "ConflictError",
     "CorralError",
@@ -308,6 +309,16 @@ class StoreSecurityError(CorralError):
     exit_code = 10
     code = "store_security"
     title = "Store not safe to use"
+
+
+class AuditIntegrityError(CorralError):
+    """The audit log cannot be signed as it stands: it disagrees with a checkpoint it signed
+    before (rewritten or cut short), or its signing key does not fit the configured origin.
+    Corral refuses to sign a checkpoint inconsistent with one it handed out."""
+
+    exit_code = 11
+    code = "audit_integrity"
+    title = "Audit log integrity"
 
 
 # The table: every class above (and in the modules that add their own, such as the

@@ -17,12 +17,19 @@ if TYPE_CHECKING:
 __all__ = ["append", "consistency", "head", "inclusion"]
 
 
-def append(uow: UnitOfWork, entries: Sequence[bytes]) -> int:
-    """Add `entries` to the log in `uow`'s transaction; the index of the first."""
+def append(
+    uow: UnitOfWork,
+    entries: Sequence[bytes],
+    record_ids: Sequence[str | None] | None = None,
+) -> int:
+    """Add `entries` to the log in `uow`'s transaction; the index of the first. `record_ids`
+    (one per entry, or None) name each entry's record, to find its proof by."""
+    if record_ids is not None and len(record_ids) != len(entries):
+        raise ValueError("one record id (or None) per entry")
     size, edge = uow.audit.state(lock=True)
     log = TiledLog(uow.audit, size, edge)
     first = log.append(entries)
-    uow.audit.add_entries(first, list(entries))
+    uow.audit.add_entries(first, list(entries), record_ids)
     uow.audit.set_state(log.size, log.edge.hashes)
     return first
 

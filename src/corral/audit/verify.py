@@ -4,10 +4,14 @@ changed, deleted, reordered or inserted, a tile changed, or a row the log's size
 account for, shows as the first bad index: the lowest entry whose proof no longer holds
 (`corral audit verify` prints it).
 
-This proves the store consistent with itself. Someone who rewrites the records and recomputes
-every hash, or cuts the newest records off together with the head, is caught only against a
-head signed and kept elsewhere (a checkpoint a witness or an auditor holds): checking the log
-against such checkpoints comes with checkpoint signing (issue 11).
+That alone proves the store consistent with itself. Given the log's verifier key, every stored
+signed checkpoint is checked too: its signature (and each required witness's cosignature), and
+that its root is the root recomputed from the records at its size. A rewrite that recomputes
+every hash then shows at the first checkpoint it contradicts: the first bad index is the size
+of the last checkpoint before it that still matches (the records below are vouched for), and a
+log cut short shows at its new size. A checkpoint whose signature does not verify vouches for
+nothing and is reported on its own. Checkpoints kept elsewhere (by an auditor or a witness) are
+what catch a rewrite that also re-signs with a stolen key.
 
 Reads the entries in bundles of 256 and keeps one tile per level in memory, so a log of a
 million records verifies in constant memory.
@@ -15,14 +19,18 @@ million records verifies in constant memory.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from corral.audit.tlog.checkpoint import Checkpoint
+from corral.audit.tlog.cosignature import CosignatureVerifier
 from corral.audit.tlog.merkle import CompactRange, leaf_hash, node_hash
+from corral.audit.tlog.note import NoteError, NoteVerifier, open_note
 from corral.audit.tlog.tiles import TILE_WIDTH, tiles_for
 
 if TYPE_CHECKING:
-    from corral.store import UnitOfWork
+    from corral.store import CheckpointRow, UnitOfWork
 
 __all__ = ["Verdict", "verify_log"]
 
@@ -34,6 +42,9 @@ class Verdict:
     #: the lowest entry index whose record or hashes do not match (None: the log is intact)
     first_bad: int | None = None
     problems: list[str] = field(default_factory=list)
+    #: signed checkpoints checked, and the sizes of those that failed
+    checkpoints: int = 0
+    bad_checkpoints: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -45,6 +56,14 @@ class Verdict:
         if len(self.problems) < 20:
             self.problems.append(problem)
 
+    def bad_checkpoint(self, size: int, problem: str, index: int | None = None) -> None:
+        self.bad_checkpoints.append(size)
+        if index is None:
+            if len(self.problems) < 20:
+                self.problems.append(problem)
+        else:
+            self.bad(index, problem)
+
 
 def _tile_head(hashes: bytes) -> bytes:
     level = [hashes[i : i + 32] for i in range(0, len(hashes), 32)]
@@ -53,8 +72,99 @@ def _tile_head(hashes: bytes) -> bytes:
     return level[0]
 
 
-def verify_log(uow: UnitOfWork) -> Verdict:
-    """Check the stored log against its own entries; see the module's docstring."""
+def _stored_checkpoints(uow: UnitOfWork) -> Iterator[CheckpointRow]:
+    start = 0
+    while True:
+        page = uow.audit.checkpoints(start, 500)
+        yield from page
+        if len(page) < 500:
+            return
+        start = page[-1].size + 1
+
+
+class _CheckpointCheck:
+    """Checks each stored checkpoint as the recomputed tree reaches its size."""
+
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        verdict: Verdict,
+        log_key: NoteVerifier | None,
+        witnesses: Sequence[CosignatureVerifier],
+    ) -> None:
+        self.verdict, self.log_key, self.witnesses = verdict, log_key, witnesses
+        self.pending = _stored_checkpoints(uow)
+        self.next: CheckpointRow | None = next(self.pending, None)
+        self.vouched = 0  # the size of the last checkpoint that matched the records
+        if self.next is not None and log_key is None:
+            verdict.problems.append("signed checkpoints are stored but no log key was given")
+
+    def _signed(self, row: CheckpointRow) -> bool:
+        verdict = self.verdict
+        verdict.checkpoints += 1
+        if self.log_key is None:
+            return True  # roots are still compared
+        try:
+            text, _ = open_note(row.note, [self.log_key])
+            checkpoint = Checkpoint.parse(text)
+        except NoteError as exc:
+            verdict.bad_checkpoint(row.size, f"checkpoint {row.size}: {exc}")
+            return False
+        if (checkpoint.origin, checkpoint.size, checkpoint.root) != (
+            self.log_key.name,
+            row.size,
+            row.root,
+        ):
+            verdict.bad_checkpoint(
+                row.size, f"checkpoint {row.size}: its note does not match its row or origin"
+            )
+            return False
+        for witness in self.witnesses:
+            try:
+                witness.verify_note(row.note)
+            except NoteError as exc:
+                verdict.bad_checkpoint(row.size, f"checkpoint {row.size}: {exc}")
+                return False
+        return True
+
+    def reached(self, tree: CompactRange) -> None:
+        """The recomputed tree has `tree.size` leaves: check the checkpoints of that size."""
+        while self.next is not None and self.next.size <= tree.size:
+            row, self.next = self.next, next(self.pending, None)
+            if not self._signed(row):
+                continue
+            if row.size < tree.size:
+                continue  # a size passed without being reached: cannot happen when sorted
+            if tree.root() != row.root:
+                self.verdict.bad_checkpoint(
+                    row.size,
+                    f"checkpoint {row.size}: its root differs from the records' "
+                    f"(records from {self.vouched} to {row.size - 1} differ from those signed)",
+                    self.vouched,
+                )
+            else:
+                self.vouched = row.size
+
+    def beyond(self, size: int) -> None:
+        """Checkpoints of more entries than the log holds: the newest records were cut off."""
+        while self.next is not None:
+            row, self.next = self.next, next(self.pending, None)
+            if self._signed(row):
+                self.verdict.bad_checkpoint(
+                    row.size,
+                    f"checkpoint {row.size} was signed but the records stop at {size}",
+                    size,
+                )
+
+
+def verify_log(
+    uow: UnitOfWork,
+    *,
+    log_key: NoteVerifier | None = None,
+    witnesses: Sequence[CosignatureVerifier] = (),
+) -> Verdict:
+    """Check the stored log against its own entries, and its stored signed checkpoints
+    against `log_key` and `witnesses`; see the module's docstring."""
     uow.audit.snapshot()
     size, edge = uow.audit.state()
     stored_root = CompactRange(size, edge).root() if len(edge) == size.bit_count() else b""
@@ -62,6 +172,8 @@ def verify_log(uow: UnitOfWork) -> Verdict:
     if len(edge) != size.bit_count():
         verdict.bad(0, f"the log's state holds {len(edge)} edge hashes for size {size}")
     recomputed = CompactRange()
+    checks = _CheckpointCheck(uow, verdict, log_key, witnesses)
+    checks.reached(recomputed)
     # hashes[level]: the recomputed hashes of the current tile at that level
     hashes: list[bytearray] = [bytearray()]
 
@@ -103,6 +215,7 @@ def verify_log(uow: UnitOfWork) -> Verdict:
                 break
             h = leaf_hash(entry)
             recomputed.append(h)
+            checks.reached(recomputed)
             push(0, h, index)
             expected = index + 1
         else:
@@ -110,6 +223,7 @@ def verify_log(uow: UnitOfWork) -> Verdict:
         break
     if expected < size and verdict.first_bad is None:
         verdict.bad(expected, f"entries {expected} to {size - 1} are missing")
+    checks.beyond(recomputed.size)
     strays = uow.audit.entry_rows(-(1 << 62), 1)
     if strays and strays[0][0] < 0:
         verdict.bad(0, f"an entry with index {strays[0][0]}")

@@ -1,8 +1,12 @@
-"""`corral audit ...`: the audit log, checked on this host (the server may be stopped)."""
+"""`corral audit ...`: the audit log, checked on this host (the server may be stopped), and its
+proofs, checked anywhere with only the log's public key."""
 
 from __future__ import annotations
 
 import base64
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,30 +20,250 @@ from corral.cli._common import (
     print_json,
 )
 
+if TYPE_CHECKING:
+    from corral.audit.tlog.cosignature import CosignatureVerifier
+    from corral.audit.tlog.note import NoteVerifier
+
 __all__ = ["app"]
 
+# The summary must equal the lazy entry's in corral.cli.main (tests/unit/test_cli_startup.py).
 app = typer.Typer(help="The audit log: verify it.", no_args_is_help=True)
+
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        metavar="VKEY",
+        help="the log's verifier key (<name>+<id>+<key>), or a file holding it",
+    ),
+]
+WitnessOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--witness",
+        metavar="VKEY",
+        help="a witness's cosignature verifier key (or its file) whose cosignature is "
+        "required; repeat for several",
+    ),
+]
 
 
 @app.callback()
 def _group() -> None:
-    """The audit log: verify it."""  # a group, so `verify` stays a subcommand
+    """The audit log: verify it."""  # a group, so each command stays a subcommand
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _log_verifier(text: str) -> NoteVerifier:
+    from corral.audit.checkpoints import read_key_text
+    from corral.audit.tlog.note import NoteError, NoteVerifier
+    from corral.errors import InvalidInputError
+
+    try:
+        return NoteVerifier.from_vkey(read_key_text(text))
+    except NoteError as exc:
+        raise InvalidInputError(f"bad log key: {exc}") from None
+
+
+def _witness_verifiers(values: list[str] | None) -> list[CosignatureVerifier]:
+    from corral.audit.checkpoints import read_key_text
+    from corral.audit.tlog.cosignature import CosignatureVerifier
+    from corral.audit.tlog.note import NoteError
+    from corral.errors import InvalidInputError
+
+    out = []
+    for value in values or []:
+        try:
+            out.append(CosignatureVerifier.from_vkey(read_key_text(value)))
+        except NoteError as exc:
+            raise InvalidInputError(f"bad witness key {value[:60]!r}: {exc}") from None
+    return out
+
+
+@app.command("key")
+@handle_errors
+def key(output: OutputOption = OutputFormat.table) -> None:
+    """Print the log's verifier key (<name>+<id>+<key>), what an auditor verifies with.
+
+    The key is created in the data folder (audit/log.skey, audit/log.vkey) on first use; its
+    name is the checkpoint origin (CORRAL_AUDIT_ORIGIN)."""
+    from corral.audit.checkpoints import LogKeys
+    from corral.cli._common import check_data_folder
+
+    check_data_folder()
+    keys = LogKeys.load()
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "vkey": keys.vkey,
+                "origin": keys.origin,
+                "key_id": f"{keys.signer.id:08x}",
+                "witnesses": [w.verifier.vkey for w in keys.witnesses],
+            }
+        )
+    else:
+        out_console.print(keys.vkey, highlight=False, soft_wrap=True)
+
+
+@app.command("checkpoint")
+@handle_errors
+def checkpoint(output: OutputOption = OutputFormat.table) -> None:
+    """Sign the log's current head now (log key and witness keys) and print the checkpoint.
+
+    Prints the latest one again when the log has not grown since."""
+    from corral.audit.checkpoints import LogKeys, sign_checkpoint
+    from corral.audit.tlog.checkpoint import Checkpoint
+    from corral.audit.tlog.note import split_note
+
+    with local_store() as store:
+        keys = LogKeys.load()
+        with store.transaction() as uow:
+            note = sign_checkpoint(uow, keys)
+    if output is OutputFormat.json:
+        cp = Checkpoint.parse(split_note(note)[0])
+        print_json({"origin": cp.origin, "size": cp.size, "root": _b64(cp.root), "note": note})
+    else:
+        sys.stdout.write(note)
+
+
+@app.command("prove")
+@handle_errors
+def prove(
+    target: Annotated[str, typer.Argument(metavar="INDEX|RECORD_ID")],
+    record: Annotated[
+        bool, typer.Option("--record", help="TARGET is a record id even if it is all digits")
+    ] = False,
+    no_entry: Annotated[
+        bool, typer.Option("--no-entry", help="leave the entry out of the proof's extra line")
+    ] = False,
+) -> None:
+    """Print the C2SP tlog-proof of one entry against the latest signed checkpoint.
+
+    INDEX is 0-based; anything else (or with --record) is a record id (its metadata.uid). The
+    entry itself goes in the proof's `extra` line (base64) unless --no-entry. Save it as
+    NAME.tlog-proof and check it with `corral audit verify --proof`."""
+    from corral.audit.checkpoints import prove as make_proof
+    from corral.errors import NotFoundError
+
+    with local_store() as store, store.transaction(write=False) as uow:
+        if target.isdigit() and target.isascii() and not record:
+            index = int(target)
+        else:
+            found = uow.audit.index_of_record(target)
+            if found is None:
+                raise NotFoundError(f"no audit entry with record id {target!r}")
+            index = found
+        text = make_proof(uow, index, with_entry=not no_entry)
+    sys.stdout.write(text)
 
 
 @app.command("verify")
 @handle_errors
-def verify(output: OutputOption = OutputFormat.table) -> None:
-    """Recompute the audit log from its records and check every stored hash and the head.
+def verify(
+    output: OutputOption = OutputFormat.table,
+    key: KeyOption = None,
+    witness: WitnessOption = None,
+    proof: Annotated[
+        Path | None,
+        typer.Option(
+            "--proof",
+            help="check this tlog-proof file offline instead (needs --key, no data folder)",
+        ),
+    ] = None,
+    entry: Annotated[
+        Path | None,
+        typer.Option("--entry", help="with --proof: the entry's file (else the proof's own)"),
+    ] = None,
+) -> None:
+    """Check the audit log on this host, or (--proof) one entry's proof anywhere.
 
-    Exits 0 if the stored log is consistent with itself; else 1, naming the first bad index
-    (0-based): the lowest record whose proof no longer holds (changed, deleted, reordered or
-    inserted records, stray rows, or changed hashes). A rewrite that recomputes every hash is
-    caught against signed checkpoints, which come next (docs/audit.md)."""
+    On this host: recompute the log from its records and check every stored hash, the head,
+    and every signed checkpoint (its signature by the log key, given with --key or read from
+    the data folder, each --witness's cosignature, and its root against the records). Exits
+    0 if all hold; else 1, naming the first bad index (0-based): the lowest record whose
+    proof no longer holds.
+
+    With --proof FILE --key VKEY: check the checkpoint's signature (and each --witness's
+    cosignature) and the inclusion proof of the entry (--entry FILE, else the one in the
+    proof). Exits 0 if valid, else 1 with a line saying why."""
+    if proof is not None:
+        _verify_proof(output, key, witness, proof, entry)
+        return
+    if entry is not None:
+        from corral.errors import InvalidInputError
+
+        raise InvalidInputError("--entry goes with --proof")
+    _verify_log(output, key, witness)
+
+
+def _verify_proof(
+    output: OutputFormat,
+    key: str | None,
+    witness: list[str] | None,
+    proof: Path,
+    entry: Path | None,
+) -> None:
+    from corral.audit.checkpoints import MAX_PROOF_BYTES, ProofInvalid, verify_proof
+    from corral.errors import InvalidInputError
+
+    if key is None:
+        raise InvalidInputError("--proof needs the log's verifier key: --key VKEY")
+    log_key = _log_verifier(key)
+    witnesses = _witness_verifiers(witness)
+    try:
+        with proof.open("rb") as f:
+            data = f.read(MAX_PROOF_BYTES + 1)
+        entry_data = entry.read_bytes() if entry is not None else None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    try:
+        verdict = verify_proof(data, log_key, witnesses, entry_data)
+    except ProofInvalid as exc:
+        if output is OutputFormat.json:
+            print_json({"ok": False, "error": str(exc)})
+        else:
+            out_console.print(f"invalid: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "ok": True,
+                "index": verdict.index,
+                "origin": verdict.origin,
+                "size": verdict.size,
+                "root": _b64(verdict.root),
+                "leaf_hash": _b64(verdict.leaf),
+                "entry": verdict.entry_from,
+                "witnesses": [{"name": n, "timestamp": t} for n, t in verdict.witnesses],
+            }
+        )
+        return
+    cosigned = "".join(f", cosigned by {n} at {t}" for n, t in verdict.witnesses)
+    out_console.print(
+        f"valid: entry {verdict.index} ({verdict.entry_from}) is in {verdict.origin} "
+        f"at size {verdict.size}, root {_b64(verdict.root)}, signed by the log key{cosigned}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _verify_log(output: OutputFormat, key: str | None, witness: list[str] | None) -> None:
+    from corral.audit.checkpoints import LogKeys
     from corral.audit.verify import verify_log
+    from corral.config import paths
 
-    with local_store() as store, store.transaction(write=False) as uow:
-        verdict = verify_log(uow)
-    root = base64.b64encode(verdict.root).decode()
+    witnesses = _witness_verifiers(witness)
+    with local_store() as store:
+        log_key = _log_verifier(key) if key is not None else None
+        vkey_file = LogKeys.folder(paths().data) / "log.vkey"
+        if log_key is None and vkey_file.is_file():
+            log_key = _log_verifier(str(vkey_file))
+        with store.transaction(write=False) as uow:
+            verdict = verify_log(uow, log_key=log_key, witnesses=witnesses)
+    root = _b64(verdict.root)
     if output is OutputFormat.json:
         print_json(
             {
@@ -47,15 +271,23 @@ def verify(output: OutputOption = OutputFormat.table) -> None:
                 "size": verdict.size,
                 "root": root,
                 "first_bad_index": verdict.first_bad,
+                "checkpoints": verdict.checkpoints,
+                "bad_checkpoints": verdict.bad_checkpoints,
                 "problems": verdict.problems,
             }
         )
     elif verdict.ok:
         line = f"audit log intact: {verdict.size} records, root {root}"
+        if verdict.checkpoints:
+            line += f"; {verdict.checkpoints} signed checkpoints hold"
         out_console.print(line, highlight=False)
     else:
         for problem in verdict.problems:
             err_console.print(f"[red]bad:[/] {problem}", highlight=False)
-        out_console.print(f"first bad index: {verdict.first_bad}", highlight=False)
+        if verdict.first_bad is not None:
+            out_console.print(f"first bad index: {verdict.first_bad}", highlight=False)
+        if verdict.bad_checkpoints:
+            sizes = ", ".join(str(s) for s in verdict.bad_checkpoints[:20])
+            out_console.print(f"bad checkpoints (sizes): {sizes}", highlight=False)
     if not verdict.ok:
         raise typer.Exit(1)

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
 from sqlalchemy import Connection, insert, select, update
 
-from corral.store._tables import audit_entries, audit_state, audit_tiles
+from corral.store._tables import audit_checkpoints, audit_entries, audit_state, audit_tiles
 
 HASH = 32
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    """A signed checkpoint as stored: the tree's size and root, and the signed note text."""
+
+    size: int
+    root: bytes
+    note: str
+    signed_at: datetime
 
 
 def state(conn: Connection, *, lock: bool) -> tuple[int, tuple[bytes, ...]]:
@@ -43,12 +57,92 @@ def write_tile(conn: Connection, level: int, index: int, hashes: bytes) -> None:
         conn.execute(insert(audit_tiles).values(level=level, idx=index, hashes=hashes))
 
 
-def add_entries(conn: Connection, first: int, entries: list[bytes]) -> None:
+def add_entries(
+    conn: Connection,
+    first: int,
+    entries: list[bytes],
+    record_ids: Sequence[str | None] | None = None,
+) -> None:
+    if record_ids is not None and len(record_ids) != len(entries):
+        raise ValueError("one record id (or None) per entry")
+    ids = record_ids if record_ids is not None else [None] * len(entries)
     if entries:
         conn.execute(
             insert(audit_entries),
-            [{"idx": first + i, "entry": e} for i, e in enumerate(entries)],
+            [
+                {"idx": first + i, "entry": e, "record_id": rid}
+                for i, (e, rid) in enumerate(zip(entries, ids, strict=True))
+            ],
         )
+
+
+def index_of_record(conn: Connection, record_id: str) -> int | None:
+    """The lowest index of an entry with this record id (None: no such entry)."""
+    row = conn.execute(
+        select(audit_entries.c.idx)
+        .where(audit_entries.c.record_id == record_id)
+        .order_by(audit_entries.c.idx)
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else int(row.idx)
+
+
+def _checkpoint(row: object) -> CheckpointRow:
+    return CheckpointRow(
+        int(row.size),  # type: ignore[attr-defined]
+        bytes(row.root),  # type: ignore[attr-defined]
+        str(row.note),  # type: ignore[attr-defined]
+        row.signed_at,  # type: ignore[attr-defined]
+    )
+
+
+_CHECKPOINT_COLUMNS = (
+    audit_checkpoints.c.size,
+    audit_checkpoints.c.root,
+    audit_checkpoints.c.note,
+    audit_checkpoints.c.signed_at,
+)
+
+
+def add_checkpoint(conn: Connection, checkpoint: CheckpointRow) -> None:
+    conn.execute(
+        insert(audit_checkpoints).values(
+            size=checkpoint.size,
+            root=checkpoint.root,
+            note=checkpoint.note,
+            signed_at=checkpoint.signed_at,
+        )
+    )
+
+
+def latest_checkpoint(conn: Connection) -> CheckpointRow | None:
+    row = conn.execute(
+        select(*_CHECKPOINT_COLUMNS).order_by(audit_checkpoints.c.size.desc()).limit(1)
+    ).one_or_none()
+    return None if row is None else _checkpoint(row)
+
+
+def checkpoint_at_or_after(conn: Connection, size: int) -> CheckpointRow | None:
+    """The smallest checkpoint of at least `size` entries."""
+    row = conn.execute(
+        select(*_CHECKPOINT_COLUMNS)
+        .where(audit_checkpoints.c.size >= size)
+        .order_by(audit_checkpoints.c.size)
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else _checkpoint(row)
+
+
+def checkpoints(conn: Connection, start: int = 0, limit: int | None = None) -> list[CheckpointRow]:
+    """Checkpoints of at least `start` entries, smallest first."""
+    query = (
+        select(*_CHECKPOINT_COLUMNS)
+        .where(audit_checkpoints.c.size >= start)
+        .order_by(audit_checkpoints.c.size)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return [_checkpoint(r) for r in conn.execute(query)]
 
 
 def entries(conn: Connection, start: int, end: int) -> list[bytes]:

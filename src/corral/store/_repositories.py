@@ -42,6 +42,7 @@ from corral.store import (
     _sessions,
     _ssf,
 )
+from corral.store._audit import CheckpointRow
 from corral.store._secrets import StoreKeys
 
 __all__ = [
@@ -130,7 +131,7 @@ class _Sealed(Repository):
 
 
 class AuditRepository(Repository):
-    """The audit log's rows: its state, entries and tiles (a `TileStore` for
+    """The audit log's rows: its state, entries, tiles and signed checkpoints (a `TileStore` for
     corral.audit.tlog.tiled). Appends take turns: `state(lock=True)` holds the state row."""
 
     __slots__ = ()
@@ -147,8 +148,30 @@ class AuditRepository(Repository):
     def write_tile(self, level: int, index: int, hashes: bytes) -> None:
         _audit.write_tile(self._w, level, index, hashes)
 
-    def add_entries(self, first: int, entries: builtins.list[bytes]) -> None:
-        _audit.add_entries(self._w, first, entries)
+    def add_entries(
+        self,
+        first: int,
+        entries: builtins.list[bytes],
+        record_ids: Sequence[str | None] | None = None,
+    ) -> None:
+        _audit.add_entries(self._w, first, entries, record_ids)
+
+    def index_of_record(self, record_id: str) -> int | None:
+        """The index of the (first) entry with this record id."""
+        return _audit.index_of_record(self._conn, record_id)
+
+    def add_checkpoint(self, checkpoint: CheckpointRow) -> None:
+        _audit.add_checkpoint(self._w, checkpoint)
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        return _audit.latest_checkpoint(self._conn)
+
+    def checkpoint_at_or_after(self, size: int) -> CheckpointRow | None:
+        return _audit.checkpoint_at_or_after(self._conn, size)
+
+    def checkpoints(self, start: int = 0, limit: int | None = None) -> builtins.list[CheckpointRow]:
+        """Stored checkpoints of at least `start` entries, smallest first."""
+        return _audit.checkpoints(self._conn, start, limit)
 
     def entries(self, start: int, end: int) -> builtins.list[bytes]:
         return _audit.entries(self._conn, start, end)

@@ -40,6 +40,7 @@ __all__ = [
     "agent_sponsors",
     "agents",
     "approvals",
+    "audit_checkpoints",
     "audit_entries",
     "audit_state",
     "audit_tiles",
@@ -478,6 +479,9 @@ audit_entries = Table(
     metadata,
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("entry", LargeBinary, nullable=False),
+    # the record's id (its `metadata.uid`), to find its proof by (migration 0011)
+    Column("record_id", String(128), nullable=True),
+    Index(None, "record_id"),
 )
 
 audit_tiles = Table(
@@ -486,4 +490,16 @@ audit_tiles = Table(
     Column("level", Integer, primary_key=True, autoincrement=False),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("hashes", LargeBinary, nullable=False),
+)
+
+# Signed checkpoints (migration 0011): the log's tree head at a size, as the signed note
+# (C2SP tlog-checkpoint, signed by the log key and cosigned by any witness keys) that was
+# handed out. One per size; only ever added.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("signed_at", UTCDateTime, nullable=False),
 )
