@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from corral.audit import log
 from corral.audit.tlog.cosignature import CosignatureSigner
 from corral.cli.audit import app
-from corral.store import Store
+from corral.store import EntryKeys, Store
 from corral.store._tables import audit_checkpoints, audit_entries, audit_state, audit_tiles
 
 N = 37  # an odd size: a right edge of several subtrees
@@ -32,7 +32,11 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     store = Store(f"sqlite:///{tmp_path}/corral.db")
     store.migrate()
     with store.transaction() as uow:
-        log.append(uow, [f"entry {i}".encode() for i in range(N)], [f"uid-{i}" for i in range(N)])
+        log.append(
+            uow,
+            [f"entry {i}".encode() for i in range(N)],
+            [EntryKeys(f"uid-{i}") for i in range(N)],
+        )
     store.close()
     return tmp_path
 

@@ -1,5 +1,5 @@
 """Log keys in the data folder, witness cosignatures (C2SP tlog-cosignature), and signed
-checkpoints kept in the store (SQLite, and PostgreSQL when CORRAL_TEST_PG_URL is set).
+checkpoints kept in the store (SQLite and PostgreSQL).
 
 The cosignature checks here are written from the spec text, not through corral's code: the
 signed message is built by hand and checked with `cryptography` directly, and the key id is
@@ -12,15 +12,11 @@ import hashlib
 import os
 import stat
 import struct
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import NullPool, create_engine, text
-from sqlalchemy.engine import make_url
 
 from corral.audit import log
 from corral.audit.checkpoints import LogKeys, sign_checkpoint
@@ -33,7 +29,7 @@ from corral.audit.tlog.cosignature import (
 from corral.audit.tlog.note import NoteError, NoteSigner, open_note, sign_note
 from corral.config import AuditSettings
 from corral.errors import AuditIntegrityError, InvalidInputError, StoreSecurityError
-from corral.store import Store
+from corral.store import EntryKeys, Store
 
 # The tlog-checkpoint example body (C2SP tlog-checkpoint and tlog-cosignature).
 BODY = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
@@ -172,31 +168,7 @@ def test_witness_keys_come_from_a_private_file(tmp_path: Path) -> None:
 # -- signed checkpoints in the store -----------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path}/corral.db")
-        s.migrate()
-        yield s
-        s.close()
-        return
-    base = os.environ.get("CORRAL_TEST_PG_URL")
-    if not base:
-        pytest.skip("CORRAL_TEST_PG_URL is not set")
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    s = Store(url.render_as_string(hide_password=False))
-    try:
-        s.migrate()
-        yield s
-    finally:
-        s.close()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+# `store`: SQLite and PostgreSQL, from tests/store/conftest.py (via tests/audit/conftest.py)
 
 
 def _append(store: Store, start: int, n: int) -> None:
@@ -204,7 +176,7 @@ def _append(store: Store, start: int, n: int) -> None:
         log.append(
             uow,
             [f"record {i}".encode() for i in range(start, start + n)],
-            [f"rid-{i}" for i in range(start, start + n)],
+            [EntryKeys(f"rid-{i}") for i in range(start, start + n)],
         )
 
 
@@ -267,6 +239,6 @@ def test_refuses_to_sign_a_log_that_contradicts_its_checkpoint(store: Store) -> 
 def test_append_keeps_its_old_signature_and_checks_record_ids(store: Store) -> None:
     with store.transaction() as uow:
         assert log.append(uow, [b"a", b"b"]) == 0
-        with pytest.raises(ValueError, match="one record id"):
-            log.append(uow, [b"c"], ["x", "y"])
+        with pytest.raises(ValueError, match="one EntryKeys"):
+            log.append(uow, [b"c"], [EntryKeys("x"), EntryKeys("y")])
         assert uow.audit.index_of_record("x") is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 import tempfile
 import time
@@ -51,6 +52,9 @@ __all__ = [
 KEY_DIR = "audit"
 SKEY_FILE = "log.skey"
 VKEY_FILE = "log.vkey"
+#: the key of the hashes records keep of content (typed text, file content): secret, so a
+#: reader of the log cannot confirm a guess of a short secret by hashing it
+CONTENT_KEY_FILE = "content.key"
 #: a proof file at most this long: 63 hashes, an entry of 65,535 bytes in base64 in its
 #: `extra` line, and a checkpoint with 100 signatures fit well within it
 MAX_PROOF_BYTES = 256 * 1024
@@ -95,6 +99,8 @@ class LogKeys:
 
     signer: NoteSigner
     witnesses: tuple[CosignatureSigner, ...] = field(default=())
+    #: the HMAC key of content hashes in records (`content.key`, 32 random bytes)
+    content_key: bytes = field(default=b"", repr=False)
 
     @property
     def origin(self) -> str:
@@ -152,7 +158,19 @@ class LogKeys:
         vkey = signer.verifier.vkey
         if not _write_new(vkey_path, vkey + "\n", 0o644) and _read_line(vkey_path) != vkey:
             raise AuditIntegrityError(f"{vkey_path} is not the verifier key of {skey_path}")
-        return cls(signer, tuple(_witness_signers(settings.witness_keys)))
+        content_path = folder / CONTENT_KEY_FILE
+        if not content_path.exists() and create:
+            _write_new(content_path, secrets.token_hex(32) + "\n", 0o600)
+        content_key = b""
+        if content_path.exists():
+            _private(content_path)
+            try:
+                content_key = bytes.fromhex(_read_line(content_path))
+            except ValueError:
+                raise AuditIntegrityError(f"{content_path} must hold 64 hex digits") from None
+            if len(content_key) != 32:
+                raise AuditIntegrityError(f"{content_path} must hold 64 hex digits")
+        return cls(signer, tuple(_witness_signers(settings.witness_keys)), content_key)
 
 
 def _witness_signers(path: Path | None) -> list[CosignatureSigner]:

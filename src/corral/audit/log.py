@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from corral.audit.tlog.tiled import TiledLog
 
 if TYPE_CHECKING:
-    from corral.store import UnitOfWork
+    from corral.store import EntryKeys, UnitOfWork
 
 __all__ = ["append", "consistency", "head", "inclusion"]
 
@@ -20,16 +20,16 @@ __all__ = ["append", "consistency", "head", "inclusion"]
 def append(
     uow: UnitOfWork,
     entries: Sequence[bytes],
-    record_ids: Sequence[str | None] | None = None,
+    keys: Sequence[EntryKeys] | None = None,
 ) -> int:
-    """Add `entries` to the log in `uow`'s transaction; the index of the first. `record_ids`
-    (one per entry, or None) name each entry's record, to find its proof by."""
-    if record_ids is not None and len(record_ids) != len(entries):
-        raise ValueError("one record id (or None) per entry")
+    """Add `entries` to the log in `uow`'s transaction; the index of the first. `keys` (one
+    per entry) name each entry's record, trace and session, to find it by."""
+    if keys is not None and len(keys) != len(entries):
+        raise ValueError("one EntryKeys (record id, trace, session) per entry")
     size, edge = uow.audit.state(lock=True)
     log = TiledLog(uow.audit, size, edge)
     first = log.append(entries)
-    uow.audit.add_entries(first, list(entries), record_ids)
+    uow.audit.add_entries(first, list(entries), keys)
     uow.audit.set_state(log.size, log.edge.hashes)
     return first
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from corral.audit import log as audit_log
 from corral.errors import AuditUnavailableError
+from corral.store import EntryKeys
 
 if TYPE_CHECKING:
     from corral.store import Store, UnitOfWork
@@ -59,6 +60,8 @@ class _Seal:
 
 
 _STOP = object()
+_NO_KEYS = EntryKeys()
+_Item = tuple[bytes, EntryKeys, "Future[int]"]
 
 
 class AuditWriter:
@@ -102,19 +105,20 @@ class AuditWriter:
             self._thread = None
 
     # -- appending -----------------------------------------------------------------------
-    def submit(self, entry: bytes) -> Future[int]:
-        """Queue `entry`; the future resolves to its index once committed."""
+    def submit(self, entry: bytes, keys: EntryKeys | None = None) -> Future[int]:
+        """Queue `entry` (found later by `keys`); the future resolves to its index once
+        committed."""
         if self._thread is None:
             raise AuditUnavailableError("the audit log's writer is not running")
         future: Future[int] = Future()
-        self._queue.put((entry, future))
+        self._queue.put((entry, keys or _NO_KEYS, future))
         return future
 
-    async def append(self, entry: bytes) -> int:
-        return await asyncio.wrap_future(self.submit(entry))
+    async def append(self, entry: bytes, keys: EntryKeys | None = None) -> int:
+        return await asyncio.wrap_future(self.submit(entry, keys))
 
-    def append_sync(self, entry: bytes, timeout: float = 30.0) -> int:
-        return self.submit(entry).result(timeout)
+    def append_sync(self, entry: bytes, keys: EntryKeys | None = None, timeout: float = 30) -> int:
+        return self.submit(entry, keys).result(timeout)
 
     async def seal(self) -> Sealed:
         """A checkpoint covering every record appended before this call, signed now."""
@@ -152,11 +156,11 @@ class AuditWriter:
 
     def _handle(self, items: list[object]) -> bool:
         """Append the entries among `items` (in order, seals cut the batch), answer seals."""
-        batch: list[tuple[bytes, Future[int]]] = []
+        batch: list[_Item] = []
         stop = False
         for item in items:
             if isinstance(item, tuple):
-                batch.append(item)
+                batch.append(item)  # (entry, keys, future)
                 continue
             self._commit(batch)
             batch = []
@@ -167,16 +171,17 @@ class AuditWriter:
         self._commit(batch)
         return stop
 
-    def _commit(self, batch: list[tuple[bytes, Future[int]]]) -> None:
+    def _commit(self, batch: list[_Item]) -> None:
         if not batch:
             return
         try:
             with self.store.transaction() as uow:
-                first = audit_log.append(uow, [entry for entry, _ in batch])
+                entries = [entry for entry, _, _ in batch]
+                first = audit_log.append(uow, entries, [keys for _, keys, _ in batch])
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             logger.error("audit log append of %d records failed: %s", len(batch), self.failure)
-            for _, future in batch:
+            for _, _, future in batch:
                 future.set_exception(AuditUnavailableError())
             return
         if self.failure is not None:
@@ -184,7 +189,7 @@ class AuditWriter:
         self.failure = None
         self.appended += len(batch)
         self._unsigned = True
-        for offset, (_, future) in enumerate(batch):
+        for offset, (_, _, future) in enumerate(batch):
             future.set_result(first + offset)
 
     def _sign(self) -> Sealed | None:

@@ -6,13 +6,14 @@ yields a `UnitOfWork`: several repositories' writes in one transaction.
 
 from __future__ import annotations
 
-from corral.store._audit import CheckpointRow
+from corral.store._audit import CheckpointRow, EntryKeys
 from corral.store._files import check_data_files
 from corral.store._store import KeyRotation, Store
 from corral.store._uow import UnitOfWork, UnitOfWorkError
 
 __all__ = [
     "CheckpointRow",
+    "EntryKeys",
     "KeyRotation",
     "Store",
     "UnitOfWork",

@@ -57,23 +57,61 @@ def write_tile(conn: Connection, level: int, index: int, hashes: bytes) -> None:
         conn.execute(insert(audit_tiles).values(level=level, idx=index, hashes=hashes))
 
 
+@dataclass(frozen=True, slots=True)
+class EntryKeys:
+    """What an entry is found by besides its index: its record's id, trace and session."""
+
+    record_id: str | None = None
+    trace_id: str | None = None
+    session_id: str | None = None
+
+
+_NO_KEYS = EntryKeys()
+
+
 def add_entries(
     conn: Connection,
     first: int,
     entries: list[bytes],
-    record_ids: Sequence[str | None] | None = None,
+    keys: Sequence[EntryKeys] | None = None,
 ) -> None:
-    if record_ids is not None and len(record_ids) != len(entries):
-        raise ValueError("one record id (or None) per entry")
-    ids = record_ids if record_ids is not None else [None] * len(entries)
+    if keys is not None and len(keys) != len(entries):
+        raise ValueError("one EntryKeys (record id, trace, session) per entry")
+    found = keys if keys is not None else [_NO_KEYS] * len(entries)
     if entries:
         conn.execute(
             insert(audit_entries),
             [
-                {"idx": first + i, "entry": e, "record_id": rid}
-                for i, (e, rid) in enumerate(zip(entries, ids, strict=True))
+                {
+                    "idx": first + i,
+                    "entry": e,
+                    "record_id": k.record_id,
+                    "trace_id": k.trace_id,
+                    "session_id": k.session_id,
+                }
+                for i, (e, k) in enumerate(zip(entries, found, strict=True))
             ],
         )
+
+
+def keyed_entries(
+    conn: Connection,
+    *,
+    trace_id: str | None = None,
+    session_id: str | None = None,
+    start: int = 0,
+    limit: int = 10_000,
+) -> list[tuple[int, bytes]]:
+    """(index, entry) of a trace's or a session's entries from `start`, in order."""
+    column = audit_entries.c.trace_id if trace_id is not None else audit_entries.c.session_id
+    value = trace_id if trace_id is not None else session_id
+    rows = conn.execute(
+        select(audit_entries.c.idx, audit_entries.c.entry)
+        .where(column == value, audit_entries.c.idx >= start)
+        .order_by(audit_entries.c.idx)
+        .limit(limit)
+    ).all()
+    return [(int(r.idx), bytes(r.entry)) for r in rows]
 
 
 def index_of_record(conn: Connection, record_id: str) -> int | None:

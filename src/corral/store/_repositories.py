@@ -152,9 +152,19 @@ class AuditRepository(Repository):
         self,
         first: int,
         entries: builtins.list[bytes],
-        record_ids: Sequence[str | None] | None = None,
+        keys: Sequence[_audit.EntryKeys] | None = None,
     ) -> None:
-        _audit.add_entries(self._w, first, entries, record_ids)
+        _audit.add_entries(self._w, first, entries, keys)
+
+    def trace_entries(self, trace_id: str, limit: int = 10_000) -> builtins.list[tuple[int, bytes]]:
+        """(index, entry) of every entry of a trace, in order (at most `limit`)."""
+        return _audit.keyed_entries(self._conn, trace_id=trace_id, limit=limit)
+
+    def session_entries(
+        self, session_id: str, start: int = 0, limit: int = 1000
+    ) -> builtins.list[tuple[int, bytes]]:
+        """(index, entry) of a session's entries from index `start`, in order."""
+        return _audit.keyed_entries(self._conn, session_id=session_id, start=start, limit=limit)
 
     def index_of_record(self, record_id: str) -> int | None:
         """The index of the (first) entry with this record id."""

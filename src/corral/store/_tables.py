@@ -479,9 +479,14 @@ audit_entries = Table(
     metadata,
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("entry", LargeBinary, nullable=False),
-    # the record's id (its `metadata.uid`), to find its proof by (migration 0011)
+    # the record's id (its `metadata.uid`), to find its proof by, and its trace and session
+    # to find a trace's or a session's records by (migration 0011)
     Column("record_id", String(128), nullable=True),
+    Column("trace_id", String(32), nullable=True),
+    Column("session_id", String(128), nullable=True),
     Index(None, "record_id"),
+    Index(None, "trace_id"),
+    Index(None, "session_id"),
 )
 
 audit_tiles = Table(
