@@ -94,15 +94,15 @@ def make_event(
     hostile: bool = True,
 ) -> AuditEvent:
     allowed = outcome is not Outcome.DENIED
+    text = HOSTILE if hostile else "hello"
     decisions = (
         DecisionNote(action=action, resource='Session::"s-77"', allowed=allowed,
                      policies=("system-agents-act-in-own-session",) if allowed else (),
                      reason=None if allowed else "no permit"),
         DecisionNote(action=action, resource='Pc::"pc-3"', allowed=allowed,
-                     policies=("p-1", "p-2") if allowed else ("forbid-run-" + HOSTILE,),
-                     reason=HOSTILE),
+                     policies=("p-1", "p-2") if allowed else ("forbid-run-" + text,),
+                     reason=text),
     )  # fmt: skip
-    text = HOSTILE if hostile else "hello"
     return AuditEvent(
         time_ms=1_796_000_000_123,
         category=category,
@@ -150,16 +150,17 @@ def test_every_category_and_outcome_is_schema_valid(
     }  # fmt: skip
     assert record["time"] == event.time_ms
     corral = record["unmapped"]["corral"]
-    assert corral["trace"] == {
-        "trace_id": TRACE.trace_id, "span_id": TRACE.span_id, "parent_id": TRACE.parent_id
-    }  # fmt: skip
     if class_uid == 6003:  # OCSF 1.8.0's trace profile applies to API Activity only
         assert record["metadata"]["profiles"] == list(OCSF_PROFILES)
         assert record["trace"]["uid"] == TRACE.trace_id
         assert record["trace"]["span"]["uid"] == TRACE.span_id
         assert record["trace"]["span"]["parent_uid"] == TRACE.parent_id
+        assert "trace" not in corral
     else:
         assert record["metadata"]["profiles"] == ["security_control"] and "trace" not in record
+        assert corral["trace"] == {
+            "trace_id": TRACE.trace_id, "span_id": TRACE.span_id, "parent_id": TRACE.parent_id
+        }  # fmt: skip
     assert corral["session"] == "s-77" and corral["pc"] == "pc-3" and corral["via"] == "mcp"
     assert corral["duration_ms"] == 12.75 and corral["outcome"] == outcome.value
     assert corral["result"]["ratio"] == "nan"  # no NaN reaches the log

@@ -18,6 +18,7 @@ Nothing here validates against the OCSF schema at run time (that costs milliseco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -59,12 +60,12 @@ _CUT = "\u2026"  # marks a string that was cut
 
 _PRODUCT_NAME = "Corral"
 
-# (class uid, category uid, class name, category name)
-_AUTHENTICATION = (3002, 3, "Authentication", "Identity & Access Management")
-_AUTHORIZE_SESSION = (3003, 3, "Authorize Session", "Identity & Access Management")
-_ACCOUNT_CHANGE = (3001, 3, "Account Change", "Identity & Access Management")
-_API_ACTIVITY = (6003, 6, "API Activity", "Application Activity")
-_DETECTION_FINDING = (2004, 2, "Detection Finding", "Findings")
+# (class uid, category uid)
+_AUTHENTICATION = (3002, 3)  # Identity & Access Management
+_AUTHORIZE_SESSION = (3003, 3)
+_ACCOUNT_CHANGE = (3001, 3)
+_API_ACTIVITY = (6003, 6)  # Application Activity
+_DETECTION_FINDING = (2004, 2)  # Findings
 
 _API_NAMES = {1: "Create", 2: "Read", 3: "Update", 4: "Delete", 99: "Other"}
 _API_EXACT = {
@@ -115,19 +116,16 @@ _USER_TYPES = {
     "system": (3, "System"),
     "agent": (99, "Agent"),
 }
-_SEVERITY = {
-    Outcome.SUCCESS: (1, "Informational"),
-    Outcome.FAILURE: (2, "Low"),
-    Outcome.DENIED: (3, "Medium"),
-}
-_STATUS = {Outcome.SUCCESS: (1, "Success"), Outcome.FAILURE: (2, "Failure")}
-_STATUS[Outcome.DENIED] = _STATUS[Outcome.FAILURE]
+# Informational, Low, Medium
+_SEVERITY = {Outcome.SUCCESS: 1, Outcome.FAILURE: 2, Outcome.DENIED: 3}
 
 
 def _text(value: object, limit: int = _ID_CHARS) -> str:
     """`value` as a string of at most `limit` characters (+ the cut mark) with every control,
     bidi and invisible character escaped: never more than `limit` characters of the input."""
-    text = value if isinstance(value, str) else str(value)
+    text = value if type(value) is str else str(value)
+    if len(text) <= limit and text.isascii() and text.isprintable():
+        return text  # the common case: a plain id
     cut = len(text) > limit
     if cut:
         text = text[:limit]
@@ -138,27 +136,38 @@ def _text(value: object, limit: int = _ID_CHARS) -> str:
     return text + _CUT if cut else text
 
 
+def _opt(value: str | None) -> str | None:
+    return None if value is None else _text(value)
+
+
 def _summary(value: Any, depth: int = 0) -> Any:
     """A copy of an args/result summary that is plain JSON: strings bounded and escaped, keys
     strings, non-finite floats and huge integers as text, anything else by its type name."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return _text(value, _TEXT_CHARS)
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
+    if kind is int:
         return value if -(2**63) <= value < 2**64 else f"<int of {value.bit_length()} bits>"
-    if isinstance(value, float):
+    if value is None or kind is bool:
+        return value
+    if kind is float:
         return value if math.isfinite(value) else repr(value)
     if depth >= _DEPTH:
         return "<nested too deep>"
     if isinstance(value, Mapping):
-        return {_text(k, _ID_CHARS): _summary(v, depth + 1) for k, v in value.items()}
+        return {_text(k): _summary(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_summary(v, depth + 1) for v in value]
+    if isinstance(value, str):  # subclasses: a StrEnum...
+        return _text(str(value), _TEXT_CHARS)
+    if isinstance(value, int):
+        return _summary(int(value), depth)
+    if isinstance(value, float):
+        return _summary(float(value), depth)
     if isinstance(value, bytes | bytearray | memoryview):
         raw = bytes(value)
         return {"sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)}
-    return f"<{_text(type(value).__name__, 64)}>"
+    return f"<{_text(kind.__name__, 64)}>"
 
 
 def _activity(
@@ -173,14 +182,13 @@ def _activity(
     return 99
 
 
-def _user(actor: Actor) -> dict[str, Any]:
+def _user(actor: Actor, uid: str | None) -> dict[str, Any]:
     type_id, type_name = _USER_TYPES.get(actor.kind, (0, "Unknown"))
     user: dict[str, Any] = {"type_id": type_id, "type": type_name}
     if type_id == 0 and actor.kind:
-        user["type"] = _text(actor.kind, 64)
-        user["type_id"] = 99
-    if actor.id is not None:
-        user["uid"] = _text(actor.id)
+        user["type_id"], user["type"] = 99, _text(actor.kind, 64)
+    if uid is not None:
+        user["uid"] = uid
     else:  # refused before anyone was known, or the server itself
         user["name"] = "system" if actor.kind == "system" else "unknown"
     if actor.key_thumbprint is not None:
@@ -188,13 +196,20 @@ def _user(actor: Actor) -> dict[str, Any]:
     return user
 
 
+@functools.lru_cache(maxsize=1024)
+def _ip(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
 def _endpoint(address: str | None) -> dict[str, Any]:
     if address is None:
         return {"name": "corral"}  # the server itself (system, lifecycle)
-    try:
-        return {"ip": str(ipaddress.ip_address(address))}
-    except ValueError:
-        return {"name": _text(address)}  # a unix socket, a test client
+    ip = _ip(address) if len(address) <= 64 else None
+    # not an IP: a unix socket, a test client
+    return {"ip": ip} if ip is not None else {"name": _text(address)}
 
 
 def _kept_decisions(event: AuditEvent) -> tuple[DecisionNote, ...]:
@@ -204,102 +219,50 @@ def _kept_decisions(event: AuditEvent) -> tuple[DecisionNote, ...]:
     return notes[: _DECISIONS // 2] + notes[-(_DECISIONS // 2) :]
 
 
-def _authorizations(notes: tuple[DecisionNote, ...]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def _decisions(
+    notes: tuple[DecisionNote, ...],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(`unmapped.corral.decisions`, `actor.authorizations`)."""
+    detail: list[dict[str, Any]] = []
+    authorizations: list[dict[str, Any]] = []
     for note in notes:
-        decision = "allow" if note.allowed else "deny"
-        if not note.policies:
-            out.append({"decision": decision})
-        for policy in note.policies[:_POLICIES]:
-            out.append({"decision": decision, "policy": {"uid": _text(policy), "is_applied": True}})
-    return out
-
-
-def _decisions(notes: tuple[DecisionNote, ...]) -> list[dict[str, Any]]:
-    out = []
-    for note in notes:
+        policies = [_text(p) for p in note.policies[:_POLICIES]]
         item: dict[str, Any] = {
             "action": _text(note.action),
             "resource": _text(note.resource),
             "allowed": note.allowed,
-            "policies": [_text(p) for p in note.policies[:_POLICIES]],
+            "policies": policies,
         }
         if len(note.policies) > _POLICIES:
             item["policies_total"] = len(note.policies)
         if note.reason is not None:
             item["reason"] = _text(note.reason, _TEXT_CHARS)
-        out.append(item)
-    return out
-
-
-def _resources(event: AuditEvent) -> list[dict[str, Any]]:
-    out = []
-    if event.session_id is not None:
-        out.append({"type": "session", "uid": _text(event.session_id)})
-    if event.pc_id is not None:
-        out.append({"type": "pc", "uid": _text(event.pc_id)})
-    if event.pool is not None:
-        out.append({"type": "pool", "name": _text(event.pool)})
-    if event.target is not None:
-        out.append({"type": "target", "uid": _text(event.target)})
-    return out
-
-
-def _corral(event: AuditEvent, notes: tuple[DecisionNote, ...]) -> dict[str, Any]:
-    """`unmapped.corral`: what OCSF has no attribute for, the same in every class."""
-    actor = event.actor
-    out: dict[str, Any] = {
-        "outcome": event.outcome.value,
-        "action": _text(event.action),
-        "actor": {"kind": _text(actor.kind, 64)},
-        "duration_ms": event.duration_ms if math.isfinite(event.duration_ms) else 0.0,
-    }
-    for key, value in (
-        ("id", actor.id),
-        ("sponsor", actor.sponsor),
-        ("on_behalf_of", actor.on_behalf_of),
-        ("session", actor.session_id),
-    ):
-        if value is not None:
-            out["actor"][key] = _text(value)
-    for key, value in (
-        ("session", event.session_id),
-        ("pc", event.pc_id),
-        ("pool", event.pool),
-        ("target", event.target),
-        ("via", event.via),
-    ):
-        if value is not None:
-            out[key] = _text(value)
-    if event.status is not None:
-        out["http_status"] = event.status
-    if event.trace is not None:
-        trace = {"trace_id": _text(event.trace.trace_id), "span_id": _text(event.trace.span_id)}
-        if event.trace.parent_id is not None:
-            trace["parent_id"] = _text(event.trace.parent_id)
-        out["trace"] = trace
-    if notes:
-        out["decisions"] = _decisions(notes)
-    if len(notes) < len(event.decisions):
-        out["decisions_total"] = len(event.decisions)
-    if event.args:
-        out["args"] = _summary(event.args)
-    if event.result:
-        out["result"] = _summary(event.result)
-    return out
+        detail.append(item)
+        decision = "allow" if note.allowed else "deny"
+        if policies:
+            authorizations.extend(
+                {"decision": decision, "policy": {"uid": p, "is_applied": True}} for p in policies
+            )
+        else:
+            authorizations.append({"decision": decision})
+    return detail, authorizations
 
 
 def to_ocsf(event: AuditEvent, *, record_id: str, product_version: str) -> dict[str, Any]:
-    """The OCSF 1.8.0 record of `event` (profiles `security_control` and `trace`).
+    """The OCSF 1.8.0 record of `event` (docs/audit.md, "Records (OCSF)").
 
     `record_id` becomes `metadata.uid` (and a finding's uid); the trace id becomes
     `metadata.correlation_uid`. Every string copied from the event is bounded and escaped, so
-    the record's size outside `unmapped` is bounded whatever the event holds.
+    the record's size outside `unmapped.corral` is bounded whatever the event holds.
     """
     category = event.category
-    notes = _kept_decisions(event)
+    outcome = event.outcome
+    actor = event.actor
     operation = _text(event.operation)
-    actor_user = _user(event.actor)
+    action = _text(event.action)
+    session, pc, pool, target = (
+        _opt(event.session_id), _opt(event.pc_id), _opt(event.pool), _opt(event.target)
+    )  # fmt: skip
     if category is Category.AUTHENTICATION:
         cls = _AUTHENTICATION
         activity_id, activity = (
@@ -317,12 +280,10 @@ def to_ocsf(event: AuditEvent, *, record_id: str, product_version: str) -> dict[
         cls = _API_ACTIVITY
         activity_id = _activity(event.operation, _API_EXACT, _API_PREFIXES)
         activity = _API_NAMES[activity_id] if activity_id != 99 else operation
-    class_uid, category_uid, class_name, category_name = cls
-    outcome = event.outcome
-    severity_id, severity = _SEVERITY[outcome]
-    status_id, status = _STATUS[outcome]
+    class_uid, category_uid = cls
+    status_id = 1 if outcome is Outcome.SUCCESS else 2
     if cls is _DETECTION_FINDING:  # a finding's status is its own (New...), not the outcome's
-        status_id, status = (1, "New") if outcome is Outcome.SUCCESS else (99, outcome.value)
+        status_id = 1 if outcome is Outcome.SUCCESS else 99
 
     metadata: dict[str, Any] = {
         "version": OCSF_VERSION,
@@ -334,110 +295,160 @@ def to_ocsf(event: AuditEvent, *, record_id: str, product_version: str) -> dict[
         },
         "uid": _text(record_id),
     }
+    corral: dict[str, Any] = {
+        "outcome": outcome.value,
+        "action": action,
+        "actor": {"kind": _text(actor.kind, 64)},
+    }
     record: dict[str, Any] = {
         "class_uid": class_uid,
-        "class_name": class_name,
         "category_uid": category_uid,
-        "category_name": category_name,
         "activity_id": activity_id,
         "activity_name": activity,
         "type_uid": class_uid * 100 + activity_id,
-        "type_name": f"{class_name}: {activity}",
-        "severity_id": severity_id,
-        "severity": severity,
+        "severity_id": _SEVERITY[outcome],
         "status_id": status_id,
-        "status": status,
         "time": event.time_ms,
-        "message": f"{operation} {outcome.value}",
         "metadata": metadata,
-        "unmapped": {"corral": _corral(event, notes)},
+        "unmapped": {"corral": corral},
     }
+    if status_id == 99:
+        record["status"] = outcome.value
     duration = event.duration_ms
     if math.isfinite(duration) and duration >= 0:
+        corral["duration_ms"] = duration
         record["duration"] = round(duration)
-        record["start_time"] = event.time_ms - round(duration)
+        record["start_time"] = event.time_ms - record["duration"]
     if event.error_code is not None:
         record["status_code"] = _text(event.error_code, 64)
     if event.error_message is not None:
         record["status_detail"] = _text(event.error_message, _TEXT_CHARS)
 
+    # what OCSF has no attribute for: the same keys in every class
+    actor_id = _opt(actor.id)
+    if actor.sponsor is not None:
+        corral["actor"]["sponsor"] = _text(actor.sponsor)
+    if actor.on_behalf_of is not None:
+        corral["actor"]["on_behalf_of"] = _text(actor.on_behalf_of)
+    for key, value in (("session", session), ("pc", pc), ("pool", pool), ("target", target)):
+        if value is not None:
+            corral[key] = value
+    if event.via is not None:
+        corral["via"] = _text(event.via, 64)
+    if event.status is not None:
+        corral["http_status"] = event.status
+    if event.args:
+        corral["args"] = _summary(event.args)
+    if event.result:
+        corral["result"] = _summary(event.result)
+
     # the policy decisions (security_control profile)
-    if event.decisions or outcome is Outcome.DENIED:
+    notes = _kept_decisions(event)
+    authorizations: list[dict[str, Any]] = []
+    if notes:
+        corral["decisions"], authorizations = _decisions(notes)
+        if len(notes) < len(event.decisions):
+            corral["decisions_total"] = len(event.decisions)
+    if notes or outcome is Outcome.DENIED:
         denied = outcome is Outcome.DENIED
-        record["action_id"], record["action"] = (2, "Denied") if denied else (1, "Allowed")
-        record["disposition_id"], record["disposition"] = (
-            (2, "Blocked") if denied else (1, "Allowed")
-        )
+        record["action_id"] = 2 if denied else 1  # Denied, Allowed
+        record["disposition_id"] = 2 if denied else 1  # Blocked, Allowed
         if denied and cls is not _ACCOUNT_CHANGE:  # its `policy` is a policy (de)tached
-            for note in reversed(event.decisions):  # the last refused it
+            for note in reversed(event.decisions):  # the last one refused it
                 if not note.allowed and note.policies:
                     record["policy"] = {"uid": _text(note.policies[0]), "is_applied": True}
                     break
 
     trace = event.trace
     if trace is not None:
-        metadata["correlation_uid"] = _text(trace.trace_id)
-    if trace is not None and cls is _API_ACTIVITY:
-        span: dict[str, Any] = {
-            "uid": _text(trace.span_id),
-            "operation": operation,
-            "start_time": record.get("start_time", event.time_ms),
-            "end_time": event.time_ms,
-        }
-        if "duration" in record:
-            span["duration"] = record["duration"]
-        if trace.parent_id is not None:
-            span["parent_uid"] = _text(trace.parent_id)
-        record["trace"] = {"uid": _text(trace.trace_id), "span": span}
+        trace_id, span_id = _text(trace.trace_id), _text(trace.span_id)
+        parent_id = _opt(trace.parent_id)
+        metadata["correlation_uid"] = trace_id
+        if cls is _API_ACTIVITY:  # the trace profile (API Activity only in 1.8.0)
+            span: dict[str, Any] = {
+                "uid": span_id,
+                "operation": operation,
+                "start_time": record.get("start_time", event.time_ms),
+                "end_time": event.time_ms,
+            }
+            if "duration" in record:
+                span["duration"] = record["duration"]
+            if parent_id is not None:
+                span["parent_uid"] = parent_id
+            record["trace"] = {"uid": trace_id, "span": span}
+        else:
+            corral["trace"] = {"trace_id": trace_id, "span_id": span_id}
+            if parent_id is not None:
+                corral["trace"]["parent_id"] = parent_id
 
     if cls is _DETECTION_FINDING:  # no actor, no endpoints: who it was stays in unmapped
+        if actor_id is not None:
+            corral["actor"]["id"] = actor_id
+        if actor.address is not None:
+            corral["actor"]["address"] = _text(actor.address)
         record["finding_info"] = {
             "uid": metadata["uid"],
             "title": operation,
-            "types": [_text(event.action)],
+            "types": [action],
             "created_time": event.time_ms,
         }
-        resources = _resources(event)
+        resources = _resources(session, pc, pool, target)
         if resources:
             record["resources"] = resources
         return record
 
-    actor: dict[str, Any] = {"user": actor_user}
-    if event.actor.session_id is not None:
-        actor["session"] = {"uid": _text(event.actor.session_id)}
-    if event.decisions:
-        actor["authorizations"] = _authorizations(notes)
-    record["actor"] = actor
-    record["src_endpoint"] = _endpoint(event.actor.address)
+    user = _user(actor, actor_id)
+    ocsf_actor: dict[str, Any] = {"user": user}
+    if actor.session_id is not None:
+        ocsf_actor["session"] = {"uid": _text(actor.session_id)}
+    if authorizations:
+        ocsf_actor["authorizations"] = authorizations
+    record["actor"] = ocsf_actor
+    record["src_endpoint"] = _endpoint(actor.address)
 
-    if cls is _AUTHENTICATION:
-        record["user"] = actor_user
-        record["service"] = {"name": _PRODUCT_NAME}
-        if event.operation in ("token", "authenticate"):
-            record["auth_protocol_id"], record["auth_protocol"] = 6, "OAUTH 2.0"
-        if event.actor.session_id is not None:
-            record["session"] = actor["session"]
-    elif cls is _AUTHORIZE_SESSION:
-        record["user"] = actor_user
-        record["privileges"] = [_text(event.action)]
-        if event.session_id is not None:
-            record["session"] = {"uid": _text(event.session_id)}
-    elif cls is _ACCOUNT_CHANGE:
-        if event.target is not None:
-            record["user"] = {"uid": _text(event.target)}
-        else:
-            record["user"] = {"name": "unknown", "type_id": 0, "type": "Unknown"}
-    else:
+    if cls is _API_ACTIVITY:
         api: dict[str, Any] = {"operation": operation, "service": {"name": _PRODUCT_NAME}}
         if event.status is not None:
             api["response"] = {"code": event.status}
         if trace is not None:
-            api["request"] = {"uid": _text(trace.span_id)}
+            api["request"] = {"uid": record["trace"]["span"]["uid"]}
         record["api"] = api
-        resources = _resources(event)
+        resources = _resources(session, pc, pool, target)
         if resources:
             record["resources"] = resources
+    elif cls is _AUTHENTICATION:
+        record["user"] = user
+        record["service"] = {"name": _PRODUCT_NAME}
+        if event.operation in ("token", "authenticate"):
+            record["auth_protocol_id"] = 6  # OAuth 2.0
+        if "session" in ocsf_actor:
+            record["session"] = ocsf_actor["session"]
+    elif cls is _AUTHORIZE_SESSION:
+        record["user"] = user
+        record["privileges"] = [action]
+        if session is not None:
+            record["session"] = {"uid": session}
+    else:  # Account Change: the account changed
+        if target is not None:
+            record["user"] = {"uid": target}
+        else:
+            record["user"] = {"name": "unknown", "type_id": 0}
     return record
+
+
+def _resources(
+    session: str | None, pc: str | None, pool: str | None, target: str | None
+) -> list[dict[str, Any]]:
+    out = []
+    if session is not None:
+        out.append({"type": "session", "uid": session})
+    if pc is not None:
+        out.append({"type": "pc", "uid": pc})
+    if pool is not None:
+        out.append({"type": "pool", "name": pool})
+    if target is not None:
+        out.append({"type": "target", "uid": target})
+    return out
 
 
 def reduce_content(data: bytes | str, key: bytes, *, preview: int = 16) -> dict[str, Any]:
@@ -477,7 +488,11 @@ def reduce_content(data: bytes | str, key: bytes, *, preview: int = 16) -> dict[
 
 
 _ENCODER = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+    ensure_ascii=False,
+    allow_nan=False,
+    sort_keys=True,
+    separators=(",", ":"),
+    check_circular=False,  # a loop ends in RecursionError, reported as ValueError
 )
 
 
