@@ -12,7 +12,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from corral.api.app import create_app
+from corral.audit.checkpoints import LogKeys
+from corral.audit.service import AuditService
 from corral.client.http import AgentCredential, DPoPAuth, TokenSource
+from corral.config import AuditSettings
 from corral.identity import SigningKeyring
 from corral.identity.directory import Credential, Directory
 from corral.identity.token_endpoint import AuthService
@@ -23,6 +26,7 @@ from tests.support.fakes import FakeDriver
 BASE = "http://testserver"
 TOKEN_URL = f"{BASE}/v1/token"
 PASSWORD = "a long enough password"  # noqa: S105
+_AUDIT = AuditSettings(origin="testserver/audit", witness_keys=None)
 # Members no answer may carry: secrets of users, and private JWK members (RFC 7518 6.2.2, 6.3.2)
 _SECRET_FIELDS = frozenset({"password", "password_hash", "totp_secret"})
 _PRIVATE_JWK = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
@@ -93,12 +97,15 @@ class Env:
         }
         self.creds["bot"] = d.create_agent("bot", ["alice"], token_endpoint=TOKEN_URL)
         self.auth = AuthService(self.store, SigningKeyring.generate(), BASE, TOKEN_URL)
+        self.driver = FakeDriver()
+        self.audit = AuditService.open(self.store, LogKeys.load(tmp / "data", _AUDIT))
         self.app = create_app(
-            ControlPlane(self.store, FakeDriver()),
+            ControlPlane(self.store, self.driver),
             base_url=BASE,
             manage_pools=False,
             auth=self.auth,
             allowed_hosts=["testserver"],
+            audit=self.audit,
         )
         self.http: TestClient | None = None
 

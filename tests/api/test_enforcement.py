@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import socket
 import threading
 import time
@@ -44,7 +45,10 @@ from mcp_types import CallToolResult
 from corral.access import Decision
 from corral.access.service import PolicyService, Target
 from corral.api.app import create_app
+from corral.audit.checkpoints import LogKeys
+from corral.audit.service import AuditService
 from corral.client.http import AgentCredential, DPoPAuth, TokenSource, mcp_http_client
+from corral.config import AuditSettings
 from corral.domain.access import Caller, CallerKind
 from corral.domain.models import PCState, PoolSpec
 from corral.domain.policy import Approval, ApprovalState
@@ -96,6 +100,11 @@ ALLOWLIST: dict[tuple[str, str], str] = {
     ("GET", "/redoc"): DOCS,
     # Ends the console session of the cookie it comes with (in memory), nobody else's.
     ("POST", "/console/logout"): OWN,
+    # The audit log's checkpoint, verifier key and hash tiles: hashes and signatures only,
+    # public so any witness or auditor can follow the log (the records are cases below).
+    ("GET", "/audit/checkpoint"): PUBLIC,
+    ("GET", "/audit/key"): PUBLIC,
+    ("GET", "/audit/tile/{path}"): PUBLIC,
 }
 # The MCP endpoints: every tools/call they serve is a case below (test_gateway_tools_*,
 # test_session_server_*); their other methods (initialize, tools/list, ping) answer from the
@@ -277,12 +286,17 @@ class World:
         receiver = EventReceiver(
             self.store, Directory(self.store), self.control, audience=self.base
         )
+        self.audit = AuditService.open(
+            self.store,
+            LogKeys.load(tmp / "data", AuditSettings("enforcement.test/audit", None)),
+        )
         self.app: FastAPI = create_app(
             self.control,
             base_url=self.base,
             manage_pools=False,
             auth=auth,
             event_receiver=receiver,
+            audit=self.audit,
         )
         self.auth = DPoPAuth(TokenSource(AgentCredential.from_mapping(credential)))
         self.rest = httpx2.Client(base_url=self.base, auth=self.auth.for_mcp(), timeout=30)
@@ -360,6 +374,14 @@ class World:
         text = 'permit (principal in Role::"admin", action == Action::"read_pool", resource);'
         self.store.add_policy(name, text, actor="test")
         return name
+
+    def audit_record(self) -> tuple[str, str]:
+        """(record id, trace id) of the latest record in the audit log."""
+        with self.store.transaction(write=False) as uow:
+            size, _ = uow.audit.state()
+            entry = uow.audit.entries(size - 1, size)[0]
+        record = json.loads(entry)
+        return record["metadata"]["uid"], record["metadata"]["correlation_uid"]
 
     def approval(self) -> str:
         now = datetime.now(UTC)
@@ -515,6 +537,25 @@ case("POST", "/v1/approvals/{approval_id}/approve", "approve")(
 )
 case("POST", "/v1/approvals/{approval_id}/deny", "approve")(
     lambda w: Call(f"/v1/approvals/{w.approval()}/deny")
+)
+
+# the audit log's records and proofs (corral.api.audit_routes -> the Gate's authorize stage)
+
+case("GET", "/v1/audit/entries", "read_audit")(lambda w: Call("/v1/audit/entries"))
+case("GET", "/v1/audit/records/{record_id}", "read_audit")(
+    lambda w: Call(f"/v1/audit/records/{w.audit_record()[0]}")
+)
+case("GET", "/v1/audit/traces/{trace_id}", "read_audit")(
+    lambda w: Call(f"/v1/audit/traces/{w.audit_record()[1]}")
+)
+case("GET", "/v1/audit/proof/inclusion", "read_audit")(
+    lambda w: Call("/v1/audit/proof/inclusion", params={"index": "0", "size": "1"})
+)
+case("GET", "/v1/audit/proof/consistency", "read_audit")(
+    lambda w: Call("/v1/audit/proof/consistency", params={"first": "1", "second": "1"})
+)
+case("GET", "/audit/tile/entries/{path}", "read_audit")(
+    lambda w: Call("/audit/tile/entries/000.p/1")
 )
 
 # policies

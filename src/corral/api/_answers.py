@@ -286,3 +286,83 @@ class AuthorizationServerMetadata(BaseModel):
     token_endpoint_auth_signing_alg_values_supported: list[str]
     dpop_signing_alg_values_supported: list[str]
     response_types_supported: list[str]
+
+
+# the audit log (docs/audit.md)
+
+
+class AuditRecordOut(BaseModel):
+    index: int = Field(description="the entry's index in the log (0-based)")
+    record: dict[str, Any] | None = Field(
+        description="the OCSF 1.8.0 record (docs/audit.md, Records); null for an entry that "
+        "is not a JSON record"
+    )
+    bytes: int | None = Field(None, description="the size of an entry that is not a record")
+
+
+class AuditRecordProved(AuditRecordOut):
+    proof: str = Field(
+        description="a C2SP tlog-proof of the entry against the latest signed checkpoint "
+        "(`corral audit verify --proof`)"
+    )
+
+
+class AuditEntriesOut(BaseModel):
+    size: int = Field(description="the log's size when read")
+    records: list[AuditRecordOut]
+    next: int | None = Field(description="the index to ask for next; null at the end")
+
+
+class InclusionOut(BaseModel):
+    index: int
+    size: int
+    hashes: list[str] = Field(description="RFC 9162 inclusion proof, hex SHA-256 hashes")
+
+
+class ConsistencyOut(BaseModel):
+    first: int
+    second: int
+    hashes: list[str] = Field(description="RFC 9162 consistency proof, hex SHA-256 hashes")
+
+
+class TraceActor(BaseModel):
+    id: str | None = None
+    kind: str | None = None
+    sponsor: str | None = None
+    on_behalf_of: str | None = None
+
+
+class TraceDecision(BaseModel):
+    action: str | None = None
+    resource: str | None = None
+    allowed: bool | None = None
+    policies: list[str] = Field(default_factory=list)
+    reason: str | None = None
+
+
+class TraceNode(BaseModel):
+    index: int
+    record_id: str | None = None
+    time: int | None = None
+    operation: str | None = None
+    outcome: str | None = None
+    actor: TraceActor
+    session: str | None = None
+    pc: str | None = None
+    pool: str | None = None
+    span_id: str | None = None
+    parent_id: str | None = None
+    decisions: list[TraceDecision] = Field(default_factory=list)
+    error: str | None = None
+    children: list[TraceNode] = Field(default_factory=list)
+
+
+class TraceOut(BaseModel):
+    trace_id: str
+    records: int
+    request_spans: list[str] = Field(
+        description="the caller's spans the trace came from (its user request); empty when "
+        "Corral started the trace"
+    )
+    started_by_corral: bool
+    children: list[TraceNode]

@@ -34,6 +34,7 @@ from corral.api._answers import (
 )
 from corral.api._openapi import install_openapi
 from corral.api._problem import problems
+from corral.api.audit_routes import include_audit
 from corral.api.auth_routes import include_auth
 from corral.api.authn import EXEMPT_PATHS, Authenticate
 from corral.api.console import include_console
@@ -52,6 +53,7 @@ from corral.gate.operations import Acquire, AcquireRequest, ListSessions, PoolCr
 from corral.gate.server import assemble
 
 if TYPE_CHECKING:
+    from corral.audit.service import AuditService
     from corral.console.service import ConsoleSettings
     from corral.identity.event_emitter import EventDelivery
     from corral.identity.event_receiver import EventReceiver
@@ -271,6 +273,7 @@ def create_app(
     event_receiver: EventReceiver | None = None,
     event_delivery: EventDelivery | None = None,
     console_settings: ConsoleSettings | None = None,
+    audit: AuditService | None = None,
 ) -> FastAPI:
     """The ASGI app. Its lifespan starts the control plane (store migration, recovery), the
     pool manager and the MCP session managers, and on exit stops them (destroying PCs when
@@ -281,6 +284,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if audit is not None:
+            audit.start()  # before any call: the Gate records every one
         await control.start(default_pools or [])
         manager = asyncio.create_task(control.run()) if manage_pools else None
         delivery = asyncio.create_task(event_delivery.run()) if event_delivery else None
@@ -296,9 +301,13 @@ def create_app(
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
                 await control.stop(destroy_pcs=destroy_on_exit)
+                if audit is not None:
+                    await asyncio.to_thread(audit.stop)  # the last records, a last checkpoint
 
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan)
-    parts = assemble(control, base_url=base_url, auth=auth, console_settings=console_settings)
+    parts = assemble(
+        control, base_url=base_url, auth=auth, console_settings=console_settings, audit=audit
+    )
     gate: Gate = parts.gate
     app.state.gate = gate
     install_error_handlers(app)
@@ -311,6 +320,8 @@ def create_app(
     if event_receiver is not None:  # Shared Signals (docs/events.md)
         include_ssf(app, event_receiver, event_receiver.audience)
     include_policies(app, gate)
+    if audit is not None:
+        include_audit(app, gate, audit)
 
     @app.get("/healthz", response_model=None, responses=ok(Health))
     async def healthz() -> dict[str, str]:
@@ -421,7 +432,8 @@ def create_app(
         page = _VIEWER.replace("{sid}", html.escape(visible(grant.session.id)))
         return HTMLResponse(page, headers=_VIEWER_HEADERS)
 
-    install_openapi(app, public=EXEMPT_PATHS)
+    # the public hash tiles too (their path is a pattern in EXEMPT_PATHS' rule)
+    install_openapi(app, public=EXEMPT_PATHS | {"/audit/tile/{path}"})
     mcp_hosts = [f"{h}:*" for h in allowed_hosts] if allowed_hosts else None
     mcp_lifespan.append(mount_mcp(app, gate, allowed_hosts=mcp_hosts, handles=parts.handles))
     if auth is not None:

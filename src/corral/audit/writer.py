@@ -81,6 +81,9 @@ class AuditWriter:
         self._thread: threading.Thread | None = None
         #: None while appends succeed; the last failure's description otherwise
         self.failure: str | None = None
+        #: when appends began to fail (time.monotonic), and how many records failed since
+        self.failed_at = 0.0
+        self.failed = 0
         #: appended but not yet covered by a signed checkpoint
         self._unsigned = False
         self._last_signed = 0.0
@@ -179,6 +182,9 @@ class AuditWriter:
                 entries = [entry for entry, _, _ in batch]
                 first = audit_log.append(uow, entries, [keys for _, keys, _ in batch])
         except Exception as exc:
+            if self.failure is None:
+                self.failed_at, self.failed = time.monotonic(), 0
+            self.failed += len(batch)
             self.failure = f"{type(exc).__name__}: {exc}"
             logger.error("audit log append of %d records failed: %s", len(batch), self.failure)
             for _, _, future in batch:

@@ -136,6 +136,8 @@ def up(
     import uvicorn
 
     from corral.api.app import create_app
+    from corral.audit.checkpoints import LogKeys
+    from corral.audit.service import AuditService
     from corral.config import paths
     from corral.console.service import ConsoleSettings
     from corral.domain.models import PoolSpec
@@ -166,6 +168,8 @@ def up(
     delivery = EventDelivery(store)
     emitter = EventEmitter(store, issuer=base, keyring=lambda: keyring, on_queued=delivery.wake)
     control = ControlPlane(store, PCRuntime(), events=emitter, approval_wait_s=approval_wait)
+    # Every Gate call is recorded in the tamper-evident log (docs/audit.md).
+    audit = AuditService.open(store, LogKeys.load())
     admin_file = _bootstrap_admin(store, f"{base}/v1/token")
     auth = AuthService(
         store,
@@ -192,6 +196,7 @@ def up(
         event_receiver=receiver,
         event_delivery=delivery,
         console_settings=ConsoleSettings(session_lifetime=console_session_hours * 3600),
+        audit=audit,
     )
     # Every request needs a DPoP-bound token, which MCP clients do not make themselves:
     # `corral connect` holds the agent's credential and does it for them over stdio.

@@ -190,6 +190,7 @@ class PolicyAuthorizer:
     _COLLECTIONS: Final = {
         Kind.DIRECTORY: ("Directory", "directory"),
         Kind.POLICY: ("Policy", "policies"),
+        Kind.AUDIT: ("AuditLog", "audit"),
     }
 
     def __init__(self, policy: _Decider | None) -> None:

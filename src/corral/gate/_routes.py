@@ -23,6 +23,9 @@ from corral.gate.operations import (
     AddPolicy,
     AgentRisk,
     AssignPool,
+    AuditConsistency,
+    AuditEntries,
+    AuditInclusion,
     CreateAgent,
     CreateGroup,
     CreateUser,
@@ -43,10 +46,17 @@ from corral.gate.operations import (
 )
 
 if TYPE_CHECKING:
+    from corral.audit.service import AuditService
     from corral.identity.directory_service import DirectoryService
     from corral.lifecycle.control import ControlPlane
 
-__all__ = ["control_routes", "directory_routes", "lifecycle_gate", "policy_routes"]
+__all__ = [
+    "audit_routes",
+    "control_routes",
+    "directory_routes",
+    "lifecycle_gate",
+    "policy_routes",
+]
 
 
 def _model(call: GateCall, model: type[Any]) -> Any:
@@ -313,13 +323,56 @@ def policy_routes(policy: PolicyService) -> dict[str, Route]:
     return {name: _threaded(fn) for name, fn in routes.items()}
 
 
-def lifecycle_gate(control: ControlPlane, directory: DirectoryService | None = None) -> Gate:
-    """The server's Gate over `control` and (if given) the directory; their services decide
-    policy (`Route.decides`)."""
+def audit_routes(audit: AuditService) -> dict[str, Route]:
+    """The audit log's records and proofs; `read_audit` is decided by the authorize stage
+    (on the `AuditLog` collection), so these routes do not decide (`decides=False`)."""
+
+    def reading(read: Callable[[GateCall], Any]) -> Route:
+        async def run(call: GateCall) -> Any:
+            return await asyncio.to_thread(read, call)
+
+        return Route(run, decides=False)
+
+    def entries(call: GateCall) -> Any:
+        a: AuditEntries = _model(call, AuditEntries)
+        return audit.entries(a.start, a.limit, a.session)
+
+    def inclusion(call: GateCall) -> Any:
+        a: AuditInclusion = _model(call, AuditInclusion)
+        return audit.inclusion(a.index, a.size)
+
+    def consistency(call: GateCall) -> Any:
+        a: AuditConsistency = _model(call, AuditConsistency)
+        return audit.consistency(a.first, a.second)
+
+    return {
+        "audit_entries": reading(entries),
+        "audit_record": reading(lambda call: audit.record(call.target or "")),
+        "audit_inclusion": reading(inclusion),
+        "audit_consistency": reading(consistency),
+        "audit_trace": reading(lambda call: audit.trace(call.target or "")),
+        "audit_entry_bundle": reading(lambda call: audit.entry_bundle(call.target or "")),
+    }
+
+
+def lifecycle_gate(
+    control: ControlPlane,
+    directory: DirectoryService | None = None,
+    audit: AuditService | None = None,
+) -> Gate:
+    """The server's Gate over `control`, the directory and the audit log (each if given);
+    their services decide policy (`Route.decides`), but for the audit log's reads."""
     routes, tools = control_routes(control)
     policy = getattr(control, "policy", None)
     if isinstance(policy, PolicyService):
         routes.update(policy_routes(policy))
     if directory is not None:
         routes.update(directory_routes(directory))
-    return Gate(routes, tools=tools, authorizer=PolicyAuthorizer(policy))
+    if audit is not None:
+        routes.update(audit_routes(audit))
+    return Gate(
+        routes,
+        tools=tools,
+        authorizer=PolicyAuthorizer(policy),
+        recorder=audit.recorder if audit is not None else None,
+    )

@@ -46,6 +46,7 @@ class Kind(StrEnum):
     POOL = "pool"  # read and administer pools
     DIRECTORY = "directory"  # users, agents, keys, groups, federation, event receivers
     POLICY = "policy"  # policies, pool assignments, approvals
+    AUDIT = "audit"  # the audit log's records, proofs and traces
 
 
 # -- argument models -------------------------------------------------------------------------
@@ -149,6 +150,29 @@ class PolicyEnabled(_Args):
 
 class PolicyChanges(_Args):
     since: int = Field(0, ge=0, description="changes after this policy version")
+
+
+_MAX_INDEX = 2**62  # a log index or size (the tiles format allows up to 10^18 entries)
+
+
+class AuditEntries(_Args):
+    start: int = Field(0, ge=0, le=_MAX_INDEX, description="the first index (0-based)")
+    limit: int = Field(100, ge=1, le=1000, description="how many records at most")
+    session: str | None = Field(None, max_length=64, description="only this session's records")
+
+
+class AuditInclusion(_Args):
+    index: int = Field(ge=0, le=_MAX_INDEX, description="the entry's index (0-based)")
+    size: int | None = Field(
+        None, ge=1, le=_MAX_INDEX, description="the tree size (default: the latest checkpoint)"
+    )
+
+
+class AuditConsistency(_Args):
+    first: int = Field(ge=1, le=_MAX_INDEX, description="the older tree size")
+    second: int | None = Field(
+        None, ge=1, le=_MAX_INDEX, description="the newer size (default: the latest checkpoint)"
+    )
 
 
 class TestPolicy(_Args):
@@ -288,7 +312,7 @@ def _op(
     return name, Operation(name, kind, action, target, args, summary, rest, mcp, cli)
 
 
-S, P, D, A = Kind.SESSION, Kind.POOL, Kind.DIRECTORY, Kind.POLICY
+S, P, D, A, L = Kind.SESSION, Kind.POOL, Kind.DIRECTORY, Kind.POLICY, Kind.AUDIT
 
 OPERATIONS: dict[str, Operation] = dict(
     [
@@ -354,6 +378,26 @@ OPERATIONS: dict[str, Operation] = dict(
         _op("assign_pool", P, "assign_pool", "pool", AssignPool,
             "assign (or unassign) an agent or group to a pool",
             rest="POST|DELETE /v1/pools/{pool}/assignments", cli="corral pool assign"),
+        # the audit log (docs/audit.md): records and proofs need `read_audit`; its checkpoint,
+        # key and hash tiles are public (hashes only) and served without the Gate
+        _op("audit_entries", L, "read_audit", "", AuditEntries,
+            "the audit log's records, by index (or one session's)",
+            rest="GET /v1/audit/entries", cli="corral audit export"),
+        _op("audit_record", L, "read_audit", "record", NoArgs,
+            "one record by its id, with its index and an inclusion proof",
+            rest="GET /v1/audit/records/{record_id}", cli="corral audit prove RECORD_ID"),
+        _op("audit_inclusion", L, "read_audit", "", AuditInclusion,
+            "an inclusion proof (RFC 9162) of one entry in a tree size",
+            rest="GET /v1/audit/proof/inclusion"),
+        _op("audit_consistency", L, "read_audit", "", AuditConsistency,
+            "a consistency proof (RFC 9162) between two tree sizes",
+            rest="GET /v1/audit/proof/consistency"),
+        _op("audit_trace", L, "read_audit", "trace", NoArgs,
+            "every record of one W3C trace, as a tree (request, agent, session, actions)",
+            rest="GET /v1/audit/traces/{trace_id}", cli="corral audit trace"),
+        _op("audit_entry_bundle", L, "read_audit", "tile", NoArgs,
+            "a C2SP tlog-tiles entry bundle (the records themselves)",
+            rest="GET /audit/tile/entries/{N}"),
         # approvals
         _op("list_approvals", A, "approve", "", ListApprovals,
             "the approvals the caller may answer (each agent's asked)",

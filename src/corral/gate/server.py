@@ -22,6 +22,7 @@ from corral.identity.evaluation import AccessEvaluator
 from corral.identity.handles import SessionHandles
 
 if TYPE_CHECKING:
+    from corral.audit.service import AuditService
     from corral.identity.token_endpoint import AuthService
     from corral.lifecycle.control import ControlPlane
 
@@ -46,15 +47,17 @@ def assemble(
     base_url: str,
     auth: AuthService | None = None,
     console_settings: ConsoleSettings | None = None,
+    audit: AuditService | None = None,
 ) -> ServerParts:
-    """Wire the server's services for `create_app`."""
+    """Wire the server's services for `create_app` (`audit`: the record stage and the log's
+    reads; without it calls are not recorded, as in tests of other parts)."""
     # Acquire answers its grant from the service: the sessions' URLs, and their tokens.
     control.configure_grants(base_url, auth.session_grant if auth is not None else None)
     directory = Directory(control.store, events=control.events)  # CAEP events (docs/events.md)
     directory_service = DirectoryService(
         directory, token_endpoint=f"{base_url}/v1/token", policy=control.policy
     )
-    gate = lifecycle_gate(control, directory_service)
+    gate = lifecycle_gate(control, directory_service, audit)
     if auth is None:
         return ServerParts(gate, SessionHandles.ephemeral(), None, None)
     console = ConsoleService(

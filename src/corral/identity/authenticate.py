@@ -42,6 +42,10 @@ EXEMPT_PATHS |= {"/ssf/events", "/.well-known/ssf-configuration"}
 # How to authenticate (RFC 9728, RFC 8414) must be readable before one can.
 EXEMPT_PATHS |= {"/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server"}
 _EXEMPT_PREFIX = "/.well-known/oauth-protected-resource/"
+# The audit log's checkpoint, verifier key and hash tiles hold only hashes and signatures:
+# public, so any witness or auditor can follow the log (entry bundles are not: records).
+EXEMPT_PATHS |= {"/audit/checkpoint", "/audit/key"}
+_PUBLIC_TILE = re.compile(r"^/audit/tile/[0-9]+/")
 # The session a path belongs to: /sessions/<id>/... and /v1/sessions/<id>/...
 _SESSION_PATH = re.compile(r"^/(?:v1/)?sessions/([^/]+)(?:/|$)")
 # Acquiring from a pool: the one non-session URL a pool's bearer opt-in opens.
@@ -51,7 +55,11 @@ _WEBSOCKET_SCHEMES = frozenset({"ws", "wss"})
 
 def is_exempt(path: str) -> bool:
     """Paths that answer without an identity."""
-    return path in EXEMPT_PATHS or path.startswith(_EXEMPT_PREFIX)
+    return (
+        path in EXEMPT_PATHS
+        or path.startswith(_EXEMPT_PREFIX)
+        or _PUBLIC_TILE.match(path) is not None
+    )
 
 
 class RequestHeaders:

@@ -10,6 +10,7 @@ manager (`manager.py`), which this service wakes when demand changes.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import secrets
@@ -469,7 +470,10 @@ class SessionService:
             loop = asyncio.get_running_loop()
             try:
                 async with self.manager.lane(pc_id):
-                    job = loop.run_in_executor(self._act_pool, admit_and_run)
+                    # in this context (as asyncio.to_thread would): the decisions taken in
+                    # admit() belong to the Gate call being served (corral.access.decisions)
+                    context = contextvars.copy_context()
+                    job = loop.run_in_executor(self._act_pool, context.run, admit_and_run)
                     try:
                         result: ToolResult = await asyncio.shield(job)
                     except asyncio.CancelledError:
