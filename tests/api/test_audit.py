@@ -94,6 +94,17 @@ def test_a_session_is_recorded_and_traced_from_the_request(
     if token:
         assert token not in everything
 
+    # release sealed the session: its answer names a signed checkpoint covering every record
+    seal = released.json()["audit"]
+    assert seal["checkpoint_size"] > max(r["index"] for r in mine)
+    assert env.http is not None
+    verifier = NoteVerifier.from_vkey(env.http.get("/audit/key").text.strip())
+    body, _ = open_note(seal["checkpoint"], [verifier])
+    assert body.splitlines()[1:3] == [str(seal["checkpoint_size"]), seal["root"]]
+    # and each of its records is provable against it
+    proved = security("GET", f"/v1/audit/records/{mine[1]['record']['metadata']['uid']}")
+    assert proved.status_code == 200 and proved.json()["index"] == mine[1]["index"]
+
     tree = security("GET", f"/v1/audit/traces/{TRACE}")
     assert tree.status_code == 200, tree.text
     body = tree.json()

@@ -91,6 +91,20 @@ class SessionOut(BaseModel):
     released_by: str | None
 
 
+class SealOut(BaseModel):
+    """The signed checkpoint that seals a released session's records (docs/audit.md)."""
+
+    checkpoint_size: int = Field(description="the log's size it covers")
+    root: str = Field(description="the tree's root hash, base64")
+    checkpoint: str | None = Field(description="the signed checkpoint (C2SP signed note)")
+
+
+class ReleasedOut(SessionOut):
+    audit: SealOut | None = Field(
+        None, description="the checkpoint sealing the session's records (with the audit log)"
+    )
+
+
 class ControlsOut(BaseModel):
     """The session controls in force (docs/policies.md)."""
 

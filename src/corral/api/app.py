@@ -27,6 +27,7 @@ from corral.api._answers import (
     Health,
     PCOut,
     PoolOut,
+    ReleasedOut,
     SessionDetail,
     SessionOut,
     ToolOut,
@@ -394,10 +395,14 @@ def create_app(
         return _grant_json(await gate.handle(who, _SHOW_SESSION, session_id), base_url)
 
     @app.delete(
-        "/v1/sessions/{session_id}", response_model=None, responses=_ok(SessionOut, 200, 404)
+        "/v1/sessions/{session_id}", response_model=None, responses=_ok(ReleasedOut, 200, 404)
     )
     async def release(session_id: SessionId, who: Principal) -> dict[str, Any]:
-        return _session_json(await gate.handle(who, _RELEASE, session_id), base_url)
+        done = await gate.call(who, _RELEASE, session_id)
+        body = _session_json(done.result, base_url)
+        if done.receipt is not None:
+            body["audit"] = done.receipt
+        return body
 
     @app.post(
         "/v1/sessions/{session_id}/actions/{tool}",

@@ -22,6 +22,7 @@ other call starts one.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import re
 import secrets
@@ -219,6 +220,14 @@ class AuditRecorder:
         released = call.operation.name == "release" and event.outcome is Outcome.SUCCESS
         if released and event.session_id is not None:
             self._sessions.pop(event.session_id, None)
+            # Release finalizes the session: a checkpoint signed now covers all its records,
+            # and the answer names it (size, root), so the caller can ask for proofs later.
+            sealed = await self.writer.seal()
+            call.receipt = {
+                "checkpoint_size": sealed.size,
+                "root": base64.b64encode(sealed.root).decode(),
+                "checkpoint": sealed.checkpoint,
+            }
 
     def _sponsor(self, caller_id: str) -> str | None:
         if self.sponsor_of is None:

@@ -432,10 +432,17 @@ class GatewayMCP:
             return await self._release_session(session_id, who)
 
     async def _release_session(self, session_id: str, who: Caller | None) -> CallToolResult:
-        session = await self.gate.handle(who, _RELEASE, session_id)
+        done = await self.gate.call(who, _RELEASE, session_id)
+        session = done.result
+        answer: dict[str, Any] = {"session_id": session.id, "pc_id": session.pc_id}
+        answer["released"] = True
+        sealed = ""
+        if done.receipt is not None:  # the checkpoint that seals the session's records
+            answer["audit"] = done.receipt
+            sealed = f"; its records are sealed by checkpoint {done.receipt['checkpoint_size']}"
         return text_result(
-            f"released PC {session.pc_id} (session {session.id}); it is being reset",
-            {"session_id": session.id, "pc_id": session.pc_id, "released": True},
+            f"released PC {session.pc_id} (session {session.id}); it is being reset{sealed}",
+            answer,
         )
 
     async def _release_on_close(self, conn: Connection) -> None:
