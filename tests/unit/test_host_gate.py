@@ -130,3 +130,35 @@ def test_policy_sees_the_operator(db: str, monkeypatch: pytest.MonkeyPatch) -> N
     refused = CliRunner().invoke(user_app, ["create", "carol"], env=ENV)
     assert refused.exit_code != 0 and "not allowed" in refused.output, refused.output
     assert CliRunner().invoke(user_app, ["disable", "alice"], env=ENV).exit_code == 0
+
+
+def test_host_writes_are_in_the_audit_log_under_a_checkpoint(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write of the host CLI is a record (the operator, via cli), refused ones too, and
+    the command ends with a signed checkpoint covering it."""
+    import json
+
+    from corral.audit.checkpoints import LogKeys
+    from corral.audit.tlog.note import open_note
+
+    monkeypatch.setenv("CORRAL_DATA_DIR", str(tmp_path / "data"))
+    run(user_app, "create", "alice", "--role", "sponsor")
+    run(agent_app, "create", "bot", "--sponsor", "alice", "-o", "bot.json")
+    store = Store(db)
+    try:
+        with store.transaction(write=False) as uow:
+            size, _ = uow.audit.state()
+            records = [json.loads(e) for e in uow.audit.entries(0, size)]
+            latest = uow.audit.latest_checkpoint()
+    finally:
+        store.close()
+    ops = [r["unmapped"]["corral"]["operation"] for r in records]
+    assert ops == ["create_user", "create_agent"], ops
+    for r in records:
+        assert r["unmapped"]["corral"]["actor"]["kind"] == "operator"
+        assert r["unmapped"]["corral"]["via"] == "cli"
+        assert r["unmapped"]["corral"]["outcome"] == "success"
+    assert latest is not None and latest.size == size
+    keys = LogKeys.load(tmp_path / "data", create=False)
+    open_note(latest.note, [keys.verifier])  # signed by the log's key

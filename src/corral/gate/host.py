@@ -4,8 +4,10 @@ The host CLI works on the local store with the data folder's rights (root on the
 a server. Its writes still walk the Gate's stages with an explicit caller, `OPERATOR`
 (`CallerKind.OPERATOR`): the authorize stage asks Cedar for the operation's catalogue action
 (the shipped system policy `system-host-operator-administers` allows it, so root on the host
-administers as it always could, and a stored forbid can narrow it), and the record stage sees
-every change. Reads (list, show) stay direct: they change nothing.
+administers as it always could, and a stored forbid can narrow it), and the record stage writes
+every one, allowed or refused, into the audit log (the same log as the server's: appends take
+turns on the store's log state), signing a checkpoint before the command ends. Reads (list,
+show) stay direct: they change nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from corral.gate.operations import (
 )
 
 if TYPE_CHECKING:
+    from corral.audit.recorder import AuditRecorder
     from corral.identity.directory import Directory
     from corral.store import Store
 
@@ -149,23 +152,63 @@ def _host_routes(directory: Directory, store: Store) -> dict[str, Route]:
 class HostGate:
     """A Gate over the local store for the host CLI, calling as `OPERATOR`."""
 
-    def __init__(self, directory: Directory, store: Store) -> None:
+    def __init__(self, directory: Directory, store: Store, *, record: bool = True) -> None:
         from corral.access.service import PolicyService  # Cedar only when a write runs
 
+        self.store = store
+        self.recorder = _HostRecorder(store) if record else None
         self.gate = Gate(
-            _host_routes(directory, store), authorizer=PolicyAuthorizer(PolicyService(store))
+            _host_routes(directory, store),
+            authorizer=PolicyAuthorizer(PolicyService(store)),
+            recorder=self.recorder,
         )
 
     def run(self, name: str, target: str | None = None, args: Any = None) -> Any:
         """Walk the Gate for the catalogue operation `name`, as the host operator, in the
-        trace `TRACEPARENT` names (OpenTelemetry's variable for a process's parent span)."""
+        trace `TRACEPARENT` names (OpenTelemetry's variable for a process's parent span);
+        recorded in the audit log, under a checkpoint signed before this returns."""
         trace = trace_from({k.lower(): v for k, v in os.environ.items() if k in _TRACE_VARS})
 
         async def run() -> Any:
             with traced(trace):
                 return await self.gate.handle(OPERATOR, operation(name), target, args)
 
-        return asyncio.run(run())
+        try:
+            return asyncio.run(run())
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()  # a last checkpoint covers this command's record
+
+
+class _HostRecorder:
+    """The audit log's record stage for the host CLI, opened on the first write (a read-only
+    command loads no key and starts no writer)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._inner: AuditRecorder | None = None
+
+    def _open(self) -> AuditRecorder:
+        if self._inner is None:
+            from corral.audit.checkpoints import LogKeys, sign_checkpoint
+            from corral.audit.recorder import AuditRecorder
+            from corral.audit.writer import AuditWriter
+
+            keys = LogKeys.load()
+            writer = AuditWriter(self.store, signer=lambda uow: sign_checkpoint(uow, keys))
+            self._inner = AuditRecorder(writer, content_key=keys.content_key, via="cli")
+        self._inner.writer.start()
+        return self._inner
+
+    async def admit(self, call: GateCall) -> None:
+        await self._open().admit(call)
+
+    async def record(self, call: GateCall) -> None:
+        await self._open().record(call)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.writer.stop()
 
 
 #: the environment variables that carry W3C trace context into a process
