@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +19,7 @@ from corral.cli._common import (
     local_store,
     out_console,
     print_json,
+    safe,
 )
 
 if TYPE_CHECKING:
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["app"]
 
 # The summary must equal the lazy entry's in corral.cli.main (tests/unit/test_cli_startup.py).
-app = typer.Typer(help="The audit log: verify it.", no_args_is_help=True)
+app = typer.Typer(help="The audit log: verify, prove, trace, export.", no_args_is_help=True)
 
 KeyOption = Annotated[
     str | None,
@@ -50,7 +52,7 @@ WitnessOption = Annotated[
 
 @app.callback()
 def _group() -> None:
-    """The audit log: verify it."""  # a group, so each command stays a subcommand
+    """The audit log: verify, prove, trace, export."""  # a group: each command a subcommand
 
 
 def _b64(raw: bytes) -> str:
@@ -291,3 +293,161 @@ def _verify_log(output: OutputFormat, key: str | None, witness: list[str] | None
             out_console.print(f"bad checkpoints (sizes): {sizes}", highlight=False)
     if not verdict.ok:
         raise typer.Exit(1)
+
+
+TraceId = Annotated[str, typer.Argument(metavar="TRACE_ID", help="a W3C trace id (32 hex)")]
+
+
+@app.command("trace")
+@handle_errors
+def trace(trace_id: TraceId, output: OutputOption = OutputFormat.table) -> None:
+    """Print one trace's records as a tree: the request, the agent, its sessions, each action
+    and the policy decisions taken for it (REST: GET /v1/audit/traces/TRACE_ID)."""
+    import json
+    import re
+
+    from corral.audit.trace_tree import trace_tree
+    from corral.errors import InvalidInputError, NotFoundError
+
+    if not re.fullmatch(r"[0-9a-f]{32}", trace_id):
+        raise InvalidInputError(
+            f"{trace_id[:40]!r} is not a trace id", hint="32 lowercase hex digits"
+        )
+    with local_store() as store, store.transaction(write=False) as uow:
+        rows = uow.audit.trace_entries(trace_id)
+    if not rows:
+        raise NotFoundError(f"no audit record in trace {trace_id}")
+    records = []
+    for index, entry in rows:
+        try:
+            records.append({"index": index, "record": json.loads(entry)})
+        except ValueError:
+            records.append({"index": index, "record": None})
+    tree = trace_tree(trace_id, records)
+    if output is OutputFormat.json:
+        print_json(tree)
+        return
+    started = "started by Corral" if tree["started_by_corral"] else "from request span"
+    spans = ", ".join(safe(s) for s in tree["request_spans"])
+    out_console.print(f"trace {trace_id}: {tree['records']} records, {started} {spans}".rstrip())
+    for node in tree["children"]:
+        _print_node(node, 1)
+
+
+def _print_node(node: dict[str, object], depth: int) -> None:
+    from datetime import UTC, datetime
+
+    when = node.get("time")
+    stamp = (
+        datetime.fromtimestamp(when / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+        if isinstance(when, int)
+        else "?"
+    )
+    actor = node.get("actor") if isinstance(node.get("actor"), dict) else {}
+    assert isinstance(actor, dict)
+    who = f"{actor.get('kind') or '?'} {actor.get('id') or ''}".strip()
+    where = " ".join(f"{k}={safe(node[k])}" for k in ("session", "pc") if node.get(k) is not None)
+    error = f" ({safe(node['error'])})" if node.get("error") else ""
+    out_console.print(
+        f"{'  ' * depth}#{node.get('index')} {stamp} {safe(node.get('operation'))} "
+        f"{safe(node.get('outcome'))}{error} by {safe(who)} {where}".rstrip()
+    )
+    decisions = node.get("decisions")
+    for decision in decisions if isinstance(decisions, list) else []:
+        if isinstance(decision, dict):
+            verdict = "allow" if decision.get("allowed") else "deny"
+            policies = ", ".join(safe(p) for p in decision.get("policies") or []) or "-"
+            out_console.print(
+                f"{'  ' * (depth + 1)}{verdict} {safe(decision.get('action'))} by {policies}"
+            )
+    children = node.get("children")
+    for child in children if isinstance(children, list) else []:
+        if isinstance(child, dict):
+            _print_node(child, depth + 1)
+
+
+class ExportFormat(StrEnum):
+    ocsf = "ocsf"
+    jsonl = "jsonl"
+
+
+@app.command("export")
+@handle_errors
+def export(
+    format_: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="ocsf: each OCSF record as stored, one per line (its bytes are the log's "
+            "entry); jsonl: {index, leaf_hash, record} per line",
+        ),
+    ] = ExportFormat.ocsf,
+    since: Annotated[
+        str | None,
+        typer.Option(help="only records at or after this time (ISO 8601, or epoch ms)"),
+    ] = None,
+    session: Annotated[str | None, typer.Option(help="only this session's records")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write to this file (default: stdout)")
+    ] = None,
+) -> None:
+    """Stream the audit log's records, oldest first, in pages (the server may be running)."""
+    import hashlib
+    import json
+
+    cutoff = _since_ms(since)
+    sink = out.open("w", encoding="utf-8") if out is not None else sys.stdout
+    written = 0
+    try:
+        with local_store() as store:
+            start = 0
+            while True:
+                with store.transaction(write=False) as uow:
+                    if session is not None:
+                        rows = uow.audit.session_entries(session, start, 1000)
+                    else:
+                        rows = uow.audit.entry_rows(start, 1000)
+                for index, entry in rows:
+                    try:
+                        record = json.loads(entry)
+                    except ValueError:
+                        record = None
+                    when = record.get("time") if isinstance(record, dict) else None
+                    if cutoff is not None and not (isinstance(when, int) and when >= cutoff):
+                        continue
+                    if format_ is ExportFormat.ocsf:
+                        sink.write(entry.decode("utf-8", "replace") + "\n")
+                    else:
+                        leaf = hashlib.sha256(b"\x00" + entry).hexdigest()
+                        line = {"index": index, "leaf_hash": leaf, "record": record}
+                        sink.write(json.dumps(line, sort_keys=True) + "\n")
+                    written += 1
+                if len(rows) < 1000:
+                    break
+                start = rows[-1][0] + 1
+    finally:
+        if out is not None:
+            sink.close()
+    if out is not None:
+        err_console.print(f"{written} records written to {safe(out)}")
+
+
+def _since_ms(value: str | None) -> int | None:
+    from datetime import UTC, datetime
+
+    from corral.errors import InvalidInputError
+
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInputError(
+            f"--since {value[:40]!r} is not a time",
+            hint="ISO 8601 (2026-12-03T10:00:00Z) or epoch milliseconds",
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)

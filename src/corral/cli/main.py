@@ -60,7 +60,7 @@ class CorralGroup(LazyGroup):
             "corral.cli.federation:app", "Trusted OpenID Connect providers.", override=True
         ),
         "store": Lazy("corral.cli.store:app", "The local database and its sealing key."),
-        "audit": Lazy("corral.cli.audit:app", "The audit log: verify it."),
+        "audit": Lazy("corral.cli.audit:app", "The audit log: verify, prove, trace, export."),
     }
 
 
