@@ -13,6 +13,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.connection import Connection
 from mcp_types import ImageContent
 
+from corral.domain.trace import TraceContext
+from corral.gate import GateCall
 from corral.lifecycle.tools import TOOLS
 from tests.mcp.client import HANDSHAKE, STATELESS, call, client, connect, text
 from tests.mcp.conftest import Served, serve
@@ -379,3 +381,40 @@ HEADERS = {
     "accept": "application/json, text/event-stream",
     "mcp-protocol-version": STATELESS,
 }
+
+
+class _Traces:
+    """A record stage that keeps each call's incoming trace (and forwards nothing)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, object]] = []
+
+    async def admit(self, call: GateCall) -> None:
+        return None
+
+    async def record(self, call: GateCall) -> None:
+        self.seen.append((call.operation.name, call.trace))
+
+
+@pytest.mark.parametrize("mode", [STATELESS, HANDSHAKE])
+async def test_the_callers_trace_reaches_the_record_stage(served: Served, mode: str) -> None:
+    """W3C trace context in `params._meta` (what MCP clients set per call), in both eras;
+    a call without one has none (the record stage then continues its session's trace)."""
+    traces = _Traces()
+    served.gateway.gate.recorder = traces
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    meta = {"traceparent": f"00-{trace_id}-{parent}-01", "tracestate": "corral=t1"}
+    async with client(served.gateway_url, mode=mode) as c:
+        acquired = await c.call_tool("acquire_pc", {}, meta=meta)
+        assert acquired.structured_content is not None, text(acquired)
+        handle = acquired.structured_content["session"]
+        await c.call_tool("screenshot", {"session": handle}, meta=meta)
+        await c.call_tool("screenshot", {"session": handle})
+        bad = {"traceparent": f"00-{'0' * 32}-{parent}-01"}  # invalid: all-zero trace id
+        await c.call_tool("screenshot", {"session": handle}, meta=bad)
+    ops = [(name, t) for name, t in traces.seen if name in ("acquire", "screenshot")]
+    assert [name for name, _ in ops] == ["acquire", "screenshot", "screenshot", "screenshot"]
+    for _, t in ops[:2]:
+        assert isinstance(t, TraceContext)
+        assert (t.trace_id, t.parent_id, t.tracestate) == (trace_id, parent, "corral=t1")
+    assert ops[2][1] is None and ops[3][1] is None
