@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import anyio
 import httpx2
@@ -11,7 +12,7 @@ import pytest
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.connection import Connection
-from mcp_types import ImageContent
+from mcp_types import ImageContent, RequestParamsMeta
 
 from corral.domain.trace import TraceContext
 from corral.gate import GateCall
@@ -403,14 +404,18 @@ async def test_the_callers_trace_reaches_the_record_stage(served: Served, mode: 
     traces = _Traces()
     served.gateway.gate.recorder = traces
     trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    meta = {"traceparent": f"00-{trace_id}-{parent}-01", "tracestate": "corral=t1"}
+    # RequestParamsMeta takes any key (extra_items); mypy does not know PEP 728 yet
+    meta = cast(
+        RequestParamsMeta,
+        {"traceparent": f"00-{trace_id}-{parent}-01", "tracestate": "corral=t1"},
+    )
     async with client(served.gateway_url, mode=mode) as c:
         acquired = await c.call_tool("acquire_pc", {}, meta=meta)
         assert acquired.structured_content is not None, text(acquired)
         handle = acquired.structured_content["session"]
         await c.call_tool("screenshot", {"session": handle}, meta=meta)
         await c.call_tool("screenshot", {"session": handle})
-        bad = {"traceparent": f"00-{'0' * 32}-{parent}-01"}  # invalid: all-zero trace id
+        bad = cast(RequestParamsMeta, {"traceparent": f"00-{'0' * 32}-{parent}-01"})  # invalid
         await c.call_tool("screenshot", {"session": handle}, meta=bad)
     ops = [(name, t) for name, t in traces.seen if name in ("acquire", "screenshot")]
     assert [name for name, _ in ops] == ["acquire", "screenshot", "screenshot", "screenshot"]
