@@ -67,6 +67,13 @@ class EntryKeys:
 
 
 _NO_KEYS = EntryKeys()
+_INSERT_QMARK = (  # SQLite's paramstyle
+    "INSERT INTO audit_entries (idx, entry, record_id, trace_id, session_id) VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_FORMAT = (  # psycopg's
+    "INSERT INTO audit_entries (idx, entry, record_id, trace_id, session_id) "
+    "VALUES (%s, %s, %s, %s, %s)"
+)
 
 
 def add_entries(
@@ -78,20 +85,17 @@ def add_entries(
     if keys is not None and len(keys) != len(entries):
         raise ValueError("one EntryKeys (record id, trace, session) per entry")
     found = keys if keys is not None else [_NO_KEYS] * len(entries)
-    if entries:
-        conn.execute(
-            insert(audit_entries),
-            [
-                {
-                    "idx": first + i,
-                    "entry": e,
-                    "record_id": k.record_id,
-                    "trace_id": k.trace_id,
-                    "session_id": k.session_id,
-                }
-                for i, (e, k) in enumerate(zip(entries, found, strict=True))
-            ],
-        )
+    if not entries:
+        return
+    # The log's hot path: the driver's executemany straight, without SQLAlchemy building
+    # parameters row by row (that was a third of an append's time).
+    conn.exec_driver_sql(
+        _INSERT_QMARK if conn.dialect.paramstyle == "qmark" else _INSERT_FORMAT,
+        [
+            (first + i, e, k.record_id, k.trace_id, k.session_id)
+            for i, (e, k) in enumerate(zip(entries, found, strict=True))
+        ],
+    )
 
 
 def keyed_entries(
