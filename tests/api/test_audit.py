@@ -197,6 +197,34 @@ def test_a_log_that_cannot_be_written_refuses_actions(
     assert after.status_code == 200, after.text
     assert len(env.driver.ran) == ran_after_first + 1
     # the log itself says where its gap was: a record of the outage, then the call
-    tail = [_corral(r) for r in _records(env.client(env.creds["sec"]))][-2:]
+    found = [_corral(r) for r in _records(env.client(env.creds["sec"]))]
+    tail = [c for c in found if c["operation"] != "token"][-2:]  # (the reader's own token)
     assert tail[0]["operation"] == "audit_resumed" and tail[0]["result"]["failed_records"] >= 4
     assert tail[1]["operation"] == "run_command"
+
+
+def test_token_issue_and_refusal_are_recorded(env: Env, bot: Client, security: Client) -> None:
+    bot("GET", "/v1/pools")  # the bot's first token
+    assert env.http is not None
+    refused = env.http.post(
+        "/v1/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": "not.a.jwt",
+            "client_id": "who-\x1b[31m-knows",
+        },
+    )
+    assert refused.status_code in (400, 401), refused.text
+    tokens = [r for r in _records(security) if _corral(r).get("operation") == "token"]
+    issued = [r for r in tokens if _corral(r)["outcome"] == "success"]
+    bot_id = env.creds["bot"]["agent_id"]
+    mine = [r for r in issued if r["record"]["actor"]["user"].get("uid") == bot_id]
+    assert mine and mine[0]["record"]["class_uid"] == 3002  # OCSF Authentication
+    assert _corral(mine[0])["actor"]["sponsor"] == env.store.get_user("alice").id
+    assert mine[0]["record"]["actor"]["user"].get("credential_uid")  # the DPoP key it binds
+    denied = [r for r in tokens if _corral(r)["outcome"] == "denied"]
+    assert denied, tokens
+    last = denied[-1]["record"]
+    assert last["status_code"] in ("invalid_client", "invalid_request")
+    assert "\x1b" not in json.dumps(last)

@@ -35,12 +35,14 @@ from pydantic import BaseModel
 from corral import __version__
 from corral.audit.event import Actor, AuditEvent, Category, DecisionNote, Outcome, TraceIds
 from corral.audit.ocsf import encode, reduce_content, to_ocsf
+from corral.domain.trace import current_trace
 from corral.errors import AuditUnavailableError, CorralError, PermissionDeniedError
 from corral.store import EntryKeys
 
 if TYPE_CHECKING:
     from corral.audit.writer import AuditWriter
     from corral.gate import GateCall
+    from corral.identity.token_endpoint import TokenOutcome
 
 __all__ = ["AuditRecorder"]
 
@@ -228,6 +230,46 @@ class AuditRecorder:
                 "root": base64.b64encode(sealed.root).decode(),
                 "checkpoint": sealed.checkpoint,
             }
+
+    async def record_token(self, outcome: TokenOutcome) -> None:
+        """A token request's outcome (the token endpoint is a door before any caller: not a
+        Gate operation). Raises when the record cannot be written: no token is issued then."""
+        issued = outcome.error_code is None
+        incoming = current_trace()
+        span = secrets.token_hex(8)
+        trace = (
+            TraceIds(incoming.trace_id, span, incoming.parent_id)
+            if incoming is not None
+            else TraceIds(secrets.token_hex(16), span)
+        )
+        who = outcome.subject or outcome.client_id
+        event = AuditEvent(
+            time_ms=time.time_ns() // 1_000_000,
+            category=Category.AUTHENTICATION,
+            operation="token",
+            action="token",
+            actor=Actor(
+                kind=outcome.kind or "unknown",
+                id=who[:_MAX_STRING] if who else None,
+                sponsor=self._sponsor(who) if issued and outcome.kind == "agent" and who else None,
+                address=outcome.address,
+                key_thumbprint=outcome.jkt,
+            ),
+            outcome=Outcome.SUCCESS if issued else Outcome.DENIED,
+            error_code=outcome.error_code,
+            error_message=(outcome.error_message or "")[:_MAX_STRING] or None,
+            status=200 if issued else 401,
+            trace=trace,
+            args={
+                "client_id": (outcome.client_id or "")[:_MAX_STRING] or None,
+                "federated": outcome.federated,
+                "dpop_bound": outcome.jkt is not None,
+            },
+            via=self.via,
+        )
+        record_id = secrets.token_hex(16)
+        entry = encode(to_ocsf(event, record_id=record_id, product_version=__version__))
+        await self.writer.append(entry, EntryKeys(record_id, trace.trace_id, None))
 
     def _sponsor(self, caller_id: str) -> str | None:
         if self.sponsor_of is None:

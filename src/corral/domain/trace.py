@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 __all__ = [
     "BAGGAGE_MAX_BYTES",
     "TRACESTATE_MAX_BYTES",
     "TraceContext",
+    "current_trace",
     "parse_baggage",
     "parse_traceparent",
     "parse_tracestate",
+    "trace_from",
+    "traced",
 ]
 
 TRACESTATE_MAX_BYTES = 512
@@ -146,3 +151,35 @@ class TraceContext:
         while span == "0" * 16:
             span = secrets.token_hex(8)
         return f"00-{self.trace_id}-{span}-{self.flags & 0x03:02x}"
+
+
+# -- the trace of what is being served (set by adapters, read by the Gate and the audit log) --
+
+_current: ContextVar[TraceContext | None] = ContextVar("corral_trace", default=None)
+
+#: the carrier keys W3C trace context uses (HTTP headers in lower case, MCP `_meta` keys)
+_KEYS = ("traceparent", "tracestate", "baggage")
+
+
+def trace_from(carrier: Mapping[str, object] | None) -> TraceContext | None:
+    """The caller's trace if the carrier holds a valid `traceparent`, else None (an invalid
+    one is ignored, as W3C trace context says: the call then starts a new trace)."""
+    if not carrier or "traceparent" not in carrier:
+        return None
+    found = TraceContext.from_carrier({k: carrier.get(k) for k in _KEYS})
+    return None if found.started_here else found
+
+
+def current_trace() -> TraceContext | None:
+    """The trace of the request being served, as its adapter received it (None: none came)."""
+    return _current.get()
+
+
+@contextmanager
+def traced(trace: TraceContext | None) -> Iterator[None]:
+    """Operations in this context belong to `trace` (None: each starts its own)."""
+    token = _current.set(trace)
+    try:
+        yield
+    finally:
+        _current.reset(token)

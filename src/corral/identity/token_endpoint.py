@@ -12,17 +12,18 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from corral.domain.access import Caller, CallerKind
 from corral.domain.identity import Agent, Risk, User
-from corral.errors import NotFoundError
+from corral.errors import CorralError, NotFoundError
 from corral.identity.assertions import CLIENT_ASSERTION_TYPE, verify_client_assertion
 from corral.identity.directory import Directory
 from corral.identity.dpop import (
@@ -38,6 +39,8 @@ from corral.identity.nonces import NonceSource
 from corral.identity.replay import ReplayCache, ReplayGuard
 from corral.identity.tokens import DEFAULT_LIFETIME, IssuedToken, issue_access_token
 from corral.store import Store
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AuthService",
@@ -90,6 +93,23 @@ class RateLimit:
 
     rate: float = 10.0
     burst: float = 20.0
+
+
+@dataclass
+class TokenOutcome:
+    """What one token request came to, for the audit log (`AuthService.on_outcome`)."""
+
+    address: str | None
+    client_id: str | None = None
+    #: who the token was issued to (an agent or user id), once known
+    subject: str | None = None
+    kind: str | None = None
+    #: the DPoP key the token is bound to
+    jkt: str | None = None
+    #: a workload identity token of a trusted provider was exchanged
+    federated: bool = False
+    error_code: str | None = None
+    error_message: str | None = None
 
 
 class TokenBuckets:
@@ -192,6 +212,9 @@ class AuthService:
         self._clock = clock
         #: workload identity tokens of trusted OIDC providers (docs/federation.md)
         self.federation = federation or FederationService(store, clock=clock)
+        #: told each token request's outcome before the answer (the audit log's records of
+        #: token issue and refusal); if it raises for an issued token, none is issued
+        self.on_outcome: Callable[[TokenOutcome], Awaitable[None]] | None = None
 
     def __repr__(self) -> str:
         return f"AuthService(issuer={self.issuer!r}, token_url={self.token_url!r})"
@@ -273,7 +296,32 @@ class AuthService:
         """Answer a token request, or raise the `AuthError` the endpoint must return.
 
         `form` holds the request's parameters, each given once (the adapter refuses repeats).
+        Each outcome is told to `on_outcome` (but rate-limited refusals, so a flood of them
+        cannot flood the audit log); a token is issued only once its record is written.
         """
+        seen = TokenOutcome(address=client_address)
+        try:
+            answer = await self._token(form, dpop_header, method, client_address, seen)
+        except AuthError as exc:
+            if self.on_outcome is not None and not isinstance(exc, RateLimitedError):
+                seen.error_code, seen.error_message = exc.code, exc.message
+                try:
+                    await self.on_outcome(seen)
+                except CorralError:  # the refusal stands whether or not it was recorded
+                    log.warning("the audit log did not take a refused token request")
+            raise
+        if self.on_outcome is not None:
+            await self.on_outcome(seen)  # fails closed: no token without its record
+        return answer
+
+    async def _token(
+        self,
+        form: Mapping[str, str],
+        dpop_header: str | None,
+        method: str,
+        client_address: str | None,
+        seen: TokenOutcome,
+    ) -> dict[str, Any]:
         now = self._clock()
         # 1. Per-address rate limit, before any signature or store work is spent on it.
         _limited(self._per_address, client_address or "-", "from this address", time.monotonic())
@@ -292,6 +340,7 @@ class AuthService:
         client_id = form.get("client_id") or _assertion_subject(assertion)
         if not client_id or len(client_id) > 256:
             raise InvalidRequestError("the client_id parameter is missing")
+        seen.client_id = client_id
 
         # 4. The DPoP proof: made for POST to this endpoint's public URL, just now; no access
         #    token exists yet (so no ath); a nonce only when the server demands them. Its key
@@ -312,6 +361,8 @@ class AuthService:
             self.federation.exchange_assertion, assertion, form.get("client_id"), self._replay, now
         )
         if external is not None:
+            seen.federated, seen.subject = True, external.principal_id
+            seen.jkt = proof.jkt if proof is not None else None
             return self._federated_answer(external.principal_id, proof, now)
 
         # 5. The client: an agent of the directory, by id, with its keys that are neither
@@ -330,6 +381,8 @@ class AuthService:
         )
         if agent is None:  # unreachable: only a known agent has keys to verify with
             raise InvalidClientError("client assertion refused: unknown client")
+        seen.subject = agent.id
+        seen.kind = "user" if isinstance(agent, User) else "agent"
 
         # 7. The agent may have tokens: enabled (which also means it still has an able
         #    sponsor: losing the last one disables it) and not at high risk. A user: enabled.
@@ -347,6 +400,7 @@ class AuthService:
         #    this client's own share of the replay cache.
         _limited(self._per_client, agent.id, "for this client", time.monotonic())
         jkt = await self._bind(proof, agent, now)
+        seen.jkt = jkt
 
         # 9. A short-lived token for the agent, bound to the proof key (cnf.jkt), or a bearer
         #    token when no proof came (step 4).
