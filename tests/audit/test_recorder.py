@@ -1,0 +1,135 @@
+"""The record stage over a real store: an answer waits for its record's commit; refusals and
+failures are recorded with their decisions; what a record must never hold, it does not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from corral.access.decisions import note_decision
+from corral.access.engine import Decision
+from corral.audit.recorder import AuditRecorder
+from corral.audit.writer import AuditWriter
+from corral.domain.access import Caller, CallerKind
+from corral.errors import PermissionDeniedError
+from corral.gate import Gate, GateCall, Route, operation, tool_operation
+from corral.store import Store
+
+KEY = b"k" * 32
+AGENT = Caller(CallerKind.AGENT, "a-1", address="10.0.0.9", jkt="thumb")
+
+
+class _Allow:
+    async def authorize(self, call: GateCall) -> None:
+        return None
+
+
+def _records(store: Store) -> list[dict[str, Any]]:
+    with store.transaction(write=False) as uow:
+        size, _ = uow.audit.state()
+        return [json.loads(e) for e in uow.audit.entries(0, size)]
+
+
+def _gate(store: Store, route: Route) -> tuple[Gate, AuditWriter]:
+    writer = AuditWriter(store).start()
+    gate = Gate({}, tools=route, authorizer=_Allow())
+    gate.recorder = AuditRecorder(writer, content_key=KEY)
+    return gate, writer
+
+
+def test_the_answer_waits_for_its_records_commit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the log's commit is held, the call does not return; once it commits, it does:
+    no caller ever holds an answer whose record could still be lost."""
+
+    async def act(call: GateCall) -> Any:
+        return {"done": True}
+
+    gate, writer = _gate(store, Route(act))
+    held = threading.Event()
+    release = threading.Event()
+    real = store.transaction
+
+    @contextmanager
+    def slow(**kw: Any) -> Any:
+        with real(**kw) as uow:
+            yield uow
+            held.set()
+            release.wait(10)  # the commit happens when this block ends
+
+    monkeypatch.setattr(store, "transaction", slow)
+
+    async def go() -> None:
+        task = asyncio.create_task(gate.handle(AGENT, tool_operation("click"), "s-1", {"x": 1}))
+        await asyncio.to_thread(held.wait, 10)
+        await asyncio.sleep(0.2)
+        assert not task.done(), "answered before its record committed"
+        release.set()
+        assert await asyncio.wait_for(task, 10) == {"done": True}
+
+    try:
+        asyncio.run(go())
+    finally:
+        release.set()
+        writer.stop()
+    monkeypatch.setattr(store, "transaction", real)
+    [record] = [r for r in _records(store) if r["unmapped"]["corral"]["operation"] == "click"]
+    assert record["unmapped"]["corral"]["outcome"] == "success"
+
+
+def test_a_refusal_is_recorded_with_its_decision_and_content_is_reduced(store: Store) -> None:
+    secret = "hunter2 hunter2 hunter2 hunter2"  # noqa: S105
+
+    async def refuse(call: GateCall) -> Any:
+        note_decision(
+            "type_text", 'Session::"s-1"', Decision(False, forbidden=True, policies=("no-typing",))
+        )
+        raise PermissionDeniedError("type_text refused by policy no-typing")
+
+    gate, writer = _gate(store, Route(refuse))
+    try:
+        with pytest.raises(PermissionDeniedError):
+            asyncio.run(gate.handle(AGENT, tool_operation("type_text"), "s-1", {"text": secret}))
+    finally:
+        writer.stop()
+    [record] = _records(store)
+    corral = record["unmapped"]["corral"]
+    assert corral["outcome"] == "denied" and record["status_code"] == "permission_denied"
+    assert corral["decisions"][0]["allowed"] is False
+    assert corral["decisions"][0]["policies"] == ["no-typing"]
+    assert record["policy"]["uid"] == "no-typing"
+    assert secret not in json.dumps(record)
+    assert corral["args"]["text"]["size"] == len(secret)
+    assert record["actor"]["user"]["uid"] == "a-1"
+    assert record["src_endpoint"]["ip"] == "10.0.0.9"
+
+
+def test_a_grant_is_summarized_without_its_token(store: Store) -> None:
+    class Session:
+        id, pc_id, pool = "s-9", "pc-9", "p"
+
+    class Grant:
+        session = Session()
+        token = {"session_token": "eyJ.secret.token"}
+
+    async def acquire(call: GateCall) -> Any:
+        return Grant()
+
+    writer = AuditWriter(store).start()
+    gate = Gate({"acquire": Route(acquire)}, authorizer=_Allow())
+    gate.recorder = AuditRecorder(writer, content_key=KEY)
+    try:
+        asyncio.run(gate.handle(AGENT, operation("acquire"), "p", {}))
+    finally:
+        writer.stop()
+    [record] = _records(store)
+    assert "eyJ.secret.token" not in json.dumps(record)
+    assert record["unmapped"]["corral"]["session"] == "s-9"
+    assert record["unmapped"]["corral"]["pc"] == "pc-9"
+    assert record["class_uid"] == 3003  # OCSF Authorize Session
