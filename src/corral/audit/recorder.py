@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import re
 import secrets
@@ -270,6 +271,29 @@ class AuditRecorder:
         record_id = secrets.token_hex(16)
         entry = encode(to_ocsf(event, record_id=record_id, product_version=__version__))
         await self.writer.append(entry, EntryKeys(record_id, trace.trace_id, None))
+
+    def note_lifecycle(self, what: str, fields: Mapping[str, str | None]) -> None:
+        """What the pool manager did on its own (boot, reset, quarantine, destroy, a session
+        it ended): queued, not waited for (nobody waits for an answer); a failure to write
+        shows as the writer's, and the gap in the log's outage record."""
+        event = AuditEvent(
+            time_ms=time.time_ns() // 1_000_000,
+            category=Category.LIFECYCLE,
+            operation=what[:64],
+            action=what[:64],
+            actor=Actor(kind="system", id="corral"),
+            outcome=Outcome.FAILURE if what.endswith("_failed") else Outcome.SUCCESS,
+            session_id=fields.get("session"),
+            pc_id=fields.get("pc"),
+            pool=fields.get("pool"),
+            trace=TraceIds(secrets.token_hex(16), secrets.token_hex(8)),
+            result={"reason": (fields.get("reason") or "")[:_MAX_STRING] or None},
+            via=self.via,
+        )
+        record_id = secrets.token_hex(16)
+        entry = encode(to_ocsf(event, record_id=record_id, product_version=__version__))
+        with contextlib.suppress(AuditUnavailableError):  # not running: the writer's to say
+            self.writer.submit(entry, EntryKeys(record_id, None, event.session_id))
 
     def _sponsor(self, caller_id: str) -> str | None:
         if self.sponsor_of is None:

@@ -58,6 +58,8 @@ def assemble(
         directory, token_endpoint=f"{base_url}/v1/token", policy=control.policy
     )
     gate = lifecycle_gate(control, directory_service, audit)
+    if audit is not None:  # what happens outside the Gate's calls, recorded too
+        control.manager.on_lifecycle = audit.recorder.note_lifecycle
     if auth is not None and audit is not None:
         # the token endpoint runs before any caller: it tells the log each outcome itself
         auth.on_outcome = audit.recorder.record_token

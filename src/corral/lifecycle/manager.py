@@ -78,6 +78,9 @@ class PoolManager:
         self.events = events
         #: what the session service drops when the manager ends a session (its PC connection)
         self.forget_session: Callable[[str], None] = lambda _session_id: None
+        #: told what the manager did on its own (a PC booted, reset, quarantined, destroyed; a
+        #: session ended): the audit log's lifecycle records. Must not block (it queues).
+        self.on_lifecycle: Callable[[str, dict[str, str | None]], None] | None = None
         #: set when a PC became ready or a release happened: waiting acquires look again
         self.changed = asyncio.Event()
         self._wake = asyncio.Event()  # the manager should look again now
@@ -165,6 +168,13 @@ class PoolManager:
             return False
         return digest == known[0]
 
+    def _tell(self, what: str, **fields: str | None) -> None:
+        if self.on_lifecycle is not None:
+            try:
+                self.on_lifecycle(what, fields)
+            except Exception:  # the log's own failures are its to report
+                log.exception("the lifecycle record of %s was not taken", what)
+
     async def quarantine_misbehaving(self, pc_id: str, err: PCMisbehavingError) -> None:
         """A PC whose daemon broke the protocol is trusted no more: quarantined at once (kept
         for inspection, never lent again), the session it serves ended with reason
@@ -191,6 +201,7 @@ class PoolManager:
                 break
         else:
             return
+        self._tell("quarantine", pc=pc_id, pool=pc.pool, reason=f"misbehaving: {err.message}")
         if pc.session_id is not None:
             await self._end_session(pc.session_id, "pc_misbehaving", notify=True)
         self._wake.set()
@@ -202,6 +213,8 @@ class PoolManager:
             self.store.release_session, session_id, reason=reason, now=utcnow(), by=SYSTEM.id
         )
         self.forget_session(session_id)
+        if released is not None:
+            self._tell("end_session", session=session_id, pc=released.pc_id, reason=reason)
         if notify and released is not None and self.events is not None:
             event = release_event(released, SYSTEM, reason)
             if event is not None:
@@ -243,6 +256,7 @@ class PoolManager:
 
     def _lost(self, session_id: str) -> None:
         self.store.release_session(session_id, reason="pc_lost", now=utcnow(), by=SYSTEM.id)
+        self._tell("end_session", session=session_id, reason="pc_lost")
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -348,6 +362,7 @@ class PoolManager:
         with self._boot_count_lock:
             self.store.add_pc(pool, pc_id, PCState.READY)
             self._booting[pool] -= 1
+        self._tell("boot", pc=pc_id, pool=pool)
 
     async def _reset(self, pc: PC) -> None:
         """Back to the image baseline, then lendable again; replaced if that fails."""
@@ -360,8 +375,10 @@ class PoolManager:
             await asyncio.to_thread(
                 self.store.set_pc_state, pc.id, PCState.READY, expect=PCState.RESETTING
             )
+            self._tell("reset", pc=pc.id, pool=pc.pool)
         except Exception as exc:
             log.warning("PC %s failed to reset (%s): destroying and replacing it", pc.id, exc)
+            self._tell("reset_failed", pc=pc.id, pool=pc.pool, reason=str(exc)[:200])
             await asyncio.to_thread(self.store.set_pc_state, pc.id, PCState.DESTROYING)
             await self._destroy(pc)
         finally:
@@ -409,16 +426,16 @@ class PoolManager:
             return
         self._failures.pop(pc.id, None)
         log.warning("PC %s failed its health check (%s): quarantined", pc.id, health.detail)
-        if (
-            await asyncio.to_thread(
-                self.store.set_pc_state,
-                pc.id,
-                PCState.QUARANTINED,
-                expect=pc.state,
-                detail=health.detail,
-            )
-            and pc.session_id
-        ):
+        quarantined = await asyncio.to_thread(
+            self.store.set_pc_state,
+            pc.id,
+            PCState.QUARANTINED,
+            expect=pc.state,
+            detail=health.detail,
+        )
+        if quarantined:
+            self._tell("quarantine", pc=pc.id, pool=pc.pool, reason=health.detail[:200])
+        if quarantined and pc.session_id:
             await self._end_session(pc.session_id, "pc_unhealthy", notify=False)
         self._wake.set()
 
@@ -446,6 +463,7 @@ class PoolManager:
             self._busy.discard(pc.id)
         with contextlib.suppress(NotFoundError):
             await asyncio.to_thread(self.store.delete_pc, pc.id)
+        self._tell("destroy", pc=pc.id, pool=pc.pool)
 
     async def _drain(self, pool: Pool, pcs: list[PC]) -> None:
         active = await asyncio.to_thread(self.store.list_sessions, active_only=True, pool=pool.name)
