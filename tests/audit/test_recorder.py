@@ -133,3 +133,35 @@ def test_a_grant_is_summarized_without_its_token(store: Store) -> None:
     assert record["unmapped"]["corral"]["session"] == "s-9"
     assert record["unmapped"]["corral"]["pc"] == "pc-9"
     assert record["class_uid"] == 3003  # OCSF Authorize Session
+
+
+def test_security_events_in_and_out_and_lifecycle_are_recorded(store: Store) -> None:
+    from corral.identity.caep import SESSION_REVOKED, CorralEvent
+    from corral.identity.event_emitter import EventEmitter
+    from corral.identity.event_receiver import Outcome
+    from corral.lifecycle.manager import PoolManager
+    from tests.support.fakes import FakeDriver
+
+    writer = AuditWriter(store).start()
+    recorder = AuditRecorder(writer, content_key=KEY)
+    emitter = EventEmitter(store, issuer="https://corral.test", keyring=lambda: None)
+    emitter.on_emitted = recorder.note_security_out
+    manager = PoolManager(store, FakeDriver())
+    manager.on_lifecycle = recorder.note_lifecycle
+    try:
+        emitter.emit(CorralEvent(SESSION_REVOKED, "a-7", 1.0, {}, session_id="s-7"))
+        recorder.note_security_in(
+            Outcome(SESSION_REVOKED, "https://idp.test", "jti-1", "a-8", "tokens revoked")
+        )
+        manager._tell("quarantine", pc="pc-3", pool="p", reason="not running")
+    finally:
+        writer.stop()
+    records = _records(store)
+    ops = [r["unmapped"]["corral"]["operation"] for r in records]
+    assert ops == ["ssf_out", "ssf_in", "quarantine"], ops
+    out, received, quarantine = records
+    assert out["class_uid"] == received["class_uid"] == 2004  # OCSF Detection Finding
+    assert out["unmapped"]["corral"]["session"] == "s-7"
+    assert received["unmapped"]["corral"]["result"]["done"] == "tokens revoked"
+    assert quarantine["unmapped"]["corral"]["pc"] == "pc-3"
+    assert quarantine["unmapped"]["corral"]["actor"]["kind"] == "system"

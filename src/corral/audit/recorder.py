@@ -43,6 +43,8 @@ from corral.store import EntryKeys
 if TYPE_CHECKING:
     from corral.audit.writer import AuditWriter
     from corral.gate import GateCall
+    from corral.identity.caep import CorralEvent
+    from corral.identity.event_receiver import Outcome as SetOutcome
     from corral.identity.token_endpoint import TokenOutcome
 
 __all__ = ["AuditRecorder"]
@@ -294,6 +296,57 @@ class AuditRecorder:
         entry = encode(to_ocsf(event, record_id=record_id, product_version=__version__))
         with contextlib.suppress(AuditUnavailableError):  # not running: the writer's to say
             self.writer.submit(entry, EntryKeys(record_id, None, event.session_id))
+
+    def note_security_out(self, event: CorralEvent, receivers: int) -> None:
+        """A CAEP event Corral emitted (queued as SETs for `receivers` receivers)."""
+        self._security(
+            "ssf_out",
+            event.type,
+            event.principal,
+            event.session_id,
+            {"receivers": receivers, "event": event.type.rsplit("/", 1)[-1]},
+        )
+
+    def note_security_in(self, outcome: SetOutcome) -> None:
+        """A verified SET Corral received, and what it did about it."""
+        self._security(
+            "ssf_in",
+            outcome.event_type,
+            outcome.principal,
+            None,
+            {
+                "issuer": outcome.issuer[:_MAX_STRING],
+                "jti": outcome.jti[:_MAX_STRING],
+                "event": outcome.event_type.rsplit("/", 1)[-1][:64],
+                "done": outcome.action[:_MAX_STRING],
+            },
+        )
+
+    def _security(
+        self,
+        operation: str,
+        event_type: str,
+        principal: str | None,
+        session_id: str | None,
+        result: dict[str, Any],
+    ) -> None:
+        event = AuditEvent(
+            time_ms=time.time_ns() // 1_000_000,
+            category=Category.SECURITY,
+            operation=operation,
+            action=event_type[:_MAX_STRING],
+            actor=Actor(kind="system", id="corral"),
+            outcome=Outcome.SUCCESS,
+            session_id=session_id,
+            target=principal,
+            trace=TraceIds(secrets.token_hex(16), secrets.token_hex(8)),
+            result=result,
+            via=self.via,
+        )
+        record_id = secrets.token_hex(16)
+        entry = encode(to_ocsf(event, record_id=record_id, product_version=__version__))
+        with contextlib.suppress(AuditUnavailableError):
+            self.writer.submit(entry, EntryKeys(record_id, None, session_id))
 
     def _sponsor(self, caller_id: str) -> str | None:
         if self.sponsor_of is None:

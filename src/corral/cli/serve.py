@@ -170,6 +170,8 @@ def up(
     control = ControlPlane(store, PCRuntime(), events=emitter, approval_wait_s=approval_wait)
     # Every Gate call is recorded in the tamper-evident log (docs/audit.md).
     audit = AuditService.open(store, LogKeys.load())
+    emitter.on_emitted = audit.recorder.note_security_out  # security events out and in
+
     admin_file = _bootstrap_admin(store, f"{base}/v1/token")
     auth = AuthService(
         store,
@@ -185,6 +187,7 @@ def up(
         audience=base,
         keys_for=federation_keys(auth.federation),
     )
+    receiver.on_applied = audit.recorder.note_security_in
     pools = [PoolSpec(DEFAULT_POOL, image, warm=warm, max=max(10, warm))] if default_pool else []
     app = create_app(
         control,

@@ -97,16 +97,25 @@ class EventEmitter:
         self._keyring = keyring
         self._clock = clock
         self.on_queued = on_queued
+        #: told each event emitted and how many receivers it was queued for (the audit log's
+        #: "security events out"); must not block
+        self.on_emitted: Callable[[CorralEvent, int], None] | None = None
 
     def emit(self, event: CorralEvent) -> None:
         """Queue the event for its receivers. Never raises: the change it reports has already
         happened, and failing the caller now would only hide that."""
+        queued = 0
         try:
-            self.queue(event)
+            queued = self.queue(event)
         except Exception as exc:  # the exception text may quote SQL parameters: the SETs
             log.error(
                 "could not queue %s for %s: %s", event.type, event.principal, type(exc).__name__
             )
+        if self.on_emitted is not None:
+            try:
+                self.on_emitted(event, queued)
+            except Exception:
+                log.exception("the audit record of an emitted %s was not taken", event.type)
 
     def queue(self, event: CorralEvent) -> int:
         """Sign and queue; returns how many receivers the event was queued for."""

@@ -103,6 +103,9 @@ class EventReceiver:
         self.keys_for = keys_for
         self._clock = clock
         self.max_age = max_age
+        #: told each verified SET and what Corral did about it (the audit log's "security
+        #: events in"); must not block
+        self.on_applied: Callable[[Outcome], None] | None = None
 
     def _provider(self, issuer: str) -> OidcProvider | None:
         try:
@@ -129,6 +132,11 @@ class EventReceiver:
         except BaseException:
             await asyncio.to_thread(self.store.forget_ssf_inbound, event.issuer, event.jti)
             raise
+        if self.on_applied is not None:  # refused SETs are not: a flood must not fill the log
+            try:
+                self.on_applied(outcome)
+            except Exception:
+                log.exception("the audit record of a received SET was not taken")
         log.info(
             "SET %s from %s (%s): %s %s",
             outcome.jti,
