@@ -136,7 +136,8 @@ def test_a_grant_is_summarized_without_its_token(store: Store) -> None:
 
 
 def test_security_events_in_and_out_and_lifecycle_are_recorded(store: Store) -> None:
-    from corral.identity.caep import SESSION_REVOKED, CorralEvent
+    from corral.domain.events import SESSION_REVOKED
+    from corral.identity.caep import CorralEvent
     from corral.identity.event_emitter import EventEmitter
     from corral.identity.event_receiver import Outcome
     from corral.lifecycle.manager import PoolManager
