@@ -8,6 +8,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.errors import InvalidInputError
+
 __all__ = ["AuditSettings", "Paths", "audit_settings", "paths"]
 
 
@@ -49,6 +51,9 @@ class AuditSettings:
     #: a file of witness signer keys, one per line, that cosign every checkpoint
     #: (CORRAL_AUDIT_WITNESS_KEYS; default: none)
     witness_keys: Path | None
+    #: characters of typed text, clipboard text and file content a record shows beside their
+    #: keyed hash (CORRAL_AUDIT_PREVIEW, 0 to 64; default 0: typed text is often a password)
+    preview: int = 0
 
 
 def default_audit_origin() -> str:
@@ -59,7 +64,14 @@ def default_audit_origin() -> str:
 def audit_settings() -> AuditSettings:
     """Read from the environment each call, like `paths()`."""
     keys = os.environ.get("CORRAL_AUDIT_WITNESS_KEYS")
+    preview = os.environ.get("CORRAL_AUDIT_PREVIEW", "0")
+    if not preview.isdigit() or int(preview) > 64:
+        raise InvalidInputError(
+            f"CORRAL_AUDIT_PREVIEW={preview[:20]!r} is not a number of characters",
+            hint="0 (no preview, the default) to 64",
+        )
     return AuditSettings(
         origin=os.environ.get("CORRAL_AUDIT_ORIGIN") or default_audit_origin(),
         witness_keys=Path(keys).expanduser() if keys else None,
+        preview=int(preview),
     )

@@ -166,3 +166,125 @@ def test_security_events_in_and_out_and_lifecycle_are_recorded(store: Store) -> 
     assert received["unmapped"]["corral"]["result"]["done"] == "tokens revoked"
     assert quarantine["unmapped"]["corral"]["pc"] == "pc-3"
     assert quarantine["unmapped"]["corral"]["actor"]["kind"] == "system"
+
+
+def test_a_call_cancelled_while_its_record_commits_leaves_the_writer_working(
+    store: Store,
+) -> None:
+    """A client gone mid-call (the MCP SDK cancels the call's scope) must neither kill the
+    writer nor lose the record: later calls are recorded and answered."""
+    import anyio
+
+    acted: list[int] = []
+
+    async def act(call: GateCall) -> Any:
+        acted.append(call.args["x"])
+        await asyncio.sleep(0.05)
+        return {"ok": True}
+
+    gate, writer = _gate(store, Route(act))
+
+    async def go() -> None:
+        with anyio.move_on_after(0.01):
+            await gate.handle(AGENT, tool_operation("click"), "s-1", {"x": 1})
+        await anyio.sleep(0.3)
+        with anyio.fail_after(5):
+            assert await gate.handle(AGENT, tool_operation("click"), "s-1", {"x": 2}) == {
+                "ok": True
+            }
+
+    try:
+        anyio.run(go)
+        assert writer.healthy
+    finally:
+        writer.stop()
+    assert acted == [1, 2]
+    assert len(_records(store)) == 2  # the cancelled call's record too
+
+
+def test_secrets_never_reach_a_record_not_even_a_preview() -> None:
+    from corral.audit.recorder import _bounded
+
+    args = {
+        "password": "hunter2hunter2",
+        "client_secret": "CLIENTSECRET",
+        "auth_header": "Bearer SUPERSECRET-RECEIVER-TOKEN",
+        "context": {"api_key": "K-123456", "Authorization": "Basic xyz"},
+        "allow_assertions": True,
+        "name": "kept",
+    }
+    out = json.dumps(_bounded(args, KEY))
+    for secret in ("hunter2", "CLIENTSECRET", "SUPERSECRET", "K-123456", "Basic xyz"):
+        assert secret not in out
+    assert json.loads(out)["name"] == "kept" and json.loads(out)["allow_assertions"] is True
+
+
+def test_the_refusing_decision_is_kept_among_many(store: Store) -> None:
+    async def refuse(call: GateCall) -> Any:
+        for i in range(40):
+            note_decision("read_session", f'Session::"s-{i}"', Decision(True, policies=("p",)))
+        note_decision("click", 'Session::"s-1"', Decision(False, policies=("the-forbid",)))
+        raise PermissionDeniedError("refused")
+
+    gate, writer = _gate(store, Route(refuse))
+    try:
+        with pytest.raises(PermissionDeniedError):
+            asyncio.run(gate.handle(AGENT, tool_operation("click"), "s-1", {"x": 1}))
+    finally:
+        writer.stop()
+    [record] = _records(store)
+    assert record["policy"]["uid"] == "the-forbid"
+
+
+def test_token_refusals_name_no_actor_and_cannot_flood_the_log(store: Store) -> None:
+    from corral.identity.token_endpoint import TokenOutcome
+
+    writer = AuditWriter(store).start()
+    recorder = AuditRecorder(writer, content_key=KEY)
+
+    async def flood() -> None:
+        for i in range(300):
+            await recorder.record_token(
+                TokenOutcome(
+                    "203.0.113.7", client_id=f"victim-{i % 3}", error_code="invalid_client"
+                )
+            )
+
+    try:
+        asyncio.run(flood())
+    finally:
+        writer.stop()
+    records = _records(store)
+    assert 100 <= len(records) < 300  # a burst, then about 20 a second
+    for r in records:
+        assert "uid" not in r["actor"]["user"]  # a claimed id is not an identity
+        assert r["unmapped"]["corral"]["args"]["claimed_client_id"].startswith("victim-")
+
+
+def test_only_a_sessions_holder_continues_its_trace(store: Store) -> None:
+    class Session:
+        id, pc_id, pool = "s-A", "pc-A", "p"
+
+    class Grant:
+        session = Session()
+
+    async def acquire(call: GateCall) -> Any:
+        return Grant()
+
+    async def act(call: GateCall) -> Any:
+        return {"ok": True}
+
+    writer = AuditWriter(store).start()
+    gate = Gate({"acquire": Route(acquire)}, tools=Route(act), authorizer=_Allow())
+    gate.recorder = AuditRecorder(writer, content_key=KEY)
+    other = Caller(CallerKind.AGENT, "a-other")
+    try:
+        asyncio.run(gate.handle(AGENT, operation("acquire"), "p", {}))
+        asyncio.run(gate.handle(AGENT, tool_operation("click"), "s-A", {"x": 1}))
+        asyncio.run(gate.handle(other, tool_operation("click"), "s-A", {"x": 1}))
+    finally:
+        writer.stop()
+    acquire_r, mine, theirs = _records(store)
+    trace = acquire_r["metadata"]["correlation_uid"]
+    assert mine["metadata"]["correlation_uid"] == trace
+    assert theirs["metadata"]["correlation_uid"] != trace

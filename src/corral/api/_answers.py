@@ -379,4 +379,5 @@ class TraceOut(BaseModel):
         "Corral started the trace"
     )
     started_by_corral: bool
+    truncated: bool = Field(False, description="more records than shown (the first 2,000)")
     children: list[TraceNode]

@@ -52,13 +52,28 @@ __all__ = ["AuditRecorder"]
 #: argument fields whose content is the agent's data: kept as a keyed hash, size and preview
 _CONTENT_FIELDS: Final = frozenset({"text", "content"})
 #: argument names that hold secrets, whatever the operation
-_SECRET_NAME: Final = re.compile(r"secret|token|password|passphrase|credential|private", re.I)
+_SECRET_NAME: Final = re.compile(
+    r"secret|token|password|passphrase|credential|private|auth|cookie|assertion|bearer"
+    r"|api[_-]?key|^key$|header",
+    re.I,
+)
 _MAX_STRING: Final = 512
 _MAX_ITEMS: Final = 32
 _MAX_DEPTH: Final = 4
 #: how many sessions' traces are remembered (the oldest forgotten first)
 _MAX_SESSIONS: Final = 10_000
 _SPONSOR_TTL_S: Final = 30.0
+_REFUSALS_PER_S: Final = 20.0
+_REFUSAL_BURST: Final = 100
+
+
+def _sealed(value: Any, key: bytes, preview: int = 0) -> dict[str, Any]:
+    """Content as a keyed hash and its size, and a preview only when one is configured."""
+    data = value if isinstance(value, str | bytes) else repr(value)
+    reduced = reduce_content(data, key, preview=preview)
+    if preview <= 0:
+        reduced.pop("preview", None)
+    return reduced
 
 
 def _bounded(value: Any, key: bytes, depth: int = 0) -> Any:
@@ -66,9 +81,9 @@ def _bounded(value: Any, key: bytes, depth: int = 0) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
-        return value if len(value) <= _MAX_STRING else reduce_content(value, key)
+        return value if len(value) <= _MAX_STRING else _sealed(value, key)
     if isinstance(value, bytes):
-        return reduce_content(value, key)
+        return _sealed(value, key)
     if depth >= _MAX_DEPTH:
         return {"omitted": type(value).__name__}
     if isinstance(value, BaseModel):
@@ -80,8 +95,8 @@ def _bounded(value: Any, key: bytes, depth: int = 0) -> Any:
                 out["omitted_keys"] = len(value) - _MAX_ITEMS
                 break
             name = str(k)[:64]
-            if _SECRET_NAME.search(name) and v is not None:
-                out[name] = reduce_content(v if isinstance(v, str | bytes) else repr(v), key)
+            if _SECRET_NAME.search(name) and v is not None and not isinstance(v, bool | int):
+                out[name] = _sealed(v, key)  # never a preview of a secret
             else:
                 out[name] = _bounded(v, key, depth + 1)
         return out
@@ -94,13 +109,13 @@ def _bounded(value: Any, key: bytes, depth: int = 0) -> Any:
     return {"type": type(value).__name__}
 
 
-def _tool_args(args: Any, key: bytes) -> dict[str, Any]:
+def _tool_args(args: Any, key: bytes, preview: int) -> dict[str, Any]:
     if not isinstance(args, Mapping):
         return {}
     out: dict[str, Any] = {}
     for name, value in args.items():
         if name in _CONTENT_FIELDS and isinstance(value, str | bytes):
-            out[name] = reduce_content(value, key)
+            out[name] = _sealed(value, key, preview)
         else:
             out[name] = value
     return dict(_bounded(out, key))
@@ -178,16 +193,25 @@ class AuditRecorder:
         content_key: bytes,
         sponsor_of: Callable[[str], str | None] | None = None,
         via: str = "server",
+        preview: int = 0,
     ) -> None:
         self.writer = writer
         self.content_key = content_key
         self.sponsor_of = sponsor_of
         self.via = via
+        #: characters of typed text, clipboard text and file content a record shows beside
+        #: their keyed hash (CORRAL_AUDIT_PREVIEW; default none: typed text is often a password)
+        self.preview = max(0, min(preview, 64))
         #: agent id -> (its sponsors, when read): sponsorship changes, so kept 30 s at most
         self._sponsors: dict[str, tuple[str | None, float]] = {}
-        #: session id -> (its trace, pc, pool), from its acquire
-        self._sessions: dict[str, tuple[TraceIds, str | None, str | None]] = {}
+        #: session id -> (its trace, pc, pool, its holder), from its acquire
+        self._sessions: dict[str, tuple[TraceIds, str | None, str | None, str]] = {}
         self._probed = 0.0
+        #: refused token requests recorded: at most _REFUSALS_PER_S a second overall (a flood
+        #: from many addresses must not fill the log); the rest counted into the next record
+        self._refusal_budget = float(_REFUSAL_BURST)
+        self._refusal_at = time.monotonic()
+        self._refusals_skipped = 0
 
     async def admit(self, call: GateCall) -> None:
         """Refuse calls while appends fail. At most once a second, try to append a record of
@@ -238,6 +262,16 @@ class AuditRecorder:
         """A token request's outcome (the token endpoint is a door before any caller: not a
         Gate operation). Raises when the record cannot be written: no token is issued then."""
         issued = outcome.error_code is None
+        skipped = 0
+        if not issued:
+            now = time.monotonic()
+            budget = self._refusal_budget + (now - self._refusal_at) * _REFUSALS_PER_S
+            self._refusal_budget, self._refusal_at = min(float(_REFUSAL_BURST), budget), now
+            if self._refusal_budget < 1:
+                self._refusals_skipped += 1
+                return
+            self._refusal_budget -= 1
+            skipped, self._refusals_skipped = self._refusals_skipped, 0
         incoming = current_trace()
         span = secrets.token_hex(8)
         trace = (
@@ -245,7 +279,9 @@ class AuditRecorder:
             if incoming is not None
             else TraceIds(secrets.token_hex(16), span)
         )
-        who = outcome.subject or outcome.client_id
+        # Who asked is known only once its assertion verified: a refusal names the client id
+        # it claimed, never as its actor (anyone may claim any id).
+        who = outcome.subject if issued else None
         event = AuditEvent(
             time_ms=time.time_ns() // 1_000_000,
             category=Category.AUTHENTICATION,
@@ -264,10 +300,14 @@ class AuditRecorder:
             status=200 if issued else 401,
             trace=trace,
             args={
-                "client_id": (outcome.client_id or "")[:_MAX_STRING] or None,
+                "client_id" if issued else "claimed_client_id": (outcome.client_id or "")[
+                    :_MAX_STRING
+                ]
+                or None,
                 "federated": outcome.federated,
                 "dpop_bound": outcome.jkt is not None,
             },
+            result={"refusals_not_recorded_before": skipped} if skipped else {},
             via=self.via,
         )
         record_id = secrets.token_hex(16)
@@ -384,10 +424,21 @@ class AuditRecorder:
         known = self._sessions.get(session_id) if session_id is not None else None
         if known is not None:
             pc_id, pool = pc_id or known[1], pool or known[2]
+        # A session's trace is continued only for its holder (or the server acting for it):
+        # another caller's calls on it do not join the holder's trace.
+        holder = (
+            known is not None
+            and caller is not None
+            and (
+                caller.id == known[3]
+                or caller.kind.value == "system"
+                or (call.on_behalf_of is not None and call.on_behalf_of.id == known[3])
+            )
+        )
         span = secrets.token_hex(8)
         if call.trace is not None:
             trace = TraceIds(call.trace.trace_id, span, call.trace.parent_id)
-        elif known is not None:
+        elif known is not None and holder:
             trace = TraceIds(known[0].trace_id, span, known[0].span_id)
         else:
             trace = TraceIds(secrets.token_hex(16), span)
@@ -395,7 +446,7 @@ class AuditRecorder:
         if acquired and session_id is not None:
             if len(self._sessions) >= _MAX_SESSIONS:
                 self._sessions.pop(next(iter(self._sessions)))
-            self._sessions[session_id] = (trace, pc_id, pool)
+            self._sessions[session_id] = (trace, pc_id, pool, caller.id if caller else "")
         actor = Actor(
             kind=caller.kind.value if caller is not None else "anonymous",
             id=caller.id if caller is not None else None,
@@ -406,7 +457,7 @@ class AuditRecorder:
             session_id=caller.session_id if caller is not None else None,
         )
         if category is Category.TOOL:
-            args = _tool_args(call.args, key)
+            args = _tool_args(call.args, key, self.preview)
         else:
             args = _bounded(call.args, key) if call.args is not None else {}
             args = args if isinstance(args, dict) else {"value": args}
@@ -418,7 +469,7 @@ class AuditRecorder:
                 d.decision.policies[:_MAX_ITEMS],
                 d.decision.reason[:_MAX_STRING],
             )
-            for d in call.decisions[:_MAX_ITEMS]
+            for d in call.decisions  # every one: to_ocsf keeps the first and last 50
         )
         return AuditEvent(
             time_ms=time.time_ns() // 1_000_000,

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["AuditService"]
 
 _HASH = 32
+#: the most records a trace tree shows (a caller decides how many calls share its trace)
+MAX_TRACE_RECORDS = 2000
 
 
 def _record(index: int, entry: bytes) -> dict[str, Any]:
@@ -51,6 +53,7 @@ class AuditService:
         *,
         sponsor_of: Callable[[str], str | None] | None = None,
         checkpoint_interval_s: float = 0.5,
+        preview: int = 0,
     ) -> AuditService:
         """The log's service over `store`, signing with `keys`; `sponsor_of(agent_id)` names
         an agent's sponsors in its records (default: from the store's directory)."""
@@ -64,7 +67,7 @@ class AuditService:
 
         writer = AuditWriter(store, signer=signer, checkpoint_interval_s=checkpoint_interval_s)
         recorder = AuditRecorder(
-            writer, content_key=keys.content_key, sponsor_of=sponsor_of or sponsors
+            writer, content_key=keys.content_key, sponsor_of=sponsor_of or sponsors, preview=preview
         )
         return cls(store, keys, writer, recorder)
 
@@ -169,11 +172,14 @@ class AuditService:
         return {"first": first, "second": second, "hashes": [h.hex() for h in path]}
 
     def trace(self, trace_id: str) -> dict[str, Any]:
+        """The trace's first MAX_TRACE_RECORDS records as a tree (`truncated` if more)."""
         with self.store.transaction(write=False) as uow:
-            rows = uow.audit.trace_entries(trace_id)
+            rows = uow.audit.trace_entries(trace_id, limit=MAX_TRACE_RECORDS + 1)
         if not rows:
             raise NotFoundError(f"no audit record in trace {trace_id!r}")
-        return trace_tree(trace_id, [_record(i, e) for i, e in rows])
+        tree = trace_tree(trace_id, [_record(i, e) for i, e in rows[:MAX_TRACE_RECORDS]])
+        tree["truncated"] = len(rows) > MAX_TRACE_RECORDS
+        return tree
 
     @staticmethod
     def _checkpointed(uow: UnitOfWork) -> int:

@@ -18,12 +18,13 @@ closed and the caller may retry it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,19 @@ _NO_KEYS = EntryKeys()
 _Item = tuple[bytes, EntryKeys, "Future[int]"]
 
 
+def _settle(
+    future: Future[int], *, result: int | None = None, error: BaseException | None = None
+) -> None:
+    """Answer a caller, unless it stopped waiting (its record is written all the same)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result if result is not None else -1)
+    except InvalidStateError:  # cancelled by its caller meanwhile
+        pass
+
+
 class AuditWriter:
     def __init__(
         self,
@@ -92,7 +106,9 @@ class AuditWriter:
 
     @property
     def healthy(self) -> bool:
-        return self.failure is None
+        """Appends succeed and the writer's thread runs (a writer that died is not healthy:
+        the Gate then refuses calls instead of waiting forever for their records)."""
+        return self.failure is None and self._thread is not None and self._thread.is_alive()
 
     def start(self) -> AuditWriter:
         if self._thread is None:
@@ -118,7 +134,9 @@ class AuditWriter:
         return future
 
     async def append(self, entry: bytes, keys: EntryKeys | None = None) -> int:
-        return await asyncio.wrap_future(self.submit(entry, keys))
+        """Queue `entry` and wait for its commit. A caller cancelled meanwhile (a client gone
+        mid-call) stops waiting, but the record is still written: the wait is shielded."""
+        return await asyncio.shield(asyncio.wrap_future(self.submit(entry, keys)))
 
     def append_sync(self, entry: bytes, keys: EntryKeys | None = None, timeout: float = 30) -> int:
         return self.submit(entry, keys).result(timeout)
@@ -129,10 +147,22 @@ class AuditWriter:
         if self._thread is None:
             raise AuditUnavailableError("the audit log's writer is not running")
         self._queue.put(request)
-        return await asyncio.wrap_future(request.future)
+        return await asyncio.shield(asyncio.wrap_future(request.future))
 
     # -- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
+        """The loop, kept alive: whatever one pass raises marks the writer failed (the Gate
+        then refuses calls) and the next pass tries again; only a stop ends it."""
+        while True:
+            try:
+                if self._loop():
+                    return
+            except Exception as exc:  # never die silently with callers waiting
+                self.failure = f"writer: {type(exc).__name__}: {exc}"
+                logger.exception("audit writer pass failed")
+                time.sleep(0.1)
+
+    def _loop(self) -> bool:
         interval = self.checkpoint_interval_s
         while True:
             timeout = None
@@ -155,7 +185,7 @@ class AuditWriter:
             if stop:
                 if self._unsigned:
                     self._sign()
-                return
+                return True
 
     def _handle(self, items: list[object]) -> bool:
         """Append the entries among `items` (in order, seals cut the batch), answer seals."""
@@ -188,7 +218,7 @@ class AuditWriter:
             self.failure = f"{type(exc).__name__}: {exc}"
             logger.error("audit log append of %d records failed: %s", len(batch), self.failure)
             for _, _, future in batch:
-                future.set_exception(AuditUnavailableError())
+                _settle(future, error=AuditUnavailableError())
             return
         if self.failure is not None:
             logger.warning("audit log appends succeed again (after: %s)", self.failure)
@@ -196,7 +226,7 @@ class AuditWriter:
         self.appended += len(batch)
         self._unsigned = True
         for offset, (_, _, future) in enumerate(batch):
-            future.set_result(first + offset)
+            _settle(future, result=first + offset)
 
     def _sign(self) -> Sealed | None:
         """Sign a checkpoint of the current head (None if it could not be)."""
@@ -215,7 +245,8 @@ class AuditWriter:
 
     def _seal(self, request: _Seal) -> None:
         sealed = self._sign()
-        if sealed is None:
-            request.future.set_exception(AuditUnavailableError("the audit log could not sign"))
-        else:
-            request.future.set_result(sealed)
+        with contextlib.suppress(InvalidStateError):  # its caller stopped waiting
+            if sealed is None:
+                request.future.set_exception(AuditUnavailableError("the audit log could not sign"))
+            else:
+                request.future.set_result(sealed)

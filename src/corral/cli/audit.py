@@ -296,6 +296,7 @@ def _verify_log(output: OutputFormat, key: str | None, witness: list[str] | None
 
 
 TraceId = Annotated[str, typer.Argument(metavar="TRACE_ID", help="a W3C trace id (32 hex)")]
+_MAX_TRACE = 2000  # as the server's trace view (corral.audit.service.MAX_TRACE_RECORDS)
 
 
 @app.command("trace")
@@ -314,7 +315,8 @@ def trace(trace_id: TraceId, output: OutputOption = OutputFormat.table) -> None:
             f"{trace_id[:40]!r} is not a trace id", hint="32 lowercase hex digits"
         )
     with local_store() as store, store.transaction(write=False) as uow:
-        rows = uow.audit.trace_entries(trace_id)
+        rows = uow.audit.trace_entries(trace_id, limit=_MAX_TRACE + 1)
+    truncated, rows = len(rows) > _MAX_TRACE, rows[:_MAX_TRACE]
     if not rows:
         raise NotFoundError(f"no audit record in trace {trace_id}")
     records = []
@@ -324,6 +326,9 @@ def trace(trace_id: TraceId, output: OutputOption = OutputFormat.table) -> None:
         except ValueError:
             records.append({"index": index, "record": None})
     tree = trace_tree(trace_id, records)
+    tree["truncated"] = truncated
+    if truncated:
+        err_console.print(f"the trace has more than {_MAX_TRACE} records: the first are shown")
     if output is OutputFormat.json:
         print_json(tree)
         return

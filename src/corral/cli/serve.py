@@ -138,7 +138,7 @@ def up(
     from corral.api.app import create_app
     from corral.audit.checkpoints import LogKeys
     from corral.audit.service import AuditService
-    from corral.config import paths
+    from corral.config import audit_settings, paths
     from corral.console.service import ConsoleSettings
     from corral.domain.models import PoolSpec
     from corral.identity.directory import Directory
@@ -169,7 +169,8 @@ def up(
     emitter = EventEmitter(store, issuer=base, keyring=lambda: keyring, on_queued=delivery.wake)
     control = ControlPlane(store, PCRuntime(), events=emitter, approval_wait_s=approval_wait)
     # Every Gate call is recorded in the tamper-evident log (docs/audit.md).
-    audit = AuditService.open(store, LogKeys.load())
+    settings = audit_settings()  # CORRAL_AUDIT_* (docs/audit.md)
+    audit = AuditService.open(store, LogKeys.load(settings=settings), preview=settings.preview)
     emitter.on_emitted = audit.recorder.note_security_out  # security events out and in
 
     admin_file = _bootstrap_admin(store, f"{base}/v1/token")
