@@ -325,6 +325,8 @@ def test_verify_checks_the_stored_checkpoints(env: Path) -> None:
     store.close()
     run("checkpoint")
     code, out = run("verify")
+    # the two stored (the latest's copy outside the database, audit/latest.checkpoint, is
+    # the same note: checked once)
     assert code == 0 and "2 signed checkpoints hold" in out
 
     # a checkpoint whose root does not match the records (the row and note re-signed with

@@ -27,6 +27,7 @@ from corral.audit.tlog.cosignature import (
     cosigned_message,
 )
 from corral.audit.tlog.note import NoteError, NoteSigner, open_note, sign_note
+from corral.audit.verify import verify_log
 from corral.config import AuditSettings
 from corral.errors import AuditIntegrityError, InvalidInputError, StoreSecurityError
 from corral.store import EntryKeys, Store
@@ -242,3 +243,44 @@ def test_append_keeps_its_old_signature_and_checks_record_ids(store: Store) -> N
         with pytest.raises(ValueError, match="one EntryKeys"):
             log.append(uow, [b"c"], [EntryKeys("x"), EntryKeys("y")])
         assert uow.audit.index_of_record("x") is None
+
+
+def test_a_rewrite_that_deletes_the_checkpoints_it_contradicts_is_still_caught(
+    store: Store, tmp_path: Path
+) -> None:
+    """Someone with write access to the database but not the key rewrites record 150 and
+    deletes every stored checkpoint it contradicts: the copy of the latest checkpoint kept
+    outside the database still does. The server refuses to sign over the rewrite, and verify
+    (given that copy, as `corral audit verify` reads it from the data folder) names it."""
+    from sqlalchemy import delete, update
+
+    from corral.store._tables import audit_checkpoints, audit_entries, audit_state, audit_tiles
+
+    keys = LogKeys.load(tmp_path / "data", AuditSettings("corral.test/h/audit", None))
+    entries = [f"record {i}".encode() for i in range(600)]
+    for lo in range(0, 600, 100):
+        with store.transaction() as uow:
+            log.append(uow, entries[lo : lo + 100])
+            sign_checkpoint(uow, keys)
+    outside = keys.latest_outside()
+    assert outside is not None and outside.size == 600
+
+    forged = list(entries)
+    forged[150] = b"record 150 (benign)"
+    with store.transaction() as uow:
+        conn = uow.connection
+        conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.size > 150))
+        conn.execute(delete(audit_entries))
+        conn.execute(delete(audit_tiles))
+        conn.execute(update(audit_state).values(size=0, edge=b""))
+    with store.transaction() as uow:
+        log.append(uow, forged)
+    with store.transaction(write=False) as uow:  # the database alone agrees with itself
+        assert verify_log(uow, log_key=keys.verifier).ok
+        verdict = verify_log(uow, log_key=keys.verifier, outside=[outside])
+    assert not verdict.ok and verdict.bad_checkpoints == [600]
+    assert verdict.first_bad is not None and verdict.first_bad <= 150
+    with store.transaction() as uow:
+        log.append(uow, [b"record 600"])
+        with pytest.raises(AuditIntegrityError, match="no longer give the root"):
+            sign_checkpoint(uow, keys)

@@ -55,6 +55,9 @@ VKEY_FILE = "log.vkey"
 #: the key of the hashes records keep of content (typed text, file content): secret, so a
 #: reader of the log cannot confirm a guess of a short secret by hashing it
 CONTENT_KEY_FILE = "content.key"
+#: the latest signed checkpoint, kept outside the database: a history rewritten in the
+#: database (its checkpoint rows deleted with it) still contradicts this copy
+LATEST_FILE = "latest.checkpoint"
 #: a proof file at most this long: 63 hashes, an entry of 65,535 bytes in base64 in its
 #: `extra` line, and a checkpoint with 100 signatures fit well within it
 MAX_PROOF_BYTES = 256 * 1024
@@ -86,6 +89,21 @@ def _write_new(path: Path, text: str, mode: int) -> bool:
             os.unlink(tmp)
 
 
+def _replace(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (a reader sees the old or the new, never half)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def _read_line(path: Path) -> str:
     text = path.read_text(encoding="utf-8").strip()
     if not text or "\n" in text:
@@ -101,6 +119,25 @@ class LogKeys:
     witnesses: tuple[CosignatureSigner, ...] = field(default=())
     #: the HMAC key of content hashes in records (`content.key`, 32 random bytes)
     content_key: bytes = field(default=b"", repr=False)
+    #: where the latest signed checkpoint is kept outside the database (None: nowhere)
+    latest_file: Path | None = None
+
+    def latest_outside(self) -> CheckpointRow | None:
+        """The checkpoint kept outside the database, checked against the log key (None if
+        there is none yet); AuditIntegrityError if it is there but not a valid checkpoint."""
+        if self.latest_file is None or not self.latest_file.exists():
+            return None
+        note = self.latest_file.read_text(encoding="utf-8")
+        try:
+            text, _ = open_note(note, [self.verifier])
+            checkpoint = Checkpoint.parse(text)
+        except (NoteError, ValueError) as exc:
+            raise AuditIntegrityError(f"{self.latest_file}: {exc}") from None
+        return CheckpointRow(checkpoint.size, checkpoint.root, note, datetime.now(UTC))
+
+    def keep_outside(self, note: str) -> None:
+        if self.latest_file is not None:
+            _replace(self.latest_file, note)
 
     @property
     def origin(self) -> str:
@@ -170,7 +207,12 @@ class LogKeys:
                 raise AuditIntegrityError(f"{content_path} must hold 64 hex digits") from None
             if len(content_key) != 32:
                 raise AuditIntegrityError(f"{content_path} must hold 64 hex digits")
-        return cls(signer, tuple(_witness_signers(settings.witness_keys)), content_key)
+        return cls(
+            signer,
+            tuple(_witness_signers(settings.witness_keys)),
+            content_key,
+            folder / LATEST_FILE,
+        )
 
 
 def _witness_signers(path: Path | None) -> list[CosignatureSigner]:
@@ -202,24 +244,31 @@ def sign_checkpoint(
     size, edge = uow.audit.state(lock=True)  # signers and appenders take turns
     _, root = log.head(uow)
     latest = uow.audit.latest_checkpoint()
-    if latest is not None:
-        if latest.size > size:
-            raise AuditIntegrityError(
-                f"the log holds {size} entries but a checkpoint of {latest.size} was signed"
-            )
-        from corral.audit.tlog.tiled import TiledLog
+    from corral.audit.tlog.tiled import TiledLog
 
-        if TiledLog(uow.audit, size, edge).root_at(latest.size) != latest.root:
+    tree = TiledLog(uow.audit, size, edge)
+    # The head must extend what was signed: the latest stored checkpoint, and the copy kept
+    # outside the database (which deleting checkpoint rows does not remove).
+    for signed in (latest, keys.latest_outside()):
+        if signed is None:
+            continue
+        if signed.size > size:
             raise AuditIntegrityError(
-                f"the log's first {latest.size} entries no longer give the root signed then"
+                f"the log holds {size} entries but a checkpoint of {signed.size} was signed"
             )
-        if latest.size == size:
-            return latest.note
+        if tree.root_at(signed.size) != signed.root:
+            raise AuditIntegrityError(
+                f"the log's first {signed.size} entries no longer give the root signed then"
+            )
+    if latest is not None and latest.size == size:
+        keys.keep_outside(latest.note)
+        return latest.note
     text = Checkpoint(keys.origin, size, root).text()
     now = clock()
     note = sign_note(text, keys.signer)
     note += "".join(w.signature_line(text, int(now)) for w in keys.witnesses)
     uow.audit.add_checkpoint(CheckpointRow(size, root, note, datetime.fromtimestamp(now, UTC)))
+    keys.keep_outside(note)
     return note
 
 

@@ -19,6 +19,7 @@ million records verifies in constant memory.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ from corral.audit.tlog.note import NoteError, NoteVerifier, open_note
 from corral.audit.tlog.tiles import TILE_WIDTH, tiles_for
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from corral.store import CheckpointRow, UnitOfWork
 
 __all__ = ["Verdict", "verify_log"]
@@ -82,6 +85,17 @@ def _stored_checkpoints(uow: UnitOfWork) -> Iterator[CheckpointRow]:
         start = page[-1].size + 1
 
 
+def _distinct(rows: Iterator[CheckpointRow]) -> Iterator[CheckpointRow]:
+    """`rows` (by size) without repeats: only rows of one size are remembered at a time."""
+    size, notes = -1, set[str]()
+    for row in rows:
+        if row.size != size:
+            size, notes = row.size, set()
+        if row.note not in notes:
+            notes.add(row.note)
+            yield row
+
+
 class _CheckpointCheck:
     """Checks each stored checkpoint as the recomputed tree reaches its size."""
 
@@ -91,9 +105,18 @@ class _CheckpointCheck:
         verdict: Verdict,
         log_key: NoteVerifier | None,
         witnesses: Sequence[CosignatureVerifier],
+        outside: Sequence[CheckpointRow] = (),
     ) -> None:
         self.verdict, self.log_key, self.witnesses = verdict, log_key, witnesses
-        self.pending = _stored_checkpoints(uow)
+        # the stored checkpoints and those kept outside the database, by size; a copy of a
+        # stored one (the same note) is checked once
+        self.pending = _distinct(
+            heapq.merge(
+                _stored_checkpoints(uow),
+                sorted(outside, key=lambda r: r.size),
+                key=lambda r: r.size,
+            )
+        )
         self.next: CheckpointRow | None = next(self.pending, None)
         self.vouched = 0  # the size of the last checkpoint that matched the records
         if self.next is not None and log_key is None:
@@ -162,9 +185,12 @@ def verify_log(
     *,
     log_key: NoteVerifier | None = None,
     witnesses: Sequence[CosignatureVerifier] = (),
+    outside: Sequence[CheckpointRow] = (),
 ) -> Verdict:
     """Check the stored log against its own entries, and its stored signed checkpoints
-    against `log_key` and `witnesses`; see the module's docstring."""
+    against `log_key` and `witnesses`; see the module's docstring. `outside`: checkpoints kept
+    outside the database (the server's `latest.checkpoint`, an auditor's or a witness's copy),
+    checked like the stored ones, so deleting checkpoint rows with a rewrite hides nothing."""
     uow.audit.snapshot()
     size, edge = uow.audit.state()
     stored_root = CompactRange(size, edge).root() if len(edge) == size.bit_count() else b""
@@ -172,7 +198,7 @@ def verify_log(
     if len(edge) != size.bit_count():
         verdict.bad(0, f"the log's state holds {len(edge)} edge hashes for size {size}")
     recomputed = CompactRange()
-    checks = _CheckpointCheck(uow, verdict, log_key, witnesses)
+    checks = _CheckpointCheck(uow, verdict, log_key, witnesses, outside)
     checks.reached(recomputed)
     # hashes[level]: the recomputed hashes of the current tile at that level
     hashes: list[bytearray] = [bytearray()]
@@ -241,3 +267,27 @@ def verify_log(
         verdict.bad(0, "the recomputed head differs from the stored one")
     verdict.root = recomputed.root()
     return verdict
+
+
+def checkpoints_from_files(files: Sequence[Path]) -> list[CheckpointRow]:
+    """Signed checkpoints kept in files, as `outside` rows for `verify_log` (which checks
+    their signatures); InvalidInputError naming a file that holds no checkpoint."""
+    from datetime import UTC, datetime
+
+    from corral.audit.tlog.note import split_note
+    from corral.errors import InvalidInputError
+    from corral.store import CheckpointRow
+
+    rows: list[CheckpointRow] = []
+    for path in files:
+        try:
+            note = path.read_text(encoding="utf-8")
+            checkpoint = Checkpoint.parse(split_note(note)[0])
+        except (OSError, UnicodeDecodeError, NoteError, ValueError) as exc:
+            raise InvalidInputError(
+                f"{path}: not a signed checkpoint ({exc})",
+                hint="give the text /audit/checkpoint served, or the data folder's "
+                "audit/latest.checkpoint",
+            ) from None
+        rows.append(CheckpointRow(checkpoint.size, checkpoint.root, note, datetime.now(UTC)))
+    return rows

@@ -179,12 +179,23 @@ def verify(
         Path | None,
         typer.Option("--entry", help="with --proof: the entry's file (else the proof's own)"),
     ] = None,
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint",
+            metavar="FILE",
+            help="a signed checkpoint kept elsewhere (an auditor's or a witness's copy) that "
+            "the log must still agree with; repeat for several",
+        ),
+    ] = None,
 ) -> None:
     """Check the audit log on this host, or (--proof) one entry's proof anywhere.
 
     On this host: recompute the log from its records and check every stored hash, the head,
     and every signed checkpoint (its signature by the log key, given with --key or read from
-    the data folder, each --witness's cosignature, and its root against the records). Exits
+    the data folder, each --witness's cosignature, and its root against the records): those
+    stored, the latest one kept outside the database (`audit/latest.checkpoint`) and each
+    --checkpoint FILE, so deleting checkpoint rows along with a rewrite hides nothing. Exits
     0 if all hold; else 1, naming the first bad index (0-based): the lowest record whose
     proof no longer holds.
 
@@ -198,7 +209,7 @@ def verify(
         from corral.errors import InvalidInputError
 
         raise InvalidInputError("--entry goes with --proof")
-    _verify_log(output, key, witness)
+    _verify_log(output, key, witness, checkpoint or [])
 
 
 def _verify_proof(
@@ -252,19 +263,23 @@ def _verify_proof(
     )
 
 
-def _verify_log(output: OutputFormat, key: str | None, witness: list[str] | None) -> None:
-    from corral.audit.checkpoints import LogKeys
-    from corral.audit.verify import verify_log
+def _verify_log(
+    output: OutputFormat, key: str | None, witness: list[str] | None, checkpoints: list[Path]
+) -> None:
+    from corral.audit.checkpoints import LATEST_FILE, LogKeys
+    from corral.audit.verify import checkpoints_from_files, verify_log
     from corral.config import paths
 
     witnesses = _witness_verifiers(witness)
+    latest = LogKeys.folder(paths().data) / LATEST_FILE
+    outside = checkpoints_from_files([*checkpoints, *([latest] if latest.is_file() else [])])
     with local_store() as store:
         log_key = _log_verifier(key) if key is not None else None
         vkey_file = LogKeys.folder(paths().data) / "log.vkey"
         if log_key is None and vkey_file.is_file():
             log_key = _log_verifier(str(vkey_file))
         with store.transaction(write=False) as uow:
-            verdict = verify_log(uow, log_key=log_key, witnesses=witnesses)
+            verdict = verify_log(uow, log_key=log_key, witnesses=witnesses, outside=outside)
     root = _b64(verdict.root)
     if output is OutputFormat.json:
         print_json(
