@@ -2,10 +2,12 @@
 signed checkpoint, a full verify, and the record stage's cost on the tool-call path.
 
 Rows, each beside its floor measured in the same run:
-- appends/s through the writer (50 submitting threads, group commit, a checkpoint signed at most
-  0.5 s after an append), floor: the same records appended by one thread straight into the
-  log in batches of 4,096 (the store and Merkle work alone);
-- append -> signed checkpoint, p50 and p99 over every record of that run, target <= 1 s;
+- appends/s through the writer (200 concurrent callers on one event loop, each waiting for its
+  record's commit like a Gate call; group commit; a checkpoint signed at most 0.5 s after an
+  append), floor: the same records appended by one thread straight into the log in batches of
+  4,096 (the store and Merkle work alone);
+- acknowledged append -> signed checkpoint covering it, p50 and p99 over every record of that
+  run, target <= 1 s;
 - a full `verify_log` of CORRAL_BENCH_AUDIT_VERIFY records (default 1,000,000), floor: hashing
   the same entries' leaves with hashlib alone, target <= 20 s;
 - the record stage's own work per call (event, OCSF record, canonical bytes, queueing; the
@@ -17,16 +19,15 @@ script `scripts/postgres-test.sh` starts the private test server (root).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from corral.store import EntryKeys, Store
 
 APPENDS = int(os.environ.get("CORRAL_BENCH_AUDIT_APPENDS", "50000"))
 VERIFY = int(os.environ.get("CORRAL_BENCH_AUDIT_VERIFY", "1000000"))
-THREADS = 50
+CALLERS = 200
 _SETTINGS = AuditSettings(origin="bench.local/audit", witness_keys=None)
 
 
@@ -108,35 +109,35 @@ def _appends(floor_url: str, url: str, keys: LogKeys, label: str) -> list[Row]:
         return note
 
     writer = AuditWriter(store, signer=signer, checkpoint_interval_s=0.5).start()
-    submitted: list[float] = [0.0] * APPENDS
-    futures: list[Future[int] | None] = [None] * APPENDS
+    acked: dict[int, float] = {}  # index -> when its append was acknowledged (committed)
 
-    def submitter(k: int) -> None:
-        for i in range(k, APPENDS, THREADS):
-            submitted[i] = time.monotonic()
-            futures[i] = writer.submit(entries[i], keyed[i])
+    async def callers() -> None:
+        """CALLERS concurrent callers on one event loop, as the server's Gate calls are: each
+        waits for its record's commit before its next call."""
+
+        async def caller(k: int) -> None:
+            for i in range(k, APPENDS, CALLERS):
+                index = await writer.append(entries[i], keyed[i])
+                acked[index] = time.monotonic()
+
+        await asyncio.gather(*(caller(k) for k in range(CALLERS)))
 
     start = time.perf_counter()
-    threads = [threading.Thread(target=submitter, args=(k,)) for k in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    indexes = [f.result(120) for f in futures if f is not None]
+    asyncio.run(callers())
     elapsed = time.perf_counter() - start
     writer.stop()
     store.close()
     rate = APPENDS / elapsed
-    # append -> the first signed checkpoint that covers it
-    lags = []
-    for i, index in zip(range(APPENDS), indexes, strict=True):
-        covering = next((t for t, size in signed if size > index), None)
+    # acknowledged append -> the first signed checkpoint that covers it
+    lags: list[float] = []
+    for index, acked_at in acked.items():
+        covering = next((when for when, size in signed if size > index), None)
         if covering is not None:
-            lags.append((covering - submitted[i]) * 1000)
-    assert sorted(indexes) == list(range(APPENDS))
+            lags.append((covering - acked_at) * 1000)
+    assert sorted(acked) == list(range(APPENDS))
     return [
         Row(
-            f"{label}: appends/s, writer, {THREADS} threads",
+            f"{label}: appends/s, writer, {CALLERS} callers",
             "/s",
             rate,
             rate,
@@ -229,24 +230,29 @@ def _record_stage(url: str, keys: LogKeys) -> Row:
     )
 
 
+def _keys(tmp: Path, name: str) -> LogKeys:
+    """A log's own keys (each log keeps its latest checkpoint in its own data folder)."""
+    return LogKeys.load(tmp / name, _SETTINGS)
+
+
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="corral-bench-audit-"))
-    keys = LogKeys.load(tmp / "data", _SETTINGS)
     rows: list[Row] = []
-    rows += _appends(f"sqlite:///{tmp}/floor.db", f"sqlite:///{tmp}/appends.db", keys, "SQLite")
+    sqlite = (f"sqlite:///{tmp}/floor.db", f"sqlite:///{tmp}/appends.db")
+    rows += _appends(*sqlite, _keys(tmp, "sqlite"), "SQLite")
     pg = _pg_url()
     if pg is not None:
         (floor, drop_floor), (url, drop) = _fresh_pg(pg), _fresh_pg(pg)
         try:
-            rows += _appends(floor, url, keys, "PostgreSQL")
+            rows += _appends(floor, url, _keys(tmp, "pg"), "PostgreSQL")
         finally:
             drop_floor()
             drop()
     else:
         print("PostgreSQL rows left out: no CORRAL_BENCH_PG_URL and not root")
-    rows.append(_record_stage(f"sqlite:///{tmp}/stage.db", keys))
+    rows.append(_record_stage(f"sqlite:///{tmp}/stage.db", _keys(tmp, "stage")))
     if VERIFY:
-        rows.append(_verify(f"sqlite:///{tmp}/verify.db", keys))
+        rows.append(_verify(f"sqlite:///{tmp}/verify.db", _keys(tmp, "verify")))
     print(render(rows))
     print("storage per minute of an active session: not measured (session recording is not built)")
     return 0

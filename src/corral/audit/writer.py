@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Union
 
 from corral.audit import log as audit_log
 from corral.errors import AuditUnavailableError
@@ -62,7 +62,36 @@ class _Seal:
 
 _STOP = object()
 _NO_KEYS = EntryKeys()
-_Item = tuple[bytes, EntryKeys, "Future[int]"]
+#: who waits for an entry: a thread (a concurrent Future) or a coroutine (its loop and an
+#: asyncio Future, answered with one wake-up per loop and batch: no lock per record)
+_Waiter = Union["Future[int]", tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]"]]
+_Item = tuple[bytes, EntryKeys, _Waiter]
+
+
+def _answer_all(answers: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    """On a waiting loop: answer its coroutines (those cancelled meanwhile stay cancelled)."""
+    for future, answer in answers:
+        if not future.done():
+            if isinstance(answer, BaseException):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+
+
+def _answer(batch: list[_Item], answer: Callable[[int], int | BaseException]) -> None:
+    """Answer every waiter of `batch`; `answer(offset)` is its index or its error."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], Any]]] = {}
+    for offset, (_, _, waiter) in enumerate(batch):
+        value = answer(offset)
+        if isinstance(waiter, tuple):
+            by_loop.setdefault(waiter[0], []).append((waiter[1], value))
+        elif isinstance(value, BaseException):
+            _settle(waiter, error=value)
+        else:
+            _settle(waiter, result=value)
+    for loop, answers in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # its loop closed: nobody is waiting
+            loop.call_soon_threadsafe(_answer_all, answers)
 
 
 def _settle(
@@ -135,8 +164,15 @@ class AuditWriter:
 
     async def append(self, entry: bytes, keys: EntryKeys | None = None) -> int:
         """Queue `entry` and wait for its commit. A caller cancelled meanwhile (a client gone
-        mid-call) stops waiting, but the record is still written: the wait is shielded."""
-        return await asyncio.shield(asyncio.wrap_future(self.submit(entry, keys)))
+        mid-call) stops waiting, but the record is still written."""
+        if self._thread is None:
+            raise AuditUnavailableError("the audit log's writer is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._queue.put((entry, keys or _NO_KEYS, (loop, future)))
+        # Not shielded: a caller cancelled meanwhile cancels only its own future; the entry
+        # is queued and written all the same, and its answer is then skipped.
+        return await future
 
     def append_sync(self, entry: bytes, keys: EntryKeys | None = None, timeout: float = 30) -> int:
         return self.submit(entry, keys).result(timeout)
@@ -217,16 +253,14 @@ class AuditWriter:
             self.failed += len(batch)
             self.failure = f"{type(exc).__name__}: {exc}"
             logger.error("audit log append of %d records failed: %s", len(batch), self.failure)
-            for _, _, future in batch:
-                _settle(future, error=AuditUnavailableError())
+            _answer(batch, lambda _: AuditUnavailableError())
             return
         if self.failure is not None:
             logger.warning("audit log appends succeed again (after: %s)", self.failure)
         self.failure = None
         self.appended += len(batch)
         self._unsigned = True
-        for offset, (_, _, future) in enumerate(batch):
-            _settle(future, result=first + offset)
+        _answer(batch, lambda offset: first + offset)
 
     def _sign(self) -> Sealed | None:
         """Sign a checkpoint of the current head (None if it could not be)."""

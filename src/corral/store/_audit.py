@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from corral.store._tables import audit_checkpoints, audit_entries, audit_state, audit_tiles
 
@@ -40,21 +40,23 @@ def set_state(conn: Connection, size: int, edge: tuple[bytes, ...]) -> None:
     )
 
 
+# Built once: each append reads and writes a few tiles, and building the statements anew
+# each time was most of an append's own cost.
+_TILE_KEY = (audit_tiles.c.level == bindparam("t_level"), audit_tiles.c.idx == bindparam("t_idx"))
+_READ_TILE = select(audit_tiles.c.hashes).where(*_TILE_KEY)
+_UPDATE_TILE = update(audit_tiles).where(*_TILE_KEY).values(hashes=bindparam("t_hashes"))
+_INSERT_TILE = insert(audit_tiles)
+
+
 def read_tile(conn: Connection, level: int, index: int) -> bytes:
-    row = conn.execute(
-        select(audit_tiles.c.hashes).where(audit_tiles.c.level == level, audit_tiles.c.idx == index)
-    ).one_or_none()
+    row = conn.execute(_READ_TILE, {"t_level": level, "t_idx": index}).one_or_none()
     return b"" if row is None else bytes(row.hashes)
 
 
 def write_tile(conn: Connection, level: int, index: int, hashes: bytes) -> None:
-    done = conn.execute(
-        update(audit_tiles)
-        .where(audit_tiles.c.level == level, audit_tiles.c.idx == index)
-        .values(hashes=hashes)
-    )
+    done = conn.execute(_UPDATE_TILE, {"t_level": level, "t_idx": index, "t_hashes": hashes})
     if done.rowcount == 0:
-        conn.execute(insert(audit_tiles).values(level=level, idx=index, hashes=hashes))
+        conn.execute(_INSERT_TILE, {"level": level, "idx": index, "hashes": hashes})
 
 
 @dataclass(frozen=True, slots=True)
