@@ -181,6 +181,14 @@ def _category(call: GateCall) -> Category:
     return Category.API
 
 
+def _entry(event: AuditEvent) -> tuple[bytes, EntryKeys]:
+    """The log entry of `event` (its OCSF record, with a new record id) and what finds it."""
+    record_id = secrets.token_hex(16)
+    entry = encode(to_ocsf(event, record_id=record_id, product_version=__version__))
+    trace_id = event.trace.trace_id if event.trace is not None else None
+    return entry, EntryKeys(record_id, trace_id, event.session_id)
+
+
 class AuditRecorder:
     """The record stage over an `AuditWriter`. `content_key` keys the hashes of content (so a
     record does not confirm a guess of a short secret to whoever reads the log);
@@ -236,16 +244,11 @@ class AuditRecorder:
             result={"failed_records": writer.failed},
             via=self.via,
         )
-        record_id = secrets.token_hex(16)
-        entry = encode(to_ocsf(outage, record_id=record_id, product_version=__version__))
-        await writer.append(entry, EntryKeys(record_id=record_id))
+        await writer.append(*_entry(outage))
 
     async def record(self, call: GateCall) -> None:
         event = self.event(call)
-        record_id = secrets.token_hex(16)
-        entry = encode(to_ocsf(event, record_id=record_id, product_version=__version__))
-        trace_id = event.trace.trace_id if event.trace is not None else None
-        await self.writer.append(entry, EntryKeys(record_id, trace_id, event.session_id))
+        await self.writer.append(*_entry(event))
         released = call.operation.name == "release" and event.outcome is Outcome.SUCCESS
         if released and event.session_id is not None:
             self._sessions.pop(event.session_id, None)
@@ -310,9 +313,7 @@ class AuditRecorder:
             result={"refusals_not_recorded_before": skipped} if skipped else {},
             via=self.via,
         )
-        record_id = secrets.token_hex(16)
-        entry = encode(to_ocsf(event, record_id=record_id, product_version=__version__))
-        await self.writer.append(entry, EntryKeys(record_id, trace.trace_id, None))
+        await self.writer.append(*_entry(event))
 
     def note_lifecycle(self, what: str, fields: Mapping[str, str | None]) -> None:
         """What the pool manager did on its own (boot, reset, quarantine, destroy, a session
@@ -332,10 +333,7 @@ class AuditRecorder:
             result={"reason": (fields.get("reason") or "")[:_MAX_STRING] or None},
             via=self.via,
         )
-        record_id = secrets.token_hex(16)
-        entry = encode(to_ocsf(event, record_id=record_id, product_version=__version__))
-        with contextlib.suppress(AuditUnavailableError):  # not running: the writer's to say
-            self.writer.submit(entry, EntryKeys(record_id, None, event.session_id))
+        self._queue(event)
 
     def note_security_out(self, event: CorralEvent, receivers: int) -> None:
         """A CAEP event Corral emitted (queued as SETs for `receivers` receivers)."""
@@ -383,10 +381,12 @@ class AuditRecorder:
             result=result,
             via=self.via,
         )
-        record_id = secrets.token_hex(16)
-        entry = encode(to_ocsf(event, record_id=record_id, product_version=__version__))
-        with contextlib.suppress(AuditUnavailableError):
-            self.writer.submit(entry, EntryKeys(record_id, None, session_id))
+        self._queue(event)
+
+    def _queue(self, event: AuditEvent) -> None:
+        """Queue a record nobody waits for (its failure is the writer's to report)."""
+        with contextlib.suppress(AuditUnavailableError):  # the writer is not running
+            self.writer.submit(*_entry(event))
 
     def _sponsor(self, caller_id: str) -> str | None:
         if self.sponsor_of is None:

@@ -7,7 +7,6 @@ unit of work, so a proof and the head it is against come from one snapshot.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from corral.audit import log as audit_log
 from corral.audit.checkpoints import LogKeys, prove, sign_checkpoint
 from corral.audit.recorder import AuditRecorder
 from corral.audit.tlog.tiles import TILE_WIDTH, Tile, TileError, bundle, parse_tile_path
-from corral.audit.trace_tree import trace_tree
+from corral.audit.trace_tree import entry_record, trace_tree
 from corral.audit.writer import AuditWriter
 from corral.errors import InvalidInputError, NotFoundError
 
@@ -28,14 +27,6 @@ __all__ = ["AuditService"]
 _HASH = 32
 #: the most records a trace tree shows (a caller decides how many calls share its trace)
 MAX_TRACE_RECORDS = 2000
-
-
-def _record(index: int, entry: bytes) -> dict[str, Any]:
-    """A stored entry as the API shows it: its index and the record (JSON)."""
-    try:
-        return {"index": index, "record": json.loads(entry)}
-    except ValueError:  # never written by Corral: show that it is not a record
-        return {"index": index, "record": None, "bytes": len(entry)}
 
 
 @dataclass
@@ -128,7 +119,7 @@ class AuditService:
                 rows = uow.audit.session_entries(session, start, limit)
             else:
                 rows = uow.audit.entry_rows(start, limit)
-        records = [_record(i, e) for i, e in rows]
+        records = [entry_record(i, e) for i, e in rows]
         following = rows[-1][0] + 1 if len(rows) == limit else None
         return {"size": size, "records": records, "next": following}
 
@@ -145,7 +136,7 @@ class AuditService:
                 sign_checkpoint(uow, self.keys)
         with self.store.transaction(write=False) as uow:
             entry = uow.audit.entries(index, index + 1)[0]
-            out = _record(index, entry)
+            out = entry_record(index, entry)
             out["proof"] = prove(uow, index, with_entry=False)
         return out
 
@@ -177,7 +168,7 @@ class AuditService:
             rows = uow.audit.trace_entries(trace_id, limit=MAX_TRACE_RECORDS + 1)
         if not rows:
             raise NotFoundError(f"no audit record in trace {trace_id!r}")
-        tree = trace_tree(trace_id, [_record(i, e) for i, e in rows[:MAX_TRACE_RECORDS]])
+        tree = trace_tree(trace_id, [entry_record(i, e) for i, e in rows[:MAX_TRACE_RECORDS]])
         tree["truncated"] = len(rows) > MAX_TRACE_RECORDS
         return tree
 

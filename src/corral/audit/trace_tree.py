@@ -10,10 +10,20 @@ whose inclusion proof `corral audit prove INDEX` prints.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["node_of", "trace_tree"]
+__all__ = ["entry_record", "node_of", "trace_tree"]
+
+
+def entry_record(index: int, entry: bytes) -> dict[str, Any]:
+    """A stored entry as readers see it: its index and its record (JSON), or, for an entry
+    that is not one (never written by Corral), null and its size."""
+    try:
+        return {"index": index, "record": json.loads(entry)}
+    except ValueError:
+        return {"index": index, "record": None, "bytes": len(entry)}
 
 
 def _map(value: object) -> Mapping[str, Any]:

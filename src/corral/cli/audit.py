@@ -319,10 +319,9 @@ _MAX_TRACE = 2000  # as the server's trace view (corral.audit.service.MAX_TRACE_
 def trace(trace_id: TraceId, output: OutputOption = OutputFormat.table) -> None:
     """Print one trace's records as a tree: the request, the agent, its sessions, each action
     and the policy decisions taken for it (REST: GET /v1/audit/traces/TRACE_ID)."""
-    import json
     import re
 
-    from corral.audit.trace_tree import trace_tree
+    from corral.audit.trace_tree import entry_record, trace_tree
     from corral.errors import InvalidInputError, NotFoundError
 
     if not re.fullmatch(r"[0-9a-f]{32}", trace_id):
@@ -334,13 +333,7 @@ def trace(trace_id: TraceId, output: OutputOption = OutputFormat.table) -> None:
     truncated, rows = len(rows) > _MAX_TRACE, rows[:_MAX_TRACE]
     if not rows:
         raise NotFoundError(f"no audit record in trace {trace_id}")
-    records = []
-    for index, entry in rows:
-        try:
-            records.append({"index": index, "record": json.loads(entry)})
-        except ValueError:
-            records.append({"index": index, "record": None})
-    tree = trace_tree(trace_id, records)
+    tree = trace_tree(trace_id, [entry_record(i, e) for i, e in rows])
     tree["truncated"] = truncated
     if truncated:
         err_console.print(f"the trace has more than {_MAX_TRACE} records: the first are shown")

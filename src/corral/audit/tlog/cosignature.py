@@ -34,6 +34,7 @@ from corral.audit.tlog.note import (
     Signature,
     b64decode_strict,
     key_id,
+    parse_skey,
     split_note,
 )
 
@@ -150,17 +151,12 @@ class CosignatureSigner:
 
     @classmethod
     def from_skey(cls, skey: str) -> CosignatureSigner:
-        parts = skey.strip().split("+", 4)
-        if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
-            raise NoteError("a signer key is PRIVATE+KEY+<name>+<hex key id>+<base64 key>")
-        name, hex_id, b64 = parts[2:]
-        raw = b64decode_strict(b64)
-        if len(raw) != 33 or raw[0] not in (COSIGNATURE_V1, ED25519):
-            raise NoteError("a witness signer key is Ed25519 (type 0x04 or 0x01, 32-byte seed)")
-        signer = cls(name, Ed25519PrivateKey.from_private_bytes(raw[1:]))
-        if f"{key_id(name, raw[0], signer.public):08x}" != hex_id:
-            raise NoteError("the signer key's id does not match its name and key")
-        return signer
+        name, _, key = parse_skey(
+            skey,
+            (COSIGNATURE_V1, ED25519),
+            "a witness signer key is Ed25519 (type 0x04 or 0x01, 32-byte seed)",
+        )
+        return cls(name, key)
 
     @property
     def public(self) -> bytes:

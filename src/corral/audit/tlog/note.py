@@ -110,6 +110,25 @@ class NoteVerifier:
         return True
 
 
+def parse_skey(
+    skey: str, types: tuple[int, ...], wrong_type: str
+) -> tuple[str, int, Ed25519PrivateKey]:
+    """(name, key type, key) of a `PRIVATE+KEY+<name>+<hex id>+<base64(type || seed)>` signer
+    key (the Go `sumdb/note` form), its type one of `types` and its id checked."""
+    parts = skey.strip().split("+", 4)
+    if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
+        raise NoteError("a signer key is PRIVATE+KEY+<name>+<hex key id>+<base64 key>")
+    name, hex_id, b64 = parts[2:]
+    raw = b64decode_strict(b64)
+    if len(raw) != 33 or raw[0] not in types:
+        raise NoteError(wrong_type)
+    key = Ed25519PrivateKey.from_private_bytes(raw[1:])
+    _check_name(name)
+    if f"{key_id(name, raw[0], _public_bytes(key.public_key())):08x}" != hex_id:
+        raise NoteError("the signer key's id does not match its name and key")
+    return name, raw[0], key
+
+
 @dataclass(frozen=True)
 class NoteSigner:
     name: str
@@ -124,17 +143,10 @@ class NoteSigner:
 
     @classmethod
     def from_skey(cls, skey: str) -> NoteSigner:
-        parts = skey.split("+", 4)
-        if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
-            raise NoteError("a signer key is PRIVATE+KEY+<name>+<hex key id>+<base64 key>")
-        name, hex_id, b64 = parts[2:]
-        raw = b64decode_strict(b64)
-        if len(raw) != 33 or raw[0] != ED25519:
-            raise NoteError("only Ed25519 signer keys (type 0x01, 32-byte seed) are supported")
-        signer = cls(name, Ed25519PrivateKey.from_private_bytes(raw[1:]))
-        if f"{signer.id:08x}" != hex_id:
-            raise NoteError("the signer key's id does not match its name and key")
-        return signer
+        name, _, key = parse_skey(
+            skey, (ED25519,), "only Ed25519 signer keys (type 0x01, 32-byte seed) are supported"
+        )
+        return cls(name, key)
 
     @property
     def id(self) -> int:
